@@ -1,0 +1,228 @@
+"""Command line: doctor | export | run | check."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from harness.errors import HarnessError
+
+err = Console(stderr=True)
+out = Console()
+
+
+def _split(values: tuple[str, ...]) -> list[str] | None:
+    items = [v.strip() for value in values for v in value.split(",") if v.strip()]
+    return items or None
+
+
+def _batches(values: tuple[str, ...]) -> list[int] | None:
+    items = _split(values)
+    if items is None:
+        return None
+    try:
+        return [int(v) for v in items]
+    except ValueError:
+        raise HarnessError(f"--batch {','.join(items)} is not valid: expected positive integers like 1,4") from None
+
+
+class _Group(click.Group):
+    """Turns HarnessError into one line on stderr and exit code 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except HarnessError as e:
+            err.print(f"harness: error: {e}", highlight=False, soft_wrap=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="harness")
+def main() -> None:
+    """Cross-language conformance and benchmark harness for TensorFlow models."""
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def doctor(as_json: bool) -> None:
+    """Every runtime and converter: available or not, why, how to fix, version. Imports no framework."""
+    from importlib import metadata
+
+    from harness.runners.table import RUNTIMES
+
+    rows = []
+    for name, spec in RUNTIMES.items():
+        a = spec.availability()
+        rows.append({"name": name, "kind": "runtime", "language": spec.language, "available": a.ok, "version": a.version,
+                     "formats": list(spec.formats), "reason": a.reason, "fix": a.fix})
+    for dist, role in [("tensorflow-cpu", "exporter: savedmodel, keras, h5, frozen_graph, tflite*"), ("tf2onnx", "exporter: onnx13, onnx18"), ("tensorflowjs", "exporter: tfjs_graph")]:
+        try:
+            version, ok, reason = metadata.version(dist), True, ""
+        except metadata.PackageNotFoundError:
+            version, ok, reason = None, False, f"Python package {dist} is not installed"
+        rows.append({"name": dist, "kind": "converter", "language": "python", "available": ok, "version": version,
+                     "formats": [role], "reason": reason, "fix": "" if ok else "make setup"})
+    if as_json:
+        import json
+
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        from rich.table import Table
+
+        table = Table(title="harness doctor")
+        for col in ("name", "kind", "available", "version", "covers", "why / fix"):
+            table.add_column(col)
+        for r in rows:
+            table.add_row(r["name"], r["kind"], "[green]yes[/]" if r["available"] else "[red]no[/]", r["version"] or "-",
+                          ", ".join(r["formats"]), f"{r['reason']} (fix: {r['fix']})" if not r["available"] else "")
+        out.print(table)
+    if not all(r["available"] for r in rows):
+        sys.exit(1)
+
+
+def _selection_options(f):
+    f = click.option("--fixtures", "-f", multiple=True, help="Fixtures to include (comma-separated or repeated).")(f)
+    f = click.option("--formats", "-F", multiple=True, help="Formats to include.")(f)
+    f = click.option("--runtimes", "-r", multiple=True, help="Runtimes to include.")(f)
+    f = click.option("--batch", "-b", multiple=True, help="Batch sizes (default: each fixture's own).")(f)
+    return f
+
+
+def _run_options(f):
+    f = click.option("--warmup", default=2, show_default=True, help="Untimed runs after the first.")(f)
+    f = click.option("--iterations", "-n", default=10, show_default=True, help="Timed runs per case.")(f)
+    f = click.option("--threads", default=0, show_default=True, help="Threads per runtime (0: runtime default).")(f)
+    f = click.option("--timeout", default=60.0, show_default=True, help="Seconds a worker may take to answer a run.")(f)
+    f = click.option("--reports", default="reports", show_default=True, type=click.Path(path_type=Path), help="Where run folders go.")(f)
+    f = click.option("--keep-tensors", is_flag=True, help="Keep input/output .npy files in the run folder.")(f)
+    return f
+
+
+@main.command()
+@click.option("--fixtures", "-f", multiple=True, help="Fixtures to export (default: all).")
+@click.option("--formats", "-F", multiple=True, help="Formats to export (default: all).")
+def export(fixtures: tuple[str, ...], formats: tuple[str, ...]) -> None:
+    """Export fixtures to formats, into the content-addressed cache (.harness/cache)."""
+    from harness.cases import Selection
+    from harness.export import Exporter, formats_for
+    from harness.fixtures import all_fixtures
+
+    sel = Selection(fixtures=_split(fixtures), formats=_split(formats))
+    sel.validate()
+    exporter = Exporter()
+    jobs = [(fx, fmt) for name, fx in all_fixtures().items() if not sel.fixtures or name in sel.fixtures
+            for fmt in formats_for(fx) if not sel.formats or fmt in sel.formats]
+    start = time.perf_counter()
+    arts = _export_all(exporter, jobs)
+    from rich.table import Table
+
+    table = Table(title=f"artifacts in {exporter.root}")
+    for col in ("fixture", "format", "status", "export s", "key / error"):
+        table.add_column(col)
+    for a in arts:
+        table.add_row(a.fixture, a.format, "[green]ok[/]" if a.status == "ok" else "[red]error[/]", f"{a.export_s:.2f}",
+                      a.key if a.status == "ok" else (a.error or ""))
+    out.print(table)
+    out.print(f"{len(arts)} artifacts in {time.perf_counter() - start:.1f} s")
+    if any(a.status != "ok" for a in arts):
+        sys.exit(1)
+
+
+def _export_all(exporter, jobs):
+    from rich.progress import Progress
+
+    arts = []
+    with Progress(console=err, transient=True) as progress:
+        task = progress.add_task("exporting", total=len(jobs))
+        for fx, fmt in jobs:
+            progress.update(task, description=f"exporting {fx.name}/{fmt}")
+            arts.append(exporter.get(fx, fmt))
+            progress.advance(task)
+    return arts
+
+
+def _execute(cases, fixtures, options, reports: Path, run_options: dict) -> int:
+    """Export what the cases need, run them, store and print results. Returns the exit code."""
+    from rich.progress import Progress
+
+    from harness.cases import Engine, summarize
+    from harness.export import Exporter
+    from harness.report.terminal import print_matrix
+    from harness.store import RunStore
+
+    if not cases:
+        raise HarnessError("the selection names no case: check --fixtures, --formats and --runtimes against `harness doctor`")
+    exporter = Exporter()
+    needed = list(dict.fromkeys([(c.fixture, "savedmodel") for c in cases] + [(c.fixture, c.format) for c in cases]))
+    _export_all(exporter, [(fixtures[f], fmt) for f, fmt in needed])
+    store = RunStore(reports, run_options)
+    engine = Engine(exporter, store.tensors, options, fixtures=fixtures)
+    results = []
+    try:
+        with Progress(console=err, transient=True) as progress:
+            task = progress.add_task("running", total=len(cases))
+            for case in cases:
+                progress.update(task, description=f"{case.id}")
+                result = engine.run_case(case)
+                store.add(result)
+                results.append(result)
+                progress.advance(task)
+    finally:
+        engine.close()
+        summary = summarize(results)
+        store.set_runtimes(engine.runtime_versions())
+        store.finish(summary)
+    print_matrix(results, out)
+    counts = ", ".join(f"{v} {k}" for k, v in summary["counts"].items())
+    out.print(f"{summary['cases']} cases: {counts}", highlight=False)
+    out.print(f"results: {store.dir / 'results.jsonl'}  (reports/latest -> {store.run_id})", highlight=False)
+    return 0 if summary["ok"] else 1
+
+
+@main.command()
+@_selection_options
+@_run_options
+def run(fixtures, formats, runtimes, batch, warmup, iterations, threads, timeout, reports, keep_tensors) -> None:
+    """Run the case matrix: export (cached), run every case in its runtime's worker, judge, store."""
+    from harness.cases import Options, Selection, matrix
+    from harness.fixtures import all_fixtures
+
+    sel = Selection(fixtures=_split(fixtures), formats=_split(formats), runtimes=_split(runtimes), batches=_batches(batch))
+    cases = matrix(sel)
+    options = Options(warmup=warmup, iterations=iterations, threads=threads, run_timeout_s=timeout, keep_tensors=keep_tensors)
+    run_options = {"command": "run", "fixtures": sel.fixtures, "formats": sel.formats, "runtimes": sel.runtimes,
+                   "batches": sel.batches, "warmup": warmup, "iterations": iterations, "threads": threads}
+    sys.exit(_execute(cases, all_fixtures(), options, reports, run_options))
+
+
+@main.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--signature", default="serving_default", show_default=True, help="SavedModel signature to check.")
+@click.option("--tag", default="serve", show_default=True, help="SavedModel tag set.")
+@click.option("--runtimes", "-r", multiple=True, help="Runtimes to include.")
+@click.option("--batch", "-b", multiple=True, help="Batch sizes (default: 1,4).")
+@_run_options
+def check(path, signature, tag, runtimes, batch, warmup, iterations, threads, timeout, reports, keep_tensors) -> None:
+    """Check your own SavedModel folder or Keras .keras/.h5 file: inputs generated from its signature,
+    exported to every format, run in every runtime, judged against TensorFlow."""
+    from harness.cases import Options, Selection, matrix
+    from harness.fixtures import user_fixture
+
+    fx = user_fixture(path, signature, tag)
+    fixtures = {fx.name: fx}
+    sel = Selection(runtimes=_split(runtimes), batches=_batches(batch))
+    cases = matrix(sel, fixtures)
+    options = Options(warmup=warmup, iterations=iterations, threads=threads, run_timeout_s=timeout, keep_tensors=keep_tensors)
+    run_options = {"command": "check", "path": str(Path(path).resolve()), "signature": signature, "tag": tag,
+                   "runtimes": sel.runtimes, "batches": sel.batches}
+    sys.exit(_execute(cases, fixtures, options, reports, run_options))
+
+
+if __name__ == "__main__":
+    main()

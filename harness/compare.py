@@ -1,0 +1,114 @@
+"""Comparator: metrics per output and the tolerance verdict. Never touches a runtime."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from harness.fixtures import Tolerance
+
+
+@dataclass
+class Judgement:
+    passed: bool
+    metrics: dict[str, dict]
+    reasons: list[str] = field(default_factory=list)
+
+
+def _ordered(x: np.ndarray) -> np.ndarray:
+    """float32 bit patterns mapped to integers that are monotonic in the value (so -0 == +0)."""
+    i = np.ascontiguousarray(x, dtype=np.float32).view(np.int32).astype(np.int64)
+    return np.where(i < 0, -(i & 0x7FFFFFFF), i)
+
+
+def output_metrics(ref: np.ndarray, out: np.ndarray, tol: Tolerance, classifier: bool = False) -> dict:
+    """Every metric of the conformance policy for one output. `ref` is the baseline (TF reference or
+    float64 oracle); both are compared in float64."""
+    m: dict = {"shape": list(out.shape), "ref_shape": list(ref.shape), "dtype": str(out.dtype)}
+    if ref.shape != out.shape:
+        m["shape_mismatch"] = True
+        return m
+    r = np.asarray(ref, dtype=np.float64)
+    o = np.asarray(out, dtype=np.float64)
+    nan_mismatch = int(np.count_nonzero(np.isnan(r) != np.isnan(o)))
+    inf_mismatch = int(np.count_nonzero((np.isinf(r) | np.isinf(o)) & ~((r == o) & np.isinf(r))))
+    both = np.isfinite(r) & np.isfinite(o)
+    r_f, o_f = r[both], o[both]
+    diff = np.abs(o_f - r_f)
+    mag = np.abs(r_f)
+    n = r_f.size
+    atol = tol.atol if tol.atol is not None else 0.0
+    rtol = tol.rtol if tol.rtol is not None else 0.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(mag > 0, diff / mag, np.where(diff > 0, np.inf, 0.0))
+        need_rtol = np.where(mag > 0, np.maximum(diff - atol, 0) / mag, np.where(diff > atol, np.inf, 0.0))
+    out_of_tol = int(np.count_nonzero(diff > atol + rtol * mag)) + nan_mismatch + inf_mismatch
+    signal, noise = float(np.sum(r_f**2)), float(np.sum((o_f - r_f) ** 2))
+    norm = math.sqrt(float(np.sum(r_f**2)) * float(np.sum(o_f**2)))
+    m.update(
+        max_abs=float(diff.max()) if n else 0.0,
+        max_rel=float(rel.max()) if n else 0.0,
+        mean_abs=float(diff.mean()) if n else 0.0,
+        rmse=float(math.sqrt(noise / n)) if n else 0.0,
+        max_ulp=int(np.abs(_ordered(o_f) - _ordered(r_f)).max()) if n else 0,
+        cosine=float(np.dot(r_f, o_f) / norm) if norm > 0 else (1.0 if noise == 0 else 0.0),
+        snr_db=(math.inf if noise == 0 else (10 * math.log10(signal / noise) if signal > 0 else -math.inf)),
+        frac_out_of_tol=(out_of_tol / r.size) if r.size else 0.0,
+        nan_mismatch=nan_mismatch,
+        inf_mismatch=inf_mismatch,
+        required_atol=float(np.maximum(diff - rtol * mag, 0).max()) if n else 0.0,
+        required_rtol=float(need_rtol.max()) if n else 0.0,
+    )
+    if classifier and r.ndim >= 1 and r.shape[-1] > 1:
+        rows_r = r.reshape(-1, r.shape[-1])
+        rows_o = o.reshape(-1, o.shape[-1])
+        top_r = rows_r.argmax(axis=1)
+        k = min(5, r.shape[-1])
+        top_k_o = np.argsort(-rows_o, axis=1)[:, :k]
+        m["top1"] = float(np.mean(rows_o.argmax(axis=1) == top_r))
+        m[f"top{k}"] = float(np.mean([t in row for t, row in zip(top_r, top_k_o)]))
+    return m
+
+
+def check(metrics: dict, tol: Tolerance, name: str) -> list[str]:
+    """Why an output fails its tolerance; empty when it passes."""
+    if metrics.get("shape_mismatch"):
+        return [f"{name}: shape {metrics['shape']} differs from the reference's {metrics['ref_shape']}"]
+    reasons = []
+    if metrics["nan_mismatch"] or metrics["inf_mismatch"]:
+        reasons.append(f"{name}: NaN/Inf at different positions ({metrics['nan_mismatch']} NaN, {metrics['inf_mismatch']} Inf)")
+    if tol.atol is not None or tol.rtol is not None:
+        if metrics["frac_out_of_tol"] > 0:
+            reasons.append(
+                f"{name}: {metrics['frac_out_of_tol']:.1%} of elements beyond atol={tol.atol} rtol={tol.rtol} "
+                f"(max_abs {metrics['max_abs']:.3g}, max_rel {metrics['max_rel']:.3g})"
+            )
+    if tol.min_snr_db is not None and metrics["snr_db"] < tol.min_snr_db:
+        reasons.append(f"{name}: SNR {metrics['snr_db']:.1f} dB below {tol.min_snr_db} dB")
+    if tol.min_top1 is not None and "top1" in metrics and metrics["top1"] < tol.min_top1:
+        reasons.append(f"{name}: top-1 agreement {metrics['top1']:.2f} below {tol.min_top1}")
+    return reasons
+
+
+def judge(reference: dict[str, np.ndarray], outputs: dict[str, np.ndarray], tolerances: dict[str, Tolerance], classifiers: tuple[str, ...] = ()) -> Judgement:
+    metrics, reasons = {}, []
+    for name, ref in reference.items():
+        if name not in outputs:
+            reasons.append(f"{name}: missing from the outputs (got {sorted(outputs)})")
+            continue
+        tol = tolerances[name]
+        m = output_metrics(ref, outputs[name], tol, classifier=name in classifiers)
+        metrics[name] = m
+        reasons += check(m, tol, name)
+    return Judgement(passed=not reasons, metrics=metrics, reasons=reasons)
+
+
+def quantize(x: np.ndarray, scale: float, zero_point: int, dtype: str) -> np.ndarray:
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale) + zero_point, info.min, info.max).astype(dtype)
+
+
+def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    return ((q.astype(np.float32) - zero_point) * scale).astype(np.float32)

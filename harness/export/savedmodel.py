@@ -1,0 +1,30 @@
+"""SavedModel: tf.saved_model.save for tf.Module fixtures, Keras 3 `model.export` for Keras ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.artifact import Artifact
+from harness.export.common import import_tf, read_signature
+from harness.fixtures import Fixture
+
+
+def export(fixture: Fixture, spec, out: Path, source: Artifact | None, art: Artifact) -> None:
+    tf = import_tf()
+    target = out / "saved_model"
+    if fixture.kind == "keras":
+        model = fixture.build()
+        model.export(str(target), format="tf_saved_model", verbose=False)
+    elif fixture.kind == "module":
+        module, fn = fixture.build()
+        tf.saved_model.save(module, str(target), signatures={"serving_default": fn})
+    elif fixture.kind == "user":
+        import shutil
+
+        shutil.copytree(fixture.build(), target)
+    else:
+        raise ValueError(f"fixture kind {fixture.kind!r}")
+    art.path = "saved_model"
+    art.signature = fixture.signature
+    art.extra["tag"] = fixture.tag
+    art.inputs, art.outputs = read_signature(target, art.signature, fixture.tag)

@@ -1,0 +1,52 @@
+"""The verdict matrix for a terminal: rows fixture × format, columns runtime."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from harness.cases import BAD_STATUSES
+
+STYLE = {
+    "pass": "green", "xfail": "yellow", "skip": "dim", "unsupported": "dim",
+    "fail": "bold red", "error": "red", "crash": "bold magenta", "timeout": "magenta", "xpass": "bold yellow",
+}
+# Worst first: the cell shows the worst verdict over its batches.
+ORDER = ["crash", "timeout", "error", "fail", "xpass", "xfail", "unsupported", "skip", "pass"]
+
+
+def _max_error(result: dict) -> float | None:
+    values = [m.get("max_abs") for m in result.get("metrics", {}).values() if isinstance(m.get("max_abs"), (int, float))]
+    return max(values) if values else None
+
+
+def cell(results: list[dict]) -> str:
+    worst = min(results, key=lambda r: ORDER.index(r["status"]) if r["status"] in ORDER else 0)
+    status = worst["status"]
+    errors = [e for e in (_max_error(r) for r in results) if e is not None]
+    text = f"[{STYLE.get(status, '')}]{status}[/]"
+    if status != "pass" and len(results) > 1:
+        text += " (" + ",".join(f"b{r['batch']}" for r in results if r["status"] == status) + ")"
+    if errors:
+        text += f" {max(errors):.1e}"
+    return text
+
+
+def print_matrix(results: list[dict], console: Console | None = None, title: str = "verdicts (max abs error vs baseline)") -> None:
+    console = console or Console()
+    runtimes = list(dict.fromkeys(r["runtime"] for r in results))
+    rows: dict[tuple[str, str], dict[str, list[dict]]] = {}
+    for r in results:
+        rows.setdefault((r["fixture"], r["format"]), {}).setdefault(r["runtime"], []).append(r)
+    table = Table(title=title, show_lines=False)
+    table.add_column("fixture")
+    table.add_column("format")
+    for rt in runtimes:
+        table.add_column(rt)
+    for (fixture, fmt), by_rt in rows.items():
+        table.add_row(fixture, fmt, *[cell(by_rt[rt]) if rt in by_rt else "" for rt in runtimes])
+    console.print(table)
+    problems = [r for r in results if r["status"] in BAD_STATUSES or r["status"] in ("xfail", "skip", "unsupported")]
+    for r in problems:
+        why = r.get("error") or r.get("reason") or ""
+        console.print(f"  [{STYLE.get(r['status'], '')}]{r['status']:<7}[/] {r['id']}: {why}", highlight=False, soft_wrap=True)

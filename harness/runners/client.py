@@ -1,0 +1,145 @@
+"""Protocol client: starts one worker process and talks JSON-RPC to it over stdin/stdout.
+
+The harness owns timeouts and crashes: a worker that dies or does not answer in time is killed, and
+the error carries the tail of its stderr so the case can be recorded as `crash` or `timeout`."""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import queue
+import signal
+import subprocess
+import threading
+from pathlib import Path
+
+
+class WorkerError(Exception):
+    def __init__(self, message: str, stderr_tail: str = ""):
+        super().__init__(message)
+        self.stderr_tail = stderr_tail
+
+
+class WorkerCrash(WorkerError):
+    """The worker exited (or could not start)."""
+
+
+class WorkerTimeout(WorkerError):
+    """The worker did not answer in time and was killed."""
+
+
+class RpcError(Exception):
+    """A JSON-RPC error the worker answered; `kind` is the protocol's data.kind."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+_EOF = object()
+
+
+class WorkerClient:
+    def __init__(self, name: str, command: list[str], cwd: Path | None = None, env: dict | None = None, stderr_lines: int = 200):
+        self.name = name
+        self.command = command
+        self._stderr: collections.deque[str] = collections.deque(maxlen=stderr_lines)
+        self._lines: queue.Queue = queue.Queue()
+        self._next_id = 0
+        try:
+            self.proc = subprocess.Popen(
+                command,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=cwd,
+                env=env,
+                text=True,
+                bufsize=1,
+                start_new_session=True,  # its own process group: a kill takes its children too
+            )
+        except OSError as e:
+            raise WorkerCrash(f"worker {name} could not start: {' '.join(command)}: {e}") from None
+        threading.Thread(target=self._read_stdout, daemon=True).start()
+        threading.Thread(target=self._read_stderr, daemon=True).start()
+
+    def _read_stdout(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.put(line)
+        self._lines.put(_EOF)
+
+    def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self._stderr.append(line.rstrip("\n"))
+
+    def stderr_tail(self, lines: int = 30) -> str:
+        return "\n".join(list(self._stderr)[-lines:])
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def call(self, method: str, params: dict | None = None, timeout: float = 60.0):
+        self._next_id += 1
+        req_id = self._next_id
+        message = json.dumps({"jsonrpc": "2.0", "id": req_id, "method": method, "params": params or {}})
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(message + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise self._crashed(f"while sending {method}") from None
+        while True:
+            try:
+                line = self._lines.get(timeout=timeout)
+            except queue.Empty:
+                self.kill()
+                raise WorkerTimeout(f"worker {self.name} did not answer {method} within {timeout:g} s; killed", self.stderr_tail()) from None
+            if line is _EOF:
+                raise self._crashed(f"during {method}")
+            try:
+                response = json.loads(line)
+            except ValueError:
+                self._stderr.append(f"[harness] not a protocol line on stdout: {line.rstrip()[:200]}")
+                continue
+            if response.get("id") != req_id:
+                continue  # a late answer to a request we gave up on
+            if "error" in response:
+                err = response["error"]
+                kind = (err.get("data") or {}).get("kind", "run_failed")
+                raise RpcError(kind, err.get("message", "unknown error"))
+            return response.get("result")
+
+    def _crashed(self, when: str) -> WorkerCrash:
+        try:
+            code = self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            code = self.proc.returncode
+        how = f"signal {-code} ({signal.Signals(-code).name})" if code is not None and code < 0 else f"exit code {code}"
+        # Give the stderr reader a moment to drain what the process said before dying.
+        threading.Event().wait(0.05)
+        return WorkerCrash(f"worker {self.name} died {when}: {how}", self.stderr_tail())
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                self.proc.kill()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def close(self, timeout: float = 5.0) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.call("shutdown", timeout=timeout)
+                self.proc.wait(timeout=timeout)
+            except (WorkerError, RpcError, subprocess.TimeoutExpired):
+                pass
+        self.kill()

@@ -1,0 +1,300 @@
+"""The worker side of the runner protocol (../DESIGN.md): JSON-RPC 2.0, one object per line on
+stdin/stdout, tensors as `.npy` files. A runtime module subclasses `Runtime`; this module does the
+rest — framing, validation of inputs against `artifact.json`, timing, name mapping, errors.
+
+Only the standard library and NumPy are imported here, so a worker's start-up cost is its runtime's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+import traceback
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+PROTOCOL_VERSION = 1
+
+
+class ProtocolError(Exception):
+    """An error answered to the client: `kind` is one of bad_request, load_failed, bad_input,
+    unsupported, run_failed."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+class Session(ABC):
+    """A loaded model. `run` takes and returns arrays keyed by the format's stored names."""
+
+    @abstractmethod
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One inference, including whatever makes the result readable on the host."""
+
+    def close(self) -> None:
+        pass
+
+
+class Runtime(ABC):
+    name: str = ""
+    formats: tuple[str, ...] = ()
+
+    @abstractmethod
+    def versions(self) -> dict[str, str]:
+        """Version of every library the runtime loaded."""
+
+    def devices(self) -> list[str]:
+        return ["cpu"]
+
+    def address(self, fmt: str) -> str:
+        """Which artifact.json field names tensors for this runtime: `stored_name` (the format's own
+        names) or `name` (the signature's keys, for runtimes that call signatures by key)."""
+        return "stored_name"
+
+    @abstractmethod
+    def load(self, artifact: dict, model_path: Path, fmt: str, device: str, threads: int) -> Session:
+        """Ready a session for one artifact; raise ProtocolError('load_failed', ...) on failure."""
+
+
+class _Loaded:
+    def __init__(self, session: Session, artifact: dict, address: str):
+        self.session = session
+        self.inputs = artifact["inputs"]
+        self.outputs = artifact["outputs"]
+        self.address = address
+
+
+def _check_input(spec: dict, value: np.ndarray) -> None:
+    name = spec["name"]
+    if value.dtype.name != spec["dtype"]:
+        raise ProtocolError("bad_input", f"input {name!r} has dtype {value.dtype.name}, expected {spec['dtype']}")
+    shape = spec.get("shape")
+    if shape is None:
+        return
+    if value.ndim != len(shape) or any(d is not None and d != v for d, v in zip(shape, value.shape)):
+        want = "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+        raise ProtocolError("bad_input", f"input {name!r} has shape {list(value.shape)}, expected {want}")
+
+
+def _read_npy(path: str, name: str) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise ProtocolError("bad_input", f"input {name!r}: file {path} does not exist") from None
+    except Exception as e:
+        raise ProtocolError("bad_input", f"input {name!r}: {path} is not a valid .npy file ({e})") from None
+
+
+class Worker:
+    def __init__(self, runtime: Runtime):
+        self.runtime = runtime
+        self.sessions: dict[str, _Loaded] = {}
+        self.counter = 0
+
+    # --- methods -------------------------------------------------------------------------------
+    def info(self, _params: dict) -> dict:
+        return {
+            "runtime": self.runtime.name,
+            "protocol": PROTOCOL_VERSION,
+            "versions": self.runtime.versions(),
+            "devices": self.runtime.devices(),
+            "formats": list(self.runtime.formats),
+            "pid": os.getpid(),
+        }
+
+    def load(self, params: dict) -> dict:
+        folder = Path(_param(params, "artifact", str))
+        fmt = _param(params, "format", str)
+        device = params.get("device", "cpu")
+        threads = int(params.get("threads", 0) or 0)
+        if fmt not in self.runtime.formats:
+            raise ProtocolError("unsupported", f"runtime {self.runtime.name} does not load format {fmt!r}: expected one of {list(self.runtime.formats)}")
+        if device not in self.runtime.devices():
+            raise ProtocolError("unsupported", f"runtime {self.runtime.name} has no device {device!r}: expected one of {self.runtime.devices()}")
+        meta_path = folder / "artifact.json"
+        try:
+            artifact = json.loads(meta_path.read_text())
+        except FileNotFoundError:
+            raise ProtocolError("load_failed", f"missing artifact: {meta_path} does not exist") from None
+        except ValueError as e:
+            raise ProtocolError("load_failed", f"corrupt artifact: {meta_path} is not valid JSON ({e})") from None
+        if artifact.get("format") != fmt:
+            raise ProtocolError("bad_request", f"artifact {folder} is format {artifact.get('format')!r}, expected {fmt!r}")
+        if artifact.get("status") != "ok":
+            raise ProtocolError("load_failed", f"artifact {folder} failed to export: {artifact.get('error')}")
+        signature = params.get("signature") or artifact.get("signature", "serving_default")
+        artifact["signature"] = signature
+        model_path = folder / artifact["path"]
+        if not model_path.exists():
+            raise ProtocolError("load_failed", f"missing artifact file: {model_path} does not exist")
+        start = time.perf_counter_ns()
+        try:
+            session = self.runtime.load(artifact, model_path, fmt, device, threads)
+        except ProtocolError:
+            raise
+        except Exception as e:
+            raise ProtocolError("load_failed", f"{type(e).__name__}: {_one_line(e)}") from None
+        load_ns = time.perf_counter_ns() - start
+        self.counter += 1
+        handle = f"h{self.counter}"
+        self.sessions[handle] = _Loaded(session, artifact, self.runtime.address(fmt))
+
+        def io(specs: list[dict]) -> list[dict]:
+            return [{"name": s["name"], "dtype": s["dtype"], "shape": s["shape"]} for s in specs]
+
+        return {"handle": handle, "inputs": io(artifact["inputs"]), "outputs": io(artifact["outputs"]), "load_ns": load_ns}
+
+    def run(self, params: dict) -> dict:
+        loaded = self._session(params)
+        given = _param(params, "inputs", dict)
+        output_dir = Path(_param(params, "output_dir", str))
+        warmup = int(params.get("warmup", 0))
+        iterations = int(params.get("iterations", 1))
+        if warmup < 0 or iterations < 0:
+            raise ProtocolError("bad_request", f"warmup and iterations must be >= 0, got {warmup} and {iterations}")
+        expected = {s["name"] for s in loaded.inputs}
+        if set(given) != expected:
+            missing, extra = sorted(expected - set(given)), sorted(set(given) - expected)
+            raise ProtocolError(
+                "bad_input",
+                f"inputs {sorted(given)} do not match the signature: expected {sorted(expected)}"
+                + (f" (missing {missing})" if missing else "")
+                + (f" (unknown {extra})" if extra else ""),
+            )
+        feeds = {}
+        for spec in loaded.inputs:
+            value = _read_npy(given[spec["name"]], spec["name"])
+            _check_input(spec, value)
+            feeds[spec[loaded.address]] = value
+
+        session = loaded.session
+        try:
+            start = time.perf_counter_ns()
+            result = session.run(feeds)
+            first_ns = time.perf_counter_ns() - start
+            for _ in range(warmup):
+                session.run(feeds)
+            samples = []
+            for _ in range(iterations):
+                start = time.perf_counter_ns()
+                session.run(feeds)
+                samples.append(time.perf_counter_ns() - start)
+        except ProtocolError:
+            raise
+        except Exception as e:
+            raise ProtocolError("run_failed", f"{type(e).__name__}: {_one_line(e)}") from None
+
+        output_dir.mkdir(parents=True, exist_ok=True)
+        outputs = {}
+        for spec in loaded.outputs:
+            key = spec[loaded.address]
+            if key not in result:
+                raise ProtocolError("run_failed", f"runtime returned {sorted(result)}, missing output {key!r} ({spec['name']!r})")
+            path = output_dir / f"{_safe(spec['name'])}.npy"
+            np.save(path, np.ascontiguousarray(result[key]), allow_pickle=False)
+            outputs[spec["name"]] = str(path)
+        return {
+            "outputs": outputs,
+            "first_ns": first_ns,
+            "samples_ns": samples,
+            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        }
+
+    def unload(self, params: dict) -> dict:
+        loaded = self._session(params)
+        loaded.session.close()
+        del self.sessions[params["handle"]]
+        return {}
+
+    def _session(self, params: dict) -> _Loaded:
+        handle = _param(params, "handle", str)
+        if handle not in self.sessions:
+            raise ProtocolError("bad_request", f"unknown handle {handle!r}: expected one of {sorted(self.sessions)}")
+        return self.sessions[handle]
+
+    # --- framing -------------------------------------------------------------------------------
+    def serve(self, stdin=None, stdout=None) -> None:
+        stdin = stdin or sys.stdin
+        out = stdout or _protocol_stdout()
+        methods = {"info": self.info, "load": self.load, "run": self.run, "unload": self.unload}
+        for line in stdin:
+            if not line.strip():
+                continue
+            req_id: Any = None
+            try:
+                try:
+                    request = json.loads(line)
+                except ValueError as e:
+                    raise _RpcError(-32700, f"parse error: {e}", "bad_request") from None
+                if not isinstance(request, dict) or request.get("jsonrpc") != "2.0" or "method" not in request:
+                    raise _RpcError(-32600, "invalid request: expected a JSON-RPC 2.0 object with a method", "bad_request")
+                req_id = request.get("id")
+                method = request["method"]
+                params = request.get("params") or {}
+                if method == "shutdown":
+                    _write(out, {"jsonrpc": "2.0", "id": req_id, "result": {}})
+                    return
+                if method not in methods:
+                    raise _RpcError(-32601, f"unknown method {method!r}: expected one of {sorted(methods) + ['shutdown']}", "bad_request")
+                if not isinstance(params, dict):
+                    raise _RpcError(-32602, "params must be an object", "bad_request")
+                result = methods[method](params)
+                _write(out, {"jsonrpc": "2.0", "id": req_id, "result": result})
+            except _RpcError as e:
+                _write(out, {"jsonrpc": "2.0", "id": req_id, "error": {"code": e.code, "message": str(e), "data": {"kind": e.kind}}})
+            except ProtocolError as e:
+                _write(out, {"jsonrpc": "2.0", "id": req_id, "error": {"code": -32000, "message": str(e), "data": {"kind": e.kind}}})
+            except Exception as e:  # a bug in the worker: say so, keep serving
+                traceback.print_exc(file=sys.stderr)
+                _write(out, {"jsonrpc": "2.0", "id": req_id, "error": {"code": -32603, "message": f"internal error: {type(e).__name__}: {e}", "data": {"kind": "run_failed"}}})
+
+
+class _RpcError(Exception):
+    def __init__(self, code: int, message: str, kind: str):
+        super().__init__(message)
+        self.code, self.kind = code, kind
+
+
+def _param(params: dict, name: str, kind: type):
+    if name not in params:
+        raise ProtocolError("bad_request", f"missing parameter {name!r}")
+    if not isinstance(params[name], kind):
+        raise ProtocolError("bad_request", f"parameter {name!r} must be a {kind.__name__}")
+    return params[name]
+
+
+def _one_line(e: BaseException, limit: int = 400) -> str:
+    text = " ".join(part.strip() for part in str(e).splitlines() if part.strip())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def _write(out, message: dict) -> None:
+    out.write(json.dumps(message) + "\n")
+    out.flush()
+
+
+def _protocol_stdout():
+    """Keep the protocol channel clean: libraries that print to stdout (C++ logs, converters) would
+    corrupt the framing, so the real stdout is kept for protocol messages and fd 1 goes to stderr."""
+    fd = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return os.fdopen(fd, "w", buffering=1)
+
+
+def main(factory: Callable[[], Runtime]) -> None:
+    """Entry point of every Python worker. The protocol channel is set aside before the runtime is
+    constructed, since importing a framework may already print."""
+    out = _protocol_stdout()
+    Worker(factory()).serve(stdout=out)
