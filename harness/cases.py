@@ -139,6 +139,7 @@ class Options:
 class _Loaded:
     handle: str
     load_ms: float
+    generation: int  # which start of the runtime's worker holds the handle
 
 
 class Engine:
@@ -251,10 +252,13 @@ class Engine:
         return self._references[key]
 
     def _load(self, case: Case, art: Artifact) -> _Loaded:
+        worker = self.pool.get(case.runtime)
+        generation = self.pool.starts[case.runtime]
+        for stale in [k for k, v in self._loaded.items() if k[0] == case.runtime and v.generation != generation]:
+            del self._loaded[stale]  # the worker that held it was replaced
         key = (case.runtime, art.key)
         if key in self._loaded:
             return self._loaded[key]
-        worker = self.pool.get(case.runtime)
         # Keep at most a few models per worker: the current artifact and the reference.
         mine = [k for k in self._loaded if k[0] == case.runtime]
         for old in mine[:-1] if len(mine) >= 2 else []:
@@ -267,7 +271,7 @@ class Engine:
             {"artifact": str(art.dir), "format": art.format, "signature": art.signature, "device": case.device, "threads": self.options.threads},
             timeout=self.options.load_timeout_s,
         )
-        loaded = _Loaded(reply["handle"], reply["load_ns"] / 1e6)
+        loaded = _Loaded(reply["handle"], reply["load_ns"] / 1e6, generation)
         self._loaded[key] = loaded
         return loaded
 

@@ -37,7 +37,7 @@ def read_signature(saved_model_dir: Path, signature: str = "serving_default", ta
         raise HarnessError(f"SavedModel {saved_model_dir} has no tag {tag!r}: expected one of {tags_seen}")
     if signature not in meta.signature_def:
         raise HarnessError(
-            f"SavedModel {saved_model_dir} has no signature {signature!r}: expected one of {sorted(meta.signature_def)}"
+            f"SavedModel {saved_model_dir} has no signature {signature!r}: expected one of {sorted(k for k in meta.signature_def if not k.startswith('__'))}"
         )
     sig = meta.signature_def[signature]
 

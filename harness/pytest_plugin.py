@@ -1,0 +1,97 @@
+"""pytest plugin: one parametrised test per case, verdicts turned into pytest outcomes.
+
+Any test that takes `harness_case` is parametrised with the selected cases (ids like
+`mnist_cnn-onnx13-ort-cpu-b1`); the `harness_run` fixture runs a case through a session-wide engine
+(workers reused across tests) and maps the verdict: pass → pass, known deviation → strict xfail,
+skip/unsupported → skip with the reason, anything else → failure with the comparator's reasons.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("harness", "harness conformance matrix")
+    group.addoption("--harness-fixtures", default="", help="Comma-separated fixtures (default: all).")
+    group.addoption("--harness-formats", default="", help="Comma-separated formats (default: all).")
+    group.addoption("--harness-runtimes", default="", help="Comma-separated runtimes (default: all).")
+    group.addoption("--harness-batch", default="", help="Comma-separated batch sizes (default: each fixture's own).")
+    group.addoption("--harness-iterations", type=int, default=3, help="Timed iterations per case (default 3: conformance, not benchmarking).")
+    group.addoption("--harness-store", default="", help="Also write a run folder under this reports directory.")
+
+
+def _list(value: str) -> list[str] | None:
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    return items or None
+
+
+def _selection(config: pytest.Config):
+    from harness.cases import Selection
+
+    batches = _list(config.getoption("--harness-batch"))
+    return Selection(
+        fixtures=_list(config.getoption("--harness-fixtures")),
+        formats=_list(config.getoption("--harness-formats")),
+        runtimes=_list(config.getoption("--harness-runtimes")),
+        batches=[int(b) for b in batches] if batches else None,
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "harness_case" not in metafunc.fixturenames:
+        return
+    from harness.cases import matrix
+    from harness.errors import HarnessError
+
+    try:
+        cases = matrix(_selection(metafunc.config))
+    except HarnessError as e:
+        raise pytest.UsageError(str(e)) from None
+    metafunc.parametrize("harness_case", cases, ids=[c.id for c in cases])
+
+
+@pytest.fixture(scope="session")
+def harness_engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    from harness.cases import Engine, Options, summarize
+    from harness.export import Exporter
+
+    config = request.config
+    store = None
+    if config.getoption("--harness-store"):
+        from harness.store import RunStore
+
+        store = RunStore(Path(config.getoption("--harness-store")), {"command": "pytest"})
+    engine = Engine(Exporter(), tmp_path_factory.mktemp("harness-tensors"), Options(iterations=config.getoption("--harness-iterations")))
+    engine.results = []  # type: ignore[attr-defined]
+    engine.store = store  # type: ignore[attr-defined]
+    yield engine
+    engine.close()
+    if store is not None:
+        store.set_runtimes(engine.runtime_versions())
+        store.finish(summarize(engine.results))  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def harness_run(harness_engine):
+    """Runs a case and turns its verdict into the test's outcome; returns the result dict on pass."""
+
+    def run(case) -> dict:
+        result = harness_engine.run_case(case)
+        harness_engine.results.append(result)
+        if harness_engine.store is not None:
+            harness_engine.store.add(result)
+        status = result["status"]
+        if status == "pass":
+            return result
+        if status in ("skip", "unsupported"):
+            pytest.skip(result.get("reason") or result.get("error") or status)
+        if status == "xfail":
+            pytest.xfail(result["reason"])
+        detail = result.get("error") or result.get("reason") or ""
+        tail = result.get("stderr_tail")
+        pytest.fail(f"{case.id}: {status}: {detail}" + (f"\n--- worker stderr ---\n{tail}" if tail else ""), pytrace=False)
+
+    return run

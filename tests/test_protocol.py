@@ -1,0 +1,126 @@
+"""The runner protocol against real workers: framing, validation errors, and a worker that keeps
+serving after each of them; the client's handling of workers that die or hang."""
+
+import sys
+
+import numpy as np
+import pytest
+
+from harness.runners import RpcError, WorkerClient, WorkerCrash, WorkerPool, WorkerTimeout
+
+
+@pytest.fixture(scope="module")
+def ort_worker():
+    with WorkerPool() as pool:
+        yield pool.get("ort")
+
+
+def _inputs(tmp_path, **arrays):
+    paths = {}
+    for name, value in arrays.items():
+        path = tmp_path / f"{name}.npy"
+        np.save(path, value)
+        paths[name] = str(path)
+    return paths
+
+
+def test_info_lists_versions_and_formats(ort_worker):
+    info = ort_worker.call("info")
+    assert info["runtime"] == "ort" and info["versions"]["onnxruntime"]
+    assert "onnx13" in info["formats"] and info["devices"] == ["cpu"]
+
+
+def test_load_and_run_returns_signature_names(ort_worker, pow_artifacts, tmp_path):
+    art = pow_artifacts["onnx13"]
+    loaded = ort_worker.call("load", {"artifact": str(art.dir), "format": "onnx13", "device": "cpu", "threads": 1})
+    assert [i["name"] for i in loaded["inputs"]] == ["x", "y"] and loaded["load_ns"] > 0
+    x = np.array([2.0, 3.0], dtype=np.float32)
+    y = np.array([3.0, 2.0], dtype=np.float32)
+    reply = ort_worker.call("run", {"handle": loaded["handle"], "inputs": _inputs(tmp_path, x=x, y=y),
+                                    "output_dir": str(tmp_path / "out"), "warmup": 1, "iterations": 5})
+    assert set(reply["outputs"]) == {"pow_x_y", "pow_y_x"}  # not the ONNX graph's Identity:0 names
+    np.testing.assert_allclose(np.load(reply["outputs"]["pow_x_y"]), [8.0, 9.0], rtol=1e-6)
+    assert len(reply["samples_ns"]) == 5 and reply["first_ns"] > 0 and reply["peak_rss_bytes"] > 0
+    ort_worker.call("unload", {"handle": loaded["handle"]})
+
+
+@pytest.mark.parametrize(
+    "arrays, kind, message",
+    [
+        ({"x": np.ones(2, np.float32)}, "bad_input", "expected ['x', 'y'] (missing ['y'])"),
+        ({"x": np.ones(2, np.float32), "z": np.ones(2, np.float32)}, "bad_input", "(unknown ['z'])"),
+        ({"x": np.ones(2, np.float64), "y": np.ones(2, np.float32)}, "bad_input", "input 'x' has dtype float64, expected float32"),
+        ({"x": np.ones((2, 2), np.float32), "y": np.ones(2, np.float32)}, "bad_input", "input 'x' has shape [2, 2], expected [?]"),
+    ],
+)
+def test_bad_inputs_name_what_was_expected(ort_worker, pow_artifacts, tmp_path, arrays, kind, message):
+    art = pow_artifacts["onnx13"]
+    handle = ort_worker.call("load", {"artifact": str(art.dir), "format": "onnx13"})["handle"]
+    with pytest.raises(RpcError) as e:
+        ort_worker.call("run", {"handle": handle, "inputs": _inputs(tmp_path, **arrays), "output_dir": str(tmp_path)})
+    assert e.value.kind == kind and message in str(e.value)
+    assert ort_worker.call("info")["runtime"] == "ort", "the worker keeps serving"
+
+
+def test_corrupt_npy_and_unknown_handle(ort_worker, pow_artifacts, tmp_path):
+    art = pow_artifacts["onnx13"]
+    handle = ort_worker.call("load", {"artifact": str(art.dir), "format": "onnx13"})["handle"]
+    bad = tmp_path / "bad.npy"
+    bad.write_bytes(b"not numpy")
+    good = _inputs(tmp_path, y=np.ones(2, np.float32))
+    with pytest.raises(RpcError, match="is not a valid .npy file") as e:
+        ort_worker.call("run", {"handle": handle, "inputs": {"x": str(bad), **good}, "output_dir": str(tmp_path)})
+    assert e.value.kind == "bad_input"
+    with pytest.raises(RpcError, match="unknown handle 'h999'") as e:
+        ort_worker.call("run", {"handle": "h999", "inputs": {}, "output_dir": str(tmp_path)})
+    assert e.value.kind == "bad_request"
+
+
+def test_load_errors(ort_worker, pow_artifacts, tmp_path):
+    with pytest.raises(RpcError, match="does not load format 'tflite'") as e:
+        ort_worker.call("load", {"artifact": str(pow_artifacts["tflite"].dir), "format": "tflite"})
+    assert e.value.kind == "unsupported"
+    with pytest.raises(RpcError, match="missing artifact") as e:
+        ort_worker.call("load", {"artifact": str(tmp_path / "nothing"), "format": "onnx13"})
+    assert e.value.kind == "load_failed"
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "artifact.json").write_text((pow_artifacts["onnx13"].dir / "artifact.json").read_text())
+    (corrupt / "model.onnx").write_bytes(b"\x08\x01garbage")
+    with pytest.raises(RpcError) as e:
+        ort_worker.call("load", {"artifact": str(corrupt), "format": "onnx13"})
+    assert e.value.kind == "load_failed"
+    with pytest.raises(RpcError, match="unknown method 'frobnicate'") as e:
+        ort_worker.call("frobnicate")
+    assert e.value.kind == "bad_request"
+
+
+def test_malformed_line_gets_a_parse_error(ort_worker):
+    ort_worker.proc.stdin.write("{not json\n")
+    ort_worker.proc.stdin.flush()
+    line = ort_worker._lines.get(timeout=30)
+    assert '"code": -32700' in line and "bad_request" in line
+    assert ort_worker.call("info")["runtime"] == "ort"
+
+
+def test_tf_worker_rejects_missing_signature(pow_artifacts, tmp_path):
+    with WorkerPool() as pool:
+        tf = pool.get("tf")
+        with pytest.raises(RpcError, match="has no signature 'nope': expected one of \\['serving_default'\\]") as e:
+            tf.call("load", {"artifact": str(pow_artifacts["savedmodel"].dir), "format": "savedmodel", "signature": "nope"})
+        assert e.value.kind == "load_failed"
+
+
+def test_client_reports_a_worker_that_dies_with_its_stderr():
+    code = "import sys; sys.stdin.readline(); sys.stderr.write('fatal: native runtime aborted\\n'); sys.exit(134)"
+    worker = WorkerClient("dying", [sys.executable, "-c", code])
+    with pytest.raises(WorkerCrash) as e:
+        worker.call("info", timeout=30)
+    assert "exit code 134" in str(e.value) and "native runtime aborted" in e.value.stderr_tail
+
+
+def test_client_kills_a_worker_that_does_not_answer():
+    worker = WorkerClient("hung", [sys.executable, "-c", "import time; time.sleep(600)"])
+    with pytest.raises(WorkerTimeout, match="did not answer info within 1 s"):
+        worker.call("info", timeout=1)
+    assert not worker.alive
