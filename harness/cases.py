@@ -173,13 +173,30 @@ class Engine:
 
     # --- running -------------------------------------------------------------------------------
     def run_case(self, case: Case) -> dict:
-        fixture = self.fixtures[case.fixture]
-        result: dict = {
+        """The case's result; never raises for a problem of the case itself (a bug in the harness
+        becomes an `error` result with its message, so the run goes on)."""
+        try:
+            return self._run_case(case)
+        except HarnessError as e:
+            return self._finish(case, self._blank(case), "error", error=str(e))
+        except Exception as e:
+            import traceback
+
+            return self._finish(case, self._blank(case), "error", error=f"internal error: {type(e).__name__}: {e}",
+                                stderr=traceback.format_exc(limit=6))
+
+    @staticmethod
+    def _blank(case: Case) -> dict:
+        return {
             "id": case.id, "fixture": case.fixture, "format": case.format, "runtime": case.runtime,
             "device": case.device, "batch": case.batch, "status": None, "reason": None, "baseline": None,
             "metrics": {}, "oracle_metrics": {}, "timing": {}, "peak_rss_bytes": None, "error": None,
             "artifact": None,
         }
+
+    def _run_case(self, case: Case) -> dict:
+        fixture = self.fixtures[case.fixture]
+        result = self._blank(case)
         avail = self._availability[case.runtime]
         if not avail.ok:
             return self._finish(case, result, "skip", reason=f"runtime {case.runtime} unavailable: {avail.reason} (fix: {avail.fix})")

@@ -76,3 +76,31 @@ def test_two_processes_exporting_at_once_write_one_artifact(tmp_path):
     assert outs[0] == outs[1] and outs[0][1] == "ok"
     folders = [p for p in tmp_path.iterdir() if p.is_dir()]
     assert len(folders) == 1 and json.loads((folders[0] / "artifact.json").read_text())["status"] == "ok"
+
+
+def test_damaged_cache_entry_is_re_exported(tmp_path):
+    ex = Exporter(tmp_path)
+    fx = get_fixture("pow")
+    art = ex.get(fx, "savedmodel")
+    (art.dir / "artifact.json").write_text("{ half written")
+    again = ex.get(fx, "savedmodel")
+    assert again.status == "ok" and again.dir == art.dir and (again.dir / "saved_model" / "saved_model.pb").exists()
+
+
+def test_corrupt_model_file_is_a_load_error_for_its_case(tmp_path):
+    import shutil
+
+    from harness.cases import Case, Engine
+
+    ex = Exporter(tmp_path / "cache")
+    fx = get_fixture("pow")
+    art = ex.get(fx, "tflite")
+    (art.dir / "model.tflite").write_bytes(b"TFL3 but not really a flatbuffer")
+    engine = Engine(ex, tmp_path / "scratch", deviations=[])
+    try:
+        result = engine.run_case(Case("pow", "tflite", "litert"))
+        assert result["status"] == "error" and result["error"].startswith("load_failed:")
+        assert engine.run_case(Case("pow", "onnx13", "ort"))["status"] == "pass", "the run goes on"
+    finally:
+        engine.close()
+        shutil.rmtree(tmp_path / "cache")

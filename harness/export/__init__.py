@@ -23,7 +23,7 @@ from typing import Callable
 from filelock import FileLock
 
 from harness.artifact import Artifact
-from harness.errors import unknown
+from harness.errors import HarnessError, unknown
 from harness.fixtures import Fixture
 
 
@@ -115,7 +115,10 @@ class Exporter:
     def cached(self, fixture: Fixture, fmt: str) -> Artifact | None:
         folder = self.folder(fixture, fmt)
         if (folder / "artifact.json").exists():
-            return Artifact.load(folder)
+            try:
+                return Artifact.load(folder)
+            except HarnessError:
+                return None  # unreadable record: treated as absent, re-exported under the lock
         return None
 
     def get(self, fixture: Fixture, fmt: str) -> Artifact:
@@ -130,6 +133,8 @@ class Exporter:
             art = self.cached(fixture, fmt)  # another process may have written it meanwhile
             if art is not None:
                 return art
+            if folder.exists():  # a damaged entry (crash mid-write elsewhere, disk full): replace it
+                shutil.rmtree(folder)
             source = None
             if fmt != "savedmodel" and not spec.keras_only:
                 source = self.get(fixture, "savedmodel")
