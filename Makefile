@@ -5,9 +5,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test export doctor lock clean
+.PHONY: setup browser run test export doctor report lock clean
 
-setup: $(STAMP)
+setup: $(STAMP) browser
+
+# Debian's Chromium drives the report page tests (Playwright's own browser download is not reachable).
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "chromium could not be installed: the report page tests will skip (see harness doctor)"
 
 # The lock has every transitive pin, so installs use --no-deps: nothing is resolved, nothing drifts.
 # tensorflowjs and friends come separately, also --no-deps (see requirements-nodeps.txt).
@@ -29,6 +34,9 @@ export: setup
 
 doctor: setup
 	$(BIN)/harness doctor
+
+report: setup
+	$(BIN)/harness report
 
 # Rebuild requirements.lock from a fresh resolve of requirements.txt.
 lock:

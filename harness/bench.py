@@ -1,8 +1,13 @@
-"""Latency statistics from a worker's raw samples (computed here, never in the worker)."""
+"""Latency statistics from a worker's raw samples (computed here, never in the worker), and the
+regression gate that compares two runs' samples."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+
+from harness.errors import HarnessError
 
 
 def latency_stats(samples_ns: list[int]) -> dict[str, float]:
@@ -22,3 +27,39 @@ def latency_stats(samples_ns: list[int]) -> dict[str, float]:
         "iqr_ms": float(q[3] - q[1]),
         "throughput_per_s": 1000.0 / mean if mean > 0 else float("inf"),
     }
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A regression gate written as pytest-benchmark writes them: `median:10%` (also min, mean, p90)."""
+
+    stat: str
+    threshold: float  # fraction: 0.10 for 10%
+    alpha: float = 0.01  # significance level of the Mann–Whitney U test on the raw samples
+
+    STATS = {"min": "min_ms", "median": "p50_ms", "p50": "p50_ms", "mean": "mean_ms", "p90": "p90_ms", "p99": "p99_ms"}
+
+    @classmethod
+    def parse(cls, text: str, alpha: float = 0.01) -> "Gate":
+        try:
+            stat, value = text.split(":")
+            value = value.strip()
+            threshold = float(value[:-1]) / 100 if value.endswith("%") else float(value)
+        except ValueError:
+            raise HarnessError(f"--fail-on {text!r} is not valid: expected STAT:PERCENT like median:10%") from None
+        if stat not in cls.STATS:
+            raise HarnessError(f"--fail-on {text!r}: unknown statistic {stat!r}, expected one of {', '.join(cls.STATS)}")
+        if threshold <= 0:
+            raise HarnessError(f"--fail-on {text!r}: the threshold must be positive")
+        return cls(stat, threshold, alpha)
+
+
+def significant_change(base_ms: list[float], new_ms: list[float], alpha: float = 0.01) -> tuple[bool, float | None]:
+    """Two-sided Mann–Whitney U on the raw samples: is the difference more than noise? Needs at least
+    5 samples a side; with fewer, no change can be called significant."""
+    if len(base_ms) < 5 or len(new_ms) < 5:
+        return False, None
+    from scipy.stats import mannwhitneyu
+
+    p = float(mannwhitneyu(base_ms, new_ms, alternative="two-sided").pvalue)
+    return p < alpha, p

@@ -9,6 +9,7 @@ to the comparator and results to the store; it never compares or formats anythin
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import shutil
 import tomllib
 from dataclasses import dataclass, field
@@ -221,6 +222,8 @@ class Engine:
             return self._finish(case, result, "crash", error=str(e), stderr=e.stderr_tail)
         result["timing"] = raw["timing"]
         result["peak_rss_bytes"] = raw["peak_rss_bytes"]
+        # Digests of the exact output bytes: two runs can tell "bit-identical" from "changed".
+        result["output_digest"] = {k: hashlib.sha256(np.ascontiguousarray(v).tobytes()).hexdigest()[:16] for k, v in outputs.items()}
 
         tolerances = {name: fixture.tolerance(case.format, name) for name in reference}
         oracle = fixture.oracle(inputs) if fixture.oracle else None

@@ -14,6 +14,7 @@ from harness.errors import HarnessError
 
 err = Console(stderr=True)
 out = Console()
+out_console = out
 
 
 def _split(values: tuple[str, ...]) -> list[str] | None:
@@ -68,6 +69,12 @@ def doctor(as_json: bool) -> None:
             version, ok, reason = None, False, f"Python package {dist} is not installed"
         rows.append({"name": dist, "kind": "converter", "language": "python", "available": ok, "version": version,
                      "formats": [role], "reason": reason, "fix": "" if ok else "make setup"})
+    import shutil
+
+    chromium = shutil.which("chromium")
+    rows.append({"name": "chromium", "kind": "browser", "language": "-", "available": bool(chromium), "version": None,
+                 "formats": ["report page tests (tests/test_report.py)"],
+                 "reason": "" if chromium else "Debian's chromium is not installed", "fix": "" if chromium else "apt-get install chromium (make setup does it)"})
     if as_json:
         import json
 
@@ -222,6 +229,43 @@ def check(path, signature, tag, runtimes, batch, warmup, iterations, threads, ti
     run_options = {"command": "check", "path": str(Path(path).resolve()), "signature": signature, "tag": tag,
                    "runtimes": sel.runtimes, "batches": sel.batches}
     sys.exit(_execute(cases, fixtures, options, reports, run_options))
+
+
+@main.command()
+@click.argument("run", default="latest")
+@click.option("--reports", default="reports", show_default=True, type=click.Path(path_type=Path), help="Reports folder (runs/, history/).")
+@click.option("--out", type=click.Path(path_type=Path), help="Where to write (default: the run folder).")
+def report(run: str, reports: Path, out: Path | None) -> None:
+    """Write index.html (self-contained), report.md and summary.json for a run (default: latest)."""
+    from harness.report.html import write_report
+    from harness.store import resolve_run
+
+    folder = resolve_run(run, reports)
+    paths = write_report(folder, reports, out)
+    for kind, path in paths.items():
+        click.echo(f"{kind}: {path}")
+
+
+@main.command()
+@click.argument("base")
+@click.argument("new", default="latest")
+@click.option("--fail-on", default="median:10%", show_default=True, help="Gate: STAT:PERCENT; flagged only if also significant.")
+@click.option("--alpha", default=0.01, show_default=True, help="Significance level of the Mann–Whitney U test.")
+@click.option("--reports", default="reports", show_default=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), help="Where to write index.html and compare.md (default: reports/compare/BASE_vs_NEW).")
+def compare(base: str, new: str, fail_on: str, alpha: float, reports: Path, out: Path | None) -> None:
+    """What changed between two runs: verdicts, numerics, latency. Exit 1 on a regression."""
+    from harness.bench import Gate
+    from harness.report.diff import diff_runs, print_diff, write_diff
+    from harness.store import read_run, resolve_run
+
+    gate = Gate.parse(fail_on, alpha)
+    a, b = read_run(resolve_run(base, reports)), read_run(resolve_run(new, reports))
+    diff = diff_runs(a, b, gate)
+    print_diff(diff, out_console)
+    paths = write_diff(diff, out or reports / "compare" / f"{a.run_id}_vs_{b.run_id}")
+    out_console.print(f"html: {paths['html']}\nmarkdown: {paths['markdown']}", highlight=False)
+    sys.exit(0 if diff.ok else 1)
 
 
 if __name__ == "__main__":

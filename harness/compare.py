@@ -23,6 +23,17 @@ def _ordered(x: np.ndarray) -> np.ndarray:
     return np.where(i < 0, -(i & 0x7FFFFFFF), i)
 
 
+# Histogram of element-wise absolute errors: bin 0 counts errors below 1e-10 (exact matches included),
+# bin i (1..12) counts [1e(i-11), 1e(i-10)), the last bin counts errors of 100 and more.
+ERROR_HIST_DECADES = tuple(range(-10, 3))
+
+
+def error_histogram(diff: np.ndarray) -> list[int]:
+    edges = [0.0] + [10.0**k for k in ERROR_HIST_DECADES] + [np.inf]
+    counts, _ = np.histogram(diff, bins=edges)
+    return [int(c) for c in counts]
+
+
 def output_metrics(ref: np.ndarray, out: np.ndarray, tol: Tolerance, classifier: bool = False) -> dict:
     """Every metric of the conformance policy for one output. `ref` is the baseline (TF reference or
     float64 oracle); both are compared in float64."""
@@ -60,6 +71,7 @@ def output_metrics(ref: np.ndarray, out: np.ndarray, tol: Tolerance, classifier:
         inf_mismatch=inf_mismatch,
         required_atol=float(np.maximum(diff - rtol * mag, 0).max()) if n else 0.0,
         required_rtol=float(need_rtol.max()) if n else 0.0,
+        error_hist=error_histogram(diff),
     )
     if classifier and r.ndim >= 1 and r.shape[-1] > 1:
         rows_r = r.reshape(-1, r.shape[-1])

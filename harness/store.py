@@ -149,3 +149,65 @@ def load_run(folder: Path) -> tuple[dict, list[dict]]:
             except ValueError:
                 continue
     return meta, results
+
+
+class RunData:
+    """A run as well as it can be read: what could not be read is listed in `problems`, and the rest
+    is kept, so a report of a crashed or foreign run still shows what there is."""
+
+    def __init__(self, folder: Path, meta: dict, results: list[dict], problems: list[str]):
+        self.folder, self.meta, self.results, self.problems = folder, meta, results, problems
+
+    @property
+    def run_id(self) -> str:
+        return self.meta.get("run_id") or self.folder.name
+
+
+def resolve_run(reference: str | Path, reports: Path = Path("reports")) -> Path:
+    """A run given as a folder, a run id under reports/runs, or `latest`."""
+    ref = Path(reference)
+    for candidate in (ref, reports / "runs" / str(reference), reports / str(reference)):
+        if candidate.is_dir():
+            return candidate.resolve()
+    raise HarnessError(f"run not found: {reference} (expected a run folder, a run id under {reports / 'runs'}, or 'latest')")
+
+
+def read_run(folder: Path) -> RunData:
+    folder = Path(folder)
+    problems: list[str] = []
+    meta: dict = {}
+    meta_path = folder / "run.json"
+    if not folder.is_dir():
+        raise HarnessError(f"run not found: {folder} is not a folder")
+    try:
+        meta = json.loads(meta_path.read_text())
+        if not isinstance(meta, dict):
+            problems.append(f"{meta_path} is not a JSON object; environment unknown")
+            meta = {}
+    except FileNotFoundError:
+        problems.append(f"{meta_path} is missing; environment and options unknown")
+    except ValueError as e:
+        problems.append(f"{meta_path} is not valid JSON ({e}); environment and options unknown")
+    if meta and meta.get("schema") != SCHEMA:
+        problems.append(f"{meta_path} has schema {meta.get('schema')!r}, this harness reads schema {SCHEMA}; showing what could be read")
+    if meta and not meta.get("finished"):
+        problems.append("the run did not finish (it crashed or is still running): results may be incomplete")
+    results: list[dict] = []
+    path = folder / "results.jsonl"
+    if not path.exists():
+        problems.append(f"{path} is missing: no case results")
+    else:
+        bad = 0
+        for line in path.read_text(errors="replace").splitlines():
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+                if not isinstance(item, dict) or "id" not in item or "status" not in item:
+                    raise ValueError("not a case result")
+                results.append(item)
+            except ValueError:
+                bad += 1
+        if bad:
+            problems.append(f"{bad} line(s) of {path} could not be read (half-written or foreign) and were skipped")
+    return RunData(folder, meta, results, problems)

@@ -1,0 +1,261 @@
+// Package tfgo is the go-tfgo runtime: SavedModel artifacts run with github.com/galeone/tfgo on the
+// TensorFlow C library of the venv's TensorFlow wheel (see ../../build.sh for how it is linked).
+//
+// Tensors are fed and fetched by the graph names recorded in artifact.json (stored_name), checked
+// first against the SavedModel's own signature, so a stale or wrong artifact.json is reported as
+// such instead of as an obscure TensorFlow error.
+package tfgo
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	goruntime "runtime"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+
+	tf "github.com/galeone/tensorflow/tensorflow/go"
+	pb "github.com/galeone/tensorflow/tensorflow/go/core/protobuf/for_core_protos_go_proto"
+	tg "github.com/galeone/tfgo"
+	"google.golang.org/protobuf/proto"
+
+	"harness/go/worker"
+)
+
+// Runtime is the go-tfgo runtime. Its zero value is ready to use.
+type Runtime struct{}
+
+// Name is the runtime's name in the harness's table.
+func (Runtime) Name() string { return "go-tfgo" }
+
+// Formats lists the artifact formats go-tfgo loads.
+func (Runtime) Formats() []string { return []string{"savedmodel"} }
+
+// Versions reports the TensorFlow C library actually loaded and the Go modules linked in.
+func (Runtime) Versions() map[string]string {
+	return map[string]string{
+		"tensorflow":            tf.Version(),
+		"tfgo":                  worker.ModuleVersion("github.com/galeone/tfgo"),
+		"tensorflow-go":         worker.ModuleVersion("github.com/galeone/tensorflow/tensorflow/go"),
+		"npyio":                 worker.ModuleVersion("codeberg.org/sbinet/npyio"),
+		"go":                    goruntime.Version(),
+	}
+}
+
+var dtypes = map[tf.DataType]string{
+	tf.Float: "float32", tf.Double: "float64", tf.Int8: "int8", tf.Int16: "int16", tf.Int32: "int32",
+	tf.Int64: "int64", tf.Uint8: "uint8", tf.Uint16: "uint16", tf.Bool: "bool",
+}
+
+func tfType(name string) (tf.DataType, bool) {
+	for t, n := range dtypes {
+		if n == name {
+			return t, true
+		}
+	}
+	return 0, false
+}
+
+// Check reads saved_model.pb and verifies that a meta graph has the artifact's tag, that it has
+// the signature, and that the signature names the tensors artifact.json records. TensorFlow would
+// only say "Could not find meta graph def matching supplied tags" or fail at run time.
+func (Runtime) Check(art *worker.Artifact, modelPath string) error {
+	tag := art.ExtraString("tag", "serve")
+	raw, err := os.ReadFile(filepath.Join(modelPath, "saved_model.pb"))
+	if os.IsNotExist(err) {
+		return nil // a saved_model.pbtxt: TensorFlow reads it, the load will tell
+	} else if err != nil {
+		return worker.Errorf(worker.LoadFailed, "SavedModel %s: %v", modelPath, err)
+	}
+	var saved pb.SavedModel
+	if err := proto.Unmarshal(raw, &saved); err != nil {
+		return worker.Errorf(worker.LoadFailed, "SavedModel %s: saved_model.pb is not a SavedModel (%v)", modelPath, err)
+	}
+	var tagSets []string
+	var meta *pb.MetaGraphDef
+	for _, m := range saved.GetMetaGraphs() {
+		tags := m.GetMetaInfoDef().GetTags()
+		tagSets = append(tagSets, "{"+strings.Join(tags, ", ")+"}")
+		if slices.Equal(tags, []string{tag}) {
+			meta = m
+		}
+	}
+	if meta == nil {
+		return worker.Errorf(worker.LoadFailed, "SavedModel %s has no meta graph with tag '%s': expected one of %s", modelPath, tag, strings.Join(tagSets, ", "))
+	}
+	sig, ok := meta.GetSignatureDef()[art.Signature]
+	if !ok {
+		return worker.Errorf(worker.LoadFailed, "SavedModel %s has no signature '%s': expected one of %s", modelPath, art.Signature, quoted(keys(meta.GetSignatureDef())))
+	}
+	if err := checkNames("input", art.Signature, art.Inputs, sig.GetInputs()); err != nil {
+		return err
+	}
+	return checkNames("output", art.Signature, art.Outputs, sig.GetOutputs())
+}
+
+func checkNames(what, signature string, specs []worker.Spec, infos map[string]*pb.TensorInfo) error {
+	for _, spec := range specs {
+		info, ok := infos[spec.Name]
+		if !ok {
+			return worker.Errorf(worker.LoadFailed, "signature '%s' has no %s '%s': expected one of %s", signature, what, spec.Name, quoted(keys(infos)))
+		}
+		if info.GetName() != spec.StoredName {
+			return worker.Errorf(worker.LoadFailed, "%s '%s': artifact.json names tensor '%s', but signature '%s' has '%s'", what, spec.Name, spec.StoredName, signature, info.GetName())
+		}
+	}
+	return nil
+}
+
+// Load loads the SavedModel with tfgo and resolves every stored name to a graph output.
+func (Runtime) Load(art *worker.Artifact, modelPath string, threads int) (worker.Session, error) {
+	tag := art.ExtraString("tag", "serve")
+	options := &tf.SessionOptions{}
+	if threads > 0 { // same meaning as the Python tf runner: both TensorFlow thread pools
+		config, err := proto.Marshal(&pb.ConfigProto{IntraOpParallelismThreads: int32(threads), InterOpParallelismThreads: int32(threads)})
+		if err != nil {
+			return nil, err
+		}
+		options.Config = config
+	}
+	model, err := loadModel(modelPath, tag, options)
+	if err != nil {
+		return nil, err
+	}
+	s := &session{model: model, inputs: map[string]tf.Output{}}
+	for _, spec := range art.Inputs {
+		out, err := op(model, "input", spec)
+		if err != nil {
+			return nil, err
+		}
+		s.inputs[spec.StoredName] = out
+	}
+	for _, spec := range art.Outputs {
+		out, err := op(model, "output", spec)
+		if err != nil {
+			return nil, err
+		}
+		s.outputs = append(s.outputs, out)
+		s.names = append(s.names, spec.StoredName)
+	}
+	return s, nil
+}
+
+// loadModel calls tfgo.LoadModel, which panics on error, and returns the panic as an error.
+func loadModel(path, tag string, options *tf.SessionOptions) (model *tg.Model, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = worker.Errorf(worker.LoadFailed, "SavedModel %s (tag '%s'): %v", path, tag, p)
+		}
+	}()
+	return tg.LoadModel(path, []string{tag}, options), nil
+}
+
+// op resolves "name:index" (index 0 when absent) with tfgo's Model.Op, which panics when the
+// operation does not exist.
+func op(model *tg.Model, what string, spec worker.Spec) (out tf.Output, err error) {
+	name, index := spec.StoredName, 0
+	if i := strings.LastIndexByte(name, ':'); i >= 0 {
+		if n, convErr := strconv.Atoi(name[i+1:]); convErr == nil {
+			name, index = name[:i], n
+		}
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			err = worker.Errorf(worker.LoadFailed, "%s '%s': stored_name '%s' is not in the SavedModel graph (%v)", what, spec.Name, spec.StoredName, p)
+		}
+	}()
+	return model.Op(name, index), nil
+}
+
+type session struct {
+	model   *tg.Model
+	inputs  map[string]tf.Output // by stored name
+	outputs []tf.Output
+	names   []string // stored names of outputs, in order
+}
+
+// Prepare makes TensorFlow tensors of the inputs, once per run request, outside the timing.
+func (s *session) Prepare(feeds map[string]*worker.Array) (worker.Feeds, error) {
+	prepared := feedMap{}
+	for name, arr := range feeds {
+		dt, ok := tfType(arr.DType)
+		if !ok {
+			return nil, worker.Errorf(worker.Unsupported, "go-tfgo cannot feed dtype %s", arr.DType)
+		}
+		t, err := tf.ReadTensor(dt, arr.Shape, bytes.NewReader(arr.Bytes()))
+		if err != nil {
+			return nil, worker.Errorf(worker.BadInput, "cannot make a %s tensor of shape %v: %v", arr.DType, arr.Shape, err)
+		}
+		prepared[s.inputs[name]] = t
+	}
+	return prepared, nil
+}
+
+type feedMap map[tf.Output]*tf.Tensor
+
+func (feedMap) Release() {} // tensors are freed by their finalizers
+
+// Run is one inference: tfgo's Exec (a panic on error) and Value() on every output, which is the
+// copy into Go memory a Go program makes to read a result.
+func (s *session) Run(feeds worker.Feeds) (worker.Result, error) {
+	tensors := s.model.Exec(s.outputs, feeds.(feedMap))
+	for _, t := range tensors {
+		_ = t.Value()
+	}
+	return &result{tensors: tensors, names: s.names}, nil
+}
+
+// Close drops the model. tfgo has no Close: its finalizer closes the TensorFlow session, so a
+// collection is asked for to give the memory back now.
+func (s *session) Close() {
+	s.model = nil
+	goruntime.GC()
+}
+
+type result struct {
+	tensors []*tf.Tensor
+	names   []string
+}
+
+func (r *result) Release() {}
+
+// Outputs copies each tensor's bytes out (WriteContentsTo) into an array for the .npy writer.
+func (r *result) Outputs() (map[string]*worker.Array, error) {
+	out := map[string]*worker.Array{}
+	for i, t := range r.tensors {
+		name, ok := dtypes[t.DataType()]
+		if !ok {
+			return nil, fmt.Errorf("output '%s' has TensorFlow dtype %d, which the worker does not write", r.names[i], t.DataType())
+		}
+		var buf bytes.Buffer
+		if _, err := t.WriteContentsTo(&buf); err != nil {
+			return nil, err
+		}
+		arr, err := worker.ArrayFromBytes(name, t.Shape(), buf.Bytes())
+		if err != nil {
+			return nil, err
+		}
+		out[r.names[i]] = arr
+	}
+	return out, nil
+}
+
+func keys[V any](m map[string]V) []string {
+	k := make([]string, 0, len(m))
+	for name := range m {
+		k = append(k, name)
+	}
+	sort.Strings(k)
+	return k
+}
+
+func quoted(items []string) string {
+	q := make([]string, len(items))
+	for i, s := range items {
+		q[i] = "'" + s + "'"
+	}
+	return "[" + strings.Join(q, ", ") + "]"
+}

@@ -1,0 +1,149 @@
+"""`harness compare A B`: what changed between two runs — verdicts, numerics, latency.
+
+Latency changes are judged by the gate on the raw samples: a case is flagged only when the change of
+the gated statistic is larger than the threshold AND the Mann–Whitney U test calls it significant, so
+noise on a shared machine does not raise alarms."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.bench import Gate, significant_change
+from harness.cases import BAD_STATUSES
+from harness.store import RunData
+
+GOOD = ("pass", "xfail")
+
+
+@dataclass
+class CaseDiff:
+    id: str
+    base_status: str | None
+    new_status: str | None
+    base_ms: float | None = None
+    new_ms: float | None = None
+    ratio: float | None = None
+    p_value: float | None = None
+    significant: bool = False
+    flagged: bool = False  # a regression beyond the gate
+    improved: bool = False  # faster beyond the gate
+    numerics: str = ""  # "identical", "changed", "" (unknown)
+    drift: dict[str, tuple] = field(default_factory=dict)  # output -> (base max_abs, new max_abs)
+
+    @property
+    def verdict_changed(self) -> bool:
+        return self.base_status != self.new_status
+
+    @property
+    def verdict_regressed(self) -> bool:
+        return self.base_status in GOOD and self.new_status in BAD_STATUSES
+
+
+@dataclass
+class RunDiff:
+    base: RunData
+    new: RunData
+    gate: Gate
+    cases: list[CaseDiff]
+
+    @property
+    def only_base(self) -> list[str]:
+        return [c.id for c in self.cases if c.new_status is None]
+
+    @property
+    def only_new(self) -> list[str]:
+        return [c.id for c in self.cases if c.base_status is None]
+
+    @property
+    def ok(self) -> bool:
+        return not any(c.flagged or c.verdict_regressed for c in self.cases)
+
+
+def _samples(result: dict) -> list[float]:
+    return [s for s in (result.get("timing") or {}).get("samples_ms") or [] if isinstance(s, (int, float))]
+
+
+def diff_runs(base: RunData, new: RunData, gate: Gate) -> RunDiff:
+    key = Gate.STATS[gate.stat]
+    before = {r["id"]: r for r in base.results}
+    after = {r["id"]: r for r in new.results}
+    out = []
+    for cid in list(dict.fromkeys(list(before) + list(after))):
+        a, b = before.get(cid), after.get(cid)
+        d = CaseDiff(cid, a["status"] if a else None, b["status"] if b else None)
+        if a and b:
+            ta, tb = a.get("timing") or {}, b.get("timing") or {}
+            va, vb = ta.get(key), tb.get(key)
+            if isinstance(va, (int, float)) and isinstance(vb, (int, float)) and va > 0:
+                d.base_ms, d.new_ms, d.ratio = va, vb, vb / va
+                d.significant, d.p_value = significant_change(_samples(a), _samples(b), gate.alpha)
+                d.flagged = d.significant and d.ratio > 1 + gate.threshold
+                d.improved = d.significant and d.ratio < 1 / (1 + gate.threshold)
+            da, db = a.get("output_digest") or {}, b.get("output_digest") or {}
+            if da and db:
+                d.numerics = "identical" if da == db else "changed"
+            for name in (a.get("metrics") or {}):
+                ma, mb = (a.get("metrics") or {}).get(name, {}), (b.get("metrics") or {}).get(name, {})
+                if isinstance(ma, dict) and isinstance(mb, dict):
+                    d.drift[name] = (ma.get("max_abs"), mb.get("max_abs"))
+        out.append(d)
+    return RunDiff(base, new, gate, out)
+
+
+def print_diff(diff: RunDiff, console) -> None:
+    from rich.table import Table
+
+    console.print(f"compare {diff.base.run_id} → {diff.new.run_id}  (gate {diff.gate.stat}:{diff.gate.threshold:.0%}, "
+                  f"Mann–Whitney α={diff.gate.alpha})", highlight=False)
+    for problem in diff.base.problems + diff.new.problems:
+        console.print(f"  [yellow]note:[/] {problem}", highlight=False)
+    changed = [c for c in diff.cases if c.verdict_changed]
+    if changed:
+        table = Table(title="verdicts that changed")
+        for col in ("case", "before", "after"):
+            table.add_column(col)
+        for c in changed:
+            table.add_row(c.id, c.base_status or "(absent)", ("[red]" if c.verdict_regressed else "") + (c.new_status or "(absent)"))
+        console.print(table)
+    else:
+        console.print("verdicts: none changed")
+    drifted = [c for c in diff.cases if c.numerics == "changed"]
+    console.print(f"numerics: {sum(c.numerics == 'identical' for c in diff.cases)} cases bit-identical, {len(drifted)} changed", highlight=False)
+    if drifted:
+        table = Table(title="numeric drift (max abs error vs baseline, before → after)")
+        table.add_column("case")
+        table.add_column("outputs")
+        for c in drifted:
+            table.add_row(c.id, "; ".join(f"{k}: {_n(a)} → {_n(b)}" for k, (a, b) in c.drift.items()))
+        console.print(table)
+    timed = sorted((c for c in diff.cases if c.ratio), key=lambda c: c.ratio or 1, reverse=True)
+    if timed:
+        table = Table(title=f"latency ({diff.gate.stat}), slowest change first")
+        for col in ("case", "before ms", "after ms", "ratio", "p-value", "flag"):
+            table.add_column(col)
+        for c in timed:
+            flag = "[red]REGRESSION[/]" if c.flagged else ("[green]faster[/]" if c.improved else "")
+            table.add_row(c.id, _n(c.base_ms), _n(c.new_ms), f"{c.ratio:.2f}×", _n(c.p_value), flag)
+        console.print(table)
+    flagged = [c for c in diff.cases if c.flagged]
+    console.print(f"{len(flagged)} latency regression(s), {sum(c.verdict_regressed for c in diff.cases)} verdict regression(s)", highlight=False)
+
+
+def _n(value) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.3g}"
+
+
+def write_diff(diff: RunDiff, out: Path) -> dict[str, Path]:
+    from harness.report.html import _env
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"html": out / "index.html", "markdown": out / "compare.md"}
+    ctx = {"diff": diff, "changed": [c for c in diff.cases if c.verdict_changed],
+           "drifted": [c for c in diff.cases if c.numerics == "changed"],
+           "timed": sorted((c for c in diff.cases if c.ratio), key=lambda c: c.ratio or 1, reverse=True)}
+    paths["html"].write_text(_env.get_template("compare.html.j2").render(**ctx))
+    paths["markdown"].write_text(_env.get_template("compare.md.j2").render(**ctx))
+    return paths

@@ -1,0 +1,93 @@
+"""Charts for the reports, drawn by matplotlib and inlined as SVG (the page must open offline)."""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display; must precede pyplot
+import matplotlib.pyplot as plt  # noqa: E402
+
+from harness.compare import ERROR_HIST_DECADES  # noqa: E402
+
+plt.rcParams.update({"font.size": 9, "svg.fonttype": "none", "axes.spines.top": False, "axes.spines.right": False})
+PALETTE = plt.get_cmap("tab10").colors
+
+
+def _svg(fig) -> str:
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None, "Creator": None, "Format": None, "Type": None})
+    plt.close(fig)
+    text = buf.getvalue()
+    text = text[text.index("<svg"):]  # drop the XML prolog and doctype: the SVG is inlined in HTML
+    # Each figure's ids (clip paths) must be unique within the page.
+    token = f"f{id(buf):x}"
+    return re.sub(r'id="([^"]+)"', rf'id="{token}-\1"', text).replace('url(#', f'url(#{token}-').replace('href="#', f'href="#{token}-')
+
+
+def error_histogram(counts: list[int], title: str) -> str:
+    labels = ["1e-10"] + [f"1e{k}" for k in ERROR_HIST_DECADES[1:]] + ["∞"]
+    fig, ax = plt.subplots(figsize=(4.2, 1.6))
+    ax.bar(range(len(counts)), counts, color=PALETTE[0])
+    ax.set_xticks(range(len(counts)), labels, rotation=60, fontsize=7)
+    ax.set_ylabel("elements")
+    ax.set_xlabel("|error| below (bin's upper edge)", fontsize=7)
+    ax.set_title(title, fontsize=8)
+    return _svg(fig)
+
+
+def latency_chart(rows: list[dict], title: str) -> str:
+    """Horizontal p50 bars with p10–p90 whiskers (log scale) and the cold first call as a dot.
+    rows: {label, runtime, p10, p50, p90, first}."""
+    runtimes = list(dict.fromkeys(r["runtime"] for r in rows))
+    fig, ax = plt.subplots(figsize=(7.5, 0.28 * len(rows) + 0.9))
+    for i, r in enumerate(rows):
+        color = PALETTE[runtimes.index(r["runtime"]) % len(PALETTE)]
+        ax.barh(i, r["p50"], color=color, alpha=0.85)
+        ax.errorbar(r["p50"], i, xerr=[[r["p50"] - r["p10"]], [r["p90"] - r["p50"]]], fmt="none", ecolor="black", capsize=2, lw=0.8)
+        if r.get("first"):
+            ax.plot(r["first"], i, "o", color="black", markersize=3)
+    ax.set_yticks(range(len(rows)), [r["label"] for r in rows], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel("ms (bar: p50, whiskers: p10–p90, dot: first call, cold)")
+    ax.set_title(title)
+    return _svg(fig)
+
+
+def scaling_chart(series: dict[str, list[tuple[int, float]]], title: str, ylabel: str = "p50 ms") -> str:
+    fig, ax = plt.subplots(figsize=(5.5, 3.0))
+    for i, (label, points) in enumerate(sorted(series.items())):
+        xs, ys = zip(*sorted(points))
+        ax.plot(xs, ys, marker="o", ms=3, lw=1, label=label, color=PALETTE[i % len(PALETTE)])
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("batch")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=6, ncols=2, frameon=False)
+    return _svg(fig)
+
+
+def history_chart(runs: list[str], counts: dict[str, list[int]], p50: dict[str, list[float | None]]) -> str:
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 2.8))
+    bottom = [0] * len(runs)
+    colors = {"pass": "#2e7d32", "xfail": "#f9a825", "fail": "#c62828", "error": "#ef6c00", "crash": "#6a1b9a",
+              "timeout": "#8e24aa", "skip": "#9e9e9e", "unsupported": "#bdbdbd", "xpass": "#fdd835"}
+    for status, values in counts.items():
+        ax1.bar(range(len(runs)), values, bottom=bottom, label=status, color=colors.get(status))
+        bottom = [b + v for b, v in zip(bottom, values)]
+    ax1.set_xticks(range(len(runs)), runs, rotation=45, ha="right", fontsize=6)
+    ax1.set_title("verdicts per run")
+    ax1.legend(fontsize=6, frameon=False)
+    for i, (label, values) in enumerate(sorted(p50.items())):
+        xs = [x for x, v in enumerate(values) if v is not None and math.isfinite(v)]
+        ax2.plot(xs, [values[x] for x in xs], marker="o", ms=3, lw=1, label=label, color=PALETTE[i % len(PALETTE)])
+    ax2.set_xticks(range(len(runs)), runs, rotation=45, ha="right", fontsize=6)
+    ax2.set_yscale("log")
+    ax2.set_title("median p50 per runtime (ms)")
+    ax2.legend(fontsize=6, frameon=False)
+    return _svg(fig)

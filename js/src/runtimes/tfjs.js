@@ -1,0 +1,222 @@
+// Runtimes node-tfjs-cpu, node-tfjs-wasm, node-tfjs-node: TensorFlow.js 4.22 in Node on its cpu
+// (plain JS), wasm (XNNPACK in WebAssembly) and tensorflow (tfjs-node: native libtensorflow, here
+// built against the TF wheel's library by setup.sh) backends.
+//
+// TF.js graph models (format tfjs_graph) load on all three; SavedModels (format savedmodel) only on
+// tfjs-node, which runs them through the TF C API like tfgo does.
+
+import { readFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { ProtocolError } from '../protocol.js';
+import { packageDir, packageVersion, requireDtypes, unwrap } from './common.js';
+
+/** TF.js tensors are float32, int32, bool (and string, complex64): no int64, float64, int8 or uint8. */
+const TFJS_DTYPES = /** @type {const} */ (['float32', 'int32', 'bool']);
+
+/**
+ * @typedef {import('../protocol.js').NdArray} NdArray
+ * @typedef {import('../protocol.js').Session} Session
+ * @typedef {'cpu'|'wasm'|'tensorflow'} Backend
+ */
+
+/**
+ * An IOHandler that reads model.json and its weight shards from disk. Plain @tensorflow/tfjs has
+ * no file:// loader in Node (only tfjs-node registers one), so all three backends load through
+ * this one, and load the same bytes the same way.
+ * @param {any} tf
+ * @param {string} modelJson
+ */
+function fileHandler(tf, modelJson) {
+  const folder = dirname(modelJson);
+  return {
+    load: async () => {
+      const json = JSON.parse(await readFile(modelJson, 'utf8'));
+      return tf.io.getModelArtifactsForJSON(json, async (/** @type {any[]} */ manifest) => {
+        const specs = [];
+        const buffers = [];
+        for (const group of manifest) {
+          specs.push(...group.weights);
+          for (const p of group.paths) {
+            const b = await readFile(join(folder, p));
+            buffers.push(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
+          }
+        }
+        return [specs, buffers];
+      });
+    },
+  };
+}
+
+/**
+ * Turn output tensors into host arrays (the read-back is part of the timed inference) and free
+ * every tensor of this call, so that the tensor count stays flat across iterations.
+ * @param {any} tf @param {Record<string, any>} inputs @param {string[]} names @param {any[]} outputs
+ * @returns {Record<string, NdArray>}
+ */
+function readBack(tf, inputs, names, outputs) {
+  try {
+    /** @type {Record<string, NdArray>} */
+    const result = {};
+    names.forEach((name, i) => {
+      const t = outputs[i];
+      result[name] = { dtype: t.dtype, shape: t.shape, data: t.dataSync() };
+    });
+    return result;
+  } finally {
+    tf.dispose(outputs);
+    tf.dispose(Object.values(inputs));
+  }
+}
+
+/** @param {any} tf @param {Record<string, NdArray>} feeds */
+function toTensors(tf, feeds) {
+  /** @type {Record<string, any>} */
+  const inputs = {};
+  for (const [name, a] of Object.entries(feeds)) inputs[name] = tf.tensor(a.data, a.shape, a.dtype);
+  return inputs;
+}
+
+/** A TF.js graph model, fed and fetched by the converter's tensor names (`x:0`, `Identity:0`). */
+class GraphSession {
+  /** @param {any} tf @param {any} model @param {string[]} outputs */
+  constructor(tf, model, outputs) {
+    this.tf = tf;
+    this.model = model;
+    this.outputs = outputs;
+    this.async = false;
+  }
+
+  /** @param {Record<string, NdArray>} feeds @returns {Record<string, NdArray>|Promise<Record<string, NdArray>>} */
+  run(feeds) {
+    if (this.async) return this.runAsync(feeds);
+    const inputs = toTensors(this.tf, feeds);
+    let out;
+    try {
+      out = this.model.execute(inputs, this.outputs);
+    } catch (e) {
+      this.tf.dispose(Object.values(inputs));
+      // Models with control flow or dynamic shapes refuse the synchronous executor and say so on
+      // the first call; they are then run with executeAsync from here on.
+      if (e instanceof Error && /executeAsync/.test(e.message)) {
+        this.async = true;
+        return this.runAsync(feeds);
+      }
+      throw e;
+    }
+    return readBack(this.tf, inputs, this.outputs, Array.isArray(out) ? out : [out]);
+  }
+
+  /** @param {Record<string, NdArray>} feeds */
+  async runAsync(feeds) {
+    const inputs = toTensors(this.tf, feeds);
+    let out;
+    try {
+      out = await this.model.executeAsync(inputs, this.outputs);
+    } catch (e) {
+      this.tf.dispose(Object.values(inputs));
+      throw e;
+    }
+    return readBack(this.tf, inputs, this.outputs, Array.isArray(out) ? out : [out]);
+  }
+
+  close() {
+    this.model.dispose();
+  }
+}
+
+/** A SavedModel signature in tfjs-node, fed and fetched by the signature's keys, like Python TF. */
+class SavedModelSession {
+  /** @param {any} tf @param {any} model @param {string[]} outputs */
+  constructor(tf, model, outputs) {
+    this.tf = tf;
+    this.model = model;
+    this.outputs = outputs;
+  }
+
+  /** @param {Record<string, NdArray>} feeds */
+  run(feeds) {
+    const inputs = toTensors(this.tf, feeds);
+    let out;
+    try {
+      out = this.model.predict(inputs);
+    } catch (e) {
+      this.tf.dispose(Object.values(inputs));
+      throw e;
+    }
+    const missing = this.outputs.filter((n) => !(n in out));
+    if (missing.length) {
+      this.tf.dispose([...Object.values(inputs), ...Object.values(out)]);
+      throw new Error(`signature returned [${Object.keys(out)}], missing [${missing}]`);
+    }
+    try {
+      return readBack(this.tf, inputs, this.outputs, this.outputs.map((n) => out[n]));
+    } finally {
+      this.tf.dispose(Object.values(out)); // outputs of the signature the artifact does not list
+    }
+  }
+
+  close() {
+    this.model.dispose();
+  }
+}
+
+/**
+ * @param {Backend} backend
+ * @returns {Promise<import('../protocol.js').Runtime>}
+ */
+export async function createTfjs(backend) {
+  const tf = unwrap(
+    backend === 'tensorflow' ? await import('@tensorflow/tfjs-node') : await import('@tensorflow/tfjs'),
+    'loadGraphModel',
+  );
+  if (backend === 'wasm') {
+    const wasm = unwrap(await import('@tensorflow/tfjs-backend-wasm'), 'setWasmPaths');
+    // Node cannot fetch the .wasm binaries from a CDN here: point the backend at the package's own.
+    wasm.setWasmPaths(join(packageDir('@tensorflow/tfjs-backend-wasm'), 'dist') + '/');
+  }
+  if (!(await tf.setBackend(backend))) throw new Error(`TF.js backend ${backend} failed to initialise`);
+  await tf.ready();
+
+  /** @type {Record<string, string>} */
+  const versions = { '@tensorflow/tfjs': packageVersion('@tensorflow/tfjs'), node: process.versions.node };
+  if (backend === 'wasm') {
+    versions['@tensorflow/tfjs-backend-wasm'] = packageVersion('@tensorflow/tfjs-backend-wasm');
+    const features = ['simd', 'threads'].filter((f) => tf.env().getBool(f === 'simd' ? 'WASM_HAS_SIMD_SUPPORT' : 'WASM_HAS_MULTITHREAD_SUPPORT'));
+    versions.wasm_features = features.join(',') || 'none';
+  }
+  if (backend === 'tensorflow') {
+    versions['@tensorflow/tfjs-node'] = packageVersion('@tensorflow/tfjs-node');
+    versions.tensorflow = tf.backend().binding.TF_Version;
+  }
+
+  const name = { cpu: 'node-tfjs-cpu', wasm: 'node-tfjs-wasm', tensorflow: 'node-tfjs-node' }[backend];
+  const formats = backend === 'tensorflow' ? ['tfjs_graph', 'savedmodel'] : ['tfjs_graph'];
+
+  return {
+    name,
+    formats,
+    versions: () => versions,
+    // A SavedModel signature is called by its keys (as in Python TF); a graph model by tensor names.
+    address: (fmt) => (fmt === 'savedmodel' ? 'name' : 'stored_name'),
+    async load(artifact, modelPath, fmt) {
+      // Threads are not settable per model in any of the three backends (cpu is single-threaded
+      // JS; wasm and libtensorflow size their pools once per process), so `threads` is ignored.
+      requireDtypes(artifact, TFJS_DTYPES, 'TF.js');
+      if (fmt === 'tfjs_graph') {
+        const model = await tf.loadGraphModel(fileHandler(tf, modelPath));
+        return new GraphSession(tf, model, artifact.outputs.map((s) => s.stored_name));
+      }
+      if (fmt === 'savedmodel') {
+        const tag = artifact.extra?.tag ?? 'serve';
+        const model = await tf.node.loadSavedModel(modelPath, [tag], artifact.signature);
+        return new SavedModelSession(tf, model, artifact.outputs.map((s) => s.name));
+      }
+      throw new ProtocolError('unsupported', `format ${fmt}`);
+    },
+  };
+}
+
+/** For tests: the TF.js module a runtime of this process uses. */
+export async function tfjsModule(/** @type {Backend} */ backend) {
+  return unwrap(backend === 'tensorflow' ? await import('@tensorflow/tfjs-node') : await import('@tensorflow/tfjs'), 'loadGraphModel');
+}
