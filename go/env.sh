@@ -2,7 +2,7 @@
 # and the cgo flags that link the worker against the first. Found from the venv's wheels by path,
 # without importing TensorFlow (seconds). Override with HARNESS_VENV, HARNESS_TF_DIR, HARNESS_ORT_LIB.
 GO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-HARNESS_VENV="${HARNESS_VENV:-$GO_DIR/../.venv}"
+HARNESS_VENV="$(realpath -m "${HARNESS_VENV:-$GO_DIR/../.venv}")"
 _site="$HARNESS_VENV/lib/python3.11/site-packages"
 HARNESS_TF_DIR="${HARNESS_TF_DIR:-$_site/tensorflow}"
 if [ -z "${HARNESS_ORT_LIB:-}" ]; then
@@ -11,6 +11,7 @@ if [ -z "${HARNESS_ORT_LIB:-}" ]; then
 fi
 BUILD_DIR="$GO_DIR/.build"
 WORKER="$BUILD_DIR/harness-worker"
+WORKER_ORT="$BUILD_DIR/harness-worker-ort"
 export HARNESS_VENV HARNESS_TF_DIR HARNESS_ORT_LIB
 
 # cgo bindings hard-code -ltensorflow, and the wheel has only versioned names: a folder of links

@@ -63,3 +63,62 @@ def significant_change(base_ms: list[float], new_ms: list[float], alpha: float =
 
     p = float(mannwhitneyu(base_ms, new_ms, alternative="two-sided").pvalue)
     return p < alpha, p
+
+
+_GEMM = """
+import sys, time
+import numpy as np
+n = int(sys.argv[1])
+rng = np.random.default_rng(0)
+a = rng.standard_normal((n, n), dtype=np.float32)
+b = rng.standard_normal((n, n), dtype=np.float32)
+a @ b
+best = min((lambda t: (a @ b, time.perf_counter() - t)[1])(time.perf_counter()) for _ in range(7))
+print(2.0 * n**3 / best / 1e9)
+"""
+
+
+def peak_gflops(threads: int, n: int = 1024) -> float | None:
+    """This machine's float32 GEMM rate (NumPy's BLAS, best of 7) at a thread count, measured in a
+    fresh process so the BLAS thread setting takes effect: the yardstick for each runtime's GFLOP/s."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    try:
+        out = subprocess.run([sys.executable, "-c", _GEMM, str(n)], env=env, capture_output=True, text=True, timeout=120)
+        return float(out.stdout.strip()) if out.returncode == 0 else None
+    except (subprocess.SubprocessError, ValueError):
+        return None
+
+
+class ReplayTimer:
+    """A timer for pytest-benchmark that replays samples measured inside a worker: each
+    (start, end) pair of calls is one sample apart, so pytest-benchmark's statistics, histograms,
+    saved JSON and comparisons are of the worker's own timings, not of the round trip to it."""
+
+    __name__ = "harness_worker_samples"
+
+    def __init__(self, samples_s: list[float]):
+        self._ticks = []
+        clock = 0.0
+        for s in samples_s:
+            self._ticks += [clock, clock + s]
+            clock += s + 1.0
+        self._ticks.reverse()
+
+    def __call__(self) -> float:
+        return self._ticks.pop() if self._ticks else 0.0
+
+    def __repr__(self) -> str:
+        return "harness_worker_samples"
+
+
+def replay_into(benchmark, samples_ms: list[float], extra_info: dict) -> None:
+    """Feed worker samples to a pytest-benchmark fixture (one round per sample)."""
+    if not samples_ms:
+        return
+    benchmark.extra_info.update(extra_info)
+    benchmark._timer = ReplayTimer([s / 1000.0 for s in samples_ms])
+    benchmark.pedantic(lambda: None, rounds=len(samples_ms), iterations=1, warmup_rounds=0)

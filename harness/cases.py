@@ -9,6 +9,7 @@ to the comparator and results to the store; it never compares or formats anythin
 from __future__ import annotations
 
 import fnmatch
+import math
 import hashlib
 import shutil
 import tomllib
@@ -37,10 +38,12 @@ class Case:
     runtime: str
     device: str = "cpu"
     batch: int = 1
+    threads: int = 0  # 0: the runtime's default; benchmarks set 1 and all cores
 
     @property
     def id(self) -> str:
-        return f"{self.fixture}-{self.format}-{self.runtime}-{self.device}-b{self.batch}"
+        base = f"{self.fixture}-{self.format}-{self.runtime}-{self.device}-b{self.batch}"
+        return base + (f"-t{self.threads}" if self.threads else "")
 
 
 @dataclass
@@ -50,6 +53,8 @@ class Selection:
     runtimes: list[str] | None = None
     batches: list[int] | None = None
     device: str = "cpu"
+    threads: list[int] | None = None
+    include_bench_only: bool = False  # fixtures that exist for benchmark sweeps (large GEMMs)
 
     def validate(self) -> None:
         for name in self.fixtures or []:
@@ -61,6 +66,9 @@ class Selection:
         for b in self.batches or []:
             if b < 1:
                 raise HarnessError(f"batch {b} is not valid: expected a positive integer")
+        for t in self.threads or []:
+            if t < 0:
+                raise HarnessError(f"threads {t} is not valid: expected 0 (runtime default) or a positive integer")
 
 
 def matrix(selection: Selection, fixtures: dict[str, Fixture] | None = None) -> list[Case]:
@@ -71,6 +79,8 @@ def matrix(selection: Selection, fixtures: dict[str, Fixture] | None = None) -> 
     for fname, fx in fixtures.items():
         if selection.fixtures and fname not in selection.fixtures:
             continue
+        if fx.bench_only and not (selection.include_bench_only or (selection.fixtures and fname in selection.fixtures)):
+            continue
         for fmt in formats_for(fx):
             if selection.formats and fmt not in selection.formats:
                 continue
@@ -78,7 +88,10 @@ def matrix(selection: Selection, fixtures: dict[str, Fixture] | None = None) -> 
                 if fmt not in spec.formats or (selection.runtimes and rname not in selection.runtimes):
                     continue
                 for batch in selection.batches or fx.batches:
-                    cases.append(Case(fname, fmt, rname, selection.device, batch))
+                    if not fx.batchable and batch != 1:
+                        continue
+                    for threads in selection.threads or [0]:
+                        cases.append(Case(fname, fmt, rname, selection.device, batch, threads))
     return cases
 
 
@@ -134,6 +147,8 @@ class Options:
     load_timeout_s: float = 120.0
     run_timeout_s: float = 60.0
     keep_tensors: bool = False
+    min_time_s: float = 0.0  # benchmarks: measure each case for at least this long
+    max_iterations: int = 10000
 
 
 @dataclass
@@ -164,8 +179,9 @@ class Engine:
             shutil.rmtree(self.scratch, ignore_errors=True)
 
     def runtime_versions(self) -> dict:
+        info = {key.split("@")[0]: value for key, value in self.pool.info.items()}
         return {
-            name: (self.pool.info.get(name) or {"available": a.ok, "version": a.version, "reason": a.reason})
+            name: (info.get(name) or {"available": a.ok, "version": a.version, "reason": a.reason})
             for name, a in self._availability.items()
         }
 
@@ -190,7 +206,7 @@ class Engine:
     def _blank(case: Case) -> dict:
         return {
             "id": case.id, "fixture": case.fixture, "format": case.format, "runtime": case.runtime,
-            "device": case.device, "batch": case.batch, "status": None, "reason": None, "baseline": None,
+            "device": case.device, "batch": case.batch, "threads": case.threads, "status": None, "reason": None, "baseline": None,
             "metrics": {}, "oracle_metrics": {}, "timing": {}, "peak_rss_bytes": None, "error": None,
             "artifact": None,
         }
@@ -222,6 +238,9 @@ class Engine:
             return self._finish(case, result, "crash", error=str(e), stderr=e.stderr_tail)
         result["timing"] = raw["timing"]
         result["peak_rss_bytes"] = raw["peak_rss_bytes"]
+        if fixture.flops and raw["timing"].get("p50_ms"):
+            result["flops"] = fixture.flops(case.batch)
+            result["gflops"] = result["flops"] / (raw["timing"]["p50_ms"] * 1e6)
         # Digests of the exact output bytes: two runs can tell "bit-identical" from "changed".
         result["output_digest"] = {k: hashlib.sha256(np.ascontiguousarray(v).tobytes()).hexdigest()[:16] for k, v in outputs.items()}
 
@@ -271,16 +290,25 @@ class Engine:
                     self._references[key] = f"{type(e).__name__}: {e}"
         return self._references[key]
 
+    def _threads(self, case: Case) -> int:
+        return case.threads or self.options.threads
+
+    def _worker_key(self, case: Case) -> str:
+        # Thread settings can be process-wide (TensorFlow's are fixed at first use): one worker per setting.
+        threads = self._threads(case)
+        return case.runtime if not threads else f"{case.runtime}@t{threads}"
+
     def _load(self, case: Case, art: Artifact) -> _Loaded:
-        worker = self.pool.get(case.runtime)
-        generation = self.pool.starts[case.runtime]
-        for stale in [k for k, v in self._loaded.items() if k[0] == case.runtime and v.generation != generation]:
+        wkey = self._worker_key(case)
+        worker = self.pool.get(case.runtime, wkey)
+        generation = self.pool.starts[wkey]
+        for stale in [k for k, v in self._loaded.items() if k[0] == wkey and v.generation != generation]:
             del self._loaded[stale]  # the worker that held it was replaced
-        key = (case.runtime, art.key)
+        key = (wkey, art.key)
         if key in self._loaded:
             return self._loaded[key]
         # Keep at most a few models per worker: the current artifact and the reference.
-        mine = [k for k in self._loaded if k[0] == case.runtime]
+        mine = [k for k in self._loaded if k[0] == wkey]
         for old in mine[:-1] if len(mine) >= 2 else []:
             try:
                 worker.call("unload", {"handle": self._loaded.pop(old).handle}, timeout=self.options.run_timeout_s)
@@ -288,7 +316,7 @@ class Engine:
                 pass
         reply = worker.call(
             "load",
-            {"artifact": str(art.dir), "format": art.format, "signature": art.signature, "device": case.device, "threads": self.options.threads},
+            {"artifact": str(art.dir), "format": art.format, "signature": art.signature, "device": case.device, "threads": self._threads(case)},
             timeout=self.options.load_timeout_s,
         )
         loaded = _Loaded(reply["handle"], reply["load_ns"] / 1e6, generation)
@@ -308,19 +336,30 @@ class Engine:
             path = in_dir / f"{len(paths)}.npy"
             np.save(path, value, allow_pickle=False)
             paths[spec.name] = str(path)
+        wkey = self._worker_key(case)
         try:
             loaded = self._load(case, art)
-            reply = self.pool.get(case.runtime).call(
+            worker = self.pool.get(case.runtime, wkey)
+            warmup = self.options.warmup if iterations is None else 0
+            count = self.options.iterations if iterations is None else iterations
+            first_ns = None
+            if iterations is None and self.options.min_time_s > 0:
+                # Calibrate: a short run (its first call is the cold one), then enough iterations to
+                # measure for at least min_time_s.
+                probe = worker.call("run", {"handle": loaded.handle, "inputs": paths, "output_dir": str(out_dir),
+                                            "warmup": 0, "iterations": 3}, timeout=self.options.run_timeout_s)
+                first_ns = probe["first_ns"]
+                per_call = max(min(probe["samples_ns"]) / 1e9, 1e-7)
+                count = max(count, min(self.options.max_iterations, math.ceil(self.options.min_time_s / per_call)))
+            reply = worker.call(
                 "run",
-                {
-                    "handle": loaded.handle, "inputs": paths, "output_dir": str(out_dir),
-                    "warmup": self.options.warmup if iterations is None else 0,
-                    "iterations": self.options.iterations if iterations is None else iterations,
-                },
+                {"handle": loaded.handle, "inputs": paths, "output_dir": str(out_dir), "warmup": warmup, "iterations": count},
                 timeout=self.options.run_timeout_s,
             )
+            if first_ns is not None:
+                reply["first_ns"] = first_ns
         except (WorkerCrash, WorkerTimeout):
-            self._forget(case.runtime)
+            self._forget(wkey)
             raise
         outputs = {}
         for spec in art.outputs:
@@ -329,12 +368,13 @@ class Engine:
                 value = compare.dequantize(value, spec.scale, spec.zero_point or 0)
             outputs[spec.name] = value
         timing = {"load_ms": loaded.load_ms, "first_ms": reply["first_ns"] / 1e6, **latency_stats(reply["samples_ns"]),
-                  "samples_ms": [s / 1e6 for s in reply["samples_ns"]]}
+                  "samples_ms": [s / 1e6 for s in reply["samples_ns"]], "iterations": len(reply["samples_ns"]),
+                  "warmup": warmup, "threads": self._threads(case)}
         return outputs, {"timing": timing, "peak_rss_bytes": reply.get("peak_rss_bytes")}
 
-    def _forget(self, runtime: str) -> None:
-        self.pool.discard(runtime)
-        for key in [k for k in self._loaded if k[0] == runtime]:
+    def _forget(self, wkey: str) -> None:
+        self.pool.discard(wkey)
+        for key in [k for k in self._loaded if k[0] == wkey]:
             del self._loaded[key]
 
 

@@ -13,7 +13,8 @@ from rich.console import Console
 from harness.errors import HarnessError
 
 err = Console(stderr=True)
-out = Console()
+# Wide tables stay readable in CI logs (no terminal: rich would assume 80 columns).
+out = Console(width=None if sys.stdout.isatty() else 220)
 out_console = out
 
 
@@ -154,7 +155,7 @@ def _export_all(exporter, jobs):
     return arts
 
 
-def _execute(cases, fixtures, options, reports: Path, run_options: dict) -> int:
+def _execute(cases, fixtures, options, reports: Path, run_options: dict, bench: bool = False) -> int:
     """Export what the cases need, run them, store and print results. Returns the exit code."""
     from rich.progress import Progress
 
@@ -169,6 +170,13 @@ def _execute(cases, fixtures, options, reports: Path, run_options: dict) -> int:
     needed = list(dict.fromkeys([(c.fixture, "savedmodel") for c in cases] + [(c.fixture, c.format) for c in cases]))
     _export_all(exporter, [(fixtures[f], fmt) for f, fmt in needed])
     store = RunStore(reports, run_options)
+    peaks = {}
+    if bench:
+        from harness.bench import peak_gflops
+
+        for t in sorted({c.threads or os.cpu_count() or 1 for c in cases}):
+            peaks[str(t)] = peak_gflops(t)
+        store.set("machine_peak_gflops", peaks)
     engine = Engine(exporter, store.tensors, options, fixtures=fixtures)
     results = []
     try:
@@ -186,6 +194,10 @@ def _execute(cases, fixtures, options, reports: Path, run_options: dict) -> int:
         store.set_runtimes(engine.runtime_versions())
         store.finish(summary)
     print_matrix(results, out)
+    if bench:
+        from harness.report.terminal import print_bench
+
+        print_bench(results, peaks, out)
     counts = ", ".join(f"{v} {k}" for k, v in summary["counts"].items())
     out.print(f"{summary['cases']} cases: {counts}", highlight=False)
     out.print(f"results: {store.dir / 'results.jsonl'}  (reports/latest -> {store.run_id})", highlight=False)
@@ -206,6 +218,49 @@ def run(fixtures, formats, runtimes, batch, warmup, iterations, threads, timeout
     run_options = {"command": "run", "fixtures": sel.fixtures, "formats": sel.formats, "runtimes": sel.runtimes,
                    "batches": sel.batches, "warmup": warmup, "iterations": iterations, "threads": threads}
     sys.exit(_execute(cases, all_fixtures(), options, reports, run_options))
+
+
+@main.command()
+@_selection_options
+@click.option("--threads", "threads_", default="1,all", show_default=True, help="Thread counts to measure ('all' = every core).")
+@click.option("--warmup", default=5, show_default=True, help="Untimed runs after the first.")
+@click.option("--iterations", "-n", default=20, show_default=True, help="Timed runs per case, at least.")
+@click.option("--min-time", default=0.25, show_default=True, help="Measure each case for at least this many seconds.")
+@click.option("--sweep/--no-sweep", default=True, show_default=True, help="Batch sweep 1,8,32 and the gemm size sweep.")
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds a worker may take to answer a run.")
+@click.option("--reports", default="reports", show_default=True, type=click.Path(path_type=Path))
+def bench(fixtures, formats, runtimes, batch, threads_, warmup, iterations, min_time, sweep, timeout, reports) -> None:
+    """Benchmark: latency statistics, cold start, peak memory, batch and size scaling, GFLOP/s against
+    this machine's measured GEMM peak, at 1 thread and at all cores. One benchmark at a time."""
+    from filelock import FileLock, Timeout
+
+    from harness.cases import Options, Selection, matrix
+    from harness.fixtures import all_fixtures
+
+    cores = os.cpu_count() or 1
+    try:
+        threads = sorted({cores if t == "all" else int(t) for t in _split((threads_,)) or ["all"]})
+    except ValueError:
+        raise HarnessError(f"--threads {threads_} is not valid: expected counts like 1,all") from None
+    batches = _batches(batch) or ([1, 8, 32] if sweep else None)
+    sel = Selection(fixtures=_split(fixtures), formats=_split(formats), runtimes=_split(runtimes), batches=batches, threads=threads)
+    cases = matrix(sel)
+    if sweep and not sel.fixtures:
+        cases += matrix(Selection(fixtures=[f for f, fx in all_fixtures().items() if fx.bench_only], formats=sel.formats,
+                                  runtimes=sel.runtimes, batches=[1], threads=threads))
+    options = Options(warmup=warmup, iterations=iterations, min_time_s=min_time, run_timeout_s=timeout)
+    run_options = {"command": "bench", "fixtures": sel.fixtures, "formats": sel.formats, "runtimes": sel.runtimes,
+                   "batches": batches, "threads": threads, "warmup": warmup, "iterations": iterations, "min_time_s": min_time}
+    lock = FileLock(str(Path(".harness") / "bench.lock"))
+    Path(".harness").mkdir(exist_ok=True)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise HarnessError("another benchmark is running on this machine (.harness/bench.lock is held): one at a time") from None
+    try:
+        sys.exit(_execute(cases, all_fixtures(), options, reports, run_options, bench=True))
+    finally:
+        lock.release()
 
 
 @main.command()

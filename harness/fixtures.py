@@ -76,6 +76,9 @@ class Fixture:
     output_tolerances: dict[tuple[str, str], Tolerance] = field(default_factory=dict)
     classifier_outputs: tuple[str, ...] = ()
     batches: tuple[int, ...] = (1, 4)
+    batchable: bool = True  # the first dimension is a free batch dimension
+    flops: Callable[[int], float] | None = None  # floating-point operations of one call at a batch size
+    bench_only: bool = False  # left out of the default matrix (large benchmark sweeps)
     signature: str = "serving_default"
     tag: str = "serve"
     source: Path | None = None  # the file that defines it; its bytes go into the cache key
@@ -130,10 +133,11 @@ def all_fixtures() -> dict[str, Fixture]:
             if info.name.startswith("_"):
                 continue
             mod = importlib.import_module(f"fixtures.{info.name}")
-            fx = getattr(mod, "FIXTURE", None)
-            if isinstance(fx, Fixture):
-                fx.source = Path(mod.__file__)  # type: ignore[arg-type]
-                found[fx.name] = fx
+            # A module defines one FIXTURE, or a FIXTURES list for a family (a size sweep).
+            for fx in [getattr(mod, "FIXTURE", None), *getattr(mod, "FIXTURES", [])]:
+                if isinstance(fx, Fixture):
+                    fx.source = Path(mod.__file__)  # type: ignore[arg-type]
+                    found[fx.name] = fx
         _REGISTRY = found
     return _REGISTRY
 

@@ -19,7 +19,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--harness-formats", default="", help="Comma-separated formats (default: all).")
     group.addoption("--harness-runtimes", default="", help="Comma-separated runtimes (default: all).")
     group.addoption("--harness-batch", default="", help="Comma-separated batch sizes (default: each fixture's own).")
-    group.addoption("--harness-iterations", type=int, default=3, help="Timed iterations per case (default 3: conformance, not benchmarking).")
+    group.addoption("--harness-iterations", type=int, default=None,
+                    help="Timed iterations per case (default 3 for conformance, 50 with --benchmark-only).")
     group.addoption("--harness-store", default="", help="Also write a run folder under this reports directory.")
 
 
@@ -64,7 +65,10 @@ def harness_engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
         from harness.store import RunStore
 
         store = RunStore(Path(config.getoption("--harness-store")), {"command": "pytest"})
-    engine = Engine(Exporter(), tmp_path_factory.mktemp("harness-tensors"), Options(iterations=config.getoption("--harness-iterations")))
+    iterations = config.getoption("--harness-iterations")
+    if iterations is None:
+        iterations = 50 if _benchmark_only(config) else 3
+    engine = Engine(Exporter(), tmp_path_factory.mktemp("harness-tensors"), Options(iterations=iterations, warmup=2))
     engine.results = []  # type: ignore[attr-defined]
     engine.store = store  # type: ignore[attr-defined]
     yield engine
@@ -72,6 +76,32 @@ def harness_engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
     if store is not None:
         store.set_runtimes(engine.runtime_versions())
         store.finish(summarize(engine.results))  # type: ignore[attr-defined]
+
+
+def _benchmark_only(config: pytest.Config) -> bool:
+    try:
+        return bool(config.getoption("benchmark_only"))
+    except ValueError:  # pytest-benchmark not loaded
+        return False
+
+
+@pytest.fixture
+def harness_benchmark(harness_run, benchmark):
+    """Runs a case (as `harness_run`) and hands its worker-measured samples to pytest-benchmark, so
+    `--benchmark-only`, `--benchmark-autosave`, `--benchmark-compare(-fail)`, `--benchmark-histogram`
+    and `--benchmark-json` work on the worker's timings."""
+    from harness.bench import replay_into
+
+    def run(case) -> dict:
+        result = harness_run(case)
+        timing = result["timing"]
+        replay_into(benchmark, timing.get("samples_ms") or [], {
+            "case": case.id, "load_ms": timing.get("load_ms"), "first_ms": timing.get("first_ms"),
+            "peak_rss_bytes": result.get("peak_rss_bytes"), "gflops": result.get("gflops"), "threads": timing.get("threads"),
+        })
+        return result
+
+    return run
 
 
 @pytest.fixture

@@ -108,6 +108,11 @@ class RunStore:
         self._results.write(json.dumps(sanitize(result)) + "\n")
         self._results.flush()
 
+    def set(self, key: str, value) -> None:
+        """Another top-level entry of run.json (e.g. the machine's measured peak GFLOP/s)."""
+        self.meta[key] = value
+        self._write_meta()
+
     def set_runtimes(self, runtimes: dict) -> None:
         self.meta["runtimes"] = runtimes
         self._write_meta()

@@ -204,7 +204,7 @@ class Worker:
             "outputs": outputs,
             "first_ns": first_ns,
             "samples_ns": samples,
-            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "peak_rss_bytes": peak_rss_bytes(),
         }
 
     def unload(self, params: dict) -> dict:
@@ -268,6 +268,19 @@ def _param(params: dict, name: str, kind: type):
     if not isinstance(params[name], kind):
         raise ProtocolError("bad_request", f"parameter {name!r} must be a {kind.__name__}")
     return params[name]
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident memory of this process's address space (VmHWM). getrusage's ru_maxrss is not
+    used: on Linux it carries over the high-water mark of the process that spawned us across exec."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _one_line(e: BaseException, limit: int = 400) -> str:

@@ -68,6 +68,7 @@ def test_a_worker_that_died_between_cases_is_replaced(engine):
     assert engine.run_case(Case("pow", "onnx13", "ort"))["status"] == "pass"
     pid = engine.pool.info["ort"]["pid"]
     os.kill(pid, signal.SIGKILL)
+    engine.pool.existing("ort").proc.wait(timeout=30)  # dead before the next case starts (kill is asynchronous)
     again = engine.run_case(Case("pow", "onnx13", "ort", batch=16))
     assert again["status"] == "pass" and engine.pool.info["ort"]["pid"] != pid
 

@@ -1,8 +1,8 @@
 """The conformance matrix: one test per case (fixture × format × runtime × device × batch)."""
 
 
-def test_case(harness_case, harness_run):
-    result = harness_run(harness_case)
+def test_case(harness_case, harness_benchmark):
+    result = harness_benchmark(harness_case)
     # A pass must carry the evidence it was judged on.
     assert result["metrics"], "a passing case has metrics for every output"
     assert result["timing"]["first_ms"] > 0

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -142,7 +143,9 @@ func ReadNpy(path string) (arr *Array, err error) {
 	}()
 	counter := &countingReader{r: bufio.NewReader(f)}
 	r, err := npy.NewReader(counter)
-	if err != nil {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return nil, fmt.Errorf("file ends inside the header (%d bytes)", info.Size())
+	} else if err != nil {
 		return nil, err
 	}
 	descr := strings.Trim(r.Header.Descr.Type, `'" `)

@@ -50,3 +50,25 @@ def print_matrix(results: list[dict], console: Console | None = None, title: str
     for r in problems:
         why = r.get("error") or r.get("reason") or ""
         console.print(f"  [{STYLE.get(r['status'], '')}]{r['status']:<7}[/] {r['id']}: {why}", highlight=False, soft_wrap=True)
+
+
+def print_bench(results: list[dict], peaks: dict, console: Console | None = None) -> None:
+    """Latency, throughput and GFLOP/s per case, against the machine's GEMM peak at that thread count."""
+    console = console or Console()
+    table = Table(title="benchmark (worker-measured; peak = NumPy float32 GEMM on this machine)")
+    for col in ("case", "load ms", "first ms", "p50 ms", "p90 ms", "p99 ms", "iqr ms", "n", "per s", "GFLOP/s", "% peak", "RSS MiB"):
+        table.add_column(col, justify="right" if col != "case" else "left")
+    for r in results:
+        t = r.get("timing") or {}
+        if not t.get("p50_ms"):
+            continue
+        peak = peaks.get(str(t.get("threads") or 0)) or peaks.get(str(max((int(k) for k in peaks), default=0)))
+        gf = r.get("gflops")
+        table.add_row(
+            r["id"], f"{t.get('load_ms', 0):.1f}", f"{t.get('first_ms', 0):.3g}", f"{t['p50_ms']:.3g}", f"{t.get('p90_ms', 0):.3g}",
+            f"{t.get('p99_ms', 0):.3g}", f"{t.get('iqr_ms', 0):.2g}", str(t.get("iterations", "")), f"{t.get('throughput_per_s', 0):.4g}",
+            f"{gf:.3g}" if gf else "", f"{100 * gf / peak:.1f}" if gf and peak else "",
+            f"{(r.get('peak_rss_bytes') or 0) / 2**20:.0f}",
+        )
+    console.print(table)
+    console.print("machine peak GFLOP/s by threads: " + ", ".join(f"{k}: {v:.1f}" if v else f"{k}: ?" for k, v in peaks.items()), highlight=False)

@@ -16,8 +16,11 @@ class WorkerPool:
         self.info: dict[str, dict] = {}
         self.starts: dict[str, int] = {}
 
-    def get(self, runtime: str) -> WorkerClient:
-        worker = self._workers.get(runtime)
+    def get(self, runtime: str, key: str | None = None) -> WorkerClient:
+        """The worker for `runtime`, started if needed. `key` names a separate worker of the same
+        runtime (one per thread setting, since some runtimes fix threads per process)."""
+        key = key or runtime
+        worker = self._workers.get(key)
         if worker is not None and worker.alive:
             return worker
         if worker is not None:
@@ -26,18 +29,22 @@ class WorkerPool:
         env = dict(os.environ)
         env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        worker = WorkerClient(runtime, spec.command(), cwd=REPO, env=env)
-        self._workers[runtime] = worker
-        self.starts[runtime] = self.starts.get(runtime, 0) + 1
+        worker = WorkerClient(key, spec.command(), cwd=REPO, env=env)
+        self._workers[key] = worker
+        self.starts[key] = self.starts.get(key, 0) + 1
         try:
-            self.info[runtime] = worker.call("info", timeout=START_TIMEOUT_S)
+            self.info[key] = worker.call("info", timeout=START_TIMEOUT_S)
         except Exception:
-            self.discard(runtime)
+            self.discard(key)
             raise
         return worker
 
-    def discard(self, runtime: str) -> None:
-        worker = self._workers.pop(runtime, None)
+    def existing(self, key: str) -> WorkerClient | None:
+        """The worker under `key` if one was started, alive or not; starts nothing."""
+        return self._workers.get(key)
+
+    def discard(self, key: str) -> None:
+        worker = self._workers.pop(key, None)
         if worker is not None:
             worker.kill()
 

@@ -6,6 +6,10 @@
 //
 // go-ort finds libonnxruntime from --ort-lib, else $HARNESS_ORT_LIB, else the path build.sh
 // recorded at build time (the venv's onnxruntime wheel).
+//
+// Built with -tags notensorflow (build.sh's harness-worker-ort), the binary serves go-ort only and
+// does not link TensorFlow: the full binary maps libtensorflow at start (about 300 MiB resident),
+// which go-ort's peak_rss_bytes would otherwise carry.
 package main
 
 import (
@@ -13,16 +17,41 @@ import (
 	"fmt"
 	"os"
 
+	"slices"
+	"sort"
+
 	"harness/go/runtimes/ort"
-	"harness/go/runtimes/tfgo"
 	"harness/go/worker"
 )
 
 // defaultORTLib is set by build.sh (-ldflags -X) to the venv's libonnxruntime.so.
 var defaultORTLib = ""
 
+// runtimes are the runtimes built in, by name; tfgo.go adds go-tfgo unless built without TensorFlow.
+var runtimes = map[string]func(ortLib string) (worker.Runtime, error){"go-ort": newORT}
+
+func newORT(ortLib string) (worker.Runtime, error) {
+	lib := firstOf(ortLib, os.Getenv("HARNESS_ORT_LIB"), defaultORTLib)
+	if lib == "" {
+		return nil, fmt.Errorf("go-ort needs libonnxruntime.so: pass --ort-lib or set HARNESS_ORT_LIB")
+	}
+	if _, err := os.Stat(lib); err != nil {
+		return nil, fmt.Errorf("go-ort: libonnxruntime not found at %s (pass --ort-lib or set HARNESS_ORT_LIB; build.sh records the venv's onnxruntime wheel)", lib)
+	}
+	r, err := ort.New(lib)
+	if err != nil {
+		return nil, fmt.Errorf("go-ort: %w", err)
+	}
+	return r, nil
+}
+
 func main() {
-	runtimeName := flag.String("runtime", "", "runtime to serve: go-tfgo or go-ort")
+	names := make([]string, 0, len(runtimes))
+	for name := range runtimes {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	runtimeName := flag.String("runtime", "", fmt.Sprintf("runtime to serve: one of %v", names))
 	ortLib := flag.String("ort-lib", "", "path of libonnxruntime.so for go-ort (default $HARNESS_ORT_LIB, else "+orNone(defaultORTLib)+")")
 	flag.Parse()
 
@@ -32,25 +61,12 @@ func main() {
 		fail("cannot set up the protocol channel: %v", err)
 	}
 
-	var rt worker.Runtime
-	switch *runtimeName {
-	case "go-tfgo":
-		rt = tfgo.Runtime{}
-	case "go-ort":
-		lib := firstOf(*ortLib, os.Getenv("HARNESS_ORT_LIB"), defaultORTLib)
-		if lib == "" {
-			fail("go-ort needs libonnxruntime.so: pass --ort-lib or set HARNESS_ORT_LIB")
-		}
-		if _, err := os.Stat(lib); err != nil {
-			fail("go-ort: libonnxruntime not found at %s (pass --ort-lib or set HARNESS_ORT_LIB; build.sh records the venv's onnxruntime wheel)", lib)
-		}
-		r, err := ort.New(lib)
-		if err != nil {
-			fail("go-ort: %v", err)
-		}
-		rt = r
-	default:
-		fail("--runtime must be go-tfgo or go-ort, got %q", *runtimeName)
+	if !slices.Contains(names, *runtimeName) {
+		fail("--runtime must be one of %v, got %q", names, *runtimeName)
+	}
+	rt, err := runtimes[*runtimeName](*ortLib)
+	if err != nil {
+		fail("%v", err)
 	}
 	if err := worker.New(rt).Serve(os.Stdin, out); err != nil {
 		fail("%v", err)

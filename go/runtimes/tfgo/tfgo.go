@@ -37,11 +37,11 @@ func (Runtime) Formats() []string { return []string{"savedmodel"} }
 // Versions reports the TensorFlow C library actually loaded and the Go modules linked in.
 func (Runtime) Versions() map[string]string {
 	return map[string]string{
-		"tensorflow":            tf.Version(),
-		"tfgo":                  worker.ModuleVersion("github.com/galeone/tfgo"),
-		"tensorflow-go":         worker.ModuleVersion("github.com/galeone/tensorflow/tensorflow/go"),
-		"npyio":                 worker.ModuleVersion("codeberg.org/sbinet/npyio"),
-		"go":                    goruntime.Version(),
+		"tensorflow":    tf.Version(),
+		"tfgo":          worker.ModuleVersion("github.com/galeone/tfgo"),
+		"tensorflow-go": worker.ModuleVersion("github.com/galeone/tensorflow/tensorflow/go"),
+		"npyio":         worker.ModuleVersion("codeberg.org/sbinet/npyio"),
+		"go":            goruntime.Version(),
 	}
 }
 
@@ -86,9 +86,16 @@ func (Runtime) Check(art *worker.Artifact, modelPath string) error {
 	if meta == nil {
 		return worker.Errorf(worker.LoadFailed, "SavedModel %s has no meta graph with tag '%s': expected one of %s", modelPath, tag, strings.Join(tagSets, ", "))
 	}
-	sig, ok := meta.GetSignatureDef()[art.Signature]
+	// "__saved_model_init_op" is stored as a signature but is none to a caller (Python TF hides it).
+	signatures := map[string]*pb.SignatureDef{}
+	for name, def := range meta.GetSignatureDef() {
+		if !strings.HasPrefix(name, "__") {
+			signatures[name] = def
+		}
+	}
+	sig, ok := signatures[art.Signature]
 	if !ok {
-		return worker.Errorf(worker.LoadFailed, "SavedModel %s has no signature '%s': expected one of %s", modelPath, art.Signature, quoted(keys(meta.GetSignatureDef())))
+		return worker.Errorf(worker.LoadFailed, "SavedModel %s has no signature '%s': expected one of %s", modelPath, art.Signature, quoted(keys(signatures)))
 	}
 	if err := checkNames("input", art.Signature, art.Inputs, sig.GetInputs()); err != nil {
 		return err

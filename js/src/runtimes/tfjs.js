@@ -165,6 +165,8 @@ class SavedModelSession {
  * @returns {Promise<import('../protocol.js').Runtime>}
  */
 export async function createTfjs(backend) {
+  // As the Python tf worker: libtensorflow's info lines (CPU features, SavedModel loading) off.
+  if (backend === 'tensorflow') process.env.TF_CPP_MIN_LOG_LEVEL ??= '2';
   const tf = unwrap(
     backend === 'tensorflow' ? await import('@tensorflow/tfjs-node') : await import('@tensorflow/tfjs'),
     'loadGraphModel',

@@ -1,14 +1,15 @@
-// Test helpers: a protocol client that spawns the real worker, artifact lookup in the harness cache,
-// and NumPy (the repo's .venv) as the independent reference for .npy files.
+// Test helpers: a protocol client that spawns the real worker, artifact lookup in the harness
+// cache, and NumPy (the repo's .venv) as the independent reference for .npy files. Kept out of
+// test/, where `node --test js/test/` would count this file as a test of its own.
 
-import { spawn, spawnSync, execFileSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
-export const JS_ROOT = fileURLToPath(new URL('../', import.meta.url));
+export const JS_ROOT = fileURLToPath(new URL('../', import.meta.url)); // js/
 export const REPO = join(JS_ROOT, '..');
 export const WORKER = join(JS_ROOT, 'src', 'worker.js');
 export const PYTHON = process.env.HARNESS_PYTHON ?? join(REPO, '.venv', 'bin', 'python');
@@ -63,9 +64,14 @@ export function tfjsNodeBuilt() {
 
 /** A running worker and a JSON-RPC client for it. */
 export class WorkerProcess {
-  /** @param {string} runtime @param {string[]} [nodeArgs] */
+  /**
+   * @param {string} runtime  a Node runtime name, or `python:<module>` for a Python worker of the repo
+   * @param {string[]} [nodeArgs]
+   */
   constructor(runtime, nodeArgs = []) {
-    this.proc = spawn(process.execPath, [...nodeArgs, WORKER, '--runtime', runtime], { stdio: ['pipe', 'pipe', 'pipe'] });
+    this.proc = runtime.startsWith('python:')
+      ? spawn(PYTHON, ['-m', runtime.slice('python:'.length)], { cwd: REPO, stdio: ['pipe', 'pipe', 'pipe'] })
+      : spawn(process.execPath, [...nodeArgs, WORKER, '--runtime', runtime], { stdio: ['pipe', 'pipe', 'pipe'] });
     this.stderr = '';
     this.proc.stderr.on('data', (d) => (this.stderr += d));
     /** @type {string[]} */

@@ -1,0 +1,485 @@
+package main
+
+// End-to-end tests: the binary build.sh makes, spawned as the harness spawns it, on artifacts the
+// harness exported, with real TensorFlow and ONNX Runtime libraries.
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"harness/go/worker"
+)
+
+// workerPath is the full binary (both runtimes); ortPath the go-ort-only one.
+var workerPath, ortPath string
+
+func TestMain(m *testing.M) {
+	// build.sh is idempotent: it rebuilds only when a source is newer, so the binary under test
+	// is always the current one, and it is the exact file the harness starts.
+	build := exec.Command("../../build.sh")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build.sh failed:", err)
+		os.Exit(1)
+	}
+	workerPath, _ = filepath.Abs("../../.build/harness-worker")
+	ortPath, _ = filepath.Abs("../../.build/harness-worker-ort")
+	os.Exit(m.Run())
+}
+
+func repoRoot() string { p, _ := filepath.Abs("../../.."); return p }
+
+func venv() string {
+	if v := os.Getenv("HARNESS_VENV"); v != "" {
+		return v
+	}
+	return filepath.Join(repoRoot(), ".venv")
+}
+
+// artifact returns the folder of the newest good export of fixture×format, exporting it first
+// with the harness CLI when the cache has none.
+func artifact(t *testing.T, fixture, format string) string {
+	t.Helper()
+	find := func() string {
+		matches, _ := filepath.Glob(filepath.Join(repoRoot(), ".harness", "cache", fixture+"-"+format+"-*", "artifact.json"))
+		best, bestTime := "", int64(0)
+		for _, m := range matches {
+			var a worker.Artifact
+			raw, err := os.ReadFile(m)
+			if err != nil || json.Unmarshal(raw, &a) != nil || a.Status != "ok" || a.Fixture != fixture || a.Format != format {
+				continue
+			}
+			if info, err := os.Stat(m); err == nil && info.ModTime().UnixNano() > bestTime {
+				best, bestTime = filepath.Dir(m), info.ModTime().UnixNano()
+			}
+		}
+		return best
+	}
+	if dir := find(); dir != "" {
+		return dir
+	}
+	harness := filepath.Join(venv(), "bin", "harness")
+	if _, err := os.Stat(harness); err != nil {
+		t.Skipf("no artifact %s-%s and no harness CLI at %s to export it (make setup)", fixture, format, harness)
+	}
+	cmd := exec.Command(harness, "export", "-f", fixture, "-F", format)
+	cmd.Dir = repoRoot()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("harness export -f %s -F %s: %v\n%s", fixture, format, err, out)
+	}
+	if dir := find(); dir != "" {
+		return dir
+	}
+	t.Fatalf("harness export made no good %s-%s artifact", fixture, format)
+	return ""
+}
+
+// client talks to one spawned worker. Every stdout line must be a protocol message.
+type client struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	in     io.WriteCloser
+	out    *bufio.Reader
+	stderr *strings.Builder
+	id     int
+}
+
+func start(t *testing.T, runtime string) *client {
+	t.Helper()
+	return startBinary(t, workerPath, runtime)
+}
+
+func startBinary(t *testing.T, binary, runtime string) *client {
+	t.Helper()
+	cmd := exec.Command(binary, "--runtime", runtime)
+	cmd.Env = append(os.Environ(), "TF_CPP_MIN_LOG_LEVEL=2")
+	in, _ := cmd.StdinPipe()
+	out, _ := cmd.StdoutPipe()
+	stderr := &strings.Builder{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c := &client{t: t, cmd: cmd, in: in, out: bufio.NewReader(out), stderr: stderr}
+	t.Cleanup(func() {
+		_ = in.Close()
+		if err := cmd.Wait(); err != nil {
+			t.Errorf("worker exited with %v; stderr:\n%s", err, stderr)
+		}
+	})
+	return c
+}
+
+type rpcReply struct {
+	ID     int             `json:"id"`
+	Result json.RawMessage `json:"result"`
+	Error  *struct {
+		Code    int    `json:"code"`
+		Message string `json:"message"`
+		Data    struct {
+			Kind string `json:"kind"`
+		} `json:"data"`
+	} `json:"error"`
+}
+
+func (c *client) send(line string) rpcReply {
+	c.t.Helper()
+	if _, err := io.WriteString(c.in, line+"\n"); err != nil {
+		c.t.Fatalf("write: %v; stderr:\n%s", err, c.stderr)
+	}
+	answer, err := c.out.ReadBytes('\n')
+	if err != nil {
+		c.t.Fatalf("read: %v; stderr:\n%s", err, c.stderr)
+	}
+	var reply rpcReply
+	if err := json.Unmarshal(answer, &reply); err != nil {
+		c.t.Fatalf("not a protocol line on stdout: %q", answer)
+	}
+	return reply
+}
+
+func (c *client) call(method string, params any) rpcReply {
+	c.t.Helper()
+	c.id++
+	req, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": c.id, "method": method, "params": params})
+	reply := c.send(string(req))
+	if reply.ID != c.id {
+		c.t.Fatalf("answer id %d, want %d", reply.ID, c.id)
+	}
+	return reply
+}
+
+// ok calls and decodes the result, failing on an error answer.
+func (c *client) ok(method string, params any, result any) {
+	c.t.Helper()
+	reply := c.call(method, params)
+	if reply.Error != nil {
+		c.t.Fatalf("%s: %s (%s)", method, reply.Error.Message, reply.Error.Data.Kind)
+	}
+	if result != nil {
+		if err := json.Unmarshal(reply.Result, result); err != nil {
+			c.t.Fatal(err)
+		}
+	}
+}
+
+// fails calls and checks the error kind and that the message contains every fragment.
+func (c *client) fails(method string, params any, kind string, fragments ...string) {
+	c.t.Helper()
+	reply := c.call(method, params)
+	if reply.Error == nil {
+		c.t.Fatalf("%s %v: succeeded, want a %s error", method, params, kind)
+	}
+	if reply.Error.Data.Kind != kind {
+		c.t.Errorf("%s: kind %s, want %s (%s)", method, reply.Error.Data.Kind, kind, reply.Error.Message)
+	}
+	for _, f := range fragments {
+		if !strings.Contains(reply.Error.Message, f) {
+			c.t.Errorf("%s: message %q lacks %q", method, reply.Error.Message, f)
+		}
+	}
+}
+
+type loadResult struct {
+	Handle string `json:"handle"`
+	LoadNS int64  `json:"load_ns"`
+}
+
+type runResult struct {
+	Outputs   map[string]string `json:"outputs"`
+	FirstNS   int64             `json:"first_ns"`
+	SamplesNS []int64           `json:"samples_ns"`
+	PeakRSS   int64             `json:"peak_rss_bytes"`
+}
+
+func (c *client) load(folder, format string) string {
+	c.t.Helper()
+	var r loadResult
+	c.ok("load", map[string]any{"artifact": folder, "format": format, "device": "cpu", "threads": 1}, &r)
+	if r.Handle == "" || r.LoadNS <= 0 {
+		c.t.Fatalf("load answered %+v", r)
+	}
+	return r.Handle
+}
+
+func writeNpy(t *testing.T, dir, name string, arr *worker.Array) string {
+	t.Helper()
+	path := filepath.Join(dir, name+".npy")
+	if err := worker.WriteNpy(path, arr); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func readFloats(t *testing.T, path string) ([]int64, []float32) {
+	t.Helper()
+	arr, err := worker.ReadNpy(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, ok := arr.Data.([]float32)
+	if !ok {
+		t.Fatalf("%s has dtype %s, want float32", path, arr.DType)
+	}
+	return arr.Shape, data
+}
+
+// runtimeCases lists each runtime with the formats it is tested on.
+var runtimeCases = []struct{ name, format string }{
+	{"go-tfgo", "savedmodel"}, {"go-ort", "onnx13"}, {"go-ort", "onnx18"},
+}
+
+// The go-ort-only binary serves the same protocol and does not map TensorFlow.
+func TestORTOnlyBinary(t *testing.T) {
+	c := startBinary(t, ortPath, "go-ort")
+	var info struct {
+		Runtime  string            `json:"runtime"`
+		Versions map[string]string `json:"versions"`
+	}
+	c.ok("info", nil, &info)
+	if info.Runtime != "go-ort" || info.Versions["tensorflow"] != "" {
+		t.Errorf("info: %+v", info)
+	}
+	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", c.cmd.Process.Pid))
+	if err == nil && strings.Contains(string(maps), "libtensorflow") {
+		t.Errorf("the go-ort-only worker has libtensorflow mapped")
+	}
+	dir := t.TempDir()
+	x := writeNpy(t, dir, "x", worker.NewArray([]int64{2}, []float32{2, 3}))
+	handle := c.load(artifact(t, "pow", "onnx18"), "onnx18")
+	var r runResult
+	c.ok("run", map[string]any{"handle": handle, "inputs": map[string]string{"x": x, "y": x}, "output_dir": dir}, &r)
+	if _, got := readFloats(t, r.Outputs["pow_x_y"]); fmt.Sprint(got) != "[4 27]" {
+		t.Errorf("pow_x_y = %v", got)
+	}
+	c.ok("shutdown", nil, nil)
+	if other := exec.Command(ortPath, "--runtime", "go-tfgo"); other.Run() == nil {
+		t.Errorf("the go-ort-only worker accepted --runtime go-tfgo")
+	}
+}
+
+func TestInfo(t *testing.T) {
+	for _, rt := range []struct{ name, lib, prefix string }{{"go-tfgo", "tensorflow", "2."}, {"go-ort", "onnxruntime", "1."}} {
+		c := start(t, rt.name)
+		var info struct {
+			Runtime  string            `json:"runtime"`
+			Protocol int               `json:"protocol"`
+			Versions map[string]string `json:"versions"`
+			Devices  []string          `json:"devices"`
+			Formats  []string          `json:"formats"`
+			PID      int               `json:"pid"`
+		}
+		c.ok("info", nil, &info)
+		if info.Runtime != rt.name || info.Protocol != 1 || !strings.HasPrefix(info.Versions[rt.lib], rt.prefix) ||
+			info.Versions["go"] == "" || len(info.Devices) != 1 || len(info.Formats) == 0 || info.PID != c.cmd.Process.Pid {
+			t.Errorf("info: %+v", info)
+		}
+		c.ok("shutdown", nil, nil)
+	}
+}
+
+// pow: x**y and y**x are exact for these values, in every runtime.
+func TestPow(t *testing.T) {
+	dir := t.TempDir()
+	x := writeNpy(t, dir, "x", worker.NewArray([]int64{3}, []float32{2, 3, 4}))
+	y := writeNpy(t, dir, "y", worker.NewArray([]int64{3}, []float32{3, 2, 0.5}))
+	want := map[string][]float32{"pow_x_y": {8, 9, 2}, "pow_y_x": {9, 8, 0.0625}}
+	for _, rt := range runtimeCases {
+		t.Run(rt.name+"/"+rt.format, func(t *testing.T) {
+			c := start(t, rt.name)
+			handle := c.load(artifact(t, "pow", rt.format), rt.format)
+			out := filepath.Join(dir, rt.name+"-"+rt.format)
+			var r runResult
+			c.ok("run", map[string]any{"handle": handle, "inputs": map[string]string{"x": x, "y": y}, "output_dir": out, "warmup": 2, "iterations": 5}, &r)
+			if r.FirstNS <= 0 || len(r.SamplesNS) != 5 || r.PeakRSS <= 0 {
+				t.Errorf("timings: %+v", r)
+			}
+			for name, values := range want {
+				path := r.Outputs[name]
+				if path != filepath.Join(out, name+".npy") {
+					t.Errorf("output %s at %q", name, path)
+				}
+				shape, got := readFloats(t, path)
+				if len(shape) != 1 || shape[0] != 3 || fmt.Sprint(got) != fmt.Sprint(values) {
+					t.Errorf("%s = %v %v, want %v", name, shape, got, values)
+				}
+			}
+			c.ok("unload", map[string]any{"handle": handle}, nil)
+			c.fails("run", map[string]any{"handle": handle, "inputs": map[string]string{"x": x, "y": y}, "output_dir": out}, "bad_request", "unknown handle 'h1'")
+		})
+	}
+}
+
+// mnist_cnn: the SavedModel in tfgo and its ONNX conversion in ONNX Runtime agree, batch 1 and 3.
+func TestMnistAgreesAcrossRuntimes(t *testing.T) {
+	dir := t.TempDir()
+	for _, batch := range []int64{1, 3} {
+		image := make([]float32, batch*28*28)
+		for i := range image {
+			image[i] = float32((i*7919)%256) / 255
+		}
+		input := writeNpy(t, dir, fmt.Sprintf("image%d", batch), worker.NewArray([]int64{batch, 28, 28, 1}, image))
+		results := map[string][]float32{}
+		for _, rt := range runtimeCases {
+			c := start(t, rt.name)
+			handle := c.load(artifact(t, "mnist_cnn", rt.format), rt.format)
+			var r runResult
+			c.ok("run", map[string]any{"handle": handle, "inputs": map[string]string{"image": input}, "output_dir": filepath.Join(dir, rt.format), "iterations": 1}, &r)
+			shape, got := readFloats(t, r.Outputs["output_0"])
+			if len(shape) != 2 || shape[0] != batch || shape[1] != 10 {
+				t.Fatalf("%s: output shape %v", rt.format, shape)
+			}
+			results[rt.format] = got
+		}
+		for _, format := range []string{"onnx13", "onnx18"} {
+			worst := 0.0
+			for i, v := range results["savedmodel"] {
+				worst = math.Max(worst, math.Abs(float64(v-results[format][i])))
+			}
+			if worst > 1e-4 {
+				t.Errorf("batch %d: %s differs from the SavedModel by %g", batch, format, worst)
+			}
+		}
+	}
+}
+
+// Bad input gets the message protocol.py gives, and the worker keeps serving.
+func TestBadInputs(t *testing.T) {
+	dir := t.TempDir()
+	x := writeNpy(t, dir, "x", worker.NewArray([]int64{3}, []float32{2, 3, 4}))
+	x64 := writeNpy(t, dir, "x64", worker.NewArray([]int64{3}, []float64{2, 3, 4}))
+	x2d := writeNpy(t, dir, "x2d", worker.NewArray([]int64{2, 2}, []float32{1, 2, 3, 4}))
+	corrupt := filepath.Join(dir, "corrupt.npy")
+	_ = os.WriteFile(corrupt, []byte("\x93NUMPY garbage"), 0o644)
+	missing := filepath.Join(dir, "missing.npy")
+	out := filepath.Join(dir, "out")
+	for _, rt := range runtimeCases {
+		t.Run(rt.name+"/"+rt.format, func(t *testing.T) {
+			c := start(t, rt.name)
+			h := c.load(artifact(t, "pow", rt.format), rt.format)
+			run := func(inputs map[string]string) map[string]any {
+				return map[string]any{"handle": h, "inputs": inputs, "output_dir": out}
+			}
+			c.fails("run", run(map[string]string{"x": x64, "y": x}), "bad_input", "input 'x' has dtype float64, expected float32")
+			c.fails("run", run(map[string]string{"x": x2d, "y": x}), "bad_input", "input 'x' has shape [2, 2], expected [?]")
+			c.fails("run", run(map[string]string{"x": x}), "bad_input", "inputs ['x'] do not match the signature: expected ['x', 'y'] (missing ['y'])")
+			c.fails("run", run(map[string]string{"x": x, "y": x, "z": x}), "bad_input", "(unknown ['z'])")
+			c.fails("run", run(map[string]string{"x": corrupt, "y": x}), "bad_input", "input 'x': "+corrupt+" is not a valid .npy file")
+			c.fails("run", run(map[string]string{"x": x, "y": missing}), "bad_input", "input 'y': file "+missing+" does not exist")
+			c.fails("run", map[string]any{"handle": h, "inputs": map[string]string{"x": x, "y": x}, "output_dir": out, "iterations": -1}, "bad_request", "must be >= 0")
+			c.fails("run", map[string]any{"handle": h, "inputs": map[string]string{"x": x, "y": x}}, "bad_request", "missing parameter 'output_dir'")
+			var r runResult // still serving
+			c.ok("run", run(map[string]string{"x": x, "y": x}), &r)
+			if _, got := readFloats(t, r.Outputs["pow_x_y"]); fmt.Sprint(got) != "[4 27 256]" {
+				t.Errorf("after errors: pow_x_y = %v", got)
+			}
+		})
+	}
+}
+
+// copyArtifact copies an artifact folder and lets the test edit its artifact.json.
+func copyArtifact(t *testing.T, src string, edit func(map[string]any)) string {
+	t.Helper()
+	dst := filepath.Join(t.TempDir(), filepath.Base(src))
+	if err := os.CopyFS(dst, os.DirFS(src)); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := os.ReadFile(filepath.Join(dst, "artifact.json"))
+	var meta map[string]any
+	if err := json.Unmarshal(raw, &meta); err != nil {
+		t.Fatal(err)
+	}
+	edit(meta)
+	raw, _ = json.Marshal(meta)
+	if err := os.WriteFile(filepath.Join(dst, "artifact.json"), raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dst
+}
+
+func renameInput(stored string) func(map[string]any) {
+	return func(m map[string]any) { m["inputs"].([]any)[0].(map[string]any)["stored_name"] = stored }
+}
+
+// Bad artifacts: load fails naming what was wrong and what was expected; the worker keeps serving.
+func TestBadArtifacts(t *testing.T) {
+	t.Run("go-tfgo", func(t *testing.T) {
+		pow := artifact(t, "pow", "savedmodel")
+		c := start(t, "go-tfgo")
+		noServe := copyArtifact(t, pow, func(m map[string]any) { m["extra"] = map[string]any{"tag": "train"} })
+		c.fails("load", map[string]any{"artifact": noServe, "format": "savedmodel"}, "load_failed", "has no meta graph with tag 'train': expected one of {serve}")
+		c.fails("load", map[string]any{"artifact": pow, "format": "savedmodel", "signature": "predict"}, "load_failed", "has no signature 'predict': expected one of ['serving_default']")
+		badOp := copyArtifact(t, pow, renameInput("serving_default_nope:0"))
+		c.fails("load", map[string]any{"artifact": badOp, "format": "savedmodel"}, "load_failed", "input 'x': artifact.json names tensor 'serving_default_nope:0', but signature 'serving_default' has 'serving_default_x:0'")
+		noSigKey := copyArtifact(t, pow, func(m map[string]any) { m["outputs"].([]any)[0].(map[string]any)["name"] = "power" })
+		c.fails("load", map[string]any{"artifact": noSigKey, "format": "savedmodel"}, "load_failed", "signature 'serving_default' has no output 'power': expected one of ['pow_x_y', 'pow_y_x']")
+		c.fails("load", map[string]any{"artifact": pow, "format": "onnx13"}, "unsupported", "runtime go-tfgo does not load format 'onnx13': expected one of ['savedmodel']")
+		c.load(pow, "savedmodel") // still serving
+	})
+	t.Run("go-ort", func(t *testing.T) {
+		pow := artifact(t, "pow", "onnx13")
+		c := start(t, "go-ort")
+		badName := copyArtifact(t, pow, renameInput("nope"))
+		c.fails("load", map[string]any{"artifact": badName, "format": "onnx13"}, "load_failed", "input 'x': ONNX model", "has no input 'nope': expected one of ['x', 'y']")
+		corrupt := copyArtifact(t, pow, func(map[string]any) {})
+		_ = os.WriteFile(filepath.Join(corrupt, "model.onnx"), []byte("not an onnx model"), 0o644)
+		c.fails("load", map[string]any{"artifact": corrupt, "format": "onnx13"}, "load_failed", "ONNX model "+filepath.Join(corrupt, "model.onnx"))
+		c.fails("load", map[string]any{"artifact": pow, "format": "onnx18"}, "bad_request", "is format 'onnx13', expected 'onnx18'")
+		c.fails("load", map[string]any{"artifact": pow, "format": "onnx13", "device": "gpu"}, "unsupported", "has no device 'gpu'")
+		c.load(pow, "onnx13")
+	})
+	t.Run("both", func(t *testing.T) {
+		c := start(t, "go-ort")
+		missing := filepath.Join(t.TempDir(), "nothing")
+		c.fails("load", map[string]any{"artifact": missing, "format": "onnx13"}, "load_failed", "missing artifact: "+filepath.Join(missing, "artifact.json")+" does not exist")
+		failed := copyArtifact(t, artifact(t, "pow", "onnx13"), func(m map[string]any) { m["status"], m["error"] = "error", "converter crashed" })
+		c.fails("load", map[string]any{"artifact": failed, "format": "onnx13"}, "load_failed", "failed to export: converter crashed")
+		gone := copyArtifact(t, artifact(t, "pow", "onnx13"), func(map[string]any) {})
+		_ = os.Remove(filepath.Join(gone, "model.onnx"))
+		c.fails("load", map[string]any{"artifact": gone, "format": "onnx13"}, "load_failed", "missing artifact file: "+filepath.Join(gone, "model.onnx"))
+		c.fails("load", map[string]any{"format": "onnx13"}, "bad_request", "missing parameter 'artifact'")
+		c.fails("load", map[string]any{"artifact": 3, "format": "onnx13"}, "bad_request", "parameter 'artifact' must be a str")
+	})
+}
+
+// Framing errors are answered with JSON-RPC codes, and the worker keeps serving.
+func TestFraming(t *testing.T) {
+	c := start(t, "go-ort")
+	cases := []struct {
+		line string
+		code int
+		text string
+	}{
+		{"this is not json", -32700, "parse error"},
+		{`[1, 2]`, -32600, "invalid request"},
+		{`{"jsonrpc": "1.0", "id": 1, "method": "info"}`, -32600, "invalid request"},
+		{`{"jsonrpc": "2.0", "id": 1, "method": "teleport"}`, -32601, "unknown method 'teleport': expected one of ['info', 'load', 'run', 'unload', 'shutdown']"},
+		{`{"jsonrpc": "2.0", "id": 1, "method": "load", "params": [1]}`, -32602, "params must be an object"},
+	}
+	for _, tc := range cases {
+		reply := c.send(tc.line)
+		if reply.Error == nil || reply.Error.Code != tc.code || reply.Error.Data.Kind != "bad_request" || !strings.Contains(reply.Error.Message, tc.text) {
+			t.Errorf("%s: got %+v, want code %d with %q", tc.line, reply.Error, tc.code, tc.text)
+		}
+	}
+	var info map[string]any
+	c.ok("info", nil, &info)
+	keys := make([]string, 0, len(info))
+	for k := range info {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	if strings.Join(keys, ",") != "devices,formats,pid,protocol,runtime,versions" {
+		t.Errorf("info keys %v", keys)
+	}
+	c.ok("shutdown", nil, nil)
+}
