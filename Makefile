@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser run test export doctor report lock clean
+.PHONY: setup browser run test export doctor report bench nightly lock clean
 
 setup: $(STAMP) browser
 
@@ -26,8 +26,10 @@ $(STAMP): requirements.lock requirements-nodeps.txt pyproject.toml
 run: setup
 	$(BIN)/harness run
 
+# Benchmarks stay off in the test run (the conformance tests still run every case); use
+# `.venv/bin/pytest --benchmark-only` for pytest-benchmark's statistics of the worker samples.
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --benchmark-disable
 
 export: setup
 	$(BIN)/harness export
@@ -37,6 +39,13 @@ doctor: setup
 
 report: setup
 	$(BIN)/harness report
+
+bench: setup
+	$(BIN)/harness bench
+
+# Export, run, bench, report, compare against the previous bench run under reports/history/.
+nightly: setup
+	$(BIN)/harness nightly
 
 # Rebuild requirements.lock from a fresh resolve of requirements.txt.
 lock:

@@ -13,7 +13,7 @@ make_links
 config="tf=$HARNESS_TF_DIR ort=$HARNESS_ORT_LIB $(go version)"
 stamp="$BUILD_DIR/config"
 if [ "${1:-}" != "--force" ] && [ -x "$WORKER" ] && [ -x "$WORKER_ORT" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$config" ] \
-   && [ -z "$(cd "$GO_DIR" && find . -path ./.build -prune -o \( -name '*.go' -o -name go.mod -o -name go.sum -o -name '*.sh' \) -newer "$WORKER" -print)" ]; then
+   && [ -z "$(cd "$GO_DIR" && find . -path ./.build -prune -o \( \( -name '*.go' ! -name '*_test.go' \) -o -name go.mod -o -name go.sum -o -name build.sh -o -name env.sh \) -newer "$WORKER" -print)" ]; then
   echo "go: $WORKER is up to date"
   exit 0
 fi

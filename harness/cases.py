@@ -171,6 +171,8 @@ class Engine:
         self.pool = WorkerPool()
         self._loaded: dict[tuple[str, str], _Loaded] = {}
         self._references: dict[tuple[str, int], dict[str, np.ndarray] | str] = {}
+        self._artifacts: dict[tuple[str, str], Artifact] = {}
+        self._input_files: dict[tuple, str] = {}
         self._availability = {name: spec.availability() for name, spec in RUNTIMES.items()}
 
     def close(self) -> None:
@@ -186,7 +188,10 @@ class Engine:
         }
 
     def artifact(self, fixture: Fixture, fmt: str) -> Artifact:
-        return self.exporter.get(fixture, fmt)
+        key = (fixture.name, fmt)
+        if key not in self._artifacts:
+            self._artifacts[key] = self.exporter.get(fixture, fmt)
+        return self._artifacts[key]
 
     # --- running -------------------------------------------------------------------------------
     def run_case(self, case: Case) -> dict:
@@ -325,17 +330,21 @@ class Engine:
 
     def _execute(self, case: Case, art: Artifact, inputs: dict[str, np.ndarray], iterations: int | None = None):
         """Quantise inputs as the artifact says, run in the worker, read and dequantise outputs."""
-        folder = self.scratch / case.id
-        in_dir, out_dir = folder / "in", folder / "out"
-        in_dir.mkdir(parents=True, exist_ok=True)
+        out_dir = self.scratch / case.id / "out"
         paths = {}
         for spec in art.inputs:
-            value = inputs[spec.name]
-            if spec.scale is not None:
-                value = compare.quantize(value, spec.scale, spec.zero_point or 0, spec.dtype)
-            path = in_dir / f"{len(paths)}.npy"
-            np.save(path, value, allow_pickle=False)
-            paths[spec.name] = str(path)
+            # Inputs depend only on fixture, batch and quantisation: written once, shared by runtimes.
+            key = (case.fixture, case.batch, spec.name, spec.dtype, spec.scale, spec.zero_point)
+            if key not in self._input_files:
+                value = inputs[spec.name]
+                if spec.scale is not None:
+                    value = compare.quantize(value, spec.scale, spec.zero_point or 0, spec.dtype)
+                in_dir = self.scratch / "inputs"
+                in_dir.mkdir(parents=True, exist_ok=True)
+                path = in_dir / f"{case.fixture}-b{case.batch}-{len(self._input_files)}.npy"
+                np.save(path, value, allow_pickle=False)
+                self._input_files[key] = str(path)
+            paths[spec.name] = self._input_files[key]
         wkey = self._worker_key(case)
         try:
             loaded = self._load(case, art)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -321,6 +322,64 @@ def compare(base: str, new: str, fail_on: str, alpha: float, reports: Path, out:
     paths = write_diff(diff, out or reports / "compare" / f"{a.run_id}_vs_{b.run_id}")
     out_console.print(f"html: {paths['html']}\nmarkdown: {paths['markdown']}", highlight=False)
     sys.exit(0 if diff.ok else 1)
+
+
+@main.group()
+def selftest() -> None:
+    """Benchmarks of the harness itself: fidelity, overhead, regression gate (figures, not tests)."""
+
+
+@selftest.command("fidelity")
+@click.option("--rounds", default=5, show_default=True)
+@click.option("--iterations", default=200, show_default=True)
+def selftest_fidelity(rounds: int, iterations: int) -> None:
+    """Harness p50 vs a bare in-process loop (mnist_cnn, batch 1, litert and ort), side by side."""
+    from harness.fidelity import fidelity, overhead
+
+    result = {"fidelity": fidelity(rounds, iterations), "overhead": overhead()}
+    click.echo(json.dumps(result, indent=2))
+
+
+@selftest.command("gate")
+@click.option("--reports", default=".harness/selftest-gate", show_default=True, type=click.Path(path_type=Path))
+def selftest_gate(reports: Path) -> None:
+    """A/A comparison (must flag nothing) and a one-thread slowdown (must be flagged)."""
+    from harness.fidelity import gate
+
+    click.echo(json.dumps(gate(reports), indent=2))
+
+
+@main.command()
+@click.option("--reports", default="reports", show_default=True, type=click.Path(path_type=Path))
+@click.option("--fail-on", default="median:10%", show_default=True)
+def nightly(reports: Path, fail_on: str) -> None:
+    """Export, run, bench, report, and compare the bench run against the previous one kept under
+    reports/history/ (then keep this one there). Exit 1 on a failed case or a regression."""
+    import shutil
+    import subprocess
+
+    from harness.store import read_run
+
+    base = [sys.executable, "-m", "harness.cli"]
+    steps = [["export"], ["run", "--reports", str(reports)], ["report", "latest", "--reports", str(reports)],
+             ["bench", "--reports", str(reports)]]
+    codes = {}
+    for step in steps:
+        out.print(f"[bold]harness {' '.join(step)}[/]")
+        codes[step[0]] = subprocess.run(base + step).returncode
+    bench_run = (reports / "latest").resolve()
+    history = reports / "history"
+    history.mkdir(parents=True, exist_ok=True)
+    previous = sorted(p for p in history.iterdir() if p.is_dir())
+    shutil.copytree(bench_run, history / bench_run.name, ignore=shutil.ignore_patterns("tensors"))
+    codes["report-bench"] = subprocess.run(base + ["report", str(bench_run), "--reports", str(reports)]).returncode
+    if previous:
+        codes["compare"] = subprocess.run(base + ["compare", str(previous[-1]), str(bench_run), "--fail-on", fail_on, "--reports", str(reports)]).returncode
+    else:
+        out.print("no earlier run under reports/history/: nothing to compare against yet")
+    summary = read_run(bench_run)
+    out.print(f"nightly: {json.dumps(codes)}; bench run {summary.run_id} kept in {history}", highlight=False)
+    sys.exit(0 if all(c == 0 for c in codes.values()) else 1)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ def test_oracles_are_float64():
 
 
 def test_unknown_fixture_names_the_known_ones():
-    with pytest.raises(HarnessError, match="unknown fixture 'nope': expected one of conv3x3, matmul, mlp, mnist_cnn, pow"):
+    with pytest.raises(HarnessError, match="unknown fixture 'nope': expected one of conv3x3, gemm256, gemm512, gemm64, matmul, mlp, mnist_cnn, pow"):
         get_fixture("nope")
 
 

@@ -25,7 +25,7 @@ _env = jinja2.Environment(
 
 
 def _num(value, digits: int = 3) -> str:
-    if value is None:
+    if value is None or isinstance(value, jinja2.Undefined):
         return "–"
     if isinstance(value, str):
         return value
@@ -40,7 +40,7 @@ def _num(value, digits: int = 3) -> str:
     return f"{value:.{digits}g}"
 
 
-def _bytes(value) -> str:
+def _bytes(value) -> str:  # noqa: D103
     if not isinstance(value, (int, float)):
         return "–"
     return f"{value / 2**20:.0f} MiB"
@@ -114,22 +114,29 @@ def _context(run: RunData, history: list[RunData], previous: RunData | None) -> 
                       "timing": [(k, timing[k]) for k in ("load_ms", "first_ms", "min_ms", "p10_ms", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "stdev_ms", "iqr_ms", "throughput_per_s") if k in timing],
                       "samples": len(timing.get("samples_ms") or [])})
 
-    latency, scaling = [], []
+    latency, scaling, gflops = [], [], []
     for fixture in dict.fromkeys(r["fixture"] for r in results):
         mine = [r for r in results if r["fixture"] == fixture and _p(r, "p50_ms")]
         if not mine:
             continue
         smallest = min(r["batch"] for r in mine)
-        rows = [{"label": f"{r['format']} · {r['runtime']}", "runtime": r["runtime"], "p10": _p(r, "p10_ms") or _p(r, "p50_ms"),
+        rows = [{"label": f"{r['format']} · {r['runtime']}" + (f" · t{r['threads']}" if r.get("threads") else ""), "runtime": r["runtime"], "p10": _p(r, "p10_ms") or _p(r, "p50_ms"),
                  "p50": _p(r, "p50_ms"), "p90": _p(r, "p90_ms") or _p(r, "p50_ms"), "first": _p(r, "first_ms")}
                 for r in mine if r["batch"] == smallest]
         latency.append({"fixture": fixture, "batch": smallest, "svg": plots.latency_chart(rows, f"{fixture}, batch {smallest}")})
         series: dict[str, list[tuple[int, float]]] = {}
         for r in mine:
-            series.setdefault(f"{r['format']} · {r['runtime']}", []).append((r["batch"], _p(r, "p50_ms")))
+            label = f"{r['format']} · {r['runtime']}" + (f" · t{r['threads']}" if r.get("threads") else "")
+            series.setdefault(label, []).append((r["batch"], _p(r, "p50_ms")))
         series = {k: v for k, v in series.items() if len(v) > 1}
         if series:
             scaling.append({"fixture": fixture, "svg": plots.scaling_chart(series, f"{fixture}: p50 by batch")})
+        rated = [r for r in mine if isinstance(r.get("gflops"), (int, float))]
+        if rated:
+            largest = max(r["batch"] for r in rated)
+            rows = [{"label": f"{r['format']} · {r['runtime']}" + (f" · t{r['threads']}" if r.get("threads") else ""), "gflops": r["gflops"]}
+                    for r in rated if r["batch"] == largest]
+            gflops.append({"fixture": fixture, "svg": plots.gflops_chart(rows, run.meta.get("machine_peak_gflops") or {}, f"{fixture}, batch {largest}: GFLOP/s")})
 
     memory = {}
     for r in results:
@@ -152,7 +159,7 @@ def _context(run: RunData, history: list[RunData], previous: RunData | None) -> 
 
     return {
         "run": run, "meta": run.meta, "env": run.meta.get("environment", {}), "runtimes_meta": run.meta.get("runtimes", {}),
-        "runtimes": runtimes, "matrix": matrix, "cases": cases, "latency": latency, "scaling": scaling, "memory": memory,
+        "runtimes": runtimes, "matrix": matrix, "cases": cases, "latency": latency, "scaling": scaling, "memory": memory, "gflops": gflops,
         "history_svg": history_svg, "history_runs": len(history), "summary": summary(run), "statuses": STATUSES,
         "changes": latency_changes(previous, run) if previous else [], "previous": previous.run_id if previous else None,
         "options": run.meta.get("options", {}),

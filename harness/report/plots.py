@@ -91,3 +91,20 @@ def history_chart(runs: list[str], counts: dict[str, list[int]], p50: dict[str, 
     ax2.set_title("median p50 per runtime (ms)")
     ax2.legend(fontsize=6, frameon=False)
     return _svg(fig)
+
+
+def gflops_chart(rows: list[dict], peaks: dict[str, float], title: str) -> str:
+    """Achieved GFLOP/s per case, with this machine's measured GEMM peak per thread count as lines.
+    rows: {label, gflops}."""
+    fig, ax = plt.subplots(figsize=(7.5, 0.26 * len(rows) + 1.0))
+    ax.barh(range(len(rows)), [r["gflops"] for r in rows], color=PALETTE[2])
+    ax.set_yticks(range(len(rows)), [r["label"] for r in rows], fontsize=7)
+    ax.invert_yaxis()
+    for i, (threads, peak) in enumerate(sorted(peaks.items())):
+        if peak:
+            ax.axvline(peak, color=PALETTE[3 + i], ls="--", lw=1, label=f"GEMM peak, {threads} thread(s): {peak:.0f}")
+    ax.set_xlabel("GFLOP/s (at p50)")
+    ax.set_title(title)
+    if any(peaks.values()):
+        ax.legend(fontsize=6, frameon=False)
+    return _svg(fig)

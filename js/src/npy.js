@@ -14,7 +14,10 @@ import { readFileSync, writeFileSync } from 'node:fs';
  *   a Uint16Array of the raw bits.
  */
 
-/** NumPy dtype name → [descr without byte order, TypedArray constructor]. */
+/**
+ * NumPy dtype name → [descr without byte order, TypedArray constructor].
+ * @type {Record<string, [string, any]>}
+ */
 const DTYPES = {
   bool: ['b1', Uint8Array],
   int8: ['i1', Int8Array],

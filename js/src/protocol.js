@@ -4,7 +4,7 @@
 // rest — framing, validation of inputs against artifact.json, timing, name mapping, errors — and
 // keeps the same messages as the Python workers, so every runner reads alike in a report.
 
-import { mkdirSync, readFileSync, existsSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { readNpy, writeNpy } from './npy.js';
@@ -58,7 +58,7 @@ export function pyRepr(s) {
 }
 
 /** Python's repr of a list of str or int. @param {(string|number)[]} items */
-function pyList(items) {
+export function pyList(items) {
   return '[' + items.map((x) => (typeof x === 'string' ? pyRepr(x) : String(x))).join(', ') + ']';
 }
 
@@ -289,7 +289,7 @@ export class Worker {
       outputs,
       first_ns: firstNs,
       samples_ns: samples,
-      peak_rss_bytes: process.resourceUsage().maxRSS * 1024,
+      peak_rss_bytes: peakRssBytes(),
     };
   }
 
@@ -365,6 +365,21 @@ export class Worker {
       }
     }
   }
+}
+
+/**
+ * Peak resident memory of this process (VmHWM), as the Python workers report it. getrusage's
+ * maxRSS (process.resourceUsage) is not used: on Linux it carries over the high-water mark of the
+ * process that spawned the worker across exec.
+ */
+export function peakRssBytes() {
+  try {
+    const m = /^VmHWM:\s+(\d+) kB/m.exec(readFileSync('/proc/self/status', 'utf8'));
+    if (m) return Number(m[1]) * 1024;
+  } catch {
+    // not Linux
+  }
+  return process.resourceUsage().maxRSS * 1024;
 }
 
 /** @param {string} p */

@@ -200,6 +200,7 @@ test('errors read word for word as the Python workers write them', async () => {
   /** @param {WorkerProcess} worker */
   const answers = async (worker) => {
     const { handle } = await worker.call('load', { artifact: onnx, format: 'onnx13' });
+    /** @type {[string, object][]} */
     const requests = [
       ['load', { artifact: onnx, format: 'tfjs_graph' }],
       ['load', { artifact: onnx, format: 'onnx13', device: 'tpu' }],
@@ -217,7 +218,7 @@ test('errors read word for word as the Python workers write them', async () => {
       ['fly', {}],
     ];
     const got = [];
-    for (const [method, params] of requests) got.push((await worker.request(/** @type {string} */ (method), params)).error);
+    for (const [method, params] of requests) got.push((await worker.request(method, params)).error);
     got.push((await worker.raw('[1, 2]')).error);
     await worker.shutdown();
     return got;

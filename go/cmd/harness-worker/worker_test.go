@@ -100,7 +100,12 @@ func start(t *testing.T, runtime string) *client {
 
 func startBinary(t *testing.T, binary, runtime string) *client {
 	t.Helper()
-	cmd := exec.Command(binary, "--runtime", runtime)
+	return startCommand(t, binary, "--runtime", runtime)
+}
+
+func startCommand(t *testing.T, name string, args ...string) *client {
+	t.Helper()
+	cmd := exec.Command(name, args...)
 	cmd.Env = append(os.Environ(), "TF_CPP_MIN_LOG_LEVEL=2")
 	in, _ := cmd.StdinPipe()
 	out, _ := cmd.StdoutPipe()
@@ -482,4 +487,35 @@ func TestFraming(t *testing.T) {
 		t.Errorf("info keys %v", keys)
 	}
 	c.ok("shutdown", nil, nil)
+}
+
+// The same worker in a container (docker.sh run), when this machine has a Docker engine and the
+// base image; otherwise skipped with the command that sets it up.
+func TestContainer(t *testing.T) {
+	script, _ := filepath.Abs("../../docker.sh")
+	if exec.Command(script, "ping").Run() != nil {
+		t.Skip("no Docker engine answers (set up: go/docker.sh all)")
+	}
+	if exec.Command(script, "has-base").Run() != nil {
+		t.Skip("no base image (set up: go/docker.sh base)")
+	}
+	if out, err := exec.Command(script, "image").CombinedOutput(); err != nil {
+		t.Fatalf("docker.sh image: %v\n%s", err, out)
+	}
+	scratch := t.TempDir()
+	x := writeNpy(t, scratch, "x", worker.NewArray([]int64{2}, []float32{2, 3}))
+	for _, rt := range []struct{ name, format string }{{"go-ort", "onnx18"}, {"go-tfgo", "savedmodel"}} {
+		pow := artifact(t, "pow", rt.format)
+		c := startCommand(t, script, "run", rt.name, filepath.Dir(pow), scratch)
+		handle := c.load(pow, rt.format)
+		var r runResult
+		out := filepath.Join(scratch, rt.name)
+		c.ok("run", map[string]any{"handle": handle, "inputs": map[string]string{"x": x, "y": x}, "output_dir": out}, &r)
+		if _, got := readFloats(t, r.Outputs["pow_x_y"]); fmt.Sprint(got) != "[4 27]" {
+			t.Errorf("%s in a container: pow_x_y = %v", rt.name, got)
+		}
+		// The artifacts are mounted read-only: nothing can be written there.
+		c.fails("run", map[string]any{"handle": handle, "inputs": map[string]string{"x": x, "y": x}, "output_dir": filepath.Join(pow, "out")}, "bad_request", "cannot create output_dir")
+		c.ok("shutdown", nil, nil)
+	}
 }

@@ -7,7 +7,7 @@
 
 import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { ProtocolError } from '../protocol.js';
+import { oneLine, ProtocolError, pyList, pyRepr } from '../protocol.js';
 import { packageDir, packageVersion, requireDtypes, unwrap } from './common.js';
 
 /** TF.js tensors are float32, int32, bool (and string, complex64): no int64, float64, int8 or uint8. */
@@ -210,7 +210,21 @@ export async function createTfjs(backend) {
       }
       if (fmt === 'savedmodel') {
         const tag = artifact.extra?.tag ?? 'serve';
-        const model = await tf.node.loadSavedModel(modelPath, [tag], artifact.signature);
+        const signature = /** @type {string} */ (artifact.signature);
+        let model;
+        try {
+          // Check the signature first, to say what there is (tfjs-node only says what is missing).
+          const metas = await tf.node.getMetaGraphsFromSavedModel(modelPath);
+          const meta = metas.find((/** @type {any} */ m) => m.tags.includes(tag));
+          const signatures = Object.keys(meta?.signatureDefs ?? {}).sort();
+          if (meta && !signatures.includes(signature)) {
+            throw new ProtocolError('load_failed', `SavedModel ${modelPath} has no signature ${pyRepr(signature)}: expected one of ${pyList(signatures)}`);
+          }
+          model = await tf.node.loadSavedModel(modelPath, [tag], signature);
+        } catch (e) {
+          if (e instanceof ProtocolError) throw e;
+          throw new ProtocolError('load_failed', `SavedModel ${modelPath} (tag ${pyRepr(tag)}): ${e instanceof Error ? e.constructor.name : 'Error'}: ${oneLine(e)}`);
+        }
         return new SavedModelSession(tf, model, artifact.outputs.map((s) => s.name));
       }
       throw new ProtocolError('unsupported', `format ${fmt}`);

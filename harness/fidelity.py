@@ -1,0 +1,133 @@
+"""Benchmarks of the harness itself (figures, never tests):
+
+- fidelity: the harness's p50 against a plain in-process timing loop over the same artifact in a bare
+  Python process, side by side, alternating, for mnist_cnn at batch 1 on litert and ort;
+- overhead: per-case wall time beyond the timed iterations, with workers warm and models loaded;
+- gate: an A/A comparison of two runs of the same build flags nothing; a deliberately slowed runtime
+  (one thread instead of all cores) is flagged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from harness.cases import Case, Engine, Options
+from harness.export import Exporter
+from harness.fixtures import get_fixture
+
+# The bare loop: the same library calls the workers make, nothing else.
+BARE = r"""
+import json, sys, time
+import numpy as np
+kind, model, inputs, iterations = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4])
+feeds = {k: np.load(v) for k, v in inputs.items()}
+if kind == "litert":
+    from ai_edge_litert.interpreter import Interpreter
+    runner = Interpreter(model_path=model).get_signature_runner("serving_default")
+    call = lambda: runner(**feeds)
+else:
+    import onnxruntime as ort
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    call = lambda: session.run(names, feeds)
+for _ in range(5):
+    call()
+samples = []
+for _ in range(iterations):
+    t = time.perf_counter_ns(); call(); samples.append(time.perf_counter_ns() - t)
+print(json.dumps(samples))
+"""
+
+
+def fidelity(rounds: int = 5, iterations: int = 200) -> dict:
+    exporter = Exporter()
+    fx = get_fixture("mnist_cnn")
+    out: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = Engine(exporter, Path(tmp) / "scratch", Options(warmup=5, iterations=iterations), deviations=[])
+        try:
+            for fmt, runtime in (("tflite", "litert"), ("onnx18", "ort")):
+                art = exporter.get(fx, fmt)
+                inputs = {}
+                for spec in art.inputs:
+                    path = Path(tmp) / f"{spec.name}.npy"
+                    import numpy as np
+
+                    np.save(path, fx.make_inputs(1)[spec.name])
+                    inputs[spec.name] = str(path)
+                harness_p50, bare_p50 = [], []
+                case = Case("mnist_cnn", fmt, runtime, batch=1)
+                engine.run_case(case)  # warm the worker and load the model
+                for _ in range(rounds):  # alternate, so drift on a shared machine hits both alike
+                    r = engine.run_case(case)
+                    harness_p50.append(r["timing"]["p50_ms"])
+                    proc = subprocess.run([sys.executable, "-c", BARE, runtime, str(art.model_path), json.dumps(inputs), str(iterations)],
+                                          capture_output=True, text=True, check=True)
+                    bare_p50.append(statistics.median(json.loads(proc.stdout)) / 1e6)
+                h, b = statistics.median(harness_p50), statistics.median(bare_p50)
+                out[runtime] = {"harness_p50_ms": h, "bare_p50_ms": b, "ratio": h / b, "rounds": rounds, "iterations": iterations}
+        finally:
+            engine.close()
+    return out
+
+
+def overhead(cases: int = 20) -> dict:
+    """Wall time of a case minus the time inside its timed calls, workers warm, model loaded."""
+    exporter = Exporter()
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = Engine(exporter, Path(tmp), Options(warmup=0, iterations=10), deviations=[])
+        try:
+            values = {}
+            for fmt, runtime in (("tflite", "litert"), ("onnx18", "ort"), ("savedmodel", "tf")):
+                case = Case("mnist_cnn", fmt, runtime, batch=1)
+                engine.run_case(case)
+                per = []
+                for _ in range(cases):
+                    t = time.perf_counter()
+                    r = engine.run_case(case)
+                    wall = (time.perf_counter() - t) * 1000
+                    per.append(wall - r["timing"]["first_ms"] - sum(r["timing"]["samples_ms"]))
+                values[runtime] = {"median_overhead_ms": statistics.median(per), "max_overhead_ms": max(per)}
+            return values
+        finally:
+            engine.close()
+
+
+def gate(reports: Path) -> dict:
+    """A/A: the same build twice; A/B: all cores vs one thread. Runs `harness bench` and
+    `harness compare` as a user would, and returns what the gate flagged."""
+    base = [sys.executable, "-m", "harness.cli"]
+    select = ["-f", "mnist_cnn", "-F", "onnx18,tflite", "-r", "ort,litert", "--no-sweep", "-b", "32", "--min-time", "0.5"]
+
+    def bench(threads: str) -> str:
+        proc = subprocess.run(base + ["bench", *select, "--threads", threads, "--reports", str(reports)], capture_output=True, text=True)
+        if proc.returncode not in (0, 1):
+            raise RuntimeError(proc.stderr)
+        return os.readlink(reports / "latest").split("/")[-1]
+
+    def compare(a: str, b: str) -> dict:
+        proc = subprocess.run(base + ["compare", a, b, "--reports", str(reports), "--fail-on", "median:10%"], capture_output=True, text=True)
+        flagged = [line for line in proc.stdout.splitlines() if "REGRESSION" in line]
+        return {"exit": proc.returncode, "flagged": len(flagged), "summary": proc.stdout.strip().splitlines()[-3] if proc.stdout else proc.stderr}
+
+    all_cores = str(os.cpu_count() or 1)
+    a1, a2 = bench(all_cores), bench(all_cores)
+    # Same case ids, fewer threads: relabel the one-thread run as if it were the all-core one.
+    slow = bench("1")
+    _relabel(reports / "runs" / slow, f"-t1", f"-t{all_cores}")
+    return {"aa": compare(a1, a2), "slowed": compare(a2, slow), "runs": [a1, a2, slow]}
+
+
+def _relabel(folder: Path, old: str, new: str) -> None:
+    path = folder / "results.jsonl"
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    for r in lines:
+        r["id"] = r["id"].replace(old, new)
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))

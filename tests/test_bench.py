@@ -1,0 +1,98 @@
+"""Benchmark plumbing: statistics, the regression gate, pytest-benchmark replay, `harness bench`."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO, run_cli
+from harness.bench import Gate, ReplayTimer, latency_stats, significant_change
+from harness.errors import HarnessError
+from harness.report.diff import diff_runs
+from harness.store import RunStore, read_run
+
+
+def test_latency_stats():
+    s = latency_stats([1_000_000, 2_000_000, 3_000_000, 4_000_000])
+    assert s["min_ms"] == 1 and s["p50_ms"] == 2.5 and s["mean_ms"] == 2.5
+    assert s["iqr_ms"] == pytest.approx(1.5) and s["throughput_per_s"] == pytest.approx(400)
+
+
+@pytest.mark.parametrize("text, stat, threshold", [("median:10%", "median", 0.10), ("mean:0.05", "mean", 0.05), ("p90:25%", "p90", 0.25)])
+def test_gate_parse(text, stat, threshold):
+    gate = Gate.parse(text)
+    assert (gate.stat, gate.threshold) == (stat, pytest.approx(threshold))
+
+
+@pytest.mark.parametrize("text", ["median", "fastest:10%", "median:-5%", "median:x%"])
+def test_gate_parse_rejects(text):
+    with pytest.raises(HarnessError, match="--fail-on"):
+        Gate.parse(text)
+
+
+def test_replay_timer_gives_back_each_sample():
+    timer = ReplayTimer([0.5, 0.25])
+    assert [timer() for _ in range(4)] == [0.0, 0.5, 1.5, 1.75]
+
+
+def _run(tmp_path, name, samples_by_case):
+    store = RunStore(tmp_path, {}, run_id=name)
+    for cid, samples in samples_by_case.items():
+        store.add({"id": cid, "status": "pass", "timing": {"p50_ms": float(np.median(samples)), "samples_ms": list(samples)},
+                   "output_digest": {"y": "abc"}, "metrics": {"y": {"max_abs": 0.0}}})
+    store.finish({})
+    return read_run(store.dir)
+
+
+def test_gate_flags_only_large_and_significant_slowdowns(tmp_path):
+    rng = np.random.default_rng(0)
+    noise = lambda center: center * (1 + 0.02 * rng.standard_normal(60))  # noqa: E731
+    base = _run(tmp_path, "a", {"same": noise(1.0), "slower": noise(1.0), "slightly": noise(1.0), "few": [1.0, 1.0]})
+    new = _run(tmp_path, "b", {"same": noise(1.0), "slower": noise(1.3), "slightly": noise(1.05), "few": [2.0, 2.0]})
+    diff = diff_runs(base, new, Gate.parse("median:10%"))
+    by_id = {c.id: c for c in diff.cases}
+    assert by_id["slower"].flagged and by_id["slower"].significant
+    assert not by_id["same"].flagged
+    assert by_id["slightly"].significant and not by_id["slightly"].flagged, "significant but under the threshold"
+    assert not by_id["few"].flagged, "two samples cannot show significance"
+    assert not diff.ok and by_id["same"].numerics == "identical"
+
+
+def test_significance_needs_samples():
+    assert significant_change([1.0] * 3, [2.0] * 3) == (False, None)
+
+
+def test_pytest_benchmark_holds_the_worker_samples(tmp_path):
+    """pytest --benchmark-only over the matrix: the benchmark's statistics are the worker's samples."""
+    out = tmp_path / "bench.json"
+    reports = tmp_path / "reports"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "tests/test_conformance.py", "-q", "-p", "no:cacheprovider", "--benchmark-only",
+         "--harness-fixtures", "pow", "--harness-formats", "onnx13", "--harness-runtimes", "ort", "--harness-batch", "1",
+         "--harness-iterations", "25", "--benchmark-json", str(out), "--harness-store", str(reports)],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    bench = json.loads(out.read_text())["benchmarks"]
+    assert [b["name"] for b in bench] == ["test_case[pow-onnx13-ort-cpu-b1]"]
+    result = json.loads((reports / "latest" / "results.jsonl").read_text())
+    samples_s = [s / 1000 for s in result["timing"]["samples_ms"]]
+    stats = bench[0]["stats"]
+    assert stats["rounds"] == 25 == len(samples_s)
+    assert stats["median"] == pytest.approx(float(np.median(samples_s)), rel=1e-9)
+    assert stats["min"] == pytest.approx(min(samples_s), rel=1e-9)
+    assert bench[0]["extra_info"]["case"] == "pow-onnx13-ort-cpu-b1" and bench[0]["options"]["timer"] == "harness_worker_samples"
+
+
+def test_bench_cli_records_threads_flops_and_peak(tmp_path):
+    proc = run_cli("bench", "-f", "mnist_cnn", "-F", "onnx18", "-r", "ort", "--no-sweep", "-b", "1,8", "--threads", "1,all",
+                   "--min-time", "0.05", "-n", "10", "--reports", str(tmp_path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = [json.loads(x) for x in (tmp_path / "latest" / "results.jsonl").read_text().splitlines()]
+    assert {r["id"] for r in results} >= {"mnist_cnn-onnx18-ort-cpu-b1-t1", "mnist_cnn-onnx18-ort-cpu-b8-t1"}
+    assert all(r["timing"]["iterations"] >= 10 and r["gflops"] > 0 and r["flops"] > 0 for r in results)
+    meta = json.loads((tmp_path / "latest" / "run.json").read_text())
+    assert meta["machine_peak_gflops"]["1"] > 0
+    assert "GFLOP/s" in proc.stdout
