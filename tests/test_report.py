@@ -121,3 +121,18 @@ def test_compare_two_runs(two_runs, tmp_path):
     assert (out / "index.html").exists() and "harness compare" in (out / "compare.md").read_text()
     bad = run_cli("compare", str(runs[0]), str(runs[1]), "--fail-on", "median:ten")
     assert bad.returncode == 2 and "expected STAT:PERCENT like median:10%" in bad.stderr
+
+
+def test_history_chart_from_reports_history(two_runs, tmp_path, browser):
+    _, runs = two_runs
+    reports = tmp_path / "reports"
+    for run in runs:
+        shutil.copytree(run, reports / "history" / run.name)
+    proc = run_cli("report", str(runs[-1]), "--reports", str(reports), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr
+    page = browser.new_page()
+    page.goto((tmp_path / "out" / "index.html").as_uri())
+    history = page.locator("#history svg")
+    assert history.count() == 1 and history.bounding_box()["width"] > 300
+    assert page.locator("#history svg text", has_text="verdicts per run").count() == 1
+    page.close()

@@ -40,6 +40,7 @@ type Error struct {
 	Message string
 }
 
+// Error returns the message, which is what the client sees.
 func (e *Error) Error() string { return e.Message }
 
 // Errorf makes a protocol error of the given kind.
@@ -70,8 +71,11 @@ type Result interface {
 
 // Runtime is one runtime a worker serves (go-tfgo, go-ort).
 type Runtime interface {
+	// Name is the runtime's name in the harness's table of runtimes.
 	Name() string
+	// Formats lists the artifact formats the runtime loads.
 	Formats() []string
+	// Versions gives the version of every library the runtime loaded, for info.
 	Versions() map[string]string
 	// Check verifies, before the load clock starts, that the model file has what artifact.json
 	// names (tag, signature, tensor names), so that a mismatch gets a message naming both.

@@ -111,6 +111,7 @@ type session struct {
 
 type values []onnx.Value
 
+// Release destroys the ONNX Runtime values (they hold C memory the Go GC does not see).
 func (v values) Release() {
 	for _, t := range v {
 		if t != nil {
@@ -186,6 +187,7 @@ type result struct {
 	names  []string
 }
 
+// Release destroys the output tensors.
 func (r *result) Release() { r.values.Release() }
 
 // Outputs turns each output tensor into an array (a copy, since Release frees the tensors).

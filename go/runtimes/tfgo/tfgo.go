@@ -203,7 +203,8 @@ func (s *session) Prepare(feeds map[string]*worker.Array) (worker.Feeds, error) 
 
 type feedMap map[tf.Output]*tf.Tensor
 
-func (feedMap) Release() {} // tensors are freed by their finalizers
+// Release does nothing: the bindings free tensors with finalizers.
+func (feedMap) Release() {}
 
 // Run is one inference: tfgo's Exec (a panic on error) and Value() on every output, which is the
 // copy into Go memory a Go program makes to read a result.
@@ -227,6 +228,7 @@ type result struct {
 	names   []string
 }
 
+// Release does nothing: the bindings free tensors with finalizers.
 func (r *result) Release() {}
 
 // Outputs copies each tensor's bytes out (WriteContentsTo) into an array for the .npy writer.
