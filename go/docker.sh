@@ -10,6 +10,8 @@
 #   run RUNTIME ARTIFACTS SCRATCH
 #            start the worker for RUNTIME (go-tfgo, go-ort) in a container on stdin/stdout, with
 #            ARTIFACTS mounted read-only and SCRATCH read-write, each at its own absolute path
+#            (HARNESS_CONTAINER_NAME, if set, names the container)
+#   kill NAME  stop a named worker container (the harness's timeout path)
 # The engine has its own socket and data folder, so it disturbs no other Docker on the machine;
 # DOCKER_HOST overrides the socket.
 set -euo pipefail
@@ -89,7 +91,9 @@ run() {
   artifacts="$(realpath "$2")" scratch="$(realpath "$3")"
   [ "$runtime" = go-ort ] && entry=/opt/harness/harness-worker-ort
   # --init: a real PID 1 that forwards signals, so `docker kill`/`docker stop` end a busy worker.
+  # HARNESS_CONTAINER_NAME names the container, so the harness can `docker kill` a worker that hangs.
   exec "$DOCKER" run --rm -i --init --network none --memory 4g --memory-swap 4g --pids-limit 512 \
+    ${HARNESS_CONTAINER_NAME:+--name "$HARNESS_CONTAINER_NAME"} \
     --user "$(id -u):$(id -g)" --read-only --tmpfs /tmp \
     -v "$artifacts:$artifacts:ro" -v "$scratch:$scratch:rw" \
     --entrypoint "$entry" "$IMAGE" --runtime "$runtime"
@@ -101,6 +105,7 @@ case "${1:-}" in
   image) image ;;
   all) engine && base && image ;;
   ping) ping_engine ;;
+  kill) shift; "$DOCKER" kill "$1" >/dev/null 2>&1 || true ;;
   has-base) "$DOCKER" image inspect "$BASE_IMAGE" >/dev/null 2>&1 ;;
   run) shift; [ $# -eq 3 ] || { echo "usage: docker.sh run RUNTIME ARTIFACTS SCRATCH" >&2; exit 2; }; run "$@" ;;
   *) echo "usage: docker.sh engine|base|image|all|ping|has-base|run RUNTIME ARTIFACTS SCRATCH" >&2; exit 2 ;;
