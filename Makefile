@@ -1,18 +1,16 @@
 # `make run` runs the main job, `make test` every test; both set up what they need first (a .venv with
-# the pinned packages), and skip set-up that is already current.
+# the pinned packages, the Node packages and tfjs-node build, the Go workers, Chromium) and skip set-up
+# that is already current.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser run test export doctor report bench nightly lock clean
+.PHONY: setup python node go browser docker run test test-python test-node test-go export doctor report bench nightly lock clean
 
-setup: $(STAMP) browser
+setup: python node go browser
 
-# Debian's Chromium drives the report page tests (Playwright's own browser download is not reachable).
-browser:
-	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
-	  || echo "chromium could not be installed: the report page tests will skip (see harness doctor)"
+python: $(STAMP)
 
 # The lock has every transitive pin, so installs use --no-deps: nothing is resolved, nothing drifts.
 # tensorflowjs and friends come separately, also --no-deps (see requirements-nodeps.txt).
@@ -23,13 +21,40 @@ $(STAMP): requirements.lock requirements-nodeps.txt pyproject.toml
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+# Node runners: npm ci --ignore-scripts, then tfjs-node built against the wheel's TensorFlow (js/setup.sh).
+# Without Node the Node runtimes are reported unavailable (harness doctor) and their cases skip.
+node: python
+	@if command -v node >/dev/null; then bash js/setup.sh; else echo "node not found: Node runtimes will be skipped (see harness doctor)"; fi
+
+# Go workers (go-tfgo, go-ort), linked against the wheel's libraries (go/build.sh, skipped when current).
+go: python
+	@if command -v go >/dev/null; then bash go/build.sh; else echo "go not found: Go runtimes will be skipped (see harness doctor)"; fi
+
+# Debian's Chromium drives the report page tests (Playwright's own browser download is not reachable).
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "chromium could not be installed: the report page tests will skip (see harness doctor)"
+
+# A Docker engine and the Go worker image for go-tfgo@docker: docker.io, dockerd on its own socket, a
+# debootstrap base image (no registry is reachable) and the image. .ci/run calls it; make test does not.
+docker: go
+	bash go/docker.sh all
+
 run: setup
 	$(BIN)/harness run
 
 # Benchmarks stay off in the test run (the conformance tests still run every case); use
 # `.venv/bin/pytest --benchmark-only` for pytest-benchmark's statistics of the worker samples.
-test: setup
+test: setup test-node test-go test-python
+
+test-python: setup
 	$(BIN)/python -m pytest --benchmark-disable
+
+test-node: node
+	@if command -v node >/dev/null; then node --test js/test/; else echo "node not found: skipping js tests"; fi
+
+test-go: go
+	@if command -v go >/dev/null; then bash go/test.sh; else echo "go not found: skipping go tests"; fi
 
 export: setup
 	$(BIN)/harness export
@@ -53,7 +78,7 @@ lock:
 	/tmp/harness-lock-venv/bin/pip install -q -r requirements.txt
 	( echo "# Every package of the environment, exact (pip freeze of a working .venv), installed with --no-deps."; \
 	  echo "# Top-level choices and why: requirements.txt. Regenerate: make lock."; \
-	  /tmp/harness-lock-venv/bin/pip freeze ) > requirements.lock
+	  /tmp/harness-lock-venv/bin/pip freeze; echo setuptools==65.5.0; echo wheel==0.48.0 ) > requirements.lock
 
 clean:
-	rm -rf .harness reports/runs reports/latest
+	rm -rf .harness reports/runs reports/latest reports/compare

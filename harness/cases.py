@@ -164,11 +164,13 @@ class Engine:
 
     def __init__(self, exporter: Exporter, scratch: Path, options: Options | None = None, fixtures: dict[str, Fixture] | None = None, deviations: list[Deviation] | None = None):
         self.exporter = exporter
-        self.scratch = scratch
+        self.scratch = scratch.resolve()  # absolute: workers (and containers) have other working folders
         self.options = options or Options()
         self.fixtures = fixtures if fixtures is not None else all_fixtures()
         self.deviations = deviations if deviations is not None else load_deviations()
-        self.pool = WorkerPool()
+        from harness.runners.table import WorkerContext
+
+        self.pool = WorkerPool(WorkerContext(exporter.root, scratch))
         self._loaded: dict[tuple[str, str], _Loaded] = {}
         self._references: dict[tuple[str, int], dict[str, np.ndarray] | str] = {}
         self._artifacts: dict[tuple[str, str], Artifact] = {}

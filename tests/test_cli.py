@@ -44,7 +44,7 @@ def test_run_writes_results_and_prints_the_matrix(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["run", "-F", "onnx99"], "unknown format 'onnx99': expected one of"),
-    (["run", "-r", "nope"], "unknown runtime 'nope': expected one of litert, ort, tf"),
+    (["run", "-r", "nope"], "unknown runtime 'nope': expected one of go-ort, go-tfgo, go-tfgo@docker, litert, node-ort"),
     (["run", "-b", "x"], "--batch x is not valid: expected positive integers"),
     (["check", "/nonexistent/model.keras"], "model not found: /nonexistent/model.keras does not exist"),
 ])

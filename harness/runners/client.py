@@ -41,9 +41,12 @@ _EOF = object()
 
 
 class WorkerClient:
-    def __init__(self, name: str, command: list[str], cwd: Path | None = None, env: dict | None = None, stderr_lines: int = 200):
+    def __init__(self, name: str, command: list[str], cwd: Path | None = None, env: dict | None = None, stderr_lines: int = 200,
+                 cleanup: list[str] | None = None):
         self.name = name
         self.command = command
+        self.cleanup = cleanup  # e.g. `docker kill NAME`: a container outlives the client process we kill
+        self._env = env
         self._stderr: collections.deque[str] = collections.deque(maxlen=stderr_lines)
         self._lines: queue.Queue = queue.Queue()
         self._next_id = 0
@@ -125,7 +128,8 @@ class WorkerClient:
         return WorkerCrash(f"worker {self.name} died {when}: {how}", self.stderr_tail())
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
+        was_running = self.proc.poll() is None
+        if was_running:
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
@@ -134,6 +138,11 @@ class WorkerClient:
             self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             pass
+        if was_running and self.cleanup:
+            try:
+                subprocess.run(self.cleanup, env=self._env, capture_output=True, timeout=30)
+            except (OSError, subprocess.SubprocessError):
+                pass
 
     def close(self, timeout: float = 5.0) -> None:
         if self.proc.poll() is None:

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import os
 
+from pathlib import Path
+
 from harness.runners.client import WorkerClient
-from harness.runners.table import REPO, RUNTIMES
+from harness.runners.table import REPO, RUNTIMES, WorkerContext
 
 START_TIMEOUT_S = 120.0
 
 
 class WorkerPool:
-    def __init__(self):
+    def __init__(self, context: WorkerContext | None = None):
+        from harness.export import cache_root
+
+        self.context = context or WorkerContext(cache_root(), Path("/tmp"))
         self._workers: dict[str, WorkerClient] = {}
         self.info: dict[str, dict] = {}
         self.starts: dict[str, int] = {}
@@ -25,11 +30,12 @@ class WorkerPool:
             return worker
         if worker is not None:
             worker.kill()
-        spec = RUNTIMES[runtime]
+        launch = RUNTIMES[runtime].launch(self.context)
         env = dict(os.environ)
         env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        worker = WorkerClient(key, spec.command(), cwd=REPO, env=env)
+        env.update(launch.env)
+        worker = WorkerClient(key, launch.command, cwd=REPO, env=env, cleanup=launch.cleanup)
         self._workers[key] = worker
         self.starts[key] = self.starts.get(key, 0) + 1
         try:

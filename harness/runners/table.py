@@ -1,19 +1,27 @@
 """The table of runtimes: how each worker starts, which formats it takes, and whether it can run here.
 
-Availability is decided without importing any framework (package metadata and module specs only),
-so `harness doctor` stays fast."""
+Availability is decided without starting a worker or importing a framework (package metadata, files
+on disk, one request on the Docker socket), so `harness doctor` stays fast."""
 
 from __future__ import annotations
 
+import glob
 import importlib.util
+import os
+import secrets
+import shutil
+import socket
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
 from harness.errors import unknown
 
 REPO = Path(__file__).resolve().parents[2]
+VENV_SITE = Path(sys.prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+DOCKER_SOCKET = Path(os.environ.get("HARNESS_DOCKER_SOCKET", "/run/harness-docker/docker.sock"))
+GO_IMAGE = os.environ.get("HARNESS_GO_IMAGE", "harness-go-worker:latest")
 
 
 @dataclass(frozen=True)
@@ -25,18 +33,43 @@ class Availability:
 
 
 @dataclass(frozen=True)
+class WorkerContext:
+    """What a worker's command may depend on: the folders it must see (containers mount them)."""
+
+    artifacts: Path
+    scratch: Path
+
+
+@dataclass(frozen=True)
+class Launch:
+    command: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    cleanup: list[str] | None = None  # run after a kill (a container outlives its client)
+
+
+@dataclass(frozen=True)
 class RuntimeSpec:
     name: str
     language: str
     formats: tuple[str, ...]
     description: str
-    python_module: str  # worker module, `python -m <module>`
-    import_name: str  # the framework module the worker imports
-    dist: str  # the distribution that provides it
     devices: tuple[str, ...] = ("cpu",)
 
-    def command(self) -> list[str]:
-        return [sys.executable, "-m", self.python_module]
+    def launch(self, ctx: WorkerContext) -> Launch:
+        raise NotImplementedError
+
+    def availability(self) -> Availability:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class PythonRuntime(RuntimeSpec):
+    python_module: str = ""  # worker module, `python -m <module>`
+    import_name: str = ""  # the framework module the worker imports
+    dist: str = ""  # the distribution that provides it
+
+    def launch(self, ctx: WorkerContext) -> Launch:
+        return Launch([sys.executable, "-m", self.python_module])
 
     def availability(self) -> Availability:
         fix = "make setup   (installs the pinned requirements into .venv)"
@@ -51,22 +84,144 @@ class RuntimeSpec:
         return Availability(True, version)
 
 
+def _missing(paths: list[str]) -> str | None:
+    """The first required path (glob patterns allowed) that does not exist."""
+    for pattern in paths:
+        if not glob.glob(pattern):
+            return pattern
+    return None
+
+
+@dataclass(frozen=True)
+class NodeRuntime(RuntimeSpec):
+    requires: tuple[str, ...] = ()  # files relative to js/node_modules
+    package: str = ""  # the npm package whose version is reported
+
+    def launch(self, ctx: WorkerContext) -> Launch:
+        return Launch([shutil.which("node") or "node", str(REPO / "js" / "src" / "worker.js"), "--runtime", self.name])
+
+    def availability(self) -> Availability:
+        fix = "make setup   (runs js/setup.sh: npm ci --ignore-scripts and the tfjs-node build against the wheel)"
+        if not shutil.which("node"):
+            return Availability(False, None, "node is not on PATH", "install Node.js 20")
+        modules = REPO / "js" / "node_modules"
+        gone = _missing([str(modules / r) for r in self.requires])
+        if gone:
+            return Availability(False, None, f"{gone} is missing", fix)
+        return Availability(True, _npm_version(modules / self.package))
+
+
+def _npm_version(folder: Path) -> str | None:
+    import json
+
+    try:
+        return json.loads((folder / "package.json").read_text())["version"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+GO_BUILD = REPO / "go" / ".build"
+TF_LIBS = [str(VENV_SITE / "tensorflow" / "libtensorflow_cc.so.2"), str(VENV_SITE / "tensorflow" / "libtensorflow_framework.so.2")]
+ORT_LIB = [str(VENV_SITE / "onnxruntime" / "capi" / "libonnxruntime.so.1.*")]
+
+
+@dataclass(frozen=True)
+class GoRuntime(RuntimeSpec):
+    binary: str = "harness-worker"
+    libraries: tuple[str, ...] = ()
+    module: str = "github.com/galeone/tfgo"  # the Go binding whose version is reported
+
+    def launch(self, ctx: WorkerContext) -> Launch:
+        return Launch([str(GO_BUILD / self.binary), "--runtime", self.name])
+
+    def availability(self) -> Availability:
+        if not shutil.which("go") and not (GO_BUILD / self.binary).exists():
+            return Availability(False, None, "go is not on PATH and the worker is not built", "install Go, then make setup")
+        gone = _missing([str(GO_BUILD / self.binary), *self.libraries])
+        if gone:
+            return Availability(False, None, f"{gone} is missing", "make setup   (runs go/build.sh)")
+        return Availability(True, _go_version(self.module))
+
+
+def _go_version(module: str) -> str | None:
+    try:
+        for line in (REPO / "go" / "go.mod").read_text().splitlines():
+            if line.strip().startswith(module + " "):
+                return module.split("/")[-1] + " " + line.split()[-1]
+    except OSError:
+        pass
+    return None
+
+
+def _docker_get(path: str) -> int | None:
+    """Status of one HTTP GET on the engine's socket (about a millisecond), or None when no engine answers."""
+    if not DOCKER_SOCKET.exists():
+        return None
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(2)
+            s.connect(str(DOCKER_SOCKET))
+            s.sendall(f"GET {path} HTTP/1.0\r\nHost: docker\r\n\r\n".encode())
+            head = s.recv(64).decode(errors="replace")
+        return int(head.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+@dataclass(frozen=True)
+class DockerRuntime(GoRuntime):
+    """The Go worker inside a container: artifacts mounted read-only, scratch read-write, no network,
+    memory and process limits (go/docker.sh run)."""
+
+    inner: str = "go-tfgo"
+
+    def launch(self, ctx: WorkerContext) -> Launch:
+        name = f"harness-{self.inner}-{os.getpid()}-{secrets.token_hex(3)}"
+        script = str(REPO / "go" / "docker.sh")
+        ctx.scratch.mkdir(parents=True, exist_ok=True)
+        return Launch(["bash", script, "run", self.inner, str(ctx.artifacts), str(ctx.scratch)],
+                      env={"HARNESS_CONTAINER_NAME": name, "DOCKER_HOST": f"unix://{DOCKER_SOCKET}"},
+                      cleanup=["bash", script, "kill", name])
+
+    def availability(self) -> Availability:
+        fix = "make docker   (installs docker.io, starts dockerd, builds the base and worker images; .ci/run does it)"
+        if not Path("/usr/bin/docker").exists() and not shutil.which("docker"):
+            return Availability(False, None, "no Docker client is installed", fix)
+        if _docker_get("/_ping") != 200:
+            return Availability(False, None, f"no Docker engine answers on {DOCKER_SOCKET}", fix)
+        if _docker_get(f"/images/{GO_IMAGE}/json") != 200:
+            return Availability(False, None, f"image {GO_IMAGE} is not built", fix)
+        return Availability(True, GO_IMAGE)
+
+
 RUNTIMES: dict[str, RuntimeSpec] = {
     r.name: r
     for r in [
-        RuntimeSpec(
-            "tf", "python", ("savedmodel", "keras", "h5", "frozen_graph"),
-            "Python TensorFlow: SavedModel signatures, Keras .keras/.h5, frozen graphs",
-            "runners.tf", "tensorflow", "tensorflow-cpu",
-        ),
-        RuntimeSpec(
-            "litert", "python", ("tflite", "tflite_fp16", "tflite_dynamic", "tflite_int8"),
-            "LiteRT (ai_edge_litert) signature runner", "runners.litert", "ai_edge_litert", "ai-edge-litert",
-        ),
-        RuntimeSpec(
-            "ort", "python", ("onnx13", "onnx18"),
-            "ONNX Runtime, CPU execution provider", "runners.ort", "onnxruntime", "onnxruntime",
-        ),
+        PythonRuntime("tf", "python", ("savedmodel", "keras", "h5", "frozen_graph"),
+                      "Python TensorFlow: SavedModel signatures, Keras .keras/.h5, frozen graphs",
+                      python_module="runners.tf", import_name="tensorflow", dist="tensorflow-cpu"),
+        PythonRuntime("litert", "python", ("tflite", "tflite_fp16", "tflite_dynamic", "tflite_int8"),
+                      "LiteRT (ai_edge_litert) signature runner",
+                      python_module="runners.litert", import_name="ai_edge_litert", dist="ai-edge-litert"),
+        PythonRuntime("ort", "python", ("onnx13", "onnx18"), "ONNX Runtime, CPU execution provider",
+                      python_module="runners.ort", import_name="onnxruntime", dist="onnxruntime"),
+        NodeRuntime("node-tfjs-cpu", "node", ("tfjs_graph",), "TF.js (@tensorflow/tfjs) cpu backend",
+                    requires=("@tensorflow/tfjs/package.json",), package="@tensorflow/tfjs"),
+        NodeRuntime("node-tfjs-wasm", "node", ("tfjs_graph",), "TF.js wasm backend",
+                    requires=("@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-simd.wasm",), package="@tensorflow/tfjs-backend-wasm"),
+        NodeRuntime("node-tfjs-node", "node", ("tfjs_graph", "savedmodel"), "TF.js tfjs-node (native TensorFlow of the wheel)",
+                    requires=("@tensorflow/tfjs-node/lib/napi-v*/tfjs_binding.node", "@tensorflow/tfjs-node/deps/lib/libtensorflow_cc.so.2",
+                              "@tensorflow/tfjs-node/deps/lib/libtensorflow_framework.so.2"), package="@tensorflow/tfjs-node"),
+        NodeRuntime("node-ort", "node", ("onnx13", "onnx18"), "onnxruntime-node",
+                    requires=("onnxruntime-node/bin/napi-v*/linux/x64/onnxruntime_binding.node",), package="onnxruntime-node"),
+        NodeRuntime("node-ort-web", "node", ("onnx13", "onnx18"), "onnxruntime-web (wasm) in Node",
+                    requires=("onnxruntime-web/dist/ort.node.min.mjs", "onnxruntime-web/dist/ort-wasm-simd-threaded.wasm"), package="onnxruntime-web"),
+        GoRuntime("go-tfgo", "go", ("savedmodel",), "Go tfgo on the TensorFlow C library of the wheel",
+                  binary="harness-worker", libraries=tuple(TF_LIBS)),
+        GoRuntime("go-ort", "go", ("onnx13", "onnx18"), "Go onnxruntime_go on the wheel's libonnxruntime",
+                  binary="harness-worker-ort", libraries=tuple(ORT_LIB), module="github.com/yalue/onnxruntime_go"),
+        DockerRuntime("go-tfgo@docker", "go", ("savedmodel",), "the go-tfgo worker in a Docker container",
+                      binary="harness-worker", inner="go-tfgo"),
     ]
 }
 
