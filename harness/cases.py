@@ -103,6 +103,10 @@ class Deviation:
     status: tuple[str, ...]
     reason: str
     batch: str = "*"
+    match: str | None = None  # the error must contain this text, so another failure is not hidden
+
+    def expects(self, status: str, error: str | None) -> bool:
+        return status in self.status and (self.match is None or self.match in (error or ""))
 
     def matches(self, case: Case) -> bool:
         return (
@@ -131,7 +135,7 @@ def load_deviations(path: Path | None = None) -> list[Deviation]:
                 Deviation(
                     fixture=d.get("fixture", "*"), format=d.get("format", "*"), runtime=d.get("runtime", "*"),
                     status=tuple([status] if isinstance(status, str) else status), reason=d["reason"],
-                    batch=str(d.get("batch", "*")),
+                    batch=str(d.get("batch", "*")), match=d.get("match"),
                 )
             )
         except KeyError as e:
@@ -270,7 +274,7 @@ class Engine:
     def _finish(self, case: Case, result: dict, status: str, reason: str | None = None, error: str | None = None, stderr: str | None = None) -> dict:
         deviation = next((d for d in self.deviations if d.matches(case)), None)
         if deviation is not None and status not in ("skip",):
-            if status in deviation.status:
+            if deviation.expects(status, error):
                 status, reason = "xfail", deviation.reason
             elif status == "pass":
                 status, reason = "xpass", f"listed as a known deviation ({deviation.reason}) but passed"

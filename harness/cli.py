@@ -315,8 +315,14 @@ def compare(base: str, new: str, fail_on: str, alpha: float, reports: Path, out:
     from harness.report.diff import diff_runs, print_diff, write_diff
     from harness.store import read_run, resolve_run
 
+    from harness.store import SCHEMA
+
     gate = Gate.parse(fail_on, alpha)
     a, b = read_run(resolve_run(base, reports)), read_run(resolve_run(new, reports))
+    for label, run in (("baseline", a), ("new run", b)):
+        # Numbers from another schema may not mean the same thing: refuse rather than mis-compare.
+        if run.meta.get("schema") != SCHEMA:
+            raise HarnessError(f"{label} {run.folder} has schema {run.meta.get('schema')!r} (or no readable run.json): expected schema {SCHEMA}")
     diff = diff_runs(a, b, gate)
     print_diff(diff, out_console)
     paths = write_diff(diff, out or reports / "compare" / f"{a.run_id}_vs_{b.run_id}")
@@ -338,6 +344,15 @@ def selftest_fidelity(rounds: int, iterations: int) -> None:
 
     result = {"fidelity": fidelity(rounds, iterations), "overhead": overhead()}
     click.echo(json.dumps(result, indent=2))
+
+
+@selftest.command("startup")
+@click.option("--repeats", default=5, show_default=True)
+def selftest_startup(repeats: int) -> None:
+    """Worker start cost per runtime (start to `info` answer); shows the container's extra cost."""
+    from harness.fidelity import startup
+
+    click.echo(json.dumps(startup(repeats), indent=2))
 
 
 @selftest.command("gate")

@@ -100,6 +100,25 @@ def overhead(cases: int = 20) -> dict:
             engine.close()
 
 
+def startup(repeats: int = 5) -> dict:
+    """Seconds from starting a worker to its `info` answer, per runtime (median of `repeats`): the
+    container start cost is go-tfgo@docker's minus go-tfgo's."""
+    from harness.runners import RUNTIMES, WorkerPool
+
+    out = {}
+    for name, spec in RUNTIMES.items():
+        if not spec.availability().ok:
+            continue
+        times = []
+        for _ in range(repeats):
+            with WorkerPool() as pool:
+                t = time.perf_counter()
+                pool.get(name)
+                times.append(time.perf_counter() - t)
+        out[name] = {"median_start_s": statistics.median(times), "min_start_s": min(times)}
+    return out
+
+
 def gate(reports: Path) -> dict:
     """A/A: the same build twice; A/B: all cores vs one thread. Runs `harness bench` and
     `harness compare` as a user would, and returns what the gate flagged."""

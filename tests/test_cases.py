@@ -59,6 +59,13 @@ def test_known_deviation_is_a_strict_xfail(engine):
     assert engine.run_case(Case("pow", "onnx13", "ort"))["status"] == "xfail"
 
 
+def test_deviation_with_match_only_covers_that_error():
+    d = Deviation("*", "tfjs_layers", "node-*", ("error",), "upstream", match="InputLayer should be passed")
+    assert d.expects("error", "load_failed: ValueError: An InputLayer should be passed either ...")
+    assert not d.expects("error", "crash: worker died"), "another failure of the same case is not hidden"
+    assert not d.expects("fail", "An InputLayer should be passed")
+
+
 def test_deviations_file_parses():
     for d in load_deviations():
         assert d.reason and d.status

@@ -136,3 +136,15 @@ def test_history_chart_from_reports_history(two_runs, tmp_path, browser):
     assert history.count() == 1 and history.bounding_box()["width"] > 300
     assert page.locator("#history svg text", has_text="verdicts per run").count() == 1
     page.close()
+
+
+def test_compare_refuses_a_baseline_of_another_schema(two_runs, tmp_path):
+    _, runs = two_runs
+    old = tmp_path / "old"
+    shutil.copytree(runs[0], old)
+    meta = json.loads((old / "run.json").read_text())
+    meta["schema"] = 0
+    (old / "run.json").write_text(json.dumps(meta))
+    proc = run_cli("compare", str(old), str(runs[1]))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"harness: error: baseline {old} has schema 0 (or no readable run.json): expected schema 1"]

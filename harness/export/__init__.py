@@ -49,6 +49,7 @@ FORMATS: dict[str, FormatSpec] = {
         FormatSpec("onnx13", "onnx", options=(("opset", 13),)),
         FormatSpec("onnx18", "onnx", options=(("opset", 18),)),
         FormatSpec("tfjs_graph", "tfjs"),
+        FormatSpec("tfjs_layers", "tfjs", keras_only=True),
     ]
 }
 

@@ -36,6 +36,8 @@ def _import_converter():
 
 def export(fixture: Fixture, spec, out: Path, source: Artifact | None, art: Artifact) -> None:
     import_tf()
+    if spec.name == "tfjs_layers":
+        return _export_layers(fixture, out, art)
     assert source is not None
     conv = _import_converter()
     target = out / "tfjs"
@@ -73,3 +75,26 @@ def _identity_order(name: str) -> tuple[int, str]:
     if base.startswith("Identity_") and base[9:].isdigit():
         return (int(base[9:]), name)
     return (1 << 30, name)
+
+
+def _export_layers(fixture: Fixture, out: Path, art: Artifact) -> None:
+    """A Keras model as a TF.js layers model, converted from its `.h5` save (the converter's Keras
+    path). The model's inputs go to `predict` in order; outputs come back in order."""
+    import warnings
+
+    _import_converter()
+    from tensorflowjs.converters import converter
+
+    model = fixture.build()
+    h5 = out / "model.h5"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.save(str(h5))
+    converter.dispatch_keras_h5_to_tfjs_layers_model_conversion(str(h5), output_dir=str(out / "tfjs_layers"))
+    h5.unlink()
+    art.path = "tfjs_layers/model.json"
+    art.inputs = [IOSpec(name=s.name, stored_name=str(i), dtype=s.dtype, shape=list(s.shape)) for i, s in enumerate(fixture.inputs)]
+    art.outputs = [
+        IOSpec(name=name, stored_name=str(i), dtype="float32", shape=[None] + [int(d) for d in t.shape[1:]])
+        for i, (name, t) in enumerate(zip(fixture.outputs, model.outputs))
+    ]

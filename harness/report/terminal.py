@@ -48,7 +48,7 @@ def print_matrix(results: list[dict], console: Console | None = None, title: str
     console.print(table)
     problems = [r for r in results if r["status"] in BAD_STATUSES or r["status"] in ("xfail", "skip", "unsupported")]
     for r in problems:
-        why = r.get("error") or r.get("reason") or ""
+        why = (r.get("reason") if r["status"] in ("xfail", "xpass", "skip") else None) or r.get("error") or r.get("reason") or ""
         console.print(f"  [{STYLE.get(r['status'], '')}]{r['status']:<7}[/] {r['id']}: {why}", highlight=False, soft_wrap=True)
 
 

@@ -124,6 +124,35 @@ class GraphSession {
   }
 }
 
+/** A TF.js layers model (a converted Keras model): inputs to `predict` in order, outputs in order. */
+class LayersSession {
+  /** @param {any} tf @param {any} model @param {string[]} inputs @param {string[]} outputs */
+  constructor(tf, model, inputs, outputs) {
+    this.tf = tf;
+    this.model = model;
+    this.inputs = inputs;
+    this.outputs = outputs;
+  }
+
+  /** @param {Record<string, NdArray>} feeds */
+  run(feeds) {
+    const inputs = toTensors(this.tf, feeds);
+    const ordered = this.inputs.map((n) => inputs[n]);
+    let out;
+    try {
+      out = this.model.predict(ordered.length === 1 ? ordered[0] : ordered);
+    } catch (e) {
+      this.tf.dispose(Object.values(inputs));
+      throw e;
+    }
+    return readBack(this.tf, inputs, this.outputs, Array.isArray(out) ? out : [out]);
+  }
+
+  close() {
+    this.model.dispose();
+  }
+}
+
 /** A SavedModel signature in tfjs-node, fed and fetched by the signature's keys, like Python TF. */
 class SavedModelSession {
   /** @param {any} tf @param {any} model @param {string[]} outputs */
@@ -192,7 +221,7 @@ export async function createTfjs(backend) {
   }
 
   const name = { cpu: 'node-tfjs-cpu', wasm: 'node-tfjs-wasm', tensorflow: 'node-tfjs-node' }[backend];
-  const formats = backend === 'tensorflow' ? ['tfjs_graph', 'savedmodel'] : ['tfjs_graph'];
+  const formats = backend === 'tensorflow' ? ['tfjs_graph', 'tfjs_layers', 'savedmodel'] : ['tfjs_graph', 'tfjs_layers'];
 
   return {
     name,
@@ -207,6 +236,15 @@ export async function createTfjs(backend) {
       if (fmt === 'tfjs_graph') {
         const model = await tf.loadGraphModel(fileHandler(tf, modelPath));
         return new GraphSession(tf, model, artifact.outputs.map((s) => s.stored_name));
+      }
+      if (fmt === 'tfjs_layers') {
+        let model;
+        try {
+          model = await tf.loadLayersModel(fileHandler(tf, modelPath));
+        } catch (e) {
+          throw new ProtocolError('load_failed', `TF.js layers model ${modelPath}: ${e instanceof Error ? e.constructor.name : 'Error'}: ${oneLine(e)}`);
+        }
+        return new LayersSession(tf, model, artifact.inputs.map((s) => s.stored_name), artifact.outputs.map((s) => s.stored_name));
       }
       if (fmt === 'savedmodel') {
         const tag = artifact.extra?.tag ?? 'serve';
