@@ -45,7 +45,7 @@ test('info names the runtime, its libraries and formats', async () => {
   assert.equal(info.protocol, 1);
   assert.equal(info.versions['@tensorflow/tfjs'], '4.22.0');
   assert.deepEqual(info.devices, ['cpu']);
-  assert.deepEqual(info.formats, ['tfjs_graph']);
+  assert.deepEqual(info.formats, ['tfjs_graph', 'tfjs_layers']);
   assert.equal(info.pid, w.proc.pid);
 });
 
@@ -73,7 +73,7 @@ test('framing errors are bad_request with JSON-RPC codes', async () => {
 test('load errors name the thing and what was expected', async () => {
   await rejects(w.call('load', { format: 'tfjs_graph' }), 'bad_request', "missing parameter 'artifact'");
   await rejects(w.call('load', { artifact: 3, format: 'tfjs_graph' }), 'bad_request', "parameter 'artifact' must be a str");
-  await rejects(w.call('load', { artifact: pow, format: 'onnx13' }), 'unsupported', "runtime node-tfjs-cpu does not load format 'onnx13': expected one of ['tfjs_graph']");
+  await rejects(w.call('load', { artifact: pow, format: 'onnx13' }), 'unsupported', "runtime node-tfjs-cpu does not load format 'onnx13': expected one of ['tfjs_graph', 'tfjs_layers']");
   await rejects(w.call('load', { artifact: pow, format: 'tfjs_graph', device: 'gpu' }), 'unsupported', "runtime node-tfjs-cpu has no device 'gpu': expected one of ['cpu']");
   const nowhere = join(dir, 'nowhere');
   await rejects(w.call('load', { artifact: nowhere, format: 'tfjs_graph' }), 'load_failed', `missing artifact: ${nowhere}/artifact.json does not exist`);
