@@ -476,8 +476,20 @@ func (w *Worker) session(params map[string]json.RawMessage) (*loaded, error) {
 	return l, nil
 }
 
-// PeakRSS is the process's peak resident set size in bytes (getrusage reports KiB on Linux).
+// PeakRSS is the peak resident set size of this process's address space in bytes: VmHWM from
+// /proc/self/status. getrusage's Maxrss is only the fallback: on Linux it carries over the
+// high-water mark of the process that spawned the worker across exec (the harness's, often larger).
 func PeakRSS() int64 {
+	if data, err := os.ReadFile("/proc/self/status"); err == nil {
+		for _, line := range strings.Split(string(data), "\n") {
+			if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+				var kib int64
+				if _, err := fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), &kib); err == nil {
+					return kib * 1024
+				}
+			}
+		}
+	}
 	var ru syscall.Rusage
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
 		return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 from pathlib import Path
 
@@ -16,7 +17,9 @@ class WorkerPool:
     def __init__(self, context: WorkerContext | None = None):
         from harness.export import cache_root
 
-        self.context = context or WorkerContext(cache_root(), Path("/tmp"))
+        # Without a run's scratch folder, a folder of our own (a container mounts it; /tmp itself is
+        # the container's tmpfs).
+        self.context = context or WorkerContext(cache_root(), Path(tempfile.gettempdir()) / "harness-scratch")
         self._workers: dict[str, WorkerClient] = {}
         self.info: dict[str, dict] = {}
         self.starts: dict[str, int] = {}
