@@ -37,6 +37,13 @@ engine() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io debootstrap >/dev/null
   fi
   mkdir -p "$STATE" "$DATA_ROOT"
+  # A daemon killed without its shutdown (a session's end kills every process) leaves its pid file and
+  # socket, and dockerd refuses to start while the pid file is there: clear them when no dockerd owns them.
+  local pid
+  pid="$(cat "$STATE/dockerd.pid" 2>/dev/null || true)"
+  if [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" != dockerd ]; then
+    rm -f "$STATE/dockerd.pid" "$SOCKET"
+  fi
   # No systemd here: dockerd runs in the background, detached from this shell, logging to a file.
   setsid dockerd --data-root "$DATA_ROOT" --exec-root "$STATE/exec" --pidfile "$STATE/dockerd.pid" \
     -H "unix://$SOCKET" >"$STATE/dockerd.log" 2>&1 < /dev/null &
