@@ -53,7 +53,8 @@ def main() -> None:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-def doctor(as_json: bool) -> None:
+@click.option("--strict", is_flag=True, help="Exit 1 when anything is unavailable.")
+def doctor(as_json: bool, strict: bool) -> None:
     """Every runtime and converter: available or not, why, how to fix, version. Imports no framework."""
     from importlib import metadata
 
@@ -91,7 +92,7 @@ def doctor(as_json: bool) -> None:
             table.add_row(r["name"], r["kind"], "[green]yes[/]" if r["available"] else "[red]no[/]", r["version"] or "-",
                           ", ".join(r["formats"]), f"{r['reason']} (fix: {r['fix']})" if not r["available"] else "")
         out.print(table)
-    if not all(r["available"] for r in rows):
+    if strict and not all(r["available"] for r in rows):
         sys.exit(1)
 
 

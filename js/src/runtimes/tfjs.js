@@ -68,6 +68,19 @@ function readBack(tf, inputs, names, outputs) {
   }
 }
 
+/**
+ * Call the model on input tensors; if it throws, free the inputs before passing the error on.
+ * @template T @param {any} tf @param {Record<string, any>} inputs @param {() => T} call @returns {T}
+ */
+function invoke(tf, inputs, call) {
+  try {
+    return call();
+  } catch (e) {
+    tf.dispose(Object.values(inputs));
+    throw e;
+  }
+}
+
 /** @param {any} tf @param {Record<string, NdArray>} feeds */
 function toTensors(tf, feeds) {
   /** @type {Record<string, any>} */
@@ -113,7 +126,7 @@ class GraphSession {
     try {
       out = await this.model.executeAsync(inputs, this.outputs);
     } catch (e) {
-      this.tf.dispose(Object.values(inputs));
+      this.tf.dispose(Object.values(inputs)); // awaited: invoke() would not catch the rejection
       throw e;
     }
     return readBack(this.tf, inputs, this.outputs, Array.isArray(out) ? out : [out]);
@@ -138,13 +151,7 @@ class LayersSession {
   run(feeds) {
     const inputs = toTensors(this.tf, feeds);
     const ordered = this.inputs.map((n) => inputs[n]);
-    let out;
-    try {
-      out = this.model.predict(ordered.length === 1 ? ordered[0] : ordered);
-    } catch (e) {
-      this.tf.dispose(Object.values(inputs));
-      throw e;
-    }
+    const out = invoke(this.tf, inputs, () => this.model.predict(ordered.length === 1 ? ordered[0] : ordered));
     return readBack(this.tf, inputs, this.outputs, Array.isArray(out) ? out : [out]);
   }
 
@@ -165,13 +172,7 @@ class SavedModelSession {
   /** @param {Record<string, NdArray>} feeds */
   run(feeds) {
     const inputs = toTensors(this.tf, feeds);
-    let out;
-    try {
-      out = this.model.predict(inputs);
-    } catch (e) {
-      this.tf.dispose(Object.values(inputs));
-      throw e;
-    }
+    const out = invoke(this.tf, inputs, () => this.model.predict(inputs));
     const missing = this.outputs.filter((n) => !(n in out));
     if (missing.length) {
       this.tf.dispose([...Object.values(inputs), ...Object.values(out)]);
