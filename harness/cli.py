@@ -157,7 +157,7 @@ def _export_all(exporter, jobs):
     return arts
 
 
-def _execute(cases, fixtures, options, reports: Path, run_options: dict, bench: bool = False) -> int:
+def _execute(cases, fixtures, options, reports: Path, run_options: dict, bench: bool = False, bisect: bool = False) -> int:
     """Export what the cases need, run them, store and print results. Returns the exit code."""
     from rich.progress import Progress
 
@@ -187,6 +187,11 @@ def _execute(cases, fixtures, options, reports: Path, run_options: dict, bench: 
             for case in cases:
                 progress.update(task, description=f"{case.id}")
                 result = engine.run_case(case)
+                if bisect and result["status"] == "fail":
+                    from harness.bisect import first_divergence
+
+                    progress.update(task, description=f"{case.id}: finding the first diverging layer")
+                    result["divergence"] = first_divergence(engine, fixtures[case.fixture], case)
                 store.add(result)
                 results.append(result)
                 progress.advance(task)
@@ -196,6 +201,13 @@ def _execute(cases, fixtures, options, reports: Path, run_options: dict, bench: 
         store.set_runtimes(engine.runtime_versions())
         store.finish(summary)
     print_matrix(results, out)
+    for r in results:
+        d = r.get("divergence")
+        if d and d.get("supported"):
+            out.print(f"  first divergence of {r['id']}: at layer {d['layer_index']} {d['layer']} "
+                      f"(ok up to {d['previous']}): {d.get('error') or d['status']}", highlight=False, soft_wrap=True)
+        elif d:
+            out.print(f"  first divergence of {r['id']}: not searched: {d['why']}", highlight=False)
     if bench:
         from harness.report.terminal import print_bench
 
@@ -269,10 +281,12 @@ def bench(fixtures, formats, runtimes, batch, threads_, warmup, iterations, min_
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--signature", default="serving_default", show_default=True, help="SavedModel signature to check.")
 @click.option("--tag", default="serve", show_default=True, help="SavedModel tag set.")
+@click.option("--formats", "-F", multiple=True, help="Formats to include (default: every format).")
 @click.option("--runtimes", "-r", multiple=True, help="Runtimes to include.")
 @click.option("--batch", "-b", multiple=True, help="Batch sizes (default: 1,4).")
+@click.option("--bisect/--no-bisect", default=True, show_default=True, help="For a failing case of a Keras model, find the first diverging layer.")
 @_run_options
-def check(path, signature, tag, runtimes, batch, warmup, iterations, threads, timeout, reports, keep_tensors) -> None:
+def check(path, signature, tag, formats, runtimes, batch, bisect, warmup, iterations, threads, timeout, reports, keep_tensors) -> None:
     """Check your own SavedModel folder or Keras .keras/.h5 file: inputs generated from its signature,
     exported to every format, run in every runtime, judged against TensorFlow."""
     from harness.cases import Options, Selection, matrix
@@ -280,12 +294,12 @@ def check(path, signature, tag, runtimes, batch, warmup, iterations, threads, ti
 
     fx = user_fixture(path, signature, tag)
     fixtures = {fx.name: fx}
-    sel = Selection(runtimes=_split(runtimes), batches=_batches(batch))
+    sel = Selection(formats=_split(formats), runtimes=_split(runtimes), batches=_batches(batch))
     cases = matrix(sel, fixtures)
     options = Options(warmup=warmup, iterations=iterations, threads=threads, run_timeout_s=timeout, keep_tensors=keep_tensors)
     run_options = {"command": "check", "path": str(Path(path).resolve()), "signature": signature, "tag": tag,
-                   "runtimes": sel.runtimes, "batches": sel.batches}
-    sys.exit(_execute(cases, fixtures, options, reports, run_options))
+                   "formats": sel.formats, "runtimes": sel.runtimes, "batches": sel.batches}
+    sys.exit(_execute(cases, fixtures, options, reports, run_options, bisect=bisect))
 
 
 @main.command()

@@ -1,0 +1,74 @@
+"""Where a Keras model first diverges in a runtime (`harness check`).
+
+For a failing case, the model is cut after a layer (a Keras sub-model from the inputs to that layer's
+output), the cut model is exported to the same format and run in the same runtime at the same batch,
+and judged against its own TF reference with the same tolerance class. Divergence is assumed to persist
+once it appears (an error does not heal downstream), so a binary search over the layers finds the first
+diverging one in log2(layers) probes. Quantised formats are calibrated per cut model, so for them the
+answer is an approximation of where quantisation error first exceeds the tolerance.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+
+from harness.cases import Case, Engine
+from harness.fixtures import Fixture
+
+
+def _layers(model) -> list:
+    import keras
+
+    return [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+
+
+def _cut(fixture: Fixture, index: int, name: str) -> Fixture:
+    def build():
+        import keras
+
+        model = fixture.build()
+        return keras.Model(model.inputs, _layers(model)[index].output)
+
+    digest = hashlib.sha256(f"{fixture.digest()}:{index}".encode()).hexdigest()
+    return replace(fixture, name=f"{fixture.name}~{index:02d}-{name}", build=build, outputs=("output_0",), oracle=None,
+                   classifier_outputs=(), source=None, source_digest=digest, flops=None, output_tolerances={})
+
+
+def first_divergence(engine: Engine, fixture: Fixture, case: Case) -> dict:
+    """The first layer whose output fails the case's judgement, with its metrics and the layer before it."""
+    if fixture.kind != "keras":
+        return {"supported": False, "why": "layer bisection needs a Keras model (a SavedModel has no layer structure)"}
+    from harness.export.common import import_tf
+
+    import_tf()
+    layers = _layers(fixture.build())
+    names = [f"{layer.name} ({type(layer).__name__})" for layer in layers]
+
+    probes: dict[int, dict] = {}
+
+    def probe(i: int) -> dict:
+        if i not in probes:
+            cut = _cut(fixture, i, layers[i].name)
+            engine.fixtures[cut.name] = cut
+            probes[i] = engine.run_case(Case(cut.name, case.format, case.runtime, case.device, case.batch, case.threads))
+        return probes[i]
+
+    lo, hi = 0, len(layers) - 1  # the full model fails: the answer is in [lo, hi]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if probe(mid)["status"] == "pass":
+            lo = mid + 1
+        else:
+            hi = mid
+    found = probe(lo)
+    return {
+        "supported": True,
+        "layer_index": lo,
+        "layer": names[lo],
+        "previous": names[lo - 1] if lo > 0 else "(model inputs)",
+        "status": found["status"],
+        "error": found.get("error"),
+        "metrics": found.get("metrics"),
+        "probes": {names[i]: r["status"] for i, r in sorted(probes.items())},
+    }
