@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -96,3 +97,20 @@ def test_bench_cli_records_threads_flops_and_peak(tmp_path):
     meta = json.loads((tmp_path / "latest" / "run.json").read_text())
     assert meta["machine_peak_gflops"]["1"] > 0
     assert "GFLOP/s" in proc.stdout
+
+
+def test_pytest_benchmark_autosave_and_compare_fail(tmp_path):
+    """The usual pytest-benchmark workflow on worker samples: autosave, then compare with a gate."""
+    storage = f"file://{tmp_path / 'store'}"
+    base = [sys.executable, "-m", "pytest", "tests/test_conformance.py", "-q", "-p", "no:cacheprovider", "--benchmark-only",
+            "--harness-fixtures", "pow", "--harness-formats", "onnx13", "--harness-runtimes", "ort", "--harness-batch", "1",
+            "--harness-iterations", "20", "--benchmark-storage", storage]
+    first = subprocess.run(base + ["--benchmark-autosave"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stdout + first.stderr
+    second = subprocess.run(base + ["--benchmark-compare", "--benchmark-compare-fail=median:1000%"], cwd=REPO,
+                            capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "0001" in second.stdout and "NOW" in second.stdout  # the saved run and this one, side by side
+    cli = str(Path(sys.executable).parent / "pytest-benchmark")
+    listed = subprocess.run([cli, "--storage", storage, "list"], capture_output=True, text=True)
+    assert listed.returncode == 0 and "0001" in listed.stdout
