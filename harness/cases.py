@@ -13,7 +13,7 @@ import math
 import hashlib
 import shutil
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,7 @@ from harness import compare
 from harness.artifact import Artifact
 from harness.bench import latency_stats
 from harness.errors import HarnessError
-from harness.export import FORMATS, Exporter, check_format, formats_for
+from harness.export import Exporter, check_format, formats_for
 from harness.fixtures import Fixture, all_fixtures, get_fixture
 from harness.runners import RUNTIMES, RpcError, WorkerCrash, WorkerPool, WorkerTimeout, check_runtime
 
@@ -400,4 +400,4 @@ def summarize(results: list[dict]) -> dict:
     return {"cases": len(results), "counts": {k: v for k, v in counts.items() if v}, "ok": not any(counts[s] for s in BAD_STATUSES)}
 
 
-__all__ = ["BAD_STATUSES", "FORMATS", "Case", "Engine", "Options", "Selection", "STATUSES", "matrix", "summarize"]
+__all__ = ["BAD_STATUSES", "Case", "Deviation", "Engine", "Options", "Selection", "STATUSES", "load_deviations", "matrix", "summarize"]

@@ -16,7 +16,6 @@ from harness.errors import HarnessError
 err = Console(stderr=True)
 # Wide tables stay readable in CI logs (no terminal: rich would assume 80 columns).
 out = Console(width=None if sys.stdout.isatty() else 220)
-out_console = out
 
 
 def _split(values: tuple[str, ...]) -> list[str] | None:
@@ -305,14 +304,14 @@ def check(path, signature, tag, formats, runtimes, batch, bisect, warmup, iterat
 @main.command()
 @click.argument("run", default="latest")
 @click.option("--reports", default="reports", show_default=True, type=click.Path(path_type=Path), help="Reports folder (runs/, history/).")
-@click.option("--out", type=click.Path(path_type=Path), help="Where to write (default: the run folder).")
-def report(run: str, reports: Path, out: Path | None) -> None:
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Where to write (default: the run folder).")
+def report(run: str, reports: Path, out_dir: Path | None) -> None:
     """Write index.html (self-contained), report.md and summary.json for a run (default: latest)."""
     from harness.report.html import write_report
     from harness.store import resolve_run
 
     folder = resolve_run(run, reports)
-    paths = write_report(folder, reports, out)
+    paths = write_report(folder, reports, out_dir)
     for kind, path in paths.items():
         click.echo(f"{kind}: {path}")
 
@@ -323,8 +322,8 @@ def report(run: str, reports: Path, out: Path | None) -> None:
 @click.option("--fail-on", default="median:10%", show_default=True, help="Gate: STAT:PERCENT; flagged only if also significant.")
 @click.option("--alpha", default=0.01, show_default=True, help="Significance level of the Mann–Whitney U test.")
 @click.option("--reports", default="reports", show_default=True, type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), help="Where to write index.html and compare.md (default: reports/compare/BASE_vs_NEW).")
-def compare(base: str, new: str, fail_on: str, alpha: float, reports: Path, out: Path | None) -> None:
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Where to write index.html and compare.md (default: reports/compare/BASE_vs_NEW).")
+def compare(base: str, new: str, fail_on: str, alpha: float, reports: Path, out_dir: Path | None) -> None:
     """What changed between two runs: verdicts, numerics, latency. Exit 1 on a regression."""
     from harness.bench import Gate
     from harness.report.diff import diff_runs, print_diff, write_diff
@@ -339,9 +338,9 @@ def compare(base: str, new: str, fail_on: str, alpha: float, reports: Path, out:
         if run.meta.get("schema") != SCHEMA:
             raise HarnessError(f"{label} {run.folder} has schema {run.meta.get('schema')!r} (or no readable run.json): expected schema {SCHEMA}")
     diff = diff_runs(a, b, gate)
-    print_diff(diff, out_console)
-    paths = write_diff(diff, out or reports / "compare" / f"{a.run_id}_vs_{b.run_id}")
-    out_console.print(f"html: {paths['html']}\nmarkdown: {paths['markdown']}", highlight=False)
+    print_diff(diff, out)
+    paths = write_diff(diff, out_dir or reports / "compare" / f"{a.run_id}_vs_{b.run_id}")
+    out.print(f"html: {paths['html']}\nmarkdown: {paths['markdown']}", highlight=False)
     sys.exit(0 if diff.ok else 1)
 
 

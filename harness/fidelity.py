@@ -144,7 +144,7 @@ def gate(reports: Path) -> dict:
     a1, a2 = bench(all_cores), bench(all_cores)
     # Same case ids, fewer threads: relabel the one-thread run as if it were the all-core one.
     slow = bench("1")
-    _relabel(reports / "runs" / slow, f"-t1", f"-t{all_cores}")
+    _relabel(reports / "runs" / slow, "-t1", f"-t{all_cores}")
     return {"aa": compare(a1, a2), "slowed": compare(a2, slow), "runs": [a1, a2, slow]}
 
 

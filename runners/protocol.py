@@ -38,8 +38,8 @@ class Session(ABC):
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One inference, including whatever makes the result readable on the host."""
 
-    def close(self) -> None:
-        pass
+    def close(self) -> None:  # noqa: B027 - optional hook: most sessions free with the process
+        """Free what the session holds (unload)."""
 
 
 class Runtime(ABC):
