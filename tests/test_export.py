@@ -20,6 +20,8 @@ def test_key_covers_fixture_source_and_converter_versions(tmp_path):
     key = ex.key(fx, "onnx13")
     assert key == Exporter(tmp_path).key(fx, "onnx13")
     assert key != ex.key(fx, "onnx18")
+    # Members of one family share a source file, not an artifact.
+    assert ex.key(get_fixture("gemm64"), "onnx13") != ex.key(get_fixture("gemm256"), "onnx13")
     assert key != ex.key(replace(fx, source=None, source_digest="other source"), "onnx13")
     ex.versions = {**ex.versions, "tf2onnx": "0.0.0"}
     assert key != ex.key(fx, "onnx13")

@@ -94,6 +94,7 @@ class Exporter:
         spec = check_format(fmt)
         h = hashlib.sha256()
         for part in (
+            fixture.name,  # members of a family (gemm64, gemm256) share one source file
             fixture.digest(),
             fmt,
             self._family_source_hash(spec.family),

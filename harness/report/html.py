@@ -138,6 +138,16 @@ def _context(run: RunData, history: list[RunData], previous: RunData | None) -> 
                     for r in rated if r["batch"] == largest]
             gflops.append({"fixture": fixture, "svg": plots.gflops_chart(rows, run.meta.get("machine_peak_gflops") or {}, f"{fixture}, batch {largest}: GFLOP/s")})
 
+    # Size sweep: the same computation at growing sizes (gemm64/256/512): cost against work.
+    sized: dict[str, list[tuple[float, float]]] = {}
+    for r in results:
+        if r["fixture"].startswith("gemm") and isinstance(r.get("flops"), (int, float)) and _p(r, "p50_ms") and r.get("batch") == 1:
+            label = f"{r['format']} · {r['runtime']}" + (f" · t{r['threads']}" if r.get("threads") else "")
+            sized.setdefault(label, []).append((r["flops"], _p(r, "p50_ms")))
+    sized = {k: v for k, v in sized.items() if len(v) > 1}
+    if sized:
+        scaling.append({"fixture": "gemm sweep", "svg": plots.scaling_chart(sized, "gemm size sweep: p50 by FLOPs per call", xlabel="FLOPs per call")})
+
     memory = {}
     for r in results:
         if isinstance(r.get("peak_rss_bytes"), (int, float)):

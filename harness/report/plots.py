@@ -58,14 +58,14 @@ def latency_chart(rows: list[dict], title: str) -> str:
     return _svg(fig)
 
 
-def scaling_chart(series: dict[str, list[tuple[int, float]]], title: str, ylabel: str = "p50 ms") -> str:
+def scaling_chart(series: dict[str, list[tuple[float, float]]], title: str, ylabel: str = "p50 ms", xlabel: str = "batch") -> str:
     fig, ax = plt.subplots(figsize=(5.5, 3.0))
     for i, (label, points) in enumerate(sorted(series.items())):
         xs, ys = zip(*sorted(points))
         ax.plot(xs, ys, marker="o", ms=3, lw=1, label=label, color=PALETTE[i % len(PALETTE)])
-    ax.set_xscale("log", base=2)
+    ax.set_xscale("log", base=2 if xlabel == "batch" else 10)
     ax.set_yscale("log")
-    ax.set_xlabel("batch")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=6, ncols=2, frameon=False)
