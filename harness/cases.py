@@ -152,6 +152,7 @@ class Options:
     run_timeout_s: float = 60.0
     keep_tensors: bool = False
     min_time_s: float = 0.0  # benchmarks: measure each case for at least this long
+    max_time_s: float = 10.0  # ... and, for very slow cases, not much longer than this (at least 3 samples)
     max_iterations: int = 10000
 
 
@@ -366,6 +367,7 @@ class Engine:
                 first_ns = probe["first_ns"]
                 per_call = max(min(probe["samples_ns"]) / 1e9, 1e-7)
                 count = max(count, min(self.options.max_iterations, math.ceil(self.options.min_time_s / per_call)))
+                count = min(count, max(3, int(self.options.max_time_s / per_call)))
             reply = worker.call(
                 "run",
                 {"handle": loaded.handle, "inputs": paths, "output_dir": str(out_dir), "warmup": warmup, "iterations": count},

@@ -381,7 +381,9 @@ def selftest_gate(reports: Path) -> None:
 @main.command()
 @click.option("--reports", default="reports", show_default=True, type=click.Path(path_type=Path))
 @click.option("--fail-on", default="median:10%", show_default=True)
-def nightly(reports: Path, fail_on: str) -> None:
+@click.option("--fixtures", "-f", multiple=True, help="Limit run and bench to these fixtures.")
+@click.option("--runtimes", "-r", multiple=True, help="Limit run and bench to these runtimes.")
+def nightly(reports: Path, fail_on: str, fixtures: tuple[str, ...], runtimes: tuple[str, ...]) -> None:
     """Export, run, bench, report, and compare the bench run against the previous one kept under
     reports/history/ (then keep this one there). Exit 1 on a failed case or a regression."""
     import shutil
@@ -390,8 +392,10 @@ def nightly(reports: Path, fail_on: str) -> None:
     from harness.store import read_run
 
     base = [sys.executable, "-m", "harness.cli"]
-    steps = [["export"], ["run", "--reports", str(reports)], ["report", "latest", "--reports", str(reports)],
-             ["bench", "--reports", str(reports)]]
+    only_fixtures = [arg for v in fixtures for arg in ("-f", v)]
+    limit = only_fixtures + [arg for v in runtimes for arg in ("-r", v)]
+    steps = [["export", *only_fixtures], ["run", "--reports", str(reports), *limit],
+             ["report", "latest", "--reports", str(reports)], ["bench", "--reports", str(reports), *limit]]
     codes = {}
     for step in steps:
         out.print(f"[bold]harness {' '.join(step)}[/]")

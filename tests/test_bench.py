@@ -114,3 +114,17 @@ def test_pytest_benchmark_autosave_and_compare_fail(tmp_path):
     cli = str(Path(sys.executable).parent / "pytest-benchmark")
     listed = subprocess.run([cli, "--storage", storage, "list"], capture_output=True, text=True)
     assert listed.returncode == 0 and "0001" in listed.stdout
+
+
+def test_nightly_keeps_history_and_compares(tmp_path):
+    reports = tmp_path / "reports"
+    first = run_cli("nightly", "-f", "pow", "-r", "ort", "--reports", str(reports))
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "nothing to compare against yet" in first.stdout
+    second = run_cli("nightly", "-f", "pow", "-r", "ort", "--reports", str(reports), "--fail-on", "median:1000%")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert '"compare": 0' in second.stdout
+    history = sorted(p.name for p in (reports / "history").iterdir())
+    assert len(history) == 2
+    assert (reports / "compare" / f"{history[0]}_vs_{history[1]}" / "index.html").exists()
+    assert (reports / "runs" / history[1] / "index.html").exists()
