@@ -37,7 +37,7 @@ def test_run_writes_results_and_prints_the_matrix(tmp_path):
     bad = run_cli("run", "-f", "nope", "--reports", str(reports))
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [
-        "harness: error: unknown fixture 'nope': expected one of conv3x3, gemm256, gemm512, gemm64, matmul, mlp, mnist_cnn, pow"
+        "harness: error: unknown fixture 'nope': expected one of argmax, conv3x3, gemm256, gemm512, gemm64, matmul, mlp, mnist_cnn, pow"
     ]
     assert len((reports / "latest" / "results.jsonl").read_text().splitlines()) == 12
 

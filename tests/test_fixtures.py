@@ -8,10 +8,10 @@ from harness.fixtures import all_fixtures, get_fixture
 
 
 def test_registry_has_the_five_reference_models():
-    assert set(all_fixtures()) >= {"pow", "matmul", "mlp", "mnist_cnn", "conv3x3"}
+    assert set(all_fixtures()) >= {"pow", "matmul", "mlp", "mnist_cnn", "conv3x3", "argmax"}
 
 
-@pytest.mark.parametrize("name", ["pow", "matmul", "mlp", "mnist_cnn", "conv3x3"])
+@pytest.mark.parametrize("name", ["pow", "matmul", "mlp", "mnist_cnn", "conv3x3", "argmax"])
 def test_inputs_are_deterministic_and_match_the_signature(name):
     fx = get_fixture(name)
     a, b = fx.make_inputs(4), fx.make_inputs(4)
@@ -23,15 +23,15 @@ def test_inputs_are_deterministic_and_match_the_signature(name):
     assert fx.make_inputs(4, seed=1)[fx.inputs[0].name].tobytes() != a[fx.inputs[0].name].tobytes()
 
 
-def test_oracles_are_float64():
+def test_oracles_are_exact_types():
     for fx in all_fixtures().values():
         if fx.oracle:
             for value in fx.oracle(fx.make_inputs(2)).values():
-                assert value.dtype == np.float64
+                assert value.dtype in (np.float64, np.int64)
 
 
 def test_unknown_fixture_names_the_known_ones():
-    with pytest.raises(HarnessError, match="unknown fixture 'nope': expected one of conv3x3, gemm256, gemm512, gemm64, matmul, mlp, mnist_cnn, pow"):
+    with pytest.raises(HarnessError, match="unknown fixture 'nope': expected one of argmax, conv3x3, gemm256, gemm512, gemm64, matmul, mlp, mnist_cnn, pow"):
         get_fixture("nope")
 
 

@@ -37,7 +37,12 @@ def export(fixture: Fixture, spec, out: Path, source: Artifact | None, art: Arti
                 yield fixture.make_inputs(REPRESENTATIVE_BATCH, seed=1000 + i)
 
         conv.representative_dataset = representative
-    (out / "model.tflite").write_bytes(conv.convert())
+    import warnings
+
+    with warnings.catch_warnings():
+        # The calibrator uses tf.lite.Interpreter internally and warns that it is deprecated.
+        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
+        (out / "model.tflite").write_bytes(conv.convert())
     art.path = "model.tflite"
     art.inputs, art.outputs = _signature_io(out / "model.tflite", source)
 
