@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import re
 import hashlib
 import shutil
 import tomllib
@@ -188,7 +189,8 @@ class Engine:
             shutil.rmtree(self.scratch, ignore_errors=True)
 
     def runtime_versions(self) -> dict:
-        info = {key.split("@")[0]: value for key, value in self.pool.info.items()}
+        # Worker keys are the runtime, or runtime@t<threads> for a thread setting (go-tfgo@docker is a runtime).
+        info = {re.sub(r"@t\d+$", "", key): value for key, value in self.pool.info.items()}
         return {
             name: (info.get(name) or {"available": a.ok, "version": a.version, "reason": a.reason})
             for name, a in self._availability.items()

@@ -91,7 +91,10 @@ def _context(run: RunData, history: list[RunData], previous: RunData | None) -> 
     from harness.report import plots
 
     results = run.results
-    runtimes = list(dict.fromkeys(r["runtime"] for r in results))
+    from harness.runners.table import RUNTIMES
+
+    order = list(RUNTIMES)  # columns by language, as the table of runtimes lists them
+    runtimes = sorted(dict.fromkeys(r["runtime"] for r in results), key=lambda n: (order.index(n) if n in order else len(order), n))
     matrix: dict[tuple[str, str], dict[str, list[dict]]] = {}
     for r in results:
         matrix.setdefault((r["fixture"], r["format"]), {}).setdefault(r["runtime"], []).append(r)
