@@ -72,7 +72,8 @@ def test_pytest_benchmark_holds_the_worker_samples(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "tests/test_conformance.py", "-q", "-p", "no:cacheprovider", "--benchmark-only",
          "--harness-fixtures", "pow", "--harness-formats", "onnx13", "--harness-runtimes", "ort", "--harness-batch", "1",
-         "--harness-iterations", "25", "--benchmark-json", str(out), "--harness-store", str(reports)],
+         "--harness-iterations", "25", "--benchmark-json", str(out), "--harness-store", str(reports),
+         "--benchmark-histogram", str(tmp_path / "histogram")],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -85,6 +86,7 @@ def test_pytest_benchmark_holds_the_worker_samples(tmp_path):
     assert stats["median"] == pytest.approx(float(np.median(samples_s)), rel=1e-9)
     assert stats["min"] == pytest.approx(min(samples_s), rel=1e-9)
     assert bench[0]["extra_info"]["case"] == "pow-onnx13-ort-cpu-b1" and bench[0]["options"]["timer"] == "harness_worker_samples"
+    assert "pow-onnx13-ort-cpu-b1" in (tmp_path / "histogram.svg").read_text()
 
 
 def test_bench_cli_records_threads_flops_and_peak(tmp_path):
