@@ -190,7 +190,10 @@ def _execute(cases, fixtures, options, reports: Path, run_options: dict, bench: 
                     from harness.bisect import first_divergence
 
                     progress.update(task, description=f"{case.id}: finding the first diverging layer")
-                    result["divergence"] = first_divergence(engine, fixtures[case.fixture], case)
+                    try:
+                        result["divergence"] = first_divergence(engine, fixtures[case.fixture], case)
+                    except Exception as e:  # the search is a diagnosis: its failure must not cost the run
+                        result["divergence"] = {"supported": False, "why": f"the search failed: {type(e).__name__}: {e}"}
                 store.add(result)
                 results.append(result)
                 progress.advance(task)
