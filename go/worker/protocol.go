@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -439,7 +440,7 @@ func (w *Worker) run(params map[string]json.RawMessage) (any, error) {
 	for _, spec := range l.art.Outputs {
 		arr, ok := arrays[spec.StoredName]
 		if !ok {
-			return nil, Errorf(RunFailed, "runtime returned %s, missing output %s (%s)", pyList(sortedKeys(arrays)), pyRepr(spec.StoredName), pyRepr(spec.Name))
+			return nil, Errorf(RunFailed, "runtime returned %s, missing output %s (%s)", pyList(slices.Sorted(maps.Keys(arrays))), pyRepr(spec.StoredName), pyRepr(spec.Name))
 		}
 		path := filepath.Join(outputDir, safeName(spec.Name)+".npy")
 		if err := WriteNpy(path, arr); err != nil {
@@ -471,7 +472,7 @@ func (w *Worker) session(params map[string]json.RawMessage) (*loaded, error) {
 	}
 	l, ok := w.sessions[handle]
 	if !ok {
-		return nil, Errorf(BadRequest, "unknown handle %s: expected one of %s", pyRepr(handle), pyList(sortedKeys(w.sessions)))
+		return nil, Errorf(BadRequest, "unknown handle %s: expected one of %s", pyRepr(handle), pyList(slices.Sorted(maps.Keys(w.sessions))))
 	}
 	return l, nil
 }
@@ -520,7 +521,7 @@ func checkNames(specs []Spec, given map[string]string) error {
 		expected = append(expected, s.Name)
 	}
 	sort.Strings(expected)
-	names := sortedKeys(given)
+	names := slices.Sorted(maps.Keys(given))
 	if slices.Equal(names, expected) {
 		return nil
 	}
@@ -612,15 +613,6 @@ func optional(params map[string]json.RawMessage, name string, dst any, typeName 
 		return Errorf(BadRequest, "parameter %s must be a %s", pyRepr(name), typeName)
 	}
 	return nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // pyRepr quotes a string the way Python's repr does in protocol.py's messages ('x').

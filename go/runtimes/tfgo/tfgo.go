@@ -9,11 +9,11 @@ package tfgo
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	goruntime "runtime"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 
@@ -95,7 +95,7 @@ func (Runtime) Check(art *worker.Artifact, modelPath string) error {
 	}
 	sig, ok := signatures[art.Signature]
 	if !ok {
-		return worker.Errorf(worker.LoadFailed, "SavedModel %s has no signature '%s': expected one of %s", modelPath, art.Signature, quoted(keys(signatures)))
+		return worker.Errorf(worker.LoadFailed, "SavedModel %s has no signature '%s': expected one of %s", modelPath, art.Signature, quoted(slices.Sorted(maps.Keys(signatures))))
 	}
 	if err := checkNames("input", art.Signature, art.Inputs, sig.GetInputs()); err != nil {
 		return err
@@ -107,7 +107,7 @@ func checkNames(what, signature string, specs []worker.Spec, infos map[string]*p
 	for _, spec := range specs {
 		info, ok := infos[spec.Name]
 		if !ok {
-			return worker.Errorf(worker.LoadFailed, "signature '%s' has no %s '%s': expected one of %s", signature, what, spec.Name, quoted(keys(infos)))
+			return worker.Errorf(worker.LoadFailed, "signature '%s' has no %s '%s': expected one of %s", signature, what, spec.Name, quoted(slices.Sorted(maps.Keys(infos))))
 		}
 		if info.GetName() != spec.StoredName {
 			return worker.Errorf(worker.LoadFailed, "%s '%s': artifact.json names tensor '%s', but signature '%s' has '%s'", what, spec.Name, spec.StoredName, signature, info.GetName())
@@ -250,15 +250,6 @@ func (r *result) Outputs() (map[string]*worker.Array, error) {
 		out[r.names[i]] = arr
 	}
 	return out, nil
-}
-
-func keys[V any](m map[string]V) []string {
-	k := make([]string, 0, len(m))
-	for name := range m {
-		k = append(k, name)
-	}
-	sort.Strings(k)
-	return k
 }
 
 func quoted(items []string) string {
