@@ -116,7 +116,9 @@ def _run_options(f):
 @main.command()
 @click.option("--fixtures", "-f", multiple=True, help="Fixtures to export (default: all).")
 @click.option("--formats", "-F", multiple=True, help="Formats to export (default: all).")
-def export(fixtures: tuple[str, ...], formats: tuple[str, ...]) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per artifact (fixture, format, status, key, dir, error): "
+              "the cache lookup other languages' tests use.")
+def export(fixtures: tuple[str, ...], formats: tuple[str, ...], as_json: bool) -> None:
     """Export fixtures to formats, into the content-addressed cache (.harness/cache)."""
     from harness.cases import Selection
     from harness.export import Exporter, formats_for
@@ -129,6 +131,11 @@ def export(fixtures: tuple[str, ...], formats: tuple[str, ...]) -> None:
             for fmt in formats_for(fx) if not sel.formats or fmt in sel.formats]
     start = time.perf_counter()
     arts = _export_all(exporter, jobs)
+    if as_json:
+        for a in arts:
+            click.echo(json.dumps({"fixture": a.fixture, "format": a.format, "status": a.status, "key": a.key,
+                                   "dir": str(a.dir), "error": a.error}))
+        sys.exit(0 if all(a.status == "ok" for a in arts) else 1)
     from rich.table import Table
 
     table = Table(title=f"artifacts in {exporter.root}")
