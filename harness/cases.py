@@ -8,28 +8,34 @@ to the comparator and results to the store; it never compares or formats anythin
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import math
 import re
 import hashlib
 import shutil
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from harness import compare
-from harness.artifact import Artifact
+from harness.artifact import Artifact, one_line
 from harness.bench import latency_stats
 from harness.errors import HarnessError
 from harness.export import Exporter, check_format, formats_for
 from harness.fixtures import Fixture, all_fixtures, get_fixture
 from harness.runners import RUNTIMES, RpcError, WorkerCrash, WorkerPool, WorkerTimeout, check_runtime
 
-STATUSES = ("pass", "fail", "xfail", "xpass", "unsupported", "error", "crash", "timeout", "skip")
+STATUSES = ("pass", "fail", "xfail", "xpass", "inconclusive", "unsupported", "error", "crash", "timeout", "skip")
 BAD_STATUSES = ("fail", "error", "crash", "timeout", "xpass")
+STAGES = ("export", "validate", "load", "run", "compare", "reference")
+CULPRITS = ("converter", "runtime", "harness", "model", "environment")
 REFERENCE = ("savedmodel", "tf")
+QUANTISED = ("tflite_fp16", "tflite_dynamic", "tflite_int8")  # their error is the converter's choice
+DISK_ERRORS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
+OTHER_INPUT_SETS = 3  # at most this many more input sets to tell an input-independent output
 
 
 @dataclass(frozen=True)
@@ -164,11 +170,36 @@ class _Loaded:
     generation: int  # which start of the runtime's worker holds the handle
 
 
+@dataclass
+class Reference:
+    """The fixture's SavedModel run by TF for one batch: the inputs every case of that batch gets, the
+    outputs they are judged against, and the same model's outputs for other input sets (to tell an
+    output that ignores its input). On failure, `error` with its stage, culprit and evidence."""
+
+    inputs: dict[str, np.ndarray] | None = None
+    outputs: dict[str, np.ndarray] | None = None
+    others: list[dict[str, np.ndarray]] = field(default_factory=list)
+    variant: int = 0  # 1: the fixture's second input distribution (the first left no signal)
+    error: str | None = None
+    stage: str = "reference"
+    culprit: str = "runtime"
+    evidence: dict = field(default_factory=dict)
+
+
+class _Staged(Exception):
+    """Carries the stage (load or run) in which a worker call failed."""
+
+    def __init__(self, stage: str, error: Exception):
+        super().__init__(str(error))
+        self.stage, self.error = stage, error
+
+
 class Engine:
     """Runs cases. Reuses one worker per runtime and one loaded model per artifact and runtime, so a
     second batch of the same artifact costs only its inference."""
 
-    def __init__(self, exporter: Exporter, scratch: Path, options: Options | None = None, fixtures: dict[str, Fixture] | None = None, deviations: list[Deviation] | None = None):
+    def __init__(self, exporter: Exporter, scratch: Path, options: Options | None = None, fixtures: dict[str, Fixture] | None = None,
+                 deviations: list[Deviation] | None = None, logs: Path | None = None):
         self.exporter = exporter
         self.scratch = scratch.resolve()  # absolute: workers (and containers) have other working folders
         self.options = options or Options()
@@ -176,15 +207,20 @@ class Engine:
         self.deviations = deviations if deviations is not None else load_deviations()
         from harness.runners.table import WorkerContext
 
-        self.pool = WorkerPool(WorkerContext(exporter.root, scratch))
+        self.pool = WorkerPool(WorkerContext(exporter.root, scratch), logs=logs)
         self._loaded: dict[tuple[str, str], _Loaded] = {}
-        self._references: dict[tuple[str, int], dict[str, np.ndarray] | str] = {}
-        self._artifacts: dict[tuple[str, str], Artifact] = {}
+        self._references: dict[tuple[str, int], Reference] = {}
         self._input_files: dict[tuple, str] = {}
         self._availability = {name: spec.availability() for name, spec in RUNTIMES.items()}
 
     def close(self) -> None:
         self.pool.close()
+        if not self.options.keep_tensors:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+    def kill(self) -> None:
+        """Stop every worker (and container) now, without waiting for an answer: an interrupted run."""
+        self.pool.kill()
         if not self.options.keep_tensors:
             shutil.rmtree(self.scratch, ignore_errors=True)
 
@@ -197,59 +233,80 @@ class Engine:
         }
 
     def artifact(self, fixture: Fixture, fmt: str) -> Artifact:
-        key = (fixture.name, fmt)
-        if key not in self._artifacts:
-            self._artifacts[key] = self.exporter.get(fixture, fmt)
-        return self._artifacts[key]
+        """The artifact, verified against its recorded sizes and mtimes each time a case needs it (a
+        few stat calls), so a file damaged during a run is exported again before a worker loads it."""
+        return self.exporter.get(fixture, fmt)
 
     # --- running -------------------------------------------------------------------------------
     def run_case(self, case: Case) -> dict:
         """The case's result; never raises for a problem of the case itself (a bug in the harness
-        becomes an `error` result with its message, so the run goes on)."""
+        becomes an `error` result, stage where it happened, culprit `harness`, with its traceback)."""
+        result = self._blank(case)
         try:
-            return self._run_case(case)
+            return self._run_case(case, result)
         except HarnessError as e:
-            return self._finish(case, self._blank(case), "error", error=str(e))
+            return self._finish(case, result, "error", error=str(e), stage=result.get("stage") or "run", culprit="environment")
+        except OSError as e:
+            if e.errno in DISK_ERRORS:
+                raise  # a full or read-only disk stops the run (state failed), not just this case
+            import traceback
+
+            return self._finish(case, result, "error", error=f"{type(e).__name__}: {e}", stage=result.get("stage") or "run",
+                                culprit="environment", evidence={"traceback": traceback.format_exc()})
         except Exception as e:
             import traceback
 
-            return self._finish(case, self._blank(case), "error", error=f"internal error: {type(e).__name__}: {e}",
-                                stderr=traceback.format_exc(limit=6))
+            return self._finish(case, result, "error", error=f"internal error: {type(e).__name__}: {e}",
+                                stage=result.get("stage") or "run", culprit="harness", evidence={"traceback": traceback.format_exc()})
 
     @staticmethod
     def _blank(case: Case) -> dict:
         return {
             "id": case.id, "fixture": case.fixture, "format": case.format, "runtime": case.runtime,
-            "device": case.device, "batch": case.batch, "threads": case.threads, "status": None, "reason": None, "baseline": None,
-            "metrics": {}, "oracle_metrics": {}, "timing": {}, "peak_rss_bytes": None, "error": None,
+            "device": case.device, "batch": case.batch, "threads": case.threads, "status": None, "reason": None,
+            "stage": None, "culprit": None, "summary": None, "baseline": None,
+            "metrics": {}, "oracle_metrics": {}, "timing": {}, "peak_rss_bytes": None, "error": None, "evidence": {},
             "artifact": None,
         }
 
-    def _run_case(self, case: Case) -> dict:
+    def _run_case(self, case: Case, result: dict) -> dict:
         fixture = self.fixtures[case.fixture]
-        result = self._blank(case)
         avail = self._availability[case.runtime]
         if not avail.ok:
-            return self._finish(case, result, "skip", reason=f"runtime {case.runtime} unavailable: {avail.reason} (fix: {avail.fix})")
+            return self._finish(case, result, "skip", reason=f"runtime {case.runtime} unavailable: {avail.reason} (fix: {avail.fix})",
+                                stage="load", culprit="environment")
+        result["stage"] = "export"
         art = self.artifact(fixture, case.format)
         result["artifact"] = {"key": art.key, "dir": str(art.dir), "export_s": art.export_s}
+        repaired = [r for r in self.exporter.repairs if r["fixture"] == fixture.name and r["format"] in (case.format, REFERENCE[0])]
+        if repaired:
+            result["artifact"]["repaired"] = [f"{r['format']}: {r['problem']}" for r in repaired]
         if art.status != "ok":
-            return self._finish(case, result, "error", error=f"export to {case.format} failed: {art.error}")
+            evidence = {k: art.extra[k] for k in ("traceback", "op") if k in art.extra}
+            return self._finish(case, result, "error", error=f"export to {case.format} failed: {art.error}", stage=art.stage,
+                                culprit=art.culprit, evidence=evidence)
 
-        inputs = fixture.make_inputs(case.batch)
-        reference = self._reference(fixture, case.batch, inputs)
-        if isinstance(reference, str):
-            return self._finish(case, result, "error", error=f"reference (savedmodel on tf) failed: {reference}")
+        result["stage"] = "reference"
+        ref = self._reference(fixture, case.batch)
+        if ref.error is not None:
+            return self._finish(case, result, "error", error=f"reference ({REFERENCE[0]} on {REFERENCE[1]}) failed: {ref.error}",
+                                stage=ref.stage, culprit=ref.culprit, evidence=dict(ref.evidence))
+        assert ref.inputs is not None and ref.outputs is not None
+        if ref.variant:
+            result["inputs_variant"] = ref.variant
 
         try:
-            outputs, raw = self._execute(case, art, inputs)
-        except RpcError as e:
-            status = "unsupported" if e.kind == "unsupported" else "error"
-            return self._finish(case, result, status, error=f"{e.kind}: {e}")
-        except WorkerTimeout as e:
-            return self._finish(case, result, "timeout", error=str(e), stderr=e.stderr_tail)
-        except WorkerCrash as e:
-            return self._finish(case, result, "crash", error=str(e), stderr=e.stderr_tail)
+            outputs, raw = self._execute(case, art, ref.inputs)
+        except _Staged as staged:
+            e, stage = staged.error, staged.stage
+            if isinstance(e, RpcError):
+                status = "unsupported" if e.kind == "unsupported" else "error"
+                culprit = "harness" if e.kind in ("bad_input", "bad_request") else "runtime"
+                return self._finish(case, result, status, error=f"{e.kind}: {e}", stage=stage, culprit=culprit, evidence={"kind": e.kind})
+            status = "timeout" if isinstance(e, WorkerTimeout) else "crash"
+            culprit = "environment" if "could not start" in str(e) else "runtime"
+            return self._finish(case, result, status, error=str(e), stderr=e.stderr_tail, stage=stage, culprit=culprit)
+        result["stage"] = "compare"
         result["timing"] = raw["timing"]
         result["peak_rss_bytes"] = raw["peak_rss_bytes"]
         if fixture.flops and raw["timing"].get("p50_ms"):
@@ -258,51 +315,98 @@ class Engine:
         # Digests of the exact output bytes: two runs can tell "bit-identical" from "changed".
         result["output_digest"] = {k: hashlib.sha256(np.ascontiguousarray(v).tobytes()).hexdigest()[:16] for k, v in outputs.items()}
 
+        reference = ref.outputs
         tolerances = {name: fixture.tolerance(case.format, name) for name in reference}
-        oracle = fixture.oracle(inputs) if fixture.oracle else None
+        oracle = fixture.oracle(ref.inputs) if fixture.oracle else None
         if (case.format, case.runtime) == REFERENCE:
             # The reference judged against itself proves nothing: judge it against the oracle.
             baseline, against = ("oracle", oracle) if oracle is not None else ("self", reference)
         else:
             baseline, against = "reference", reference
-        judgement = compare.judge(against, outputs, tolerances, fixture.classifier_outputs)
+        dtypes = {k: v.dtype for k, v in reference.items()}
+        judgement = compare.judge(against, outputs, tolerances, fixture.classifier_outputs, dtypes=dtypes)
         result["baseline"] = baseline
         result["metrics"] = judgement.metrics
         if oracle is not None and baseline != "oracle":
             result["oracle_metrics"] = compare.judge(oracle, outputs, tolerances, fixture.classifier_outputs).metrics
-        if judgement.passed:
-            return self._finish(case, result, "pass")
-        return self._finish(case, result, "fail", error="; ".join(judgement.reasons))
+        if not judgement.passed:
+            culprit = "converter" if case.format in QUANTISED else "runtime"
+            return self._finish(case, result, "fail", error="; ".join(judgement.reasons), stage="compare", culprit=culprit)
+        why = compare.degenerate(reference, ref.others, tolerances)
+        if why:
+            reason = "the comparison could not have failed: " + "; ".join(f"{k}: {v}" for k, v in why.items())
+            return self._finish(case, result, "inconclusive", reason=reason, error=reason, stage="reference", culprit="model",
+                                evidence={"degenerate": why})
+        return self._finish(case, result, "pass")
 
-    def _finish(self, case: Case, result: dict, status: str, reason: str | None = None, error: str | None = None, stderr: str | None = None) -> dict:
+    def _finish(self, case: Case, result: dict, status: str, reason: str | None = None, error: str | None = None, stderr: str | None = None,
+                stage: str | None = None, culprit: str | None = None, evidence: dict | None = None) -> dict:
         deviation = next((d for d in self.deviations if d.matches(case)), None)
-        if deviation is not None and status not in ("skip",):
+        if deviation is not None and status not in ("skip", "inconclusive"):
             if deviation.expects(status, error):
                 status, reason = "xfail", deviation.reason
             elif status == "pass":
                 status, reason = "xpass", f"listed as a known deviation ({deviation.reason}) but passed"
+                stage, culprit = "compare", "harness"
         result["status"] = status
         result["reason"] = reason
         result["error"] = error
+        result["stage"] = None if status == "pass" else stage
+        result["culprit"] = None if status == "pass" else culprit
+        result["summary"] = None if status == "pass" else one_line(error or reason or status)
+        if evidence:
+            result["evidence"] = {**result.get("evidence", {}), **evidence}
         if stderr:
             result["stderr_tail"] = stderr
         return result
 
-    def _reference(self, fixture: Fixture, batch: int, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray] | str:
+    # --- the reference -------------------------------------------------------------------------
+    def _reference(self, fixture: Fixture, batch: int) -> Reference:
         key = (fixture.name, batch)
         if key not in self._references:
-            case = Case(fixture.name, REFERENCE[0], REFERENCE[1], "cpu", batch)
-            art = self.artifact(fixture, REFERENCE[0])
-            if art.status != "ok":
-                self._references[key] = f"export to savedmodel failed: {art.error}"
-            elif not self._availability[REFERENCE[1]].ok:
-                self._references[key] = f"runtime tf unavailable: {self._availability['tf'].reason}"
-            else:
-                try:
-                    self._references[key] = self._execute(case, art, inputs, iterations=0)[0]
-                except (RpcError, WorkerCrash, WorkerTimeout) as e:
-                    self._references[key] = f"{type(e).__name__}: {e}"
+            self._references[key] = self._compute_reference(fixture, batch)
         return self._references[key]
+
+    def _compute_reference(self, fixture: Fixture, batch: int) -> Reference:
+        art = self.artifact(fixture, REFERENCE[0])
+        if art.status != "ok":
+            return Reference(error=f"export to {REFERENCE[0]} failed: {art.error}", stage=art.stage, culprit=art.culprit)
+        avail = self._availability[REFERENCE[1]]
+        if not avail.ok:
+            return Reference(error=f"runtime {REFERENCE[1]} unavailable: {avail.reason} (fix: {avail.fix})", culprit="environment")
+        case = Case(fixture.name, REFERENCE[0], REFERENCE[1], "cpu", batch)
+        tolerances = {name: fixture.tolerance(REFERENCE[0], name) for name in fixture.outputs}
+        ref = Reference()
+        for variant in (0, 1) if fixture.generate_alt else (0,):
+            inputs = fixture.make_inputs(batch, variant=variant)
+            try:
+                outputs = self._reference_call(case, art, inputs)
+                others: list[dict[str, np.ndarray]] = []
+                for seed in range(1, OTHER_INPUT_SETS + 1):
+                    others.append(self._reference_call(case, art, fixture.make_inputs(batch, seed=seed, variant=variant)))
+                    # More input sets only while some output looks input-independent (a label can repeat by chance).
+                    if not any("identical for" in why for why in compare.degenerate(outputs, others, tolerances).values()):
+                        break
+            except _Staged as staged:
+                e = staged.error
+                kind = e.kind if isinstance(e, RpcError) else ("timeout" if isinstance(e, WorkerTimeout) else "crash")
+                evidence = {"kind": kind, "attempts": 1 if isinstance(e, RpcError) else 2}
+                if isinstance(e, (WorkerCrash, WorkerTimeout)) and e.stderr_tail:
+                    evidence["stderr_tail"] = e.stderr_tail
+                return Reference(error=f"{kind}: {e}", evidence=evidence)
+            ref = Reference(inputs, outputs, others, variant)
+            if not compare.degenerate(outputs, others, tolerances):
+                break
+        return ref
+
+    def _reference_call(self, case: Case, art: Artifact, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One reference computation; a crash or timeout is retried once on a fresh worker."""
+        try:
+            return self._execute(case, art, inputs, iterations=0)[0]
+        except _Staged as staged:
+            if not isinstance(staged.error, (WorkerCrash, WorkerTimeout)):
+                raise
+        return self._execute(case, art, inputs, iterations=0)[0]  # _execute dropped the dead worker
 
     def _threads(self, case: Case) -> int:
         return case.threads or self.options.threads
@@ -337,26 +441,29 @@ class Engine:
         self._loaded[key] = loaded
         return loaded
 
+    def _input_file(self, case: Case, spec, value: np.ndarray) -> str:
+        """Inputs depend only on their bytes and quantisation: each is written once, shared by runtimes."""
+        if spec.scale is not None:
+            value = compare.quantize(value, spec.scale, spec.zero_point or 0, spec.dtype)
+        key = (case.fixture, case.batch, spec.name, value.dtype.str, hashlib.sha1(np.ascontiguousarray(value).tobytes()).hexdigest())
+        if key not in self._input_files:
+            in_dir = self.scratch / "inputs"
+            in_dir.mkdir(parents=True, exist_ok=True)
+            path = in_dir / f"{case.fixture}-b{case.batch}-{len(self._input_files)}.npy"
+            np.save(path, value, allow_pickle=False)
+            self._input_files[key] = str(path)
+        return self._input_files[key]
+
     def _execute(self, case: Case, art: Artifact, inputs: dict[str, np.ndarray], iterations: int | None = None):
-        """Quantise inputs as the artifact says, run in the worker, read and dequantise outputs."""
+        """Quantise inputs as the artifact says, run in the worker, read and dequantise outputs. A
+        failed worker call is raised as _Staged (load or run)."""
         out_dir = self.scratch / case.id / "out"
-        paths = {}
-        for spec in art.inputs:
-            # Inputs depend only on fixture, batch and quantisation: written once, shared by runtimes.
-            key = (case.fixture, case.batch, spec.name, spec.dtype, spec.scale, spec.zero_point)
-            if key not in self._input_files:
-                value = inputs[spec.name]
-                if spec.scale is not None:
-                    value = compare.quantize(value, spec.scale, spec.zero_point or 0, spec.dtype)
-                in_dir = self.scratch / "inputs"
-                in_dir.mkdir(parents=True, exist_ok=True)
-                path = in_dir / f"{case.fixture}-b{case.batch}-{len(self._input_files)}.npy"
-                np.save(path, value, allow_pickle=False)
-                self._input_files[key] = str(path)
-            paths[spec.name] = self._input_files[key]
+        paths = {spec.name: self._input_file(case, spec, inputs[spec.name]) for spec in art.inputs}
         wkey = self._worker_key(case)
+        stage = "load"
         try:
             loaded = self._load(case, art)
+            stage = "run"
             worker = self.pool.get(case.runtime, wkey)
             warmup = self.options.warmup if iterations is None else 0
             count = self.options.iterations if iterations is None else iterations
@@ -380,15 +487,20 @@ class Engine:
             )
             if first_ns is not None:
                 reply["first_ns"] = first_ns
-        except (WorkerCrash, WorkerTimeout):
+        except (WorkerCrash, WorkerTimeout) as e:
             self._forget(wkey)
-            raise
+            raise _Staged(stage, e) from e
+        except RpcError as e:
+            raise _Staged(stage, e) from e
+        specs = {spec.name: spec for spec in art.outputs}
         outputs = {}
-        for spec in art.outputs:
-            value = np.load(reply["outputs"][spec.name], allow_pickle=False)
-            if spec.scale is not None:
+        # Every output the worker returned, declared or not: an extra output is judged (it fails).
+        for name, path in reply["outputs"].items():
+            value = np.load(path, allow_pickle=False)
+            spec = specs.get(name)
+            if spec is not None and spec.scale is not None:
                 value = compare.dequantize(value, spec.scale, spec.zero_point or 0)
-            outputs[spec.name] = value
+            outputs[name] = value
         timing = {"load_ms": loaded.load_ms, "first_ms": reply["first_ns"] / 1e6, **latency_stats(reply["samples_ns"]),
                   "samples_ms": [s / 1e6 for s in reply["samples_ns"]], "iterations": len(reply["samples_ns"]),
                   "warmup": warmup, "threads": self._threads(case)}
@@ -400,11 +512,12 @@ class Engine:
             del self._loaded[key]
 
 
-def summarize(results: list[dict]) -> dict:
+def summarize(results: list[dict], allow_inconclusive: bool = False) -> dict:
     counts = {s: 0 for s in STATUSES}
     for r in results:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
-    return {"cases": len(results), "counts": {k: v for k, v in counts.items() if v}, "ok": not any(counts[s] for s in BAD_STATUSES)}
+    bad = BAD_STATUSES + (() if allow_inconclusive else ("inconclusive",))
+    return {"cases": len(results), "counts": {k: v for k, v in counts.items() if v}, "ok": not any(counts[s] for s in bad)}
 
 
-__all__ = ["BAD_STATUSES", "Case", "Deviation", "Engine", "Options", "Selection", "STATUSES", "load_deviations", "matrix", "summarize"]
+__all__ = ["BAD_STATUSES", "CULPRITS", "STAGES", "Reference", "Case", "Deviation", "Engine", "Options", "Selection", "STATUSES", "load_deviations", "matrix", "summarize"]

@@ -13,9 +13,13 @@ from rich.console import Console
 
 from harness.errors import HarnessError
 
-err = Console(stderr=True)
+# Our own messages go to the real stderr; framework and converter noise (C++ logs on fd 2, Python
+# warnings) goes to a log file unless -v (see _quiet).
+_real_stderr = sys.stderr
+err = Console(file=_real_stderr)
 # Wide tables stay readable in CI logs (no terminal: rich would assume 80 columns).
 out = Console(width=None if sys.stdout.isatty() else 220)
+LOG: Path | None = None
 
 
 def _split(values: tuple[str, ...]) -> list[str] | None:
@@ -33,21 +37,76 @@ def _batches(values: tuple[str, ...]) -> list[int] | None:
         raise HarnessError(f"--batch {','.join(items)} is not valid: expected positive integers like 1,4") from None
 
 
+def _quiet() -> None:
+    """Send fd 2 (TensorFlow's C++ and absl logs, converters' prints) and Python's stderr to a log file,
+    keeping the real stderr for our own one-line messages. Where no log can be written, nothing moves."""
+    global LOG, _real_stderr
+    from harness.export import cache_root
+
+    folder = cache_root().parent / "logs"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        LOG = folder / "harness.log"
+        if LOG.exists() and LOG.stat().st_size > 20 * 2**20:
+            LOG.unlink()
+        log = open(LOG, "a", encoding="utf-8", errors="replace", buffering=1)
+    except OSError:
+        LOG = None
+        return
+    log.write(f"--- harness {' '.join(sys.argv[1:])} (pid {os.getpid()}) ---\n")
+    real = os.dup(2)
+    os.dup2(log.fileno(), 2)
+    _real_stderr = os.fdopen(real, "w", buffering=1, encoding="utf-8", errors="replace")
+    err.file = _real_stderr
+    sys.stderr = log
+    os.environ["HARNESS_QUIET"] = "1"
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err.print(f"harness: error: {message}", highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
 class _Group(click.Group):
-    """Turns HarnessError into one line on stderr and exit code 2."""
+    """One line on stderr and exit 2 for bad input (HarnessError, a bad option value); an unexpected
+    exception is one line naming the log that holds its traceback, exit 3."""
+
+    def main(self, *args, **kwargs):
+        kwargs["standalone_mode"] = False
+        try:
+            return super().main(*args, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as e:
+            click.echo(e.ctx.get_help() if e.ctx else str(e))
+            sys.exit(2)
+        except click.ClickException as e:
+            _fail(e.format_message().replace("\n", " "), e.exit_code if e.exit_code != 1 else 2)
+        except click.exceptions.Abort:
+            _fail("aborted", 130)
+        except click.exceptions.Exit as e:
+            sys.exit(e.exit_code)
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except HarnessError as e:
-            err.print(f"harness: error: {e}", highlight=False, soft_wrap=True)
-            sys.exit(2)
+            _fail(str(e))
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as e:
+            import traceback
+
+            traceback.print_exc(file=sys.stderr)
+            where = f"; traceback in {LOG}" if LOG else ""
+            _fail(f"internal error (a bug of the harness): {type(e).__name__}: {e}{where}", 3)
 
 
 @click.group(cls=_Group)
 @click.version_option(package_name="harness")
-def main() -> None:
+@click.option("-v", "--verbose", is_flag=True, help="Show TensorFlow's and converters' own logs (otherwise in .harness/logs/harness.log).")
+def main(verbose: bool) -> None:
     """Cross-language conformance and benchmark harness for TensorFlow models."""
+    if not verbose and not os.environ.get("HARNESS_VERBOSE"):
+        _quiet()
 
 
 @main.command()
@@ -103,22 +162,29 @@ def _selection_options(f):
     return f
 
 
+COUNT = click.IntRange(min=0)
+POSITIVE_SECONDS = click.FloatRange(min=0, min_open=True)
+
+
 def _run_options(f):
-    f = click.option("--warmup", default=2, show_default=True, help="Untimed runs after the first.")(f)
-    f = click.option("--iterations", "-n", default=10, show_default=True, help="Timed runs per case.")(f)
-    f = click.option("--threads", default=0, show_default=True, help="Threads per runtime (0: runtime default).")(f)
-    f = click.option("--timeout", default=60.0, show_default=True, help="Seconds a worker may take to answer a run.")(f)
+    f = click.option("--warmup", default=2, show_default=True, type=COUNT, help="Untimed runs after the first.")(f)
+    f = click.option("--iterations", "-n", default=10, show_default=True, type=COUNT, help="Timed runs per case.")(f)
+    f = click.option("--threads", default=0, show_default=True, type=COUNT, help="Threads per runtime (0: runtime default).")(f)
+    f = click.option("--timeout", default=60.0, show_default=True, type=POSITIVE_SECONDS, help="Seconds a worker may take to answer a run.")(f)
     f = click.option("--reports", default="reports", show_default=True, type=click.Path(path_type=Path), help="Where run folders go.")(f)
     f = click.option("--keep-tensors", is_flag=True, help="Keep input/output .npy files in the run folder.")(f)
+    f = click.option("--refresh", is_flag=True, help="Export every artifact the run needs again, cached or not.")(f)
+    f = click.option("--allow-inconclusive", is_flag=True, help="Exit 0 even when some cases are inconclusive.")(f)
     return f
 
 
 @main.command()
 @click.option("--fixtures", "-f", multiple=True, help="Fixtures to export (default: all).")
 @click.option("--formats", "-F", multiple=True, help="Formats to export (default: all).")
+@click.option("--force", is_flag=True, help="Export again even what the cache holds.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per artifact (fixture, format, status, key, dir, error): "
               "the cache lookup other languages' tests use.")
-def export(fixtures: tuple[str, ...], formats: tuple[str, ...], as_json: bool) -> None:
+def export(fixtures: tuple[str, ...], formats: tuple[str, ...], force: bool, as_json: bool) -> None:
     """Export fixtures to formats, into the content-addressed cache (.harness/cache)."""
     from harness.cases import Selection
     from harness.export import Exporter, formats_for
@@ -126,7 +192,7 @@ def export(fixtures: tuple[str, ...], formats: tuple[str, ...], as_json: bool) -
 
     sel = Selection(fixtures=_split(fixtures), formats=_split(formats))
     sel.validate()
-    exporter = Exporter()
+    exporter = Exporter(refresh=force)
     jobs = [(fx, fmt) for name, fx in all_fixtures().items() if not sel.fixtures or name in sel.fixtures
             for fmt in formats_for(fx) if not sel.formats or fmt in sel.formats]
     start = time.perf_counter()
@@ -143,11 +209,46 @@ def export(fixtures: tuple[str, ...], formats: tuple[str, ...], as_json: bool) -
         table.add_column(col)
     for a in arts:
         table.add_row(a.fixture, a.format, "[green]ok[/]" if a.status == "ok" else "[red]error[/]", f"{a.export_s:.2f}",
-                      a.key if a.status == "ok" else (a.error or ""))
+                      a.key if a.status == "ok" else f"{a.stage}, {a.culprit}: {a.error_summary}")
     out.print(table)
+    for r in exporter.repairs:
+        out.print(f"[yellow]re-exported[/] {r['artifact']}: {r['problem']}", highlight=False, soft_wrap=True)
     out.print(f"{len(arts)} artifacts in {time.perf_counter() - start:.1f} s")
     if any(a.status != "ok" for a in arts):
         sys.exit(1)
+
+
+@main.command()
+@click.option("--fixtures", "-f", multiple=True, help="Fixtures to verify (default: all).")
+@click.option("--formats", "-F", multiple=True, help="Formats to verify (default: all).")
+def verify(fixtures: tuple[str, ...], formats: tuple[str, ...]) -> None:
+    """Hash every file of every cached artifact against the digests its export recorded. Exit 1 if any
+    is damaged (the next run re-exports it)."""
+    from harness.artifact import damage
+    from harness.cases import Selection
+    from harness.export import Exporter, formats_for
+    from harness.fixtures import all_fixtures
+
+    sel = Selection(fixtures=_split(fixtures), formats=_split(formats))
+    sel.validate()
+    exporter = Exporter()
+    checked, damaged = 0, 0
+    for name, fx in all_fixtures().items():
+        if sel.fixtures and name not in sel.fixtures:
+            continue
+        for fmt in formats_for(fx):
+            if sel.formats and fmt not in sel.formats:
+                continue
+            art = exporter.cached(fx, fmt)
+            if art is None or art.status != "ok":
+                continue
+            checked += 1
+            problems = damage(art, full=True)
+            if problems:
+                damaged += 1
+                out.print(f"[red]damaged[/] {art.dir}: {'; '.join(problems)}", highlight=False, soft_wrap=True)
+    out.print(f"{checked} cached artifacts hashed, {damaged} damaged", highlight=False)
+    sys.exit(1 if damaged else 0)
 
 
 def _export_all(exporter, jobs):
@@ -163,53 +264,29 @@ def _export_all(exporter, jobs):
     return arts
 
 
-def _execute(cases, fixtures, options, reports: Path, run_options: dict, bench: bool = False, bisect: bool = False) -> int:
-    """Export what the cases need, run them, store and print results. Returns the exit code."""
+def _execute(cases, fixtures, options, reports: Path, run_options: dict, *, bench: bool = False, bisect: bool = False,
+             refresh: bool = False, allow_inconclusive: bool = False, resume: Path | None = None) -> int:
+    """Run the cases through the orchestrator, print the verdicts. Returns the exit code."""
     from rich.progress import Progress
 
-    from harness.cases import Engine, summarize
-    from harness.export import Exporter
-    from harness.report.terminal import print_matrix
-    from harness.store import RunStore
+    from harness.orchestrator import Orchestrator
+    from harness.report.terminal import print_causes, print_matrix
 
     if not cases:
         raise HarnessError("the selection names no case: check --fixtures, --formats and --runtimes against `harness doctor`")
-    exporter = Exporter()
-    needed = list(dict.fromkeys([(c.fixture, "savedmodel") for c in cases] + [(c.fixture, c.format) for c in cases]))
-    _export_all(exporter, [(fixtures[f], fmt) for f, fmt in needed])
-    store = RunStore(reports, run_options)
-    peaks = {}
-    if bench:
-        from harness.bench import peak_gflops
+    orch = Orchestrator(cases, fixtures, options, reports, run_options, resume=resume, refresh=refresh, bench=bench,
+                        bisect=bisect, allow_inconclusive=allow_inconclusive)
+    with Progress(console=err, transient=True) as progress:
+        task = progress.add_task("running", total=len(cases))
 
-        for t in sorted({c.threads or os.cpu_count() or 1 for c in cases}):
-            peaks[str(t)] = peak_gflops(t)
-        store.set("machine_peak_gflops", peaks)
-    engine = Engine(exporter, store.tensors, options, fixtures=fixtures)
-    results = []
-    try:
-        with Progress(console=err, transient=True) as progress:
-            task = progress.add_task("running", total=len(cases))
-            for case in cases:
-                progress.update(task, description=f"{case.id}")
-                result = engine.run_case(case)
-                if bisect and result["status"] == "fail":
-                    from harness.bisect import first_divergence
+        def step(what: str, done: int, total: int) -> None:
+            progress.update(task, description=what, completed=done, total=total)
 
-                    progress.update(task, description=f"{case.id}: finding the first diverging layer")
-                    try:
-                        result["divergence"] = first_divergence(engine, fixtures[case.fixture], case)
-                    except Exception as e:  # the search is a diagnosis: its failure must not cost the run
-                        result["divergence"] = {"supported": False, "why": f"the search failed: {type(e).__name__}: {e}"}
-                store.add(result)
-                results.append(result)
-                progress.advance(task)
-    finally:
-        engine.close()
-        summary = summarize(results)
-        store.set_runtimes(engine.runtime_versions())
-        store.finish(summary)
-    print_matrix(results, out)
+        outcome = orch.run(step)
+    results = outcome.results
+    if results:
+        print_matrix(results, out)
+        print_causes(results, out)
     for r in results:
         d = r.get("divergence")
         if d and d.get("supported"):
@@ -217,40 +294,85 @@ def _execute(cases, fixtures, options, reports: Path, run_options: dict, bench: 
                       f"(ok up to {d['previous']}): {d.get('error') or d['status']}", highlight=False, soft_wrap=True)
         elif d:
             out.print(f"  first divergence of {r['id']}: not searched: {d['why']}", highlight=False)
-    if bench:
+    if bench and results:
         from harness.report.terminal import print_bench
 
-        print_bench(results, peaks, out)
+        print_bench(results, outcome.peaks, out)
+    for r in outcome.repairs:
+        out.print(f"[yellow]re-exported[/] {r['artifact']} (damaged in the cache): {r['problem']}", highlight=False, soft_wrap=True)
+    summary = outcome.summary
     counts = ", ".join(f"{v} {k}" for k, v in summary["counts"].items())
     out.print(f"{summary['cases']} cases: {counts}", highlight=False)
-    out.print(f"results: {store.dir / 'results.jsonl'}  (reports/latest -> {store.run_id})", highlight=False)
-    return 0 if summary["ok"] else 1
+    if outcome.state == "complete":
+        out.print(f"results: {outcome.run_dir / 'results.jsonl'}  (reports/latest -> {outcome.run_dir.name})", highlight=False)
+    else:
+        missing = outcome.planned - len(results)
+        err.print(f"harness: run {outcome.state} ({outcome.reason}): {len(results)} of {outcome.planned} cases ran, {missing} missing; "
+                  f"results kept in {outcome.run_dir}; reports/latest not moved; finish it with: harness run --resume {outcome.run_dir.name}",
+                  highlight=False, soft_wrap=True)
+    if summary["counts"].get("inconclusive") and not allow_inconclusive and outcome.state == "complete":
+        out.print("inconclusive cases fail the run (--allow-inconclusive to accept them)", highlight=False)
+    return outcome.exit_code
 
 
 @main.command()
 @_selection_options
 @_run_options
-def run(fixtures, formats, runtimes, batch, warmup, iterations, threads, timeout, reports, keep_tensors) -> None:
+@click.option("--resume", "resume", is_flag=False, flag_value="", default=None, metavar="[RUN]",
+              help="Run only the planned cases of an interrupted or failed run that have no result, into its folder "
+                   "(default: the newest incomplete run).")
+def run(fixtures, formats, runtimes, batch, warmup, iterations, threads, timeout, reports, keep_tensors, refresh,
+        allow_inconclusive, resume) -> None:
     """Run the case matrix: export (cached), run every case in its runtime's worker, judge, store."""
     from harness.cases import Options, Selection, matrix
     from harness.fixtures import all_fixtures
 
+    if resume is not None:
+        sys.exit(_resume(resume, reports, refresh, allow_inconclusive))
     sel = Selection(fixtures=_split(fixtures), formats=_split(formats), runtimes=_split(runtimes), batches=_batches(batch))
     cases = matrix(sel)
     options = Options(warmup=warmup, iterations=iterations, threads=threads, run_timeout_s=timeout, keep_tensors=keep_tensors)
     run_options = {"command": "run", "fixtures": sel.fixtures, "formats": sel.formats, "runtimes": sel.runtimes,
-                   "batches": sel.batches, "warmup": warmup, "iterations": iterations, "threads": threads}
-    sys.exit(_execute(cases, all_fixtures(), options, reports, run_options))
+                   "batches": sel.batches, "warmup": warmup, "iterations": iterations, "threads": threads, "timeout": timeout,
+                   "keep_tensors": keep_tensors}
+    sys.exit(_execute(cases, all_fixtures(), options, reports, run_options, refresh=refresh, allow_inconclusive=allow_inconclusive))
+
+
+def _resume(which: str, reports: Path, refresh: bool, allow_inconclusive: bool) -> int:
+    from harness.cases import Options
+    from harness.fixtures import all_fixtures, user_fixture
+    from harness.orchestrator import newest_incomplete, resume_plan
+    from harness.store import resolve_run
+
+    folder = newest_incomplete(reports) if which == "" else resolve_run(which, reports)
+    cases, opts = resume_plan(folder)
+    command = opts.get("command", "run")
+    if command == "check":
+        fx = user_fixture(Path(opts["path"]), opts.get("signature", "serving_default"), opts.get("tag", "serve"))
+        fixtures = {fx.name: fx}
+    elif command in ("run", "bench"):
+        fixtures = all_fixtures()
+    else:
+        raise HarnessError(f"cannot resume {folder}: a {command!r} run (expected one of run, bench, check)")
+    unknown = sorted({c.fixture for c in cases} - set(fixtures))
+    if unknown:
+        raise HarnessError(f"cannot resume {folder}: fixtures {unknown} are no longer defined")
+    options = Options(warmup=opts.get("warmup", 2), iterations=opts.get("iterations", 10), threads=opts.get("threads", 0) if command != "bench" else 0,
+                      run_timeout_s=opts.get("timeout", 60.0), keep_tensors=opts.get("keep_tensors", False),
+                      min_time_s=opts.get("min_time_s", 0.0))
+    err.print(f"resuming {folder.name}: {len(cases)} cases without a result", highlight=False)
+    return _execute(cases, fixtures, options, reports, opts, bench=command == "bench", refresh=refresh,
+                    allow_inconclusive=allow_inconclusive, resume=folder, bisect=command == "check" and opts.get("bisect", False))
 
 
 @main.command()
 @_selection_options
 @click.option("--threads", "threads_", default="1,all", show_default=True, help="Thread counts to measure ('all' = every core).")
-@click.option("--warmup", default=5, show_default=True, help="Untimed runs after the first.")
-@click.option("--iterations", "-n", default=20, show_default=True, help="Timed runs per case, at least.")
-@click.option("--min-time", default=0.25, show_default=True, help="Measure each case for at least this many seconds.")
+@click.option("--warmup", default=5, show_default=True, type=COUNT, help="Untimed runs after the first.")
+@click.option("--iterations", "-n", default=20, show_default=True, type=COUNT, help="Timed runs per case, at least.")
+@click.option("--min-time", default=0.25, show_default=True, type=click.FloatRange(min=0), help="Measure each case for at least this many seconds.")
 @click.option("--sweep/--no-sweep", default=True, show_default=True, help="Batch sweep 1,8,32 and the gemm size sweep.")
-@click.option("--timeout", default=120.0, show_default=True, help="Seconds a worker may take to answer a run.")
+@click.option("--timeout", default=120.0, show_default=True, type=POSITIVE_SECONDS, help="Seconds a worker may take to answer a run.")
 @click.option("--reports", default="reports", show_default=True, type=click.Path(path_type=Path))
 def bench(fixtures, formats, runtimes, batch, threads_, warmup, iterations, min_time, sweep, timeout, reports) -> None:
     """Benchmark: latency statistics, cold start, peak memory, batch and size scaling, GFLOP/s against
@@ -265,6 +387,8 @@ def bench(fixtures, formats, runtimes, batch, threads_, warmup, iterations, min_
         threads = sorted({cores if t == "all" else int(t) for t in _split((threads_,)) or ["all"]})
     except ValueError:
         raise HarnessError(f"--threads {threads_} is not valid: expected counts like 1,all") from None
+    if any(t < 1 for t in threads):
+        raise HarnessError(f"--threads {threads_} is not valid: expected positive counts like 1,all")
     batches = _batches(batch) or ([1, 8, 32] if sweep else None)
     sel = Selection(fixtures=_split(fixtures), formats=_split(formats), runtimes=_split(runtimes), batches=batches, threads=threads)
     cases = matrix(sel)
@@ -273,15 +397,18 @@ def bench(fixtures, formats, runtimes, batch, threads_, warmup, iterations, min_
                                   runtimes=sel.runtimes, batches=[1], threads=threads))
     options = Options(warmup=warmup, iterations=iterations, min_time_s=min_time, run_timeout_s=timeout)
     run_options = {"command": "bench", "fixtures": sel.fixtures, "formats": sel.formats, "runtimes": sel.runtimes,
-                   "batches": batches, "threads": threads, "warmup": warmup, "iterations": iterations, "min_time_s": min_time}
+                   "batches": batches, "threads": threads, "warmup": warmup, "iterations": iterations, "min_time_s": min_time,
+                   "timeout": timeout}
     lock = FileLock(str(Path(".harness") / "bench.lock"))
-    Path(".harness").mkdir(exist_ok=True)
     try:
+        Path(".harness").mkdir(exist_ok=True)
         lock.acquire(timeout=0)
     except Timeout:
         raise HarnessError("another benchmark is running on this machine (.harness/bench.lock is held): one at a time") from None
+    except OSError as e:
+        raise HarnessError(f"cannot take the benchmark lock .harness/bench.lock: {e.strerror or e}") from None
     try:
-        sys.exit(_execute(cases, all_fixtures(), options, reports, run_options, bench=True))
+        sys.exit(_execute(cases, all_fixtures(), options, reports, run_options, bench=True, allow_inconclusive=True))
     finally:
         lock.release()
 
@@ -295,20 +422,23 @@ def bench(fixtures, formats, runtimes, batch, threads_, warmup, iterations, min_
 @click.option("--batch", "-b", multiple=True, help="Batch sizes (default: 1,4).")
 @click.option("--bisect/--no-bisect", default=True, show_default=True, help="For a failing case of a Keras model, find the first diverging layer.")
 @_run_options
-def check(path, signature, tag, formats, runtimes, batch, bisect, warmup, iterations, threads, timeout, reports, keep_tensors) -> None:
+def check(path, signature, tag, formats, runtimes, batch, bisect, warmup, iterations, threads, timeout, reports, keep_tensors,
+          refresh, allow_inconclusive) -> None:
     """Check your own SavedModel folder or Keras .keras/.h5 file: inputs generated from its signature,
     exported to every format, run in every runtime, judged against TensorFlow."""
     from harness.cases import Options, Selection, matrix
     from harness.fixtures import user_fixture
 
+    sel = Selection(formats=_split(formats), runtimes=_split(runtimes), batches=_batches(batch))
+    sel.validate()
     fx = user_fixture(path, signature, tag)
     fixtures = {fx.name: fx}
-    sel = Selection(formats=_split(formats), runtimes=_split(runtimes), batches=_batches(batch))
     cases = matrix(sel, fixtures)
     options = Options(warmup=warmup, iterations=iterations, threads=threads, run_timeout_s=timeout, keep_tensors=keep_tensors)
     run_options = {"command": "check", "path": str(Path(path).resolve()), "signature": signature, "tag": tag,
-                   "formats": sel.formats, "runtimes": sel.runtimes, "batches": sel.batches}
-    sys.exit(_execute(cases, fixtures, options, reports, run_options, bisect=bisect))
+                   "formats": sel.formats, "runtimes": sel.runtimes, "batches": sel.batches, "warmup": warmup,
+                   "iterations": iterations, "threads": threads, "timeout": timeout, "keep_tensors": keep_tensors, "bisect": bisect}
+    sys.exit(_execute(cases, fixtures, options, reports, run_options, bisect=bisect, refresh=refresh, allow_inconclusive=allow_inconclusive))
 
 
 @main.command()
@@ -333,7 +463,8 @@ def report(run: str, reports: Path, out_dir: Path | None) -> None:
 @click.option("--alpha", default=0.01, show_default=True, help="Significance level of the Mann–Whitney U test.")
 @click.option("--reports", default="reports", show_default=True, type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Where to write index.html and compare.md (default: reports/compare/BASE_vs_NEW).")
-def compare(base: str, new: str, fail_on: str, alpha: float, reports: Path, out_dir: Path | None) -> None:
+@click.option("--allow-missing", is_flag=True, help="A case of BASE absent from NEW is not a regression.")
+def compare(base: str, new: str, fail_on: str, alpha: float, reports: Path, out_dir: Path | None, allow_missing: bool) -> None:
     """What changed between two runs: verdicts, numerics, latency. Exit 1 on a regression."""
     from harness.bench import Gate
     from harness.report.diff import diff_runs, print_diff, write_diff
@@ -347,7 +478,7 @@ def compare(base: str, new: str, fail_on: str, alpha: float, reports: Path, out_
         # Numbers from another schema may not mean the same thing: refuse rather than mis-compare.
         if run.meta.get("schema") != SCHEMA:
             raise HarnessError(f"{label} {run.folder} has schema {run.meta.get('schema')!r} (or no readable run.json): expected schema {SCHEMA}")
-    diff = diff_runs(a, b, gate)
+    diff = diff_runs(a, b, gate, allow_missing)
     print_diff(diff, out)
     paths = write_diff(diff, out_dir or reports / "compare" / f"{a.run_id}_vs_{b.run_id}")
     out.print(f"html: {paths['html']}\nmarkdown: {paths['markdown']}", highlight=False)

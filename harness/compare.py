@@ -104,7 +104,11 @@ def check(metrics: dict, tol: Tolerance, name: str) -> list[str]:
     return reasons
 
 
-def judge(reference: dict[str, np.ndarray], outputs: dict[str, np.ndarray], tolerances: dict[str, Tolerance], classifiers: tuple[str, ...] = ()) -> Judgement:
+def judge(reference: dict[str, np.ndarray], outputs: dict[str, np.ndarray], tolerances: dict[str, Tolerance],
+          classifiers: tuple[str, ...] = (), dtypes: dict[str, np.dtype] | None = None) -> Judgement:
+    """Judge every output against the baseline. `dtypes` are the dtypes the signature promises (the
+    reference's, not a float64 oracle's): an output of another dtype fails, as does an output the
+    baseline does not have."""
     metrics, reasons = {}, []
     for name, ref in reference.items():
         if name not in outputs:
@@ -113,8 +117,50 @@ def judge(reference: dict[str, np.ndarray], outputs: dict[str, np.ndarray], tole
         tol = tolerances[name]
         m = output_metrics(ref, outputs[name], tol, classifier=name in classifiers)
         metrics[name] = m
+        want = None if dtypes is None else dtypes.get(name)
+        if want is not None and np.dtype(outputs[name].dtype) != np.dtype(want):
+            m["dtype_mismatch"] = True
+            m["expected_dtype"] = str(np.dtype(want))
+            reasons.append(f"{name}: dtype {outputs[name].dtype} differs from the signature's {np.dtype(want)}")
         reasons += check(m, tol, name)
+    extra = sorted(set(outputs) - set(reference))
+    if extra:
+        reasons.append(f"unexpected output(s) {extra}: the reference has only {sorted(reference)}")
     return Judgement(passed=not reasons, metrics=metrics, reasons=reasons)
+
+
+def degenerate(first: dict[str, np.ndarray], others: list[dict[str, np.ndarray]], tolerances: dict[str, Tolerance]) -> dict[str, str]:
+    """Why comparing against a reference could not fail, per output (empty when every output carries
+    signal). `first` is the reference for the case's inputs, `others` the same model's outputs for
+    other input sets at the same batch: an output identical for every input set ignores its input.
+    Float outputs are also degenerate when constant across the batch, all zero, not finite anywhere,
+    or smaller in magnitude than the absolute tolerance (which would then pass any answer near zero).
+    Integer outputs (labels) are judged on input dependence only: a batch of equal labels can be real."""
+    why: dict[str, str] = {}
+    for name, ref in first.items():
+        ref = np.asarray(ref)
+        if ref.size == 0:
+            why[name] = "the output is empty"
+            continue
+        if others and all(name in o and np.array_equal(np.asarray(o[name]), ref, equal_nan=True) for o in others):
+            why[name] = f"the output is identical for {len(others) + 1} different input sets: it does not depend on its input"
+            continue
+        if ref.dtype.kind != "f":
+            continue
+        finite = np.isfinite(ref)
+        if not finite.any():
+            why[name] = "the output is NaN/Inf everywhere"
+        elif not np.any(ref[finite]):
+            why[name] = "the output is all zero"
+        elif ref.ndim >= 1 and ref.shape[0] > 1 and all(np.array_equal(ref[0], row, equal_nan=True) for row in ref[1:]):
+            why[name] = f"the output is the same for every one of the {ref.shape[0]} rows of the batch"
+        else:
+            tol = tolerances.get(name)
+            atol = tol.atol if tol is not None and tol.atol is not None else 0.0
+            peak = float(np.max(np.abs(ref[finite])))
+            if peak <= atol:
+                why[name] = f"the output's largest magnitude {peak:.3g} is within atol={atol:g}: any answer near zero would pass"
+    return why
 
 
 def quantize(x: np.ndarray, scale: float, zero_point: int, dtype: str) -> np.ndarray:

@@ -71,6 +71,9 @@ class Fixture:
     outputs: tuple[str, ...]
     build: Callable[[], Any]
     generate: Callable[[np.random.Generator, int], Inputs]
+    # A second input distribution, tried when the first leaves the reference without signal (a
+    # saturated head, an output that ignores the input) before the cases are called inconclusive.
+    generate_alt: Callable[[np.random.Generator, int], Inputs] | None = None
     oracle: Callable[[Inputs], dict[str, np.ndarray]] | None = None
     tolerances: dict[str, Tolerance] = field(default_factory=dict)
     output_tolerances: dict[tuple[str, str], Tolerance] = field(default_factory=dict)
@@ -84,10 +87,12 @@ class Fixture:
     source: Path | None = None  # the file that defines it; its bytes go into the cache key
     source_digest: str | None = None  # set for models that do not come from a fixture file
 
-    def make_inputs(self, batch: int, seed: int = 0) -> Inputs:
-        """The same bytes every run for the same (batch, seed)."""
-        rng = np.random.default_rng([seed, batch])
-        out = self.generate(rng, batch)
+    def make_inputs(self, batch: int, seed: int = 0, variant: int = 0) -> Inputs:
+        """The same bytes every run for the same (batch, seed, variant); variant 1 draws from the
+        second input distribution."""
+        rng = np.random.default_rng([seed, batch] if variant == 0 else [seed, batch, variant])
+        generate = self.generate_alt if variant and self.generate_alt else self.generate
+        out = generate(rng, batch)
         return {k: np.ascontiguousarray(v) for k, v in out.items()}
 
     def tolerance(self, fmt: str, output: str) -> Tolerance:
@@ -158,9 +163,11 @@ def _digest_path(path: Path) -> str:
     return h.hexdigest()
 
 
-def _generator(specs: tuple[TensorSpec, ...]) -> Callable[[np.random.Generator, int], Inputs]:
+def _generator(specs: tuple[TensorSpec, ...], alt: bool = False) -> Callable[[np.random.Generator, int], Inputs]:
     """Inputs for a model we know only by its signature: the batch for the first dynamic dimension,
-    8 for any other; normal floats, small non-negative integers (valid as indices), random booleans."""
+    8 for any other; normal floats, small non-negative integers (valid as indices), random booleans.
+    The alternative distribution (`alt`) draws floats uniformly from [0, 1) (image-like) and integers
+    from 0..1, for models that the first one saturates."""
 
     def generate(rng: np.random.Generator, batch: int) -> Inputs:
         out = {}
@@ -168,9 +175,9 @@ def _generator(specs: tuple[TensorSpec, ...]) -> Callable[[np.random.Generator, 
             shape = [batch if i == 0 and d is None else (8 if d is None else d) for i, d in enumerate(s.shape)]
             dt = np.dtype(s.dtype)
             if dt.kind == "f":
-                out[s.name] = rng.standard_normal(shape).astype(dt)
+                out[s.name] = (rng.uniform(0.0, 1.0, shape) if alt else rng.standard_normal(shape)).astype(dt)
             elif dt.kind in "iu":
-                out[s.name] = rng.integers(0, 10, size=shape).astype(dt)
+                out[s.name] = rng.integers(0, 2 if alt else 10, size=shape).astype(dt)
             elif dt.kind == "b":
                 out[s.name] = rng.integers(0, 2, size=shape).astype(bool)
             else:
@@ -198,7 +205,7 @@ def user_fixture(path: Path, signature: str = "serving_default", tag: str = "ser
                 raise HarnessError(f"input {s.name!r} of {path} has unknown rank: expected a signature with a known rank")
         fx = Fixture(
             name=name, description=f"user SavedModel {path}", kind="user", inputs=inputs,
-            outputs=tuple(s.name for s in outs), build=lambda: path, generate=_generator(inputs),
+            outputs=tuple(s.name for s in outs), build=lambda: path, generate=_generator(inputs), generate_alt=_generator(inputs, alt=True),
             signature=signature, tag=tag, source_digest=digest,
         )
         return fx
@@ -220,5 +227,6 @@ def user_fixture(path: Path, signature: str = "serving_default", tag: str = "ser
         name=name, description=f"user Keras model {path}", kind="keras", inputs=inputs,
         outputs=tuple(f"output_{i}" for i in range(len(model.outputs))),
         build=lambda: keras.models.load_model(str(path), compile=False), generate=_generator(inputs),
+        generate_alt=_generator(inputs, alt=True),
         source_digest=digest,
     )

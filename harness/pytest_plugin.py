@@ -3,11 +3,14 @@
 Any test that takes `harness_case` is parametrised with the selected cases (ids like
 `mnist_cnn-onnx13-ort-cpu-b1`); the `harness_run` fixture runs a case through a session-wide engine
 (workers reused across tests) and maps the verdict: pass → pass, known deviation → strict xfail,
-skip/unsupported → skip with the reason, anything else → failure with the comparator's reasons.
+skip/unsupported → skip with the reason, anything else (inconclusive included) → failure with the
+comparator's reasons. In CI (`CI=true`) a runtime the runtime table marks as required on this machine
+kind that is unavailable fails instead of skipping: a missing piece must not hide behind a skip.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -22,6 +25,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--harness-iterations", type=int, default=None,
                     help="Timed iterations per case (default 3 for conformance, 50 with --benchmark-only).")
     group.addoption("--harness-store", default="", help="Also write a run folder under this reports directory.")
+    group.addoption("--harness-allow-inconclusive", action="store_true", help="Inconclusive cases pass instead of failing.")
 
 
 def _list(value: str) -> list[str] | None:
@@ -56,26 +60,21 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture(scope="session")
 def harness_engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
-    from harness.cases import Engine, Options, summarize
-    from harness.export import Exporter
+    """The session's orchestrator: one worker per runtime for every test, and a run folder if asked."""
+    from harness.cases import Options
+    from harness.fixtures import all_fixtures
+    from harness.orchestrator import Orchestrator
 
     config = request.config
-    store = None
-    if config.getoption("--harness-store"):
-        from harness.store import RunStore
-
-        store = RunStore(Path(config.getoption("--harness-store")), {"command": "pytest"})
+    reports = config.getoption("--harness-store")
     iterations = config.getoption("--harness-iterations")
     if iterations is None:
         iterations = 50 if _benchmark_only(config) else 3
-    engine = Engine(Exporter(), tmp_path_factory.mktemp("harness-tensors"), Options(iterations=iterations, warmup=2))
-    engine.results = []  # type: ignore[attr-defined]
-    engine.store = store  # type: ignore[attr-defined]
-    yield engine
-    engine.close()
-    if store is not None:
-        store.set_runtimes(engine.runtime_versions())
-        store.finish(summarize(engine.results))  # type: ignore[attr-defined]
+    orch = Orchestrator([], all_fixtures(), Options(iterations=iterations, warmup=2), Path(reports) if reports else None,
+                        {"command": "pytest"}, scratch=tmp_path_factory.mktemp("harness-tensors"),
+                        allow_inconclusive=config.getoption("--harness-allow-inconclusive"))
+    yield orch
+    orch.close("complete")
 
 
 def _benchmark_only(config: pytest.Config) -> bool:
@@ -109,19 +108,22 @@ def harness_run(harness_engine):
     """Runs a case and turns its verdict into the test's outcome; returns the result dict on pass."""
 
     def run(case) -> dict:
+        from harness.runners.table import RUNTIMES
+
         result = harness_engine.run_case(case)
-        harness_engine.results.append(result)
-        if harness_engine.store is not None:
-            harness_engine.store.add(result)
         status = result["status"]
-        if status == "pass":
+        if status == "pass" or (status == "inconclusive" and harness_engine.allow_inconclusive):
             return result
+        if status == "skip" and os.environ.get("CI") == "true" and RUNTIMES[case.runtime].required_in_ci:
+            pytest.fail(f"{case.id}: runtime {case.runtime} is required in CI on this machine kind but unavailable: {result['reason']}",
+                        pytrace=False)
         if status in ("skip", "unsupported"):
             pytest.skip(result.get("reason") or result.get("error") or status)
         if status == "xfail":
             pytest.xfail(result["reason"])
         detail = result.get("error") or result.get("reason") or ""
+        where = f" at {result['stage']} ({result['culprit']})" if result.get("stage") else ""
         tail = result.get("stderr_tail")
-        pytest.fail(f"{case.id}: {status}: {detail}" + (f"\n--- worker stderr ---\n{tail}" if tail else ""), pytrace=False)
+        pytest.fail(f"{case.id}: {status}{where}: {detail}" + (f"\n--- worker stderr ---\n{tail}" if tail else ""), pytrace=False)
 
     return run

@@ -9,6 +9,7 @@ import math
 import os
 import platform
 import secrets
+import signal
 import subprocess
 import time
 from datetime import datetime, timezone
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from harness.errors import HarnessError
 
-SCHEMA = 1
+SCHEMA = 2  # 2: run states and planned cases; results carry stage, culprit and summary
 
 
 def sanitize(value):
@@ -78,35 +79,70 @@ def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
 
 
-class RunStore:
-    """One run folder. Results are appended as they come; run.json is rewritten atomically."""
+STATES = ("running", "complete", "interrupted", "failed")
 
-    def __init__(self, reports: Path, options: dict, run_id: str | None = None):
+
+class RunStore:
+    """One run folder. Results are appended as they come, one whole line each (signals are held off
+    while a line is written); run.json is rewritten atomically. A run records the cases it plans
+    up front and its `state`: running, then complete, interrupted (a signal) or failed (a harness
+    error such as a full disk). Only a complete run becomes `reports/latest`."""
+
+    def __init__(self, reports: Path, options: dict, run_id: str | None = None, planned: list[dict] | None = None,
+                 resume: Path | None = None):
         self.reports = reports
-        self.run_id = run_id or new_run_id()
-        self.dir = reports / "runs" / self.run_id
-        self.dir.mkdir(parents=True, exist_ok=False)
-        self.meta = {
-            "schema": SCHEMA,
-            "run_id": self.run_id,
-            "started": datetime.now(timezone.utc).isoformat(),
-            "finished": None,
-            "environment": environment(),
-            "runtimes": {},
-            "options": options,
-            "summary": {},
-        }
-        self._write_meta()
-        self._results = open(self.dir / "results.jsonl", "a", encoding="utf-8")
+        try:
+            if resume is not None:
+                self.dir = Path(resume)
+                self.run_id = self.dir.name
+                self.meta = json.loads((self.dir / "run.json").read_text())
+                self.meta.update(state="running", reason=None, finished=None)
+                self.meta.setdefault("resumed", []).append(datetime.now(timezone.utc).isoformat())
+                _drop_partial_line(self.dir / "results.jsonl")
+            else:
+                self.run_id = run_id if run_id is not None else new_run_id()
+                if not self.run_id.strip() or "/" in self.run_id or self.run_id.startswith("."):
+                    raise HarnessError(f"run name {self.run_id!r} is not valid: expected a non-empty name without '/' that does not start with '.'")
+                self.dir = reports / "runs" / self.run_id
+                self.dir.mkdir(parents=True, exist_ok=False)
+                self.meta = {
+                    "schema": SCHEMA,
+                    "run_id": self.run_id,
+                    "state": "running",
+                    "reason": None,
+                    "started": datetime.now(timezone.utc).isoformat(),
+                    "finished": None,
+                    "environment": environment(),
+                    "runtimes": {},
+                    "options": options,
+                    "planned": planned or [],
+                    "summary": {},
+                }
+            self._write_meta()
+            self._results = open(self.dir / "results.jsonl", "a", encoding="utf-8")
+        except FileExistsError:
+            raise HarnessError(f"run {self.dir} exists already: expected a new run name") from None
+        except OSError as e:
+            raise HarnessError(f"cannot write a run folder under {reports}: {e.strerror or e} (expected a writable folder with free space)") from None
         self._t0 = time.monotonic()
 
     @property
     def tensors(self) -> Path:
         return self.dir / "tensors"
 
+    @property
+    def logs(self) -> Path:
+        return self.dir / "logs"
+
     def add(self, result: dict) -> None:
-        self._results.write(json.dumps(sanitize(result)) + "\n")
-        self._results.flush()
+        line = json.dumps(sanitize(result)) + "\n"
+        # A signal arriving now is delivered after the line is complete, never in the middle of it.
+        blocked = _block_signals()
+        try:
+            self._results.write(line)
+            self._results.flush()
+        finally:
+            _unblock_signals(blocked)
 
     def set(self, key: str, value) -> None:
         """Another top-level entry of run.json (e.g. the machine's measured peak GFLOP/s)."""
@@ -117,12 +153,22 @@ class RunStore:
         self.meta["runtimes"] = runtimes
         self._write_meta()
 
-    def finish(self, summary: dict) -> None:
-        self._results.close()
+    def finish(self, summary: dict, state: str = "complete", reason: str | None = None) -> None:
+        """Close the run with its final state; `latest` moves only to a complete run."""
+        if state not in STATES[1:]:
+            raise ValueError(f"final state {state!r}: expected one of {STATES[1:]}")
+        try:
+            self._results.close()
+        except OSError:
+            pass
+        self.meta["state"] = state
+        self.meta["reason"] = reason
         self.meta["finished"] = datetime.now(timezone.utc).isoformat()
         self.meta["wall_s"] = round(time.monotonic() - self._t0, 3)
         self.meta["summary"] = summary
         self._write_meta()
+        if state != "complete":
+            return
         latest = self.reports / "latest"
         tmp = self.reports / f".latest-{self.run_id}"
         os.symlink(Path("runs") / self.run_id, tmp)
@@ -130,42 +176,73 @@ class RunStore:
 
     def _write_meta(self) -> None:
         tmp = self.dir / "run.json.tmp"
-        tmp.write_text(json.dumps(sanitize(self.meta), indent=2))
-        os.replace(tmp, self.dir / "run.json")
+        try:
+            tmp.write_text(json.dumps(sanitize(self.meta), indent=2))
+            os.replace(tmp, self.dir / "run.json")
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
 
 
-def load_run(folder: Path) -> tuple[dict, list[dict]]:
-    """run.json and the results of a run folder; a half-written last line (a run that died) is dropped."""
-    meta_path = folder / "run.json"
-    if not meta_path.exists():
-        raise HarnessError(f"not a run folder: {meta_path} does not exist")
+_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def _block_signals():
     try:
-        meta = json.loads(meta_path.read_text())
-    except ValueError as e:
-        raise HarnessError(f"corrupt run: {meta_path} is not valid JSON ({e})") from None
-    if meta.get("schema") != SCHEMA:
-        raise HarnessError(f"run {folder} has schema {meta.get('schema')}, expected {SCHEMA}")
-    results = []
-    path = folder / "results.jsonl"
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                results.append(json.loads(line))
-            except ValueError:
-                continue
-    return meta, results
+        return signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    except (ValueError, OSError):
+        return None
+
+
+def _unblock_signals(previous) -> None:
+    if previous is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _drop_partial_line(path: Path) -> None:
+    """Cut a half-written last line (a run killed mid-write) so appended results start on a line of their own."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with open(path, "r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
+
+
+def planned_cases(meta: dict) -> list[dict]:
+    """The cases a run planned (each a dict with id, fixture, format, runtime, device, batch, threads)."""
+    planned = meta.get("planned")
+    return [c for c in planned if isinstance(c, dict) and "id" in c] if isinstance(planned, list) else []
 
 
 class RunData:
     """A run as well as it can be read: what could not be read is listed in `problems`, and the rest
-    is kept, so a report of a crashed or foreign run still shows what there is."""
+    is kept, so a report of a crashed or foreign run still shows what there is. `missing` lists the
+    planned cases without a readable result; `unreadable` counts lines of results.jsonl that could
+    not be read."""
 
-    def __init__(self, folder: Path, meta: dict, results: list[dict], problems: list[str]):
-        self.folder, self.meta, self.results, self.problems = folder, meta, results, problems
+    def __init__(self, folder: Path, meta: dict, results: list[dict], problems: list[str], unreadable: int = 0):
+        self.folder, self.meta, self.results, self.problems, self.unreadable = folder, meta, results, problems, unreadable
 
     @property
     def run_id(self) -> str:
         return self.meta.get("run_id") or self.folder.name
+
+    @property
+    def state(self) -> str:
+        """complete, interrupted, failed, running (still running, or killed without a trace); `unknown`
+        for a run.json that does not say."""
+        state = self.meta.get("state")
+        return state if state in STATES else "unknown"
+
+    @property
+    def planned(self) -> list[dict]:
+        return planned_cases(self.meta)
+
+    @property
+    def missing(self) -> list[str]:
+        done = {r["id"] for r in self.results}
+        return [c["id"] for c in self.planned if c["id"] not in done]
 
 
 def resolve_run(reference: str | Path, reports: Path = Path("reports")) -> Path:
@@ -195,8 +272,6 @@ def read_run(folder: Path) -> RunData:
         problems.append(f"{meta_path} is not valid JSON ({e}); environment and options unknown")
     if meta and meta.get("schema") != SCHEMA:
         problems.append(f"{meta_path} has schema {meta.get('schema')!r}, this harness reads schema {SCHEMA}; showing what could be read")
-    if meta and not meta.get("finished"):
-        problems.append("the run did not finish (it crashed or is still running): results may be incomplete")
     results: list[dict] = []
     path = folder / "results.jsonl"
     if not path.exists():
@@ -215,4 +290,14 @@ def read_run(folder: Path) -> RunData:
                 bad += 1
         if bad:
             problems.append(f"{bad} line(s) of {path} could not be read (half-written or foreign) and were skipped")
-    return RunData(folder, meta, results, problems)
+    run = RunData(folder, meta, results, problems, bad)
+    if meta:
+        state, reason, missing = run.state, meta.get("reason"), run.missing
+        of = f"{len(missing)} of {len(run.planned)} planned cases have no result" if run.planned else "the planned cases are unknown"
+        if state == "running" or (state == "unknown" and not meta.get("finished")):
+            problems.append(f"incomplete run: it did not finish (still running, or killed without a trace); {of}")
+        elif state in ("interrupted", "failed"):
+            problems.append(f"incomplete run: {state}" + (f" ({reason})" if reason else "") + f"; {of}")
+        elif missing:
+            problems.append(f"{of}, though the run says it is complete")
+    return run

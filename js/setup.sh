@@ -7,10 +7,11 @@
 # Idempotent: each step is skipped while what it made is current (stamps in node_modules/).
 # Environment:
 #   HARNESS_TF_DIR  the wheel's `tensorflow` package folder (libtensorflow_cc.so.2,
-#                   libtensorflow_framework.so.2, include/); default
-#                   ../.venv/lib/python3.11/site-packages/tensorflow relative to js/.
-# Without that folder node-tfjs-node is left unbuilt (the other runtimes still work) and the script
-# says so; with it, a failed build fails the script.
+#                   libtensorflow_framework.so.2, include/); default: `tensorflow` in the
+#                   site-packages of the venv's own Python (asked of sysconfig, whatever its version)
+#   HARNESS_VENV    that venv; default ../.venv relative to js/ (as go/env.sh)
+# Without that library the script fails with the reason (exit 1): node-tfjs-node must not go
+# unbuilt, and its tests skipped, without anyone being told. A failed build fails it too.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 JS=$(pwd)
@@ -38,11 +39,24 @@ fi
 
 # --- 2. tfjs-node against the wheel's libtensorflow --------------------------------------------------
 TFN=node_modules/@tensorflow/tfjs-node
-TF_DIR=${HARNESS_TF_DIR:-$JS/../.venv/lib/python3.11/site-packages/tensorflow}
+if [ -n "${HARNESS_TF_DIR:-}" ]; then
+  TF_DIR=$HARNESS_TF_DIR
+else
+  # The venv's own site-packages (python3.11, 3.12, …): sysconfig only, no TensorFlow import.
+  venv_python=${HARNESS_VENV:-$JS/../.venv}/bin/python
+  if [ ! -x "$venv_python" ]; then
+    say "no venv Python at $venv_python to find the TensorFlow wheel: run 'make setup' in the repo (or set HARNESS_VENV or HARNESS_TF_DIR)" >&2
+    exit 1
+  fi
+  site=$("$venv_python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') || {
+    say "$venv_python could not name its site-packages folder (sysconfig failed)" >&2
+    exit 1
+  }
+  TF_DIR=$site/tensorflow
+fi
 if [ ! -f "$TF_DIR/libtensorflow_cc.so.2" ] || [ ! -f "$TF_DIR/libtensorflow_framework.so.2" ] || [ ! -d "$TF_DIR/include/tensorflow/c" ]; then
-  say "skipping tfjs-node: no TensorFlow library at $TF_DIR (libtensorflow_cc.so.2, libtensorflow_framework.so.2, include/)"
-  say "  node-tfjs-node stays unavailable; run 'make setup' in the repo (or set HARNESS_TF_DIR) and rerun js/setup.sh"
-  exit 0
+  say "no TensorFlow library at $TF_DIR (libtensorflow_cc.so.2, libtensorflow_framework.so.2, include/tensorflow/c), so node-tfjs-node cannot be built: run 'make setup' in the repo (or set HARNESS_TF_DIR) and rerun js/setup.sh" >&2
+  exit 1
 fi
 TF_DIR=$(cd "$TF_DIR" && pwd -P)
 tfn_version=$(node -p "require('./$TFN/package.json').version")

@@ -3,11 +3,15 @@
 import os
 import signal
 import threading
+import time
+
+import numpy as np
 
 import pytest
 
 from harness.cases import Case, Deviation, Engine, Selection, load_deviations, matrix
 from harness.errors import HarnessError
+from harness.fixtures import Fixture, TensorSpec
 
 
 def test_matrix_pairs_formats_with_the_runtimes_that_load_them():
@@ -66,9 +70,16 @@ def test_deviation_with_match_only_covers_that_error():
     assert not d.expects("fail", "An InputLayer should be passed")
 
 
-def test_deviations_file_parses():
+def test_every_known_deviation_matches_cases_and_a_bad_entry_is_named(tmp_path):
+    """A deviation that matches no case of the matrix is stale (it would hide nothing and rot);
+    an entry without a reason is refused with the entry's number."""
+    cases = matrix(Selection())
     for d in load_deviations():
-        assert d.reason and d.status
+        assert any(d.matches(c) for c in cases), f"known deviation {d} matches no case"
+    bad = tmp_path / "deviations.toml"
+    bad.write_text('[[deviation]]\nfixture = "pow"\nstatus = "fail"\n')
+    with pytest.raises(HarnessError, match="known deviation #1 in .* lacks 'reason'"):
+        load_deviations(bad)
 
 
 def test_a_worker_that_died_between_cases_is_replaced(engine):
@@ -84,7 +95,7 @@ def test_a_crash_during_a_case_is_recorded_and_the_next_case_runs(engine):
     assert engine.run_case(Case("pow", "onnx13", "ort"))["status"] == "pass"
     pid = engine.pool.info["ort"]["pid"]
     engine.options.iterations = 10**7  # minutes of work: the kill lands inside this run
-    killer = threading.Timer(1.0, os.kill, (pid, signal.SIGKILL))  # a native crash, as the harness sees it
+    killer = threading.Thread(target=_kill_once_busy, args=(pid,))  # a native crash, as the harness sees it
     killer.start()
     crashed = engine.run_case(Case("pow", "onnx13", "ort", batch=16))
     killer.join()
@@ -92,6 +103,20 @@ def test_a_crash_during_a_case_is_recorded_and_the_next_case_runs(engine):
     engine.options.iterations = 3
     again = engine.run_case(Case("pow", "onnx13", "ort", batch=16))
     assert again["status"] == "pass" and engine.pool.info["ort"]["pid"] != pid
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _kill_once_busy(pid: int, timeout: float = 60.0) -> None:
+    """SIGKILL the worker once it is inside the run (its CPU time has grown by half a second), not on a
+    fixed timer that assumes how fast it started."""
+    start, deadline = _cpu_seconds(pid), time.monotonic() + timeout
+    while _cpu_seconds(pid) - start < 0.5 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
 
 
 def test_a_hung_worker_times_out_and_is_replaced(engine):
@@ -103,3 +128,94 @@ def test_a_hung_worker_times_out_and_is_replaced(engine):
     assert hung["status"] == "timeout" and "did not answer run within 2 s" in hung["error"]
     engine.options.run_timeout_s = 60
     assert engine.run_case(Case("pow", "onnx13", "ort"))["status"] == "pass"
+
+
+def test_a_reference_that_hangs_is_retried_once_on_a_fresh_worker(engine):
+    engine.pool.get("tf")
+    pid = engine.pool.info["tf"]["pid"]
+    os.kill(pid, signal.SIGSTOP)  # the reference's worker stops answering
+    engine.options.load_timeout_s = 5
+    result = engine.run_case(Case("pow", "onnx13", "ort"))
+    assert result["status"] == "pass", result
+    assert engine.pool.info["tf"]["pid"] != pid
+
+
+def test_a_reference_that_fails_twice_is_an_error_at_stage_reference_with_its_kind(engine):
+    engine.options.load_timeout_s = 0.001  # every start of the reference times out
+    result = engine.run_case(Case("matmul", "onnx13", "ort"))
+    assert result["status"] == "error" and result["stage"] == "reference" and result["culprit"] == "runtime"
+    assert result["evidence"]["kind"] == "timeout" and result["evidence"]["attempts"] == 2
+    assert result["summary"].startswith("reference (savedmodel on tf) failed: timeout: worker tf did not answer load")
+
+
+def _module_fixture(name: str, body, generate, generate_alt=None) -> Fixture:
+    """A one-input tf.Module fixture defined here; `body` maps the input tensor to the output."""
+
+    def build():
+        import tensorflow as tf
+
+        class M(tf.Module):
+            @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="x")])
+            def serve(self, x):
+                return {"y": body(tf, x)}
+
+        m = M()
+        return m, m.serve
+
+    return Fixture(name=name, description=name, kind="module", inputs=(TensorSpec("x", "float32", (None, 4)),), outputs=("y",),
+                   build=build, generate=generate, generate_alt=generate_alt, source_digest=f"{name}-test-1")
+
+
+def _normal(rng, batch):
+    return {"x": rng.standard_normal((batch, 4)).astype(np.float32)}
+
+
+@pytest.mark.parametrize("name, body, why", [
+    ("ignores_input", lambda tf, x: tf.zeros_like(x) + tf.constant([0.25, 0.5, 0.125, 1.0]), "does not depend on its input"),
+    ("tiny_logits", lambda tf, x: x * 1e-11, "largest magnitude"),
+    ("saturated", lambda tf, x: tf.nn.softmax(x * 0.0), "does not depend on its input"),
+])
+def test_a_reference_without_signal_makes_the_case_inconclusive(exporter, tmp_path, name, body, why):
+    fx = _module_fixture(name, body, _normal)
+    eng = Engine(exporter, tmp_path, fixtures={name: fx}, deviations=[])
+    try:
+        result = eng.run_case(Case(name, "onnx13", "ort", batch=4))
+    finally:
+        eng.close()
+    assert result["status"] == "inconclusive", result
+    assert result["stage"] == "reference" and result["culprit"] == "model" and why in result["reason"]
+    assert result["metrics"]["y"]["max_abs"] < 1e-5, "the runtime agreed: only the reference's lack of signal stops a pass"
+
+
+def test_an_input_independent_batch_of_one_is_caught_across_input_sets(exporter, tmp_path):
+    fx = _module_fixture("const1", lambda tf, x: tf.zeros_like(x) + 0.5, _normal)
+    eng = Engine(exporter, tmp_path, fixtures={"const1": fx}, deviations=[])
+    try:
+        result = eng.run_case(Case("const1", "onnx13", "ort", batch=1))
+    finally:
+        eng.close()
+    assert result["status"] == "inconclusive" and "identical for 4 different input sets" in result["reason"]
+
+
+def test_the_second_input_distribution_is_tried_before_giving_up(exporter, tmp_path):
+    """Zeros in, zeros out: the first distribution leaves no signal; the fixture's second one has it."""
+    fx = _module_fixture("needs_alt", lambda tf, x: tf.nn.relu(x) * 3.0,
+                         lambda rng, b: {"x": np.zeros((b, 4), np.float32)}, generate_alt=_normal)
+    eng = Engine(exporter, tmp_path, fixtures={"needs_alt": fx}, deviations=[])
+    try:
+        result = eng.run_case(Case("needs_alt", "onnx13", "ort", batch=4))
+    finally:
+        eng.close()
+    assert result["status"] == "pass" and result["inputs_variant"] == 1, result
+
+
+def test_every_built_in_fixture_reference_has_signal(engine):
+    """No built-in fixture may pass vacuously: each one's reference carries signal at its batches."""
+    from harness.fixtures import all_fixtures
+
+    for name, fx in all_fixtures().items():
+        if fx.bench_only:
+            continue
+        for batch in fx.batches:
+            result = engine.run_case(Case(name, "savedmodel", "tf", batch=batch))
+            assert result["status"] == "pass", (name, batch, result["status"], result.get("reason") or result.get("error"))

@@ -93,18 +93,68 @@ def test_quantize_dequantize_round_trip_within_half_a_step():
     assert compare.quantize(np.array([100.0]), scale, zero, "int8")[0] == 127  # saturates
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(
     hnp.arrays(np.float32, st.integers(1, 30), elements=st.floats(-1e3, 1e3, width=32)),
     hnp.arrays(np.float32, st.integers(1, 30), elements=st.floats(-1, 1, width=32)),
 )
-def test_required_tolerances_would_have_passed(ref, noise):
+def test_required_tolerances_are_the_smallest_that_pass(ref, noise):
+    """Checked against an independent computation: elementwise in plain Python floats, the smallest atol
+    (at the declared rtol) is the largest per-element need; a hair above passes, a hair below fails."""
     noise = np.resize(noise, ref.shape)
     out = (ref + noise).astype(np.float32)
     m = compare.output_metrics(ref, out, F32)
-    # The smallest atol (at the declared rtol) passes, as does the smallest rtol (at the declared atol).
-    with_atol = Tolerance(atol=m["required_atol"] * (1 + 1e-9) + 1e-12, rtol=F32.rtol)
-    assert compare.output_metrics(ref, out, with_atol)["frac_out_of_tol"] == 0
-    if math.isfinite(m["required_rtol"]):
-        with_rtol = Tolerance(atol=F32.atol, rtol=m["required_rtol"] * (1 + 1e-9) + 1e-12)
-        assert compare.output_metrics(ref, out, with_rtol)["frac_out_of_tol"] == 0
+    needs = [max(abs(float(o) - float(r)) - F32.rtol * abs(float(r)), 0.0) for r, o in zip(ref.tolist(), out.tolist())]
+    assert m["required_atol"] == pytest.approx(max(needs), rel=1e-12, abs=1e-300)
+    above = Tolerance(atol=m["required_atol"] * (1 + 1e-9) + 1e-300, rtol=F32.rtol)
+    assert compare.output_metrics(ref, out, above)["frac_out_of_tol"] == 0
+    if m["required_atol"] > 0:
+        below = Tolerance(atol=m["required_atol"] * (1 - 1e-6), rtol=F32.rtol)
+        assert compare.output_metrics(ref, out, below)["frac_out_of_tol"] > 0, "a smaller atol would not have passed"
+    rel_needs = [(max(abs(float(o) - float(r)) - F32.atol, 0.0) / abs(float(r))) if r != 0 else (math.inf if abs(float(o)) > F32.atol else 0.0)
+                 for r, o in zip(ref.tolist(), out.tolist())]
+    assert m["required_rtol"] == pytest.approx(max(rel_needs), rel=1e-9)
+    if math.isfinite(m["required_rtol"]) and m["required_rtol"] > 0:
+        below = Tolerance(atol=F32.atol, rtol=m["required_rtol"] * (1 - 1e-6))
+        assert compare.output_metrics(ref, out, below)["frac_out_of_tol"] > 0
+
+
+def test_a_wrong_dtype_fails_with_the_reason():
+    ref = {"label": np.array([1, 2], np.int64)}
+    j = compare.judge(ref, {"label": np.array([1, 2], np.int32)}, {"label": F32}, dtypes={"label": np.dtype(np.int64)})
+    assert not j.passed and j.reasons == ["label: dtype int32 differs from the signature's int64"]
+    assert j.metrics["label"]["dtype_mismatch"] and j.metrics["label"]["max_abs"] == 0, "equal values do not excuse the dtype"
+    same = compare.judge(ref, {"label": np.array([1, 2], np.int64)}, {"label": F32}, dtypes={"label": np.dtype(np.int64)})
+    assert same.passed
+    # Against a float64 oracle, the promised dtype is the signature's, not the oracle's.
+    oracle = compare.judge({"y": np.ones(2, np.float64)}, {"y": np.ones(2, np.float32)}, {"y": F32}, dtypes={"y": np.dtype(np.float32)})
+    assert oracle.passed
+
+
+def test_an_extra_output_fails_with_the_reason():
+    j = compare.judge({"a": np.ones(2)}, {"a": np.ones(2), "z": np.zeros(3)}, {"a": F32})
+    assert not j.passed and j.reasons == ["unexpected output(s) ['z']: the reference has only ['a']"]
+
+
+@pytest.mark.parametrize("first, others, why", [
+    ({"y": np.array([0.25, 0.5], np.float32)}, [{"y": np.array([0.25, 0.5], np.float32)}], "identical for 2 different input sets"),
+    ({"y": np.zeros((3, 2), np.float32)}, [], "all zero"),
+    ({"y": np.full((2, 2), np.nan, np.float32)}, [], "NaN/Inf everywhere"),
+    ({"y": np.tile(np.array([0.1, 0.9], np.float32), (4, 1))}, [], "same for every one of the 4 rows"),
+    ({"y": np.array([[3e-11, -2e-11]], np.float32)}, [], "largest magnitude 3e-11 is within atol=1e-05"),
+    ({"y": np.array([], np.float32)}, [], "empty"),
+])
+def test_degenerate_references_are_named(first, others, why):
+    assert why in compare.degenerate(first, others, {"y": F32})["y"]
+
+
+def test_a_reference_with_signal_is_not_degenerate():
+    a = {"y": np.array([[0.1, 0.9], [0.7, 0.3]], np.float32), "label": np.array([1, 0], np.int64)}
+    b = {"y": np.array([[0.2, 0.8], [0.6, 0.4]], np.float32), "label": np.array([1, 0], np.int64)}
+    assert compare.degenerate(a, [b], {"y": F32, "label": F32}) == {"label": compare.degenerate(a, [b], {"y": F32, "label": F32})["label"]}
+    assert "identical" in compare.degenerate(a, [b], {"y": F32, "label": F32})["label"]
+    c = {"y": b["y"], "label": np.array([0, 0], np.int64)}
+    assert compare.degenerate(a, [b, c], {"y": F32, "label": F32}) == {}, "one input set that changes the label is enough"
+    # Equal labels across a batch can be real; quantised classes (no atol) are not judged by magnitude.
+    assert compare.degenerate({"label": np.array([3, 3, 3], np.int64)}, [], {"label": F32}) == {}
+    assert compare.degenerate({"y": np.array([1e-9, 2e-9], np.float32)}, [], {"y": Tolerance(min_snr_db=30.0)}) == {}

@@ -1,6 +1,7 @@
 """Export cache: content-addressed keys, atomic writes under a lock, failed conversions as artifacts."""
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import replace
@@ -89,20 +90,89 @@ def test_damaged_cache_entry_is_re_exported(tmp_path):
     assert again.status == "ok" and again.dir == art.dir and (again.dir / "saved_model" / "saved_model.pb").exists()
 
 
-def test_corrupt_model_file_is_a_load_error_for_its_case(tmp_path):
-    import shutil
-
+def test_damaged_model_file_is_re_exported_before_a_worker_gets_it(tmp_path):
+    """A flipped weight byte (same size) or a truncated file in the cache is found against the digests
+    artifact.json recorded, exported again, and the run says so: never blamed on the runtime."""
+    from harness.artifact import damage
     from harness.cases import Case, Engine
 
     ex = Exporter(tmp_path / "cache")
-    fx = get_fixture("pow")
-    art = ex.get(fx, "tflite")
-    (art.dir / "model.tflite").write_bytes(b"TFL3 but not really a flatbuffer")
+    fx = get_fixture("mlp")
+    tfl = ex.get(fx, "tflite")
+    onnx = ex.get(fx, "onnx13")
+    assert set(tfl.files) == {"model.tflite"} and tfl.files["model.tflite"]["size"] == (tfl.dir / "model.tflite").stat().st_size
+    data = bytearray((tfl.dir / "model.tflite").read_bytes())
+    data[len(data) // 2] ^= 0xFF  # a weight byte, same size: only the digest tells
+    (tfl.dir / "model.tflite").write_bytes(bytes(data))
+    (onnx.dir / "model.onnx").write_bytes((onnx.dir / "model.onnx").read_bytes()[:100])
+    assert damage(Artifact.load(tfl.dir)) == ["model.tflite has changed since export (sha256 differs)"]
     engine = Engine(ex, tmp_path / "scratch", deviations=[])
     try:
-        result = engine.run_case(Case("pow", "tflite", "litert"))
-        assert result["status"] == "error" and result["error"].startswith("load_failed:")
-        assert engine.run_case(Case("pow", "onnx13", "ort"))["status"] == "pass", "the run goes on"
+        flipped = engine.run_case(Case("mlp", "tflite", "litert"))
+        cut = engine.run_case(Case("mlp", "onnx13", "ort"))
     finally:
         engine.close()
-        shutil.rmtree(tmp_path / "cache")
+    assert flipped["status"] == "pass" and cut["status"] == "pass"
+    assert flipped["artifact"]["repaired"] == ["tflite: model.tflite has changed since export (sha256 differs)"]
+    assert "model.onnx has 100 bytes" in cut["artifact"]["repaired"][0]
+    assert {r["format"] for r in ex.repairs} == {"tflite", "onnx13"}
+    assert damage(Artifact.load(tfl.dir), full=True) == [] and damage(Artifact.load(onnx.dir), full=True) == []
+
+
+def test_verify_hashes_everything_and_exits_1_on_damage(tmp_path):
+    from conftest import run_cli
+
+    cache = tmp_path / "cache"
+    env = {"HARNESS_CACHE": str(cache)}
+    assert run_cli("export", "-f", "pow", "-F", "savedmodel,tflite", env=env).returncode == 0
+    ok = run_cli("verify", "-f", "pow", env=env)
+    assert ok.returncode == 0 and "2 cached artifacts hashed, 0 damaged" in ok.stdout
+    (tflite,) = cache.glob("pow-tflite-*/model.tflite")
+    stat = tflite.stat()
+    data = bytearray(tflite.read_bytes())
+    data[-8] ^= 1
+    tflite.write_bytes(bytes(data))
+    os.utime(tflite, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same size and mtime: only a full hash tells
+    bad = run_cli("verify", "-f", "pow", env=env)
+    assert bad.returncode == 1 and "model.tflite has changed since export" in bad.stdout and "1 damaged" in bad.stdout
+
+
+def test_failed_export_is_retried_when_its_source_changes_and_with_force(tmp_path):
+    """A failed export is cached with the digest of what it was made from: same source, same failure
+    (no second conversion); another source, or --force, and it is tried again."""
+    calls = []
+
+    def build():
+        calls.append(1)
+        raise ValueError("this model cannot be built")
+
+    fx = replace(_failing_fixture(), build=build)
+    ex = Exporter(tmp_path)
+    first = ex.get(fx, "savedmodel")
+    assert first.status == "error" and first.culprit == "model" and len(calls) == 1
+    assert Exporter(tmp_path).get(fx, "savedmodel").status == "error" and len(calls) == 1, "cached: not converted again"
+    assert Exporter(tmp_path, refresh=True).get(fx, "savedmodel").status == "error" and len(calls) == 2, "--force converts again"
+    # A transient failure (the environment's) is never trusted from the cache.
+    art = Artifact.load(first.dir)
+    art.extra["transient"] = True
+    (first.dir / "artifact.json").write_text(art.to_json())
+    Exporter(tmp_path).get(fx, "savedmodel")
+    assert len(calls) == 3
+    # The derived format records the failed source; once the source is fixed, it is retried.
+    derived = Exporter(tmp_path).get(fx, "tflite")
+    assert derived.status == "error" and derived.stage == "export" and derived.culprit == "model"
+    assert "the SavedModel it is converted from failed" in derived.error
+
+
+def test_signature_and_tag_are_part_of_the_cache_key(tmp_path):
+    ex = Exporter(tmp_path)
+    fx = get_fixture("pow")
+    assert ex.key(fx, "onnx13") != ex.key(replace(fx, signature="other"), "onnx13")
+    assert ex.key(fx, "onnx13") != ex.key(replace(fx, tag="gpu"), "onnx13")
+
+
+def test_a_full_cache_disk_is_one_error_and_leaves_no_temporary_folder(small_disk):
+    ex = Exporter(small_disk)
+    with pytest.raises(HarnessError, match=f"cannot write to the export cache {small_disk}: No space left on device"):
+        ex.get(get_fixture("mnist_cnn"), "savedmodel")
+    assert not list(small_disk.glob(".tmp-*")), "no temporary folder is left behind"

@@ -1,28 +1,31 @@
-"""Result store: run folder layout, appended results, atomic run.json, latest link, damaged runs."""
+"""Result store: run folder layout, appended results, atomic run.json, run states, latest link, damaged runs."""
 
 import json
 
 import pytest
 
 from harness.errors import HarnessError
-from harness.store import RunStore, load_run, sanitize
+from harness.store import RunStore, read_run, sanitize
 
 
 def test_run_folder_results_and_latest(tmp_path):
-    store = RunStore(tmp_path, {"command": "test"})
+    planned = [{"id": "a"}, {"id": "b"}]
+    store = RunStore(tmp_path, {"command": "test"}, planned=planned)
     meta = json.loads((store.dir / "run.json").read_text())
     env = meta["environment"]
     assert env["cores"] >= 1 and env["memory_bytes"] > 0 and env["cpu"] and env["os"]
-    assert meta["finished"] is None
+    assert meta["finished"] is None and meta["state"] == "running" and meta["planned"] == planned
     store.add({"id": "a", "status": "pass", "metrics": {"y": {"snr_db": float("inf")}}})
     # Appended and flushed at once: a reader sees it before the run ends.
     assert json.loads((store.dir / "results.jsonl").read_text())["metrics"]["y"]["snr_db"] == "inf"
+    assert read_run(store.dir).missing == ["b"]
     store.add({"id": "b", "status": "fail"})
     store.set_runtimes({"ort": {"versions": {"onnxruntime": "x"}}})
     store.finish({"cases": 2})
-    meta, results = load_run(tmp_path / "latest")
-    assert meta["finished"] and meta["summary"] == {"cases": 2} and meta["runtimes"]["ort"]
-    assert [r["id"] for r in results] == ["a", "b"]
+    run = read_run(tmp_path / "latest")
+    assert run.meta["finished"] and run.meta["summary"] == {"cases": 2} and run.meta["runtimes"]["ort"]
+    assert run.state == "complete" and run.missing == [] and run.problems == []
+    assert [r["id"] for r in run.results] == ["a", "b"]
 
     second = RunStore(tmp_path, {})
     second.finish({})
@@ -30,22 +33,60 @@ def test_run_folder_results_and_latest(tmp_path):
     assert store.dir.exists(), "an older run is never removed"
 
 
-def test_half_written_run_keeps_complete_lines(tmp_path):
-    store = RunStore(tmp_path, {})
+@pytest.mark.parametrize("state", ["interrupted", "failed"])
+def test_an_incomplete_run_never_becomes_latest(tmp_path, state):
+    done = RunStore(tmp_path, {})
+    done.finish({})
+    cut = RunStore(tmp_path, {}, planned=[{"id": "a"}, {"id": "b"}, {"id": "c"}])
+    cut.add({"id": "a", "status": "pass"})
+    cut.finish({"cases": 1}, state=state, reason="SIGINT" if state == "interrupted" else "No space left on device")
+    assert (tmp_path / "latest").resolve() == done.dir.resolve()
+    run = read_run(cut.dir)
+    assert run.state == state and run.missing == ["b", "c"]
+    assert any(p.startswith(f"incomplete run: {state}") and "2 of 3 planned cases have no result" in p for p in run.problems)
+
+
+def test_half_written_run_keeps_complete_lines_and_resume_cuts_the_half_line(tmp_path):
+    store = RunStore(tmp_path, {}, planned=[{"id": "a"}, {"id": "b"}])
     store.add({"id": "a", "status": "pass"})
     with open(store.dir / "results.jsonl", "a") as f:
         f.write('{"id": "b", "sta')  # the run died mid-line
-    meta, results = load_run(store.dir)
-    assert meta["finished"] is None and [r["id"] for r in results] == ["a"]
+    run = read_run(store.dir)
+    assert run.meta["finished"] is None and [r["id"] for r in run.results] == ["a"]
+    assert run.unreadable == 1 and run.missing == ["b"] and run.state == "running"
+    assert any("did not finish" in p for p in run.problems)
+    again = RunStore(tmp_path, {}, resume=store.dir)
+    again.add({"id": "b", "status": "pass"})
+    again.finish({})
+    run = read_run(store.dir)
+    assert [r["id"] for r in run.results] == ["a", "b"] and run.unreadable == 0 and run.state == "complete"
+    assert (tmp_path / "latest").resolve() == store.dir.resolve()
 
 
-def test_bad_run_folders(tmp_path):
-    with pytest.raises(HarnessError, match="does not exist"):
-        load_run(tmp_path / "nope")
+def test_bad_run_folders_and_names(tmp_path):
+    with pytest.raises(HarnessError, match="run not found"):
+        read_run(tmp_path / "nope")
     store = RunStore(tmp_path, {})
     (store.dir / "run.json").write_text('{"schema": 99}')
-    with pytest.raises(HarnessError, match="schema 99, expected 1"):
-        load_run(store.dir)
+    assert any("schema 99" in p for p in read_run(store.dir).problems)
+    for name in ("", " ", "a/b", ".hidden"):
+        with pytest.raises(HarnessError, match="is not valid: expected a non-empty name"):
+            RunStore(tmp_path, {}, run_id=name)
+
+
+def test_a_read_only_reports_folder_is_one_clear_error(tmp_path):
+    reports = tmp_path / "ro"
+    reports.mkdir()
+    reports.chmod(0o500)
+    try:
+        import os
+
+        if os.access(reports, os.W_OK):
+            pytest.skip("running as a user that can write a 0500 folder (root without CAP_DAC_OVERRIDE dropped)")
+        with pytest.raises(HarnessError, match="cannot write a run folder under .*ro: Permission denied"):
+            RunStore(reports, {})
+    finally:
+        reports.chmod(0o700)
 
 
 def test_sanitize_non_finite():

@@ -7,6 +7,7 @@ them, instead of one per converter CLI call.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import importlib
 import json
@@ -22,7 +23,7 @@ from typing import Callable
 
 from filelock import FileLock
 
-from harness.artifact import Artifact
+from harness.artifact import Artifact, damage, manifest
 from harness.errors import HarnessError, unknown
 from harness.fixtures import Fixture
 
@@ -82,13 +83,22 @@ def cache_root() -> Path:
 
 
 class Exporter:
-    """Finds artifacts in the cache or exports them into it."""
+    """Finds artifacts in the cache or exports them into it. Every artifact handed out is verified
+    against the sizes and digests its export recorded; a damaged one is exported again (and listed in
+    `repairs`). A failed export is retried when what it was made from has changed, when the failure
+    came from the environment (a full disk, a missing file), and with `refresh`."""
 
-    def __init__(self, root: Path | None = None):
+    def __init__(self, root: Path | None = None, refresh: bool = False):
         self.root = root or cache_root()
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise HarnessError(f"cannot create the export cache {self.root}: {e.strerror or e} (expected a writable folder; set HARNESS_CACHE to move it)") from None
         self.versions = converter_versions()
+        self.refresh = refresh
+        self.repairs: list[dict] = []  # artifacts found damaged and exported again in this process
         self._family_hash: dict[str, str] = {}
+        self._fresh: set[Path] = set()  # folders exported or found by this process (refresh exports each once)
 
     def key(self, fixture: Fixture, fmt: str) -> str:
         spec = check_format(fmt)
@@ -96,6 +106,8 @@ class Exporter:
         for part in (
             fixture.name,  # members of a family (gemm64, gemm256) share one source file
             fixture.digest(),
+            fixture.signature,  # a user SavedModel: the function exported, and the tag set it lives in
+            fixture.tag,
             fmt,
             self._family_source_hash(spec.family),
             json.dumps(self.versions, sort_keys=True),
@@ -107,7 +119,7 @@ class Exporter:
     def _family_source_hash(self, family: str) -> str:
         if family not in self._family_hash:
             here = Path(__file__).parent
-            data = (here / f"{family}.py").read_bytes() + (here / "common.py").read_bytes()
+            data = b"".join((here / f"{name}.py").read_bytes() for name in (family, "common", "validate"))
             self._family_hash[family] = hashlib.sha256(data).hexdigest()
         return self._family_hash[family]
 
@@ -115,6 +127,7 @@ class Exporter:
         return self.root / f"{fixture.name}-{fmt}-{self.key(fixture, fmt)}"
 
     def cached(self, fixture: Fixture, fmt: str) -> Artifact | None:
+        """The cache entry as it is (not verified), or None."""
         folder = self.folder(fixture, fmt)
         if (folder / "artifact.json").exists():
             try:
@@ -123,24 +136,57 @@ class Exporter:
                 return None  # unreadable record: treated as absent, re-exported under the lock
         return None
 
+    def _usable(self, fixture: Fixture, fmt: str, art: Artifact | None) -> tuple[bool, str | None]:
+        """Whether a cache entry may be handed out, and if not, why (None: it is simply absent)."""
+        if art is None:
+            return False, None
+        if self.refresh and art.dir not in self._fresh:
+            return False, "--refresh/--force: exported again"
+        if art.status == "ok":
+            problems = damage(art)
+            return (False, "; ".join(problems)) if problems else (True, None)
+        if art.extra.get("transient"):
+            return False, f"the last export failed for a reason of the environment ({art.error_summary}): tried again"
+        source = self._source_digest(fixture, fmt)
+        if source != art.source_digest:
+            return False, "what it is exported from has changed since the export failed: tried again"
+        return True, None
+
+    def _source_digest(self, fixture: Fixture, fmt: str) -> str:
+        spec = check_format(fmt)
+        if fmt == "savedmodel" or spec.keras_only:
+            return fixture.digest()
+        source = self.get(fixture, "savedmodel")
+        return source.content_digest if source.status == "ok" else f"error:{source.source_digest}:{source.error}"
+
     def get(self, fixture: Fixture, fmt: str) -> Artifact:
-        """The artifact, from the cache or freshly exported. A failed conversion is an artifact too
-        (status `error` with the converter's message), cached like a good one: same inputs, same result."""
+        """The artifact, from the cache (verified) or freshly exported. A failed conversion is an
+        artifact too (status `error` with the converter's whole message, its stage and culprit)."""
         spec = check_format(fmt)
         art = self.cached(fixture, fmt)
-        if art is not None:
+        ok, _ = self._usable(fixture, fmt, art)
+        if ok:
+            assert art is not None
+            self._fresh.add(art.folder_path)
             return art
         folder = self.folder(fixture, fmt)
         with FileLock(str(folder) + ".lock"):
             art = self.cached(fixture, fmt)  # another process may have written it meanwhile
-            if art is not None:
+            ok, why = self._usable(fixture, fmt, art)
+            if ok:
+                assert art is not None
+                self._fresh.add(folder)
                 return art
-            if folder.exists():  # a damaged entry (crash mid-write elsewhere, disk full): replace it
+            if why and art is not None and art.status == "ok":
+                self.repairs.append({"artifact": folder.name, "fixture": fixture.name, "format": fmt, "problem": why})
+            if folder.exists():  # damaged, stale or refreshed: replace it
                 shutil.rmtree(folder)
             source = None
             if fmt != "savedmodel" and not spec.keras_only:
                 source = self.get(fixture, "savedmodel")
-            return self._export(fixture, spec, folder, source)
+            fresh = self._export(fixture, spec, folder, source)
+            self._fresh.add(folder)
+            return fresh
 
     def _export(self, fixture: Fixture, spec: FormatSpec, folder: Path, source: Artifact | None) -> Artifact:
         art = Artifact(
@@ -148,24 +194,42 @@ class Exporter:
             format=spec.name,
             key=self.key(fixture, spec.name),
             status="ok",
+            signature=fixture.signature,
             converters=dict(self.versions),
             source_hash=fixture.digest(),
+            source_digest=fixture.digest() if source is None else (source.content_digest if source.status == "ok" else f"error:{source.source_digest}:{source.error}"),
         )
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.root))
+        art.extra["tag"] = fixture.tag
+        try:
+            tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.root))
+        except OSError as e:
+            raise HarnessError(f"cannot write to the export cache {self.root}: {e.strerror or e} (expected a writable folder with free space)") from None
         start = time.perf_counter()
         try:
-            if source is not None and source.status != "ok":
-                raise RuntimeError(f"the SavedModel it is converted from failed: {source.error}")
-            module = importlib.import_module(f"harness.export.{spec.family}")
-            export: Callable = module.export
-            export(fixture, spec, tmp, source, art)
-        except Exception as e:  # a converter's failure is a result, recorded with its own message
-            art.status = "error"
-            art.error = f"{type(e).__name__}: {_first_lines(str(e))}"
-            art.extra["traceback"] = traceback.format_exc(limit=8)
-            art.inputs, art.outputs = [], []
-        art.export_s = round(time.perf_counter() - start, 3)
-        (tmp / "artifact.json").write_text(art.to_json())
+            try:
+                if source is not None and source.status != "ok":
+                    art.extra.update(stage=source.stage, culprit=source.culprit)
+                    raise _SourceFailed(f"the SavedModel it is converted from failed ({source.stage}, {source.culprit}): {source.error}")
+                module = importlib.import_module(f"harness.export.{spec.family}")
+                export: Callable = module.export
+                export(fixture, spec, tmp, source, art)
+                from harness.export.validate import validate
+
+                validate(spec.name, tmp, art)
+            except Exception as e:  # a converter's failure is a result, recorded with its whole message
+                if _disk_full(e):
+                    code = errno.EROFS if "Read-only" in str(e) else errno.ENOSPC
+                    raise OSError(code, os.strerror(code)) from e
+                _record_failure(art, e, fixture)
+            art.export_s = round(time.perf_counter() - start, 3)
+            if art.status == "ok":
+                art.files = manifest(tmp)
+            (tmp / "artifact.json").write_text(art.to_json())
+        except BaseException as e:  # a full disk, a signal: no half-written .tmp-* folder stays behind
+            shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(e, OSError):
+                raise HarnessError(f"cannot write to the export cache {self.root}: {e.strerror or e} (expected a writable folder with free space)") from None
+            raise
         try:
             os.rename(tmp, folder)  # atomic: readers see all of it or nothing
         except OSError:
@@ -173,6 +237,59 @@ class Exporter:
         return Artifact.load(folder)
 
 
-def _first_lines(message: str, limit: int = 600) -> str:
-    message = " ".join(line.strip() for line in message.strip().splitlines() if line.strip())
-    return message if len(message) <= limit else message[: limit - 3] + "..."
+def _disk_full(e: BaseException) -> bool:
+    """A converter's way of saying the disk is full or read-only (TensorFlow wraps ENOSPC in its own errors)."""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EROFS, errno.EDQUOT):
+        return True
+    text = str(e)
+    return "No space left on device" in text or "Read-only file system" in text
+
+
+class _SourceFailed(Exception):
+    """The artifact this one is converted from failed: the failure is the source's, stage and culprit too."""
+
+
+HARNESS_DIR = Path(__file__).resolve().parents[1]
+
+
+def _raised_in(e: BaseException, fn) -> bool:
+    """Whether the traceback of `e` passes through `fn` (the fixture's or user's model builder)."""
+    code = getattr(fn, "__code__", None)
+    tb = e.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code is code:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _record_failure(art: Artifact, e: BaseException, fixture: Fixture) -> None:
+    """Status, whole message, stage and culprit of a failed export, with the traceback as evidence:
+    a ConverterFault from validation is the converter's (or the environment's) at stage `validate`;
+    an exception raised while the model is built is the model's; one raised in our own code is the harness's; an OSError is the environment's (and is
+    retried next time); anything else raised inside a converter is the converter's."""
+    from harness.export.validate import ConverterFault
+
+    art.status = "error"
+    art.inputs, art.outputs = [], []
+    art.extra["traceback"] = traceback.format_exc()
+    if isinstance(e, _SourceFailed):
+        art.error = str(e)
+        return
+    if isinstance(e, ConverterFault):
+        art.error = e.summary + (f"\n{e.detail}" if e.detail and e.detail != e.summary else "")
+        art.extra.update(stage="validate", culprit=getattr(e, "culprit", "converter"))
+        if e.op:
+            art.extra["op"] = e.op
+        return
+    art.error = f"{type(e).__name__}: {e}"
+    frames = traceback.extract_tb(e.__traceback__)
+    last = Path(frames[-1].filename).resolve() if frames else None
+    if isinstance(e, (OSError, MemoryError)):
+        art.extra.update(stage="export", culprit="environment", transient=True)
+    elif _raised_in(e, fixture.build):
+        art.extra.update(stage="export", culprit="model")  # building (or loading) the model itself failed
+    elif last is not None and HARNESS_DIR in last.parents:
+        art.extra.update(stage="export", culprit="harness")
+    else:
+        art.extra.update(stage="export", culprit="converter")

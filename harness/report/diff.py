@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.bench import Gate, significant_change
+from harness.errors import HarnessError
 from harness.cases import BAD_STATUSES
 from harness.store import RunData
 
@@ -37,7 +38,12 @@ class CaseDiff:
 
     @property
     def verdict_regressed(self) -> bool:
-        return self.base_status in GOOD and self.new_status in BAD_STATUSES
+        return self.base_status in GOOD and self.new_status in BAD_STATUSES + ("inconclusive",)
+
+    @property
+    def missing(self) -> bool:
+        """In the baseline, absent from the new run (not run, cut short, or its line unreadable)."""
+        return self.base_status is not None and self.new_status is None
 
 
 @dataclass
@@ -46,6 +52,7 @@ class RunDiff:
     new: RunData
     gate: Gate
     cases: list[CaseDiff]
+    allow_missing: bool = False
 
     @property
     def only_base(self) -> list[str]:
@@ -56,18 +63,37 @@ class RunDiff:
         return [c.id for c in self.cases if c.base_status is None]
 
     @property
+    def missing(self) -> list[str]:
+        return [c.id for c in self.cases if c.missing]
+
+    @property
+    def regressions(self) -> list[str]:
+        """Why the comparison fails, one line each (empty: it passes)."""
+        out = [f"{c.id}: {c.base_status} → {c.new_status}" for c in self.cases if c.verdict_regressed]
+        out += [f"{c.id}: latency {c.ratio:.2f}× (p={c.p_value:.2g})" for c in self.cases if c.flagged and c.ratio and c.p_value is not None]
+        if not self.allow_missing:
+            out += [f"{cid}: {self.base.run_id} has it, {self.new.run_id} does not" for cid in self.missing]
+            if self.new.unreadable:
+                out.append(f"{self.new.unreadable} unreadable line(s) in {self.new.folder / 'results.jsonl'}: their cases count as missing")
+        return out
+
+    @property
     def ok(self) -> bool:
-        return not any(c.flagged or c.verdict_regressed for c in self.cases)
+        return not self.regressions
 
 
 def _samples(result: dict) -> list[float]:
     return [s for s in (result.get("timing") or {}).get("samples_ms") or [] if isinstance(s, (int, float))]
 
 
-def diff_runs(base: RunData, new: RunData, gate: Gate) -> RunDiff:
+def diff_runs(base: RunData, new: RunData, gate: Gate, allow_missing: bool = False) -> RunDiff:
+    """Case by case. Two runs with no case in common are an error: nothing could be compared."""
     key = Gate.STATS[gate.stat]
     before = {r["id"]: r for r in base.results}
     after = {r["id"]: r for r in new.results}
+    if not set(before) & set(after):
+        raise HarnessError(f"runs {base.run_id} ({len(before)} cases) and {new.run_id} ({len(after)} cases) have no case in common: "
+                           "expected two runs of the same fixtures, formats and runtimes")
     out = []
     for cid in list(dict.fromkeys(list(before) + list(after))):
         a, b = before.get(cid), after.get(cid)
@@ -88,7 +114,7 @@ def diff_runs(base: RunData, new: RunData, gate: Gate) -> RunDiff:
                 if isinstance(ma, dict) and isinstance(mb, dict):
                     d.drift[name] = (ma.get("max_abs"), mb.get("max_abs"))
         out.append(d)
-    return RunDiff(base, new, gate, out)
+    return RunDiff(base, new, gate, out, allow_missing)
 
 
 def print_diff(diff: RunDiff, console) -> None:
@@ -96,8 +122,9 @@ def print_diff(diff: RunDiff, console) -> None:
 
     console.print(f"compare {diff.base.run_id} → {diff.new.run_id}  (gate {diff.gate.stat}:{diff.gate.threshold:.0%}, "
                   f"Mann–Whitney α={diff.gate.alpha})", highlight=False)
-    for problem in diff.base.problems + diff.new.problems:
-        console.print(f"  [yellow]note:[/] {problem}", highlight=False)
+    for label, run in (("baseline", diff.base), ("new run", diff.new)):
+        for problem in run.problems:
+            console.print(f"  [yellow]{label}:[/] {problem}", highlight=False, soft_wrap=True)
     changed = [c for c in diff.cases if c.verdict_changed]
     if changed:
         table = Table(title="verdicts that changed")
@@ -126,8 +153,17 @@ def print_diff(diff: RunDiff, console) -> None:
             flag = "[red]REGRESSION[/]" if c.flagged else ("[green]faster[/]" if c.improved else "")
             table.add_row(c.id, _n(c.base_ms), _n(c.new_ms), f"{c.ratio:.2f}×", _n(c.p_value), flag)
         console.print(table)
+    missing = diff.missing
+    if missing:
+        how = "allowed (--allow-missing)" if diff.allow_missing else "each is a regression (--allow-missing to accept)"
+        console.print(f"[red]missing[/]: {len(missing)} case(s) of the baseline have no result in the new run, {how}: "
+                      + ", ".join(missing[:10]) + (" …" if len(missing) > 10 else ""), highlight=False, soft_wrap=True)
+    if diff.new.unreadable:
+        console.print(f"[red]unreadable[/]: {diff.new.unreadable} line(s) of the new run's results.jsonl could not be read: "
+                      "their cases count as missing", highlight=False)
     flagged = [c for c in diff.cases if c.flagged]
-    console.print(f"{len(flagged)} latency regression(s), {sum(c.verdict_regressed for c in diff.cases)} verdict regression(s)", highlight=False)
+    console.print(f"{len(flagged)} latency regression(s), {sum(c.verdict_regressed for c in diff.cases)} verdict regression(s), "
+                  f"{len(missing)} missing case(s)", highlight=False)
 
 
 def _n(value) -> str:

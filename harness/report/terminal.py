@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import re
+
 from rich.console import Console
 from rich.table import Table
 
-from harness.cases import BAD_STATUSES
 
 STYLE = {
-    "pass": "green", "xfail": "yellow", "skip": "dim", "unsupported": "dim",
+    "pass": "green", "xfail": "yellow", "skip": "dim", "unsupported": "dim", "inconclusive": "bold cyan",
     "fail": "bold red", "error": "red", "crash": "bold magenta", "timeout": "magenta", "xpass": "bold yellow",
 }
 # Worst first: the cell shows the worst verdict over its batches.
-ORDER = ["crash", "timeout", "error", "fail", "xpass", "xfail", "unsupported", "skip", "pass"]
+ORDER = ["crash", "timeout", "error", "fail", "xpass", "inconclusive", "xfail", "unsupported", "skip", "pass"]
 
 
 def _max_error(result: dict) -> float | None:
@@ -46,10 +47,38 @@ def print_matrix(results: list[dict], console: Console | None = None, title: str
     for (fixture, fmt), by_rt in rows.items():
         table.add_row(fixture, fmt, *[cell(by_rt[rt]) if rt in by_rt else "" for rt in runtimes])
     console.print(table)
-    problems = [r for r in results if r["status"] in BAD_STATUSES or r["status"] in ("xfail", "skip", "unsupported")]
-    for r in problems:
-        why = (r.get("reason") if r["status"] in ("xfail", "xpass", "skip") else None) or r.get("error") or r.get("reason") or ""
-        console.print(f"  [{STYLE.get(r['status'], '')}]{r['status']:<7}[/] {r['id']}: {why}", highlight=False, soft_wrap=True)
+
+
+_PATH = re.compile(r"(?<![\w.`])/(?:[\w.@+-]+/)+[\w.@+-]*")
+
+
+def cause(result: dict) -> str:
+    """What a non-pass result says, without what differs from case to case (paths, case ids)."""
+    status = result["status"]
+    text = (result.get("reason") if status in ("xfail", "xpass", "skip", "inconclusive") else None) or result.get("summary") \
+        or result.get("error") or result.get("reason") or ""
+    text = text.splitlines()[0] if text else ""
+    return _PATH.sub("…", text.replace(result["id"], "<case>"))
+
+
+def print_causes(results: list[dict], console: Console | None = None) -> None:
+    """Non-pass results grouped by identical cause, worst first: one line per cause, naming the
+    formats and runtimes it covers, its stage and culprit."""
+    console = console or Console()
+    groups: dict[tuple, list[dict]] = {}
+    for r in results:
+        if r["status"] == "pass":
+            continue
+        groups.setdefault((r["status"], r.get("stage"), r.get("culprit"), cause(r)), []).append(r)
+    for (status, stage, culprit, text), members in sorted(groups.items(), key=lambda kv: (ORDER.index(kv[0][0]) if kv[0][0] in ORDER else 0, -len(kv[1]))):
+        fixtures = ", ".join(dict.fromkeys(r["fixture"] for r in members))
+        formats = "/".join(dict.fromkeys(r["format"] for r in members))
+        runtimes = ", ".join(dict.fromkeys(r["runtime"] for r in members))
+        where = f" at {stage}" if stage else ""
+        who = f", {culprit}" if culprit else ""
+        n = len(members)
+        console.print(f"  [{STYLE.get(status, '')}]{status}[/]{where}{who}: {n} case{'s' if n > 1 else ''} "
+                      f"({fixtures}: {formats} on {runtimes}) — {text}", highlight=False, soft_wrap=True)
 
 
 def print_bench(results: list[dict], peaks: dict, console: Console | None = None) -> None:

@@ -42,8 +42,17 @@ _EOF = object()
 
 class WorkerClient:
     def __init__(self, name: str, command: list[str], cwd: Path | None = None, env: dict | None = None, stderr_lines: int = 200,
-                 cleanup: list[str] | None = None):
+                 cleanup: list[str] | None = None, log: Path | None = None):
         self.name = name
+        # Everything the worker says on stderr (framework logs included) also goes to this file, whole;
+        # the terminal never sees it, and a failing case keeps the tail.
+        self._log = None
+        if log is not None:
+            try:
+                log.parent.mkdir(parents=True, exist_ok=True)
+                self._log = open(log, "a", encoding="utf-8", errors="replace")
+            except OSError:
+                self._log = None
         self.command = command
         self.cleanup = cleanup  # e.g. `docker kill NAME`: a container outlives the client process we kill
         self._env = env
@@ -77,6 +86,12 @@ class WorkerClient:
         assert self.proc.stderr is not None
         for line in self.proc.stderr:
             self._stderr.append(line.rstrip("\n"))
+            if self._log is not None:
+                try:
+                    self._log.write(line)
+                    self._log.flush()
+                except (OSError, ValueError):
+                    self._log = None
 
     def stderr_tail(self, lines: int = 30) -> str:
         return "\n".join(list(self._stderr)[-lines:])

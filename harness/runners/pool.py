@@ -14,12 +14,13 @@ START_TIMEOUT_S = 120.0
 
 
 class WorkerPool:
-    def __init__(self, context: WorkerContext | None = None):
+    def __init__(self, context: WorkerContext | None = None, logs: Path | None = None):
         from harness.export import cache_root
 
         # Without a run's scratch folder, a folder of our own (a container mounts it; /tmp itself is
         # the container's tmpfs).
         self.context = context or WorkerContext(cache_root(), Path(tempfile.gettempdir()) / "harness-scratch")
+        self.logs = logs  # a folder: each worker's stderr goes to <key>.log there
         self._workers: dict[str, WorkerClient] = {}
         self.info: dict[str, dict] = {}
         self.starts: dict[str, int] = {}
@@ -38,7 +39,8 @@ class WorkerPool:
         env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         env.update(launch.env)
-        worker = WorkerClient(key, launch.command, cwd=REPO, env=env, cleanup=launch.cleanup)
+        log = self.logs / f"{key.replace('/', '_')}.log" if self.logs is not None else None
+        worker = WorkerClient(key, launch.command, cwd=REPO, env=env, cleanup=launch.cleanup, log=log)
         self._workers[key] = worker
         self.starts[key] = self.starts.get(key, 0) + 1
         try:
@@ -60,6 +62,12 @@ class WorkerPool:
     def close(self) -> None:
         for worker in self._workers.values():
             worker.close()
+        self._workers.clear()
+
+    def kill(self) -> None:
+        """Kill every worker now (and remove its container), without asking it to shut down."""
+        for worker in self._workers.values():
+            worker.kill()
         self._workers.clear()
 
     def __enter__(self) -> "WorkerPool":

@@ -6,7 +6,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { readNpy, writeNpy } from '../src/npy.js';
-import { artifact, python, scratch, tfjsNodeBuilt, WorkerProcess } from '../test_support/helpers.js';
+import { artifact, python, requirement, scratch, tfjsNodeBuilt, WorkerProcess } from '../test_support/helpers.js';
 
 const dir = scratch();
 
@@ -18,7 +18,8 @@ const MATRIX = {
   'node-ort': ['onnx13', 'onnx18'],
   'node-ort-web': ['onnx13', 'onnx18'],
 };
-const UNBUILT = tfjsNodeBuilt() ? false : 'the tfjs-node binding is not built: run js/setup.sh';
+// Skipped with the reason when unbuilt; under CI=true a failure with the reason.
+const TFJS_NODE = requirement(tfjsNodeBuilt(), 'the tfjs-node binding is not built: run js/setup.sh');
 
 // float32 CNN through different kernels: TOOLCHAIN.md saw up to 1.5e-7 between backends.
 const ATOL = 1e-5;
@@ -71,11 +72,14 @@ function assertClose(got, want, what) {
 }
 
 for (const [runtime, formats] of Object.entries(MATRIX)) {
-  describe(runtime, { skip: runtime === 'node-tfjs-node' && UNBUILT }, () => {
+  describe(runtime, { skip: runtime === 'node-tfjs-node' && TFJS_NODE.skip }, () => {
     /** @type {WorkerProcess} */
     let w;
-    before(() => (w = new WorkerProcess(runtime)));
-    after(() => w.shutdown());
+    before(() => {
+      if (runtime === 'node-tfjs-node') TFJS_NODE.check();
+      w = new WorkerProcess(runtime);
+    });
+    after(() => w?.shutdown());
 
     for (const format of formats) {
       for (const fixture of ['pow', 'mnist_cnn']) {
@@ -189,7 +193,8 @@ print("ok")
   });
 }
 
-test('node-tfjs-node names the signatures a SavedModel has, as the Python tf worker does', { skip: UNBUILT }, async () => {
+test('node-tfjs-node names the signatures a SavedModel has, as the Python tf worker does', { skip: TFJS_NODE.skip }, async () => {
+  TFJS_NODE.check();
   const folder = artifact('pow', 'savedmodel');
   const errors = [];
   for (const runtime of ['node-tfjs-node', 'python:runners.tf']) {

@@ -3,7 +3,7 @@
 // test/, where `node --test js/test/` would count this file as a test of its own.
 
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -13,7 +13,6 @@ export const JS_ROOT = fileURLToPath(new URL('../', import.meta.url)); // js/
 export const REPO = join(JS_ROOT, '..');
 export const WORKER = join(JS_ROOT, 'src', 'worker.js');
 export const PYTHON = process.env.HARNESS_PYTHON ?? join(REPO, '.venv', 'bin', 'python');
-const CACHE = join(REPO, '.harness', 'cache');
 
 /** Run Python (the repo venv's, with NumPy) on a script; returns its stdout. @param {string} code */
 export function python(code) {
@@ -27,33 +26,66 @@ export function scratch() {
   return dir;
 }
 
+/** fixture×format → cache folder: each is looked up once per test process. @type {Map<string, string>} */
+const artifacts = new Map();
+
 /**
- * The cache folder of an exported artifact (status ok), exporting the fixture first if there is
- * none. @param {string} fixture @param {string} format @returns {string}
+ * The cache folder of fixture×format as the harness itself finds it (`harness export --json`:
+ * exported first if the current cache key has none), so a test never picks up an artifact left
+ * from an older exporter or converter. Honours HARNESS_CACHE, as the CLI does. Throws with the
+ * export's error (and the CLI's stderr tail) when the artifact is not ok.
+ * @param {string} fixture @param {string} format @returns {string}
  */
 export function artifact(fixture, format) {
-  const find = () =>
-    (existsSync(CACHE) ? readdirSync(CACHE) : [])
-      .filter((d) => d.startsWith(`${fixture}-${format}-`) && !d.endsWith('.lock'))
-      .map((d) => join(CACHE, d))
-      .filter((d) => {
-        try {
-          return JSON.parse(readFileSync(join(d, 'artifact.json'), 'utf8')).status === 'ok';
-        } catch {
-          return false;
-        }
-      });
-  let found = find();
-  if (found.length === 0) {
-    const harness = join(REPO, '.venv', 'bin', 'harness');
-    const r = spawnSync(harness, ['export', '-f', fixture, '-F', format], { cwd: REPO, encoding: 'utf8' });
-    if (r.status !== 0) throw new Error(`harness export -f ${fixture} -F ${format} failed: ${r.stderr || r.error}`);
-    found = find();
+  const memo = artifacts.get(`${fixture}\0${format}`);
+  if (memo !== undefined) return memo;
+  const harness = join(REPO, '.venv', 'bin', 'harness');
+  const args = ['export', '-f', fixture, '-F', format, '--json'];
+  const what = `harness ${args.join(' ')}`;
+  // cwd: the CLI's default cache (.harness/cache) is relative to where it runs.
+  const r = spawnSync(harness, args, { cwd: REPO, encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
+  const stderrTail = () => (r.stderr ?? '').trim().split('\n').slice(-20).join('\n');
+  if (r.error) throw new Error(`${what}: ${r.error.message} (make setup creates ${harness})`);
+  /** @type {{fixture: string, format: string, status: string, key: string, dir: string, error: string|null}[]} */
+  const lines = [];
+  for (const line of (r.stdout ?? '').split('\n')) {
+    if (!line.trim()) continue;
+    try {
+      lines.push(JSON.parse(line));
+    } catch {
+      throw new Error(`${what}: not a JSON line on stdout: ${JSON.stringify(line)}\nstderr:\n${stderrTail()}`);
+    }
   }
-  if (found.length === 0) throw new Error(`no ${fixture} ${format} artifact with status ok in ${CACHE}`);
-  // Several keys may be cached (older sources); the newest export is the current one.
-  const exported = (/** @type {string} */ d) => statSync(join(d, 'artifact.json')).mtimeMs;
-  return found.sort((a, b) => exported(b) - exported(a))[0];
+  const found = lines.find((a) => a.fixture === fixture && a.format === format);
+  if (!found) {
+    throw new Error(`${what} (exit ${r.status ?? r.signal}) printed no artifact for ${fixture} ${format}\nstderr:\n${stderrTail()}`);
+  }
+  if (found.status !== 'ok' || r.status !== 0) {
+    throw new Error(`${what}: ${fixture} ${format} is ${found.status} (exit ${r.status ?? r.signal}): ${found.error}\nstderr:\n${stderrTail()}`);
+  }
+  if (!existsSync(join(found.dir, 'artifact.json'))) {
+    throw new Error(`${what} answered ${found.dir}, which has no artifact.json`);
+  }
+  artifacts.set(`${fixture}\0${format}`, found.dir);
+  return found.dir;
+}
+
+/** A CI run (CI=true): there a piece a test needs must be present, so its absence fails the test. */
+export const IN_CI = process.env.CI === 'true';
+
+/**
+ * Something a test needs (a native build, a library). `skip` goes in the test's options: the
+ * reason when it is missing, outside CI; `check()` goes first in the test (or its suite's
+ * `before`): in CI it fails the test with the reason instead, so CI cannot pass by skipping.
+ * @param {boolean} met @param {string} reason
+ */
+export function requirement(met, reason) {
+  return {
+    skip: met || IN_CI ? false : reason,
+    check() {
+      if (!met && IN_CI) throw new Error(`${reason} (CI=true: required, so this fails instead of skipping)`);
+    },
+  };
 }
 
 /** Whether the tfjs-node native binding has been built (js/setup.sh). */

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 
 	"harness/go/worker"
@@ -45,42 +46,104 @@ func venv() string {
 	return filepath.Join(repoRoot(), ".venv")
 }
 
-// artifact returns the folder of the newest good export of fixture×format, exporting it first
-// with the harness CLI when the cache has none.
+// skipOrFail skips the test with the reason; under CI=true a piece a test needs (the harness CLI,
+// a Docker engine, the base image) must be there, so its absence fails the test with the reason.
+// CI is read here, during the test, so that go test's cache keys its results on it (a package
+// variable is set before the cache starts watching the environment).
+func skipOrFail(t *testing.T, format string, args ...any) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatalf(format+" (CI=true: required, so this fails instead of skipping)", args...)
+	}
+	t.Skipf(format, args...)
+}
+
+// exported is one line of `harness export --json`.
+type exported struct {
+	Fixture string  `json:"fixture"`
+	Format  string  `json:"format"`
+	Status  string  `json:"status"`
+	Key     string  `json:"key"`
+	Dir     string  `json:"dir"`
+	Error   *string `json:"error"`
+}
+
+// lookup is the memoised answer for one fixture×format: the folder, or why there is none.
+type lookup struct{ dir, err string }
+
+var (
+	artifactsMu sync.Mutex
+	artifacts   = map[[2]string]lookup{}
+)
+
+// artifact returns the cache folder of fixture×format as the harness itself finds it (`harness
+// export --json`, which exports first when the current cache key has none), so a test never runs
+// an artifact left from an older exporter or converter. Each fixture×format is looked up once per
+// test process; HARNESS_CACHE is honoured by the CLI.
 func artifact(t *testing.T, fixture, format string) string {
 	t.Helper()
-	find := func() string {
-		matches, _ := filepath.Glob(filepath.Join(repoRoot(), ".harness", "cache", fixture+"-"+format+"-*", "artifact.json"))
-		best, bestTime := "", int64(0)
-		for _, m := range matches {
-			var a worker.Artifact
-			raw, err := os.ReadFile(m)
-			if err != nil || json.Unmarshal(raw, &a) != nil || a.Status != "ok" || a.Fixture != fixture || a.Format != format {
-				continue
-			}
-			if info, err := os.Stat(m); err == nil && info.ModTime().UnixNano() > bestTime {
-				best, bestTime = filepath.Dir(m), info.ModTime().UnixNano()
-			}
-		}
-		return best
-	}
-	if dir := find(); dir != "" {
-		return dir
-	}
 	harness := filepath.Join(venv(), "bin", "harness")
 	if _, err := os.Stat(harness); err != nil {
-		t.Skipf("no artifact %s-%s and no harness CLI at %s to export it (make setup)", fixture, format, harness)
+		skipOrFail(t, "no harness CLI at %s to find the %s %s artifact (make setup)", harness, fixture, format)
 	}
-	cmd := exec.Command(harness, "export", "-f", fixture, "-F", format)
+	artifactsMu.Lock()
+	defer artifactsMu.Unlock()
+	key := [2]string{fixture, format}
+	found, ok := artifacts[key]
+	if !ok {
+		found = exportArtifact(harness, fixture, format)
+		artifacts[key] = found
+	}
+	if found.err != "" {
+		t.Fatal(found.err)
+	}
+	return found.dir
+}
+
+// exportArtifact runs `harness export -f FIXTURE -F FORMAT --json` from the repository root (the
+// CLI's default cache is relative to it). TensorFlow's noise on stderr is shown only on failure.
+func exportArtifact(harness, fixture, format string) lookup {
+	args := []string{"export", "-f", fixture, "-F", format, "--json"}
+	what := "harness " + strings.Join(args, " ")
+	if cache := os.Getenv("HARNESS_CACHE"); cache != "" { // read here too, so go test's cache keys on it
+		what = "HARNESS_CACHE=" + cache + " " + what
+	}
+	cmd := exec.Command(harness, args...)
 	cmd.Dir = repoRoot()
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("harness export -f %s -F %s: %v\n%s", fixture, format, err, out)
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	runErr := cmd.Run()
+	tail := func() string {
+		lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+		return strings.Join(lines[max(0, len(lines)-20):], "\n")
 	}
-	if dir := find(); dir != "" {
-		return dir
+	var found *exported
+	for _, line := range strings.Split(stdout.String(), "\n") {
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		var a exported
+		if err := json.Unmarshal([]byte(line), &a); err != nil {
+			return lookup{err: fmt.Sprintf("%s: not a JSON line on stdout: %q\nstderr:\n%s", what, line, tail())}
+		}
+		if a.Fixture == fixture && a.Format == format {
+			found = &a
+		}
 	}
-	t.Fatalf("harness export made no good %s-%s artifact", fixture, format)
-	return ""
+	switch {
+	case found == nil:
+		return lookup{err: fmt.Sprintf("%s (%v) printed no artifact for %s %s\nstderr:\n%s", what, runErr, fixture, format, tail())}
+	case found.Status != "ok" || runErr != nil:
+		reason := "no error given"
+		if found.Error != nil {
+			reason = *found.Error
+		}
+		return lookup{err: fmt.Sprintf("%s: %s %s is %s (%v): %s\nstderr:\n%s", what, fixture, format, found.Status, runErr, reason, tail())}
+	}
+	if _, err := os.Stat(filepath.Join(found.Dir, "artifact.json")); err != nil {
+		return lookup{err: fmt.Sprintf("%s answered %s, which has no artifact.json: %v", what, found.Dir, err)}
+	}
+	return lookup{dir: found.Dir}
 }
 
 // client talks to one spawned worker. Every stdout line must be a protocol message.
@@ -255,7 +318,9 @@ func TestORTOnlyBinary(t *testing.T) {
 		t.Errorf("info: %+v", info)
 	}
 	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", c.cmd.Process.Pid))
-	if err == nil && strings.Contains(string(maps), "libtensorflow") {
+	if err != nil {
+		t.Errorf("cannot tell whether the go-ort-only worker maps libtensorflow: %v", err)
+	} else if strings.Contains(string(maps), "libtensorflow") {
 		t.Errorf("the go-ort-only worker has libtensorflow mapped")
 	}
 	dir := t.TempDir()
@@ -490,14 +555,14 @@ func TestFraming(t *testing.T) {
 }
 
 // The same worker in a container (docker.sh run), when this machine has a Docker engine and the
-// base image; otherwise skipped with the command that sets it up.
+// base image; otherwise skipped with the command that sets it up (under CI=true, failed with it).
 func TestContainer(t *testing.T) {
 	script, _ := filepath.Abs("../../docker.sh")
 	if exec.Command(script, "ping").Run() != nil {
-		t.Skip("no Docker engine answers (set up: go/docker.sh all)")
+		skipOrFail(t, "no Docker engine answers (set up: go/docker.sh all)")
 	}
 	if exec.Command(script, "has-base").Run() != nil {
-		t.Skip("no base image (set up: go/docker.sh base)")
+		skipOrFail(t, "no base image (set up: go/docker.sh base)")
 	}
 	if out, err := exec.Command(script, "image").CombinedOutput(); err != nil {
 		t.Fatalf("docker.sh image: %v\n%s", err, out)

@@ -1,0 +1,212 @@
+"""One run, from plan to stored verdicts: the single loop behind `harness run`, `check`, `bench`, the
+pytest plugin and the self-tests.
+
+A run plans its cases (recorded in run.json up front), exports what they need, runs them one by one,
+stores each result as soon as it exists, and closes with a state: `complete`; `interrupted` on SIGINT or
+SIGTERM (the line being written is finished, workers and containers are killed, exit 130/143);
+`failed` on a harness-level error such as a full disk. Only a complete run becomes `reports/latest`;
+`harness run --resume RUN` runs the planned cases that have no result yet into the same folder.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from harness.cases import Case, Deviation, Engine, Options, summarize
+from harness.errors import HarnessError
+from harness.export import Exporter
+from harness.fixtures import Fixture
+from harness.store import RunStore, planned_cases, read_run
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM during a run. A BaseException, so no `except Exception` on the way swallows it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+@contextmanager
+def signals_interrupt() -> Iterator[None]:
+    """SIGINT and SIGTERM raise Interrupted in the main thread for the duration."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, _frame):
+        raise Interrupted(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+@dataclass
+class Outcome:
+    results: list[dict]
+    summary: dict
+    state: str
+    reason: str | None = None
+    run_dir: Path | None = None
+    planned: int = 0
+    peaks: dict = field(default_factory=dict)
+    repairs: list[dict] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        if self.state == "interrupted":
+            return 130 if self.reason == "SIGINT" else 143
+        if self.state == "failed":
+            return 2
+        return 0 if self.summary["ok"] else 1
+
+
+def case_record(case: Case) -> dict:
+    return {"id": case.id, **asdict(case)}
+
+
+class Orchestrator:
+    """Runs a list of cases into one run folder (or none: `reports=None`, as the pytest plugin may)."""
+
+    def __init__(self, cases: list[Case], fixtures: dict[str, Fixture], options: Options, reports: Path | None,
+                 run_options: dict, *, resume: Path | None = None, refresh: bool = False, bench: bool = False,
+                 bisect: bool = False, allow_inconclusive: bool = False, deviations: list[Deviation] | None = None,
+                 scratch: Path | None = None, run_id: str | None = None):
+        self.cases, self.fixtures, self.options = cases, fixtures, options
+        self.bench, self.bisect, self.allow_inconclusive = bench, bisect, allow_inconclusive
+        self.results: list[dict] = []
+        # A resumed run's summary covers the results it already had, too.
+        self.earlier: list[dict] = read_run(resume).results if resume is not None else []
+        self.exporter = Exporter(refresh=refresh)
+        self.store: RunStore | None = None
+        if reports is not None:
+            planned = None if resume is not None else [case_record(c) for c in cases]
+            self.store = RunStore(reports, run_options, run_id=run_id, planned=planned, resume=resume)
+        if scratch is None:
+            if self.store is None:
+                raise HarnessError("a run without a run folder needs a scratch folder")
+            scratch = self.store.tensors
+        self.engine = Engine(self.exporter, scratch, options, fixtures=fixtures, deviations=deviations,
+                             logs=self.store.logs if self.store else None)
+        self.peaks: dict = {}
+        self._closed = False
+
+    # --- one case --------------------------------------------------------------------------------
+    def run_case(self, case: Case) -> dict:
+        """Run, diagnose (first diverging layer, if asked) and store one case."""
+        result = self.engine.run_case(case)
+        if self.bisect and result["status"] == "fail":
+            from harness.layer_search import first_divergence
+
+            try:
+                result["divergence"] = first_divergence(self.engine, self.fixtures[case.fixture], case)
+            except Exception as e:  # the search is a diagnosis: its failure must not cost the run
+                result["divergence"] = {"supported": False, "why": f"the search failed: {type(e).__name__}: {e}"}
+        if self.store is not None:
+            self.store.add(result)
+        self.results.append(result)
+        return result
+
+    # --- a whole run -----------------------------------------------------------------------------
+    def run(self, progress: Callable[[str, int, int], None] | None = None) -> Outcome:
+        """Every case, with SIGINT/SIGTERM turned into an interrupted run. Never raises for a case."""
+        state, reason = "complete", None
+        interrupted: Interrupted | None = None
+        with signals_interrupt():
+            try:
+                self._prepare(progress)
+                for i, case in enumerate(self.cases):
+                    if progress:
+                        progress(case.id, i, len(self.cases))
+                    self.run_case(case)
+            except Interrupted as e:
+                interrupted = e
+                state, reason = "interrupted", str(e)
+            except HarnessError as e:
+                state, reason = "failed", str(e)
+            except OSError as e:  # a full disk, a folder gone read-only: the harness cannot go on
+                state, reason = "failed", f"{e.strerror or e}: {e.filename or ''}".rstrip(": ")
+            finally:
+                # A second signal while closing must not leave workers behind: hold signals off.
+                blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM}) \
+                    if threading.current_thread() is threading.main_thread() else None
+                try:
+                    self.close(state, reason, kill=interrupted is not None)
+                finally:
+                    if blocked is not None:
+                        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        return Outcome(self.results, summarize(self.earlier + self.results, self.allow_inconclusive), state, reason,
+                       self.store.dir if self.store else None, len(self.cases), self.peaks, list(self.exporter.repairs))
+
+    def _prepare(self, progress: Callable[[str, int, int], None] | None) -> None:
+        needed = list(dict.fromkeys([(c.fixture, "savedmodel") for c in self.cases] + [(c.fixture, c.format) for c in self.cases]))
+        for i, (fixture, fmt) in enumerate(needed):
+            if progress:
+                progress(f"exporting {fixture}/{fmt}", i, len(needed))
+            self.engine.artifact(self.fixtures[fixture], fmt)
+        if self.bench:
+            from harness.bench import peak_gflops
+
+            for t in sorted({c.threads or os.cpu_count() or 1 for c in self.cases}):
+                self.peaks[str(t)] = peak_gflops(t)
+            if self.store is not None:
+                self.store.set("machine_peak_gflops", self.peaks)
+
+    def close(self, state: str = "complete", reason: str | None = None, kill: bool = False) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if kill:
+                self.engine.kill()
+            else:
+                self.engine.close()
+        finally:
+            if self.store is not None:
+                try:
+                    self.store.set_runtimes(self.engine.runtime_versions())
+                    if self.exporter.repairs:
+                        self.store.meta["repaired_artifacts"] = self.exporter.repairs
+                    self.store.finish(summarize(self.earlier + self.results, self.allow_inconclusive), state, reason)
+                except OSError:
+                    pass  # the disk that stopped the run may not take run.json either: results.jsonl has what ran
+
+
+def resume_plan(folder: Path) -> tuple[list[Case], dict]:
+    """The planned cases of an earlier run that have no result yet, and its options."""
+    run = read_run(folder)
+    if not run.meta:
+        raise HarnessError(f"cannot resume {folder}: its run.json is missing or unreadable")
+    planned = planned_cases(run.meta)
+    if not planned:
+        raise HarnessError(f"cannot resume {folder}: run.json lists no planned cases (a run of an older harness?)")
+    missing = set(run.missing)
+    if not missing:
+        raise HarnessError(f"nothing to resume in {folder}: every planned case has a result (state {run.state})")
+    fields = ("fixture", "format", "runtime", "device", "batch", "threads")
+    cases = [Case(**{k: c[k] for k in fields}) for c in planned if c["id"] in missing]
+    return cases, run.meta.get("options") or {}
+
+
+def newest_incomplete(reports: Path) -> Path:
+    runs = reports / "runs"
+    folders = sorted((p for p in runs.iterdir() if p.is_dir()), key=lambda p: p.name, reverse=True) if runs.is_dir() else []
+    for folder in folders:
+        run = read_run(folder)
+        if run.state != "complete" and run.missing:
+            return folder
+    raise HarnessError(f"no incomplete run under {runs} to resume: give the run to resume (--resume RUN)")
