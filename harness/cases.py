@@ -284,7 +284,7 @@ class Engine:
         if art.status != "ok":
             evidence = {k: art.extra[k] for k in ("traceback", "op") if k in art.extra}
             return self._finish(case, result, "error", error=f"export to {case.format} failed: {art.error}", stage=art.stage,
-                                culprit=art.culprit, evidence=evidence)
+                                culprit=art.culprit, evidence=evidence, summary=art.error_summary)
 
         result["stage"] = "reference"
         ref = self._reference(fixture, case.batch)
@@ -340,7 +340,7 @@ class Engine:
         return self._finish(case, result, "pass")
 
     def _finish(self, case: Case, result: dict, status: str, reason: str | None = None, error: str | None = None, stderr: str | None = None,
-                stage: str | None = None, culprit: str | None = None, evidence: dict | None = None) -> dict:
+                stage: str | None = None, culprit: str | None = None, evidence: dict | None = None, summary: str | None = None) -> dict:
         deviation = next((d for d in self.deviations if d.matches(case)), None)
         if deviation is not None and status not in ("skip", "inconclusive"):
             if deviation.expects(status, error):
@@ -353,7 +353,7 @@ class Engine:
         result["error"] = error
         result["stage"] = None if status == "pass" else stage
         result["culprit"] = None if status == "pass" else culprit
-        result["summary"] = None if status == "pass" else one_line(error or reason or status)
+        result["summary"] = None if status == "pass" else (summary or one_line(error or reason or status))
         if evidence:
             result["evidence"] = {**result.get("evidence", {}), **evidence}
         if stderr:

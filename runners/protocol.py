@@ -283,9 +283,10 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def _one_line(e: BaseException, limit: int = 400) -> str:
-    text = " ".join(part.strip() for part in str(e).splitlines() if part.strip())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def _one_line(e: BaseException) -> str:
+    """One line, never cut: the decisive part of a runtime's message is often at its end
+    ("No Op registered for Erfc"), and the harness keeps error texts whole."""
+    return " ".join(part.strip() for part in str(e).splitlines() if part.strip())
 
 
 def _safe(name: str) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runners.protocol import ProtocolError, Runtime, Session, main
+from runners.protocol import ProtocolError, Runtime, Session, _one_line, main
 
 
 class _Signature(Session):
@@ -71,7 +71,7 @@ class TF(Runtime):
                 tag = artifact.get("extra", {}).get("tag", "serve")
                 loaded = tf.saved_model.load(str(model_path), tags=[tag])
             except Exception as e:
-                raise ProtocolError("load_failed", f"SavedModel {model_path} (tag {tag!r}): {type(e).__name__}: {str(e).splitlines()[0]}") from None
+                raise ProtocolError("load_failed", f"SavedModel {model_path} (tag {tag!r}): {type(e).__name__}: {_one_line(e)}") from None
             sig = artifact["signature"]
             if sig not in loaded.signatures:
                 raise ProtocolError("load_failed", f"SavedModel {model_path} has no signature {sig!r}: expected one of {sorted(loaded.signatures)}")

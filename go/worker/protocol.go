@@ -632,7 +632,8 @@ func pyList(items []string) string {
 	return "[" + strings.Join(quoted, ", ") + "]"
 }
 
-// oneLine joins a multi-line library message into one line of at most 400 characters.
+// oneLine joins a multi-line library message into one line. It is never cut: the decisive part of a
+// runtime's message is often at its end ("No Op registered for Erfc"), and the harness keeps it whole.
 func oneLine(text string) string {
 	var parts []string
 	for _, p := range strings.Split(text, "\n") {
@@ -640,11 +641,7 @@ func oneLine(text string) string {
 			parts = append(parts, p)
 		}
 	}
-	s := strings.Join(parts, " ")
-	if r := []rune(s); len(r) > 400 {
-		s = string(r[:397]) + "..."
-	}
-	return s
+	return strings.Join(parts, " ")
 }
 
 // safeName makes an output name usable as a file name, as protocol.py's _safe does.

@@ -67,8 +67,9 @@ function sorted(items) {
   return [...items].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
 }
 
-/** @param {unknown} e @param {number} [limit] */
-export function oneLine(e, limit = 400) {
+/** One line, never cut: the decisive part of a runtime's message is often at its end.
+ * @param {unknown} e @param {number} [limit] */
+export function oneLine(e, limit = Infinity) {
   const text = String(e instanceof Error ? e.message : e)
     .split('\n')
     .map((s) => s.trim())
