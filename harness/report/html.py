@@ -74,11 +74,15 @@ def summary(run: RunData) -> dict:
         "started": run.meta.get("started"),
         "finished": run.meta.get("finished"),
         "environment": run.meta.get("environment", {}),
+        "state": run.state,
+        "planned": len(run.planned),
+        "missing": run.missing,
         "cases": len(run.results),
         "counts": counts,
-        "ok": not any(counts.get(s) for s in BAD_STATUSES),
+        "ok": run.state == "complete" and not run.missing and not any(counts.get(s) for s in BAD_STATUSES + ("inconclusive",)),
         "problems": run.problems,
-        "failing": [{"id": r["id"], "status": r["status"], "error": r.get("error")} for r in run.results if r["status"] in BAD_STATUSES],
+        "failing": [{"id": r["id"], "status": r["status"], "stage": r.get("stage"), "culprit": r.get("culprit"), "summary": r.get("summary"),
+                     "error": r.get("error")} for r in run.results if r["status"] in BAD_STATUSES + ("inconclusive",)],
         "results": [
             {"id": r["id"], "status": r["status"], "p50_ms": _p(r, "p50_ms"), "first_ms": _p(r, "first_ms"),
              "max_abs": max_error(r), "peak_rss_bytes": r.get("peak_rss_bytes")}
