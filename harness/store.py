@@ -247,6 +247,8 @@ class RunData:
 
 def resolve_run(reference: str | Path, reports: Path = Path("reports")) -> Path:
     """A run given as a folder, a run id under reports/runs, or `latest`."""
+    if not str(reference).strip():
+        raise HarnessError("the run name is empty: expected a run folder, a run id under reports/runs, or 'latest'")
     ref = Path(reference)
     for candidate in (ref, reports / "runs" / str(reference), reports / str(reference)):
         if candidate.is_dir():

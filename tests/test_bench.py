@@ -102,20 +102,40 @@ def test_bench_cli_records_threads_flops_and_peak(tmp_path):
 
 
 def test_pytest_benchmark_autosave_and_compare_fail(tmp_path):
-    """The usual pytest-benchmark workflow on worker samples: autosave, then compare with a gate."""
-    storage = f"file://{tmp_path / 'store'}"
+    """The usual pytest-benchmark workflow on worker samples: autosave, then compare with a gate that
+    passes, then against a baseline ten times faster than now, which the gate fails."""
+    storage = tmp_path / "store"
     base = [sys.executable, "-m", "pytest", "tests/test_conformance.py", "-q", "-p", "no:cacheprovider", "--benchmark-only",
             "--harness-fixtures", "pow", "--harness-formats", "onnx13", "--harness-runtimes", "ort", "--harness-batch", "1",
-            "--harness-iterations", "20", "--benchmark-storage", storage]
+            "--harness-iterations", "20", "--benchmark-storage", f"file://{storage}"]
     first = subprocess.run(base + ["--benchmark-autosave"], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stdout + first.stderr
     second = subprocess.run(base + ["--benchmark-compare", "--benchmark-compare-fail=median:1000%"], cwd=REPO,
                             capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stdout + second.stderr
     assert "0001" in second.stdout and "NOW" in second.stdout  # the saved run and this one, side by side
+    assert "Performance has regressed" not in second.stdout + second.stderr
     cli = str(Path(sys.executable).parent / "pytest-benchmark")
-    listed = subprocess.run([cli, "--storage", storage, "list"], capture_output=True, text=True)
+    listed = subprocess.run([cli, "--storage", f"file://{storage}", "list"], capture_output=True, text=True)
     assert listed.returncode == 0 and "0001" in listed.stdout
+
+    # The saved baseline, made ten times faster than what was measured: this run is a regression.
+    (saved,) = storage.rglob("0001_*.json")
+    data = json.loads(saved.read_text())
+    (bench,) = data["benchmarks"]
+    stats = bench["stats"]
+    saved_median = stats["median"]
+    assert saved_median > 0
+    for key in ("min", "max", "mean", "stddev", "median", "iqr", "q1", "q3", "ld15iqr", "hd15iqr", "total"):
+        stats[key] /= 10
+    stats["ops"] *= 10
+    saved.write_text(json.dumps(data))
+    third = subprocess.run(base + ["--benchmark-compare", "--benchmark-compare-fail=median:10%"], cwd=REPO,
+                           capture_output=True, text=True, timeout=600)
+    output = third.stdout + third.stderr
+    assert third.returncode != 0, output
+    assert "Performance has regressed" in output and "test_case[pow-onnx13-ort-cpu-b1]" in output
+    assert "Field 'median' has failed PercentageRegressionCheck" in output, output
 
 
 def test_nightly_keeps_history_and_compares(tmp_path):

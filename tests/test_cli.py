@@ -1,10 +1,30 @@
 """End to end: the real CLI in a subprocess, as a user or CI runs it."""
 
+import hashlib
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import REPO, run_cli
+
+
+FRAMEWORKS = ("tensorflow", "keras", "onnxruntime", "ai_edge_litert", "tflite_runtime", "tf2onnx", "tensorflowjs", "onnx")
+
+# The doctor command, in a fresh interpreter, followed by the list of framework modules it imported.
+DOCTOR_IN_PROCESS = f"""
+import json, sys
+from click.testing import CliRunner
+from harness.cli import main
+result = CliRunner().invoke(main, ["doctor", "--json"])
+assert result.exit_code == 0, (result.exit_code, result.output, result.exception)
+rows = json.loads(result.output)
+print(json.dumps({{"rows": len(rows), "imported": [m for m in {FRAMEWORKS!r} if m in sys.modules]}}))
+"""
 
 
 def test_doctor_lists_every_runtime_without_importing_tensorflow():
@@ -14,7 +34,13 @@ def test_doctor_lists_every_runtime_without_importing_tensorflow():
     for name in ("tf", "litert", "ort"):
         assert rows[name]["available"] and rows[name]["version"]
     proc = run_cli("doctor")
-    assert "litert" in proc.stdout and "tensorflow" not in proc.stderr.lower()
+    assert proc.returncode == 0 and "litert" in proc.stdout
+    # Which modules the doctor imported, asked of the interpreter that ran it.
+    probe = subprocess.run([sys.executable, "-c", DOCTOR_IN_PROCESS], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert probe.returncode == 0, probe.stdout + probe.stderr
+    seen = json.loads(probe.stdout.strip().splitlines()[-1])
+    assert seen["rows"] == len(rows)
+    assert seen["imported"] == [], f"harness doctor imported {seen['imported']}"
 
 
 def test_run_writes_results_and_prints_the_matrix(tmp_path):
@@ -112,3 +138,129 @@ def test_check_finds_the_first_diverging_layer(tmp_path):
     results = [json.loads(x) for x in (tmp_path / "r" / "latest" / "results.jsonl").read_text().splitlines()]
     (failed,) = [r for r in results if r["status"] == "fail"]
     assert failed["divergence"]["layer"] == "loud (Dense)" and failed["divergence"]["probes"]["calm (Dense)"] == "pass"
+
+
+def test_check_no_bisect_skips_the_layer_search(tmp_path):
+    model = tmp_path / "loud.keras"
+    _loud_model(model)
+    proc = run_cli("check", str(model), "-r", "litert", "-F", "tflite_fp16", "-b", "4", "-n", "2", "--no-bisect",
+                   "--reports", str(tmp_path / "r"))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    results = [json.loads(x) for x in (tmp_path / "r" / "latest" / "results.jsonl").read_text().splitlines()]
+    (failed,) = [r for r in results if r["status"] == "fail"]
+    assert failed["id"] == "check-loud-tflite_fp16-litert-cpu-b4"
+    assert "divergence" not in failed and "first divergence" not in proc.stdout
+
+
+def test_check_with_a_wrong_tag_names_the_tags(pow_artifacts, tmp_path):
+    proc = run_cli("check", str(pow_artifacts["savedmodel"].model_path), "--tag", "train", "--reports", str(tmp_path))
+    assert proc.returncode == 2
+    # The harness's own error is one line, the last one (what TensorFlow logs on import is not counted here).
+    errors = [line for line in proc.stderr.strip().splitlines() if line.startswith("harness:")]
+    assert errors == [f"harness: error: SavedModel {pow_artifacts['savedmodel'].model_path} has no tag 'train': expected one of [['serve']]"]
+    assert proc.stderr.strip().splitlines()[-1] == errors[0]
+    assert not (tmp_path / "runs").exists(), "no run is started"
+
+
+def test_doctor_strict_exits_1_when_a_runtime_is_unavailable(tmp_path):
+    env = {"HARNESS_DOCKER_SOCKET": str(tmp_path / "no-engine.sock")}  # nothing answers there: go-tfgo@docker is unavailable
+    proc = run_cli("doctor", "--json", "--strict", env=env)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    rows = {r["name"]: r for r in json.loads(proc.stdout)}
+    docker = rows["go-tfgo@docker"]
+    assert docker["available"] is False and docker["fix"].startswith("make docker")
+    assert str(tmp_path / "no-engine.sock") in docker["reason"] or "no Docker client" in docker["reason"]
+    relaxed = run_cli("doctor", "--json", env=env)
+    assert relaxed.returncode == 0, relaxed.stderr
+    assert json.loads(relaxed.stdout) == list(rows.values())
+
+
+def test_run_keep_tensors_and_threads(tmp_path):
+    kept = tmp_path / "kept"
+    proc = run_cli("run", "-f", "pow", "-F", "onnx13", "-r", "ort", "-b", "1,4", "-n", "2", "--threads", "1", "--keep-tensors",
+                   "--reports", str(kept))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run = (kept / "latest").resolve()
+    results = [json.loads(x) for x in (run / "results.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in results] == ["pow-onnx13-ort-cpu-b1", "pow-onnx13-ort-cpu-b4"]
+    assert [r["timing"]["threads"] for r in results] == [1, 1]
+    assert json.loads((run / "run.json").read_text())["options"]["threads"] == 1
+    inputs = sorted((run / "tensors" / "inputs").glob("*.npy"))
+    assert {np.load(p).shape[0] for p in inputs} == {1, 4}, inputs  # x and y, at batch 1 and 4
+    for r in results:
+        out = run / "tensors" / r["id"] / "out"
+        assert sorted(p.name for p in out.glob("*.npy")) == ["pow_x_y.npy", "pow_y_x.npy"]
+        for name, digest in r["output_digest"].items():
+            # The kept file holds exactly the bytes the result was judged on.
+            value = np.load(out / f"{name}.npy")
+            assert hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest()[:16] == digest
+
+    plain = tmp_path / "plain"
+    proc = run_cli("run", "-f", "pow", "-F", "onnx13", "-r", "ort", "-b", "1", "-n", "2", "--reports", str(plain))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run = (plain / "latest").resolve()
+    assert not (run / "tensors").exists(), list(run.iterdir())
+    (result,) = [json.loads(x) for x in (run / "results.jsonl").read_text().splitlines()]
+    assert result["timing"]["threads"] == 0
+
+
+def test_run_timeout_makes_a_slow_case_a_timeout(tmp_path):
+    # Ten million calls take far longer than 2 s; the reference (one call) answers well within it.
+    proc = run_cli("run", "-f", "pow", "-F", "onnx13", "-r", "ort", "-b", "1", "-n", "10000000", "--timeout", "2",
+                   "--reports", str(tmp_path))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    (result,) = [json.loads(x) for x in (tmp_path / "latest" / "results.jsonl").read_text().splitlines()]
+    assert result["status"] == "timeout"
+    assert result["error"] == "worker ort did not answer run within 2 s; killed"
+    assert "1 cases: 1 timeout" in proc.stdout
+
+
+def test_bench_refuses_to_run_while_another_holds_the_lock(tmp_path):
+    from filelock import FileLock
+
+    # bench takes .harness/bench.lock relative to its working folder: run it in tmp_path, with the
+    # repository's code and its warm artifact cache.
+    env = {"PYTHONPATH": str(REPO), "HARNESS_CACHE": str(REPO / ".harness" / "cache")}
+    args = ["bench", "-f", "pow", "-F", "onnx13", "-r", "ort", "--no-sweep", "-b", "1", "--threads", "1", "--min-time", "0.01",
+            "-n", "3", "--reports", str(tmp_path / "reports")]
+    (tmp_path / ".harness").mkdir()
+    with FileLock(str(tmp_path / ".harness" / "bench.lock")):
+        held = run_cli(*args, cwd=tmp_path, env=env)
+    assert held.returncode == 2, held.stdout + held.stderr
+    assert held.stderr.strip().splitlines() == [
+        "harness: error: another benchmark is running on this machine (.harness/bench.lock is held): one at a time"]
+    assert not (tmp_path / "reports").exists()
+    free = run_cli(*args, cwd=tmp_path, env=env)
+    assert free.returncode == 0, free.stdout + free.stderr
+    assert len((tmp_path / "reports" / "latest" / "results.jsonl").read_text().splitlines()) == 1
+
+
+def test_harness_cache_env_var_moves_the_artifact_cache(tmp_path):
+    cache = tmp_path / "cache"
+    proc = run_cli("export", "-f", "pow", "-F", "savedmodel", "--json", env={"HARNESS_CACHE": str(cache)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (line,) = proc.stdout.strip().splitlines()
+    art = json.loads(line)
+    assert (art["fixture"], art["format"], art["status"]) == ("pow", "savedmodel", "ok")
+    folder = Path(art["dir"])
+    assert folder.is_relative_to(cache.resolve()) and (folder / "artifact.json").exists()
+    assert any(p.name == "saved_model.pb" for p in folder.rglob("*"))
+
+
+def test_selftest_gate_reports_aa_and_slowed(tmp_path):
+    proc = run_cli("selftest", "gate", "--reports", str(tmp_path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = json.loads(proc.stdout)
+    assert set(out) == {"aa", "slowed", "runs"}
+    for key in ("aa", "slowed"):
+        entry = out[key]
+        assert set(entry) == {"exit", "flagged", "summary"} and entry["exit"] in (0, 1)
+        # What the gate flagged, as `harness compare` itself summed it up (timings on a shared machine vary).
+        assert entry["summary"].startswith(f"{entry['flagged']} latency regression(s), 0 verdict regression(s)")
+        assert entry["exit"] == (1 if entry["flagged"] else 0)
+    a1, a2, slow = (tmp_path / "runs" / name for name in out["runs"])
+    cores = os.cpu_count() or 1
+    ids = lambda run: sorted(json.loads(x)["id"] for x in (run / "results.jsonl").read_text().splitlines())  # noqa: E731
+    assert ids(a1) == ids(a2) == ids(slow) and len(ids(a1)) == 2 and all(i.endswith(f"-t{cores}") for i in ids(a1))
+    # The one-thread run, relabelled as all cores so that compare pairs it with the all-core cases.
+    assert {json.loads(x)["timing"]["threads"] for x in (slow / "results.jsonl").read_text().splitlines()} == {1}

@@ -1,12 +1,15 @@
 """The runner protocol against real workers: framing, validation errors, and a worker that keeps
-serving after each of them; the client's handling of workers that die or hang."""
+serving after each of them; the client's handling of real workers that die or hang."""
 
-import sys
+import os
+import resource
+import signal
+import threading
 
 import numpy as np
 import pytest
 
-from harness.runners import RpcError, WorkerClient, WorkerCrash, WorkerPool, WorkerTimeout
+from harness.runners import RpcError, WorkerCrash, WorkerPool, WorkerTimeout
 
 
 @pytest.fixture(scope="module")
@@ -111,16 +114,54 @@ def test_tf_worker_rejects_missing_signature(pow_artifacts, tmp_path):
         assert e.value.kind == "load_failed"
 
 
-def test_client_reports_a_worker_that_dies_with_its_stderr():
-    code = "import sys; sys.stdin.readline(); sys.stderr.write('fatal: native runtime aborted\\n'); sys.exit(134)"
-    worker = WorkerClient("dying", [sys.executable, "-c", code])
-    with pytest.raises(WorkerCrash) as e:
-        worker.call("info", timeout=30)
-    assert "exit code 134" in str(e.value) and "native runtime aborted" in e.value.stderr_tail
+@pytest.fixture
+def no_core_dumps():
+    """Workers inherit a core size limit of 0: a fatal signal must not leave core files in the repository."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_CORE)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_CORE, (soft, hard))
+
+
+def test_a_worker_aborted_mid_run_is_a_crash_with_its_signal_and_stderr(pow_artifacts, tmp_path, monkeypatch, no_core_dumps):
+    """A native abort inside a long run of the real ort worker: the client names the signal and keeps
+    what the worker wrote to stderr as it died (Python's fault handler writes the stack there)."""
+    monkeypatch.setenv("PYTHONFAULTHANDLER", "1")
+    x = np.array([2.0, 3.0], dtype=np.float32)
+    with WorkerPool() as pool:
+        worker = pool.get("ort")
+        handle = worker.call("load", {"artifact": str(pow_artifacts["onnx13"].dir), "format": "onnx13"})["handle"]
+        params = {"handle": handle, "inputs": _inputs(tmp_path, x=x, y=x), "output_dir": str(tmp_path / "out"),
+                  "warmup": 0, "iterations": 10**7}  # minutes of work: the abort lands inside this run
+        killer = threading.Timer(1.0, os.kill, (worker.proc.pid, signal.SIGABRT))
+        killer.start()
+        try:
+            with pytest.raises(WorkerCrash) as e:
+                worker.call("run", params, timeout=120)
+        finally:
+            killer.cancel()
+        assert str(e.value) == "worker ort died during run: signal 6 (SIGABRT)"
+        assert "Fatal Python error: Aborted" in e.value.stderr_tail, e.value.stderr_tail
+        assert "runners/ort.py" in e.value.stderr_tail, "the worker's own stack, as it wrote it"
+        assert not worker.alive
+
+
+def test_a_worker_that_exits_is_a_crash_with_its_exit_code():
+    with WorkerPool() as pool:
+        worker = pool.get("ort")
+        assert worker.call("shutdown") == {}
+        worker.proc.wait(timeout=30)
+        with pytest.raises(WorkerCrash, match=r"^worker ort died (while sending|during) info: exit code 0$"):
+            worker.call("info", timeout=30)
 
 
 def test_client_kills_a_worker_that_does_not_answer():
-    worker = WorkerClient("hung", [sys.executable, "-c", "import time; time.sleep(600)"])
-    with pytest.raises(WorkerTimeout, match="did not answer info within 1 s"):
-        worker.call("info", timeout=1)
-    assert not worker.alive
+    with WorkerPool() as pool:
+        worker = pool.get("ort")
+        pid = worker.proc.pid
+        os.kill(pid, signal.SIGSTOP)  # alive but not answering
+        with pytest.raises(WorkerTimeout, match=r"^worker ort did not answer info within 1 s; killed$"):
+            worker.call("info", timeout=1)
+        assert not worker.alive and worker.proc.returncode == -signal.SIGKILL
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)  # gone, not merely stopped

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
+from harness.errors import HarnessError
+from harness.store import SCHEMA, RunStore, read_run
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -37,15 +39,43 @@ def browser():
         b.close()
 
 
-def test_report_page_in_a_browser(two_runs, browser):
+def _results(run):
+    return [json.loads(x) for x in (run / "results.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def reported(two_runs):
+    """`harness report latest` over the second run: its exit code and output are checked by the tests."""
     reports, runs = two_runs
     proc = run_cli("report", "latest", "--reports", str(reports))
+    return proc, runs[-1]
+
+
+def test_report_files_without_a_browser(reported):
+    proc, run = reported
     assert proc.returncode == 0, proc.stderr
-    page_path = runs[-1] / "index.html"
-    html = page_path.read_text()
+    assert proc.stdout.splitlines() == [f"html: {run / 'index.html'}", f"markdown: {run / 'report.md'}", f"json: {run / 'summary.json'}"]
+    html = (run / "index.html").read_text()
     # Self-contained: nothing is fetched (namespace URIs in inline SVG are names, not fetches).
     assert not re.search(r'(src|href)\s*=\s*"(https?:)?//|@import|url\((https?:)?//', html)
-    results = [json.loads(x) for x in (runs[-1] / "results.jsonl").read_text().splitlines()]
+    results = _results(run)
+    counts = {}
+    for r in results:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    assert counts == {"pass": len(results)}
+    md = (run / "report.md").read_text()
+    assert f"{len(results)} cases: **{len(results)} pass**" in md and f"| pass | {len(results)} |" in md
+    assert "Could not read everything" not in md
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["cases"] == len(results) and summary["counts"] == counts and summary["ok"] is True
+    assert summary["problems"] == [] and [r["id"] for r in summary["results"]] == [r["id"] for r in results]
+
+
+def test_report_page_in_a_browser(reported, browser):
+    proc, run = reported
+    assert proc.returncode == 0, proc.stderr
+    page_path = run / "index.html"
+    results = _results(run)
 
     page = browser.new_page(viewport={"width": 1300, "height": 1000})
     page.goto(page_path.as_uri())
@@ -61,7 +91,7 @@ def test_report_page_in_a_browser(two_runs, browser):
     dialog = page.locator(f'dialog[data-case="{target}"]')
     assert dialog.is_visible() and "max_abs" in dialog.inner_text() and "p50_ms" in dialog.inner_text()
     assert dialog.locator("svg").first.bounding_box()["width"] > 100, "the error histogram rendered"
-    page.screenshot(path=str(runs[-1] / "screenshot-details.png"))
+    page.screenshot(path=str(run / "screenshot-details.png"))
     page.keyboard.press("Escape")
 
     charts = page.locator("#latency svg")
@@ -78,32 +108,107 @@ def test_report_page_in_a_browser(two_runs, browser):
     page.locator("#cases th", has_text="p50 ms").click()
     p50 = [float(v) for v in page.locator("#cases tbody tr td:nth-child(5)").evaluate_all("els => els.map(e => e.dataset.v)")]
     assert p50 == sorted(p50)
-    page.screenshot(path=str(runs[-1] / "screenshot.png"), full_page=True)
+    page.screenshot(path=str(run / "screenshot.png"), full_page=True)
     page.close()
 
-    md = (runs[-1] / "report.md").read_text()
-    assert f"{len(results)} cases" in md and "| pass |" in md
-    summary = json.loads((runs[-1] / "summary.json").read_text())
-    assert summary["cases"] == len(results) and summary["ok"] is True
 
-
-def test_damaged_run_renders_what_it_can(two_runs, tmp_path, browser):
+@pytest.fixture(scope="module")
+def damaged(two_runs, tmp_path_factory):
+    """A copy of the first run that claims another schema, never finished and ends in a half-written line."""
     _, runs = two_runs
-    broken = tmp_path / "broken"
+    tmp = tmp_path_factory.mktemp("damaged")
+    broken = tmp / "broken"
     shutil.copytree(runs[0], broken)
     meta = json.loads((broken / "run.json").read_text())
-    meta["schema"], meta["finished"] = 99, None
+    meta["schema"], meta["finished"], meta["state"] = 99, None, "running"
     (broken / "run.json").write_text(json.dumps(meta))
     with open(broken / "results.jsonl", "a") as f:
         f.write('{"id": "half-writ')
-    proc = run_cli("report", str(broken), "--reports", str(tmp_path))
+    proc = run_cli("report", str(broken), "--reports", str(tmp))
+    return proc, broken, len(_results(runs[0]))
+
+
+def test_damaged_run_report_files_without_a_browser(damaged):
+    proc, broken, complete = damaged
+    assert proc.returncode == 0, proc.stderr
+    md = (broken / "report.md").read_text()
+    assert "Could not read everything" in md and "schema 99" in md and "did not finish" in md and "1 line(s)" in md
+    assert f"{complete} cases:" in md
+    summary = json.loads((broken / "summary.json").read_text())
+    assert summary["cases"] == complete and len(summary["problems"]) == 3
+
+
+def test_damaged_run_renders_what_it_can(damaged, browser):
+    proc, broken, complete = damaged
     assert proc.returncode == 0, proc.stderr
     page = browser.new_page()
     page.goto((broken / "index.html").as_uri())
     problems = page.locator("#problems").inner_text()
     assert "schema 99" in problems and "did not finish" in problems and "1 line(s)" in problems
-    assert page.locator("#matrix span.case[data-case]").count() == len((runs[0] / "results.jsonl").read_text().splitlines())
+    assert page.locator("#matrix span.case[data-case]").count() == complete
     page.close()
+
+
+def _finished_run(tmp_path, results=({"id": "a", "status": "pass"},)):
+    store = RunStore(tmp_path / "reports", {})
+    for r in results:
+        store.add(dict(r))
+    store.finish({})
+    return store.dir
+
+
+def test_read_run_of_a_sound_run_has_no_problems(tmp_path):
+    run = read_run(_finished_run(tmp_path))
+    assert run.problems == [] and [r["id"] for r in run.results] == ["a"] and run.meta["schema"] == SCHEMA
+
+
+def _append(path, text):
+    with open(path, "a") as f:
+        f.write(text)
+
+
+@pytest.mark.parametrize("damage, problem, ids, meta_known", [
+    (lambda d: (d / "run.json").unlink(), "run.json is missing; environment and options unknown", ["a", "b"], False),
+    (lambda d: (d / "run.json").write_text("[1, 2]"), "run.json is not a JSON object; environment unknown", ["a", "b"], False),
+    (lambda d: (d / "run.json").write_text("{schema"), "run.json is not valid JSON", ["a", "b"], False),
+    pytest.param(lambda d: (d / "results.jsonl").unlink(), "results.jsonl is missing: no case results", [], True,
+                 marks=pytest.mark.xfail(strict=True, raises=UnboundLocalError,
+                                         reason="bug: read_run raises UnboundLocalError ('bad' is only set when results.jsonl exists)")),
+    # Lines that are JSON but not case results: a list, a string, an object without a status.
+    (lambda d: _append(d / "results.jsonl", '[1, 2]\n"text"\n{"id": "c"}\n\n'), "3 line(s) of", ["a", "b"], True),
+], ids=["no-run-json", "run-json-not-an-object", "run-json-not-json", "no-results", "foreign-lines"])
+def test_read_run_of_a_damaged_folder(tmp_path, damage, problem, ids, meta_known):
+    folder = _finished_run(tmp_path, [{"id": "a", "status": "pass"}, {"id": "b", "status": "fail"}])
+    damage(folder)
+    run = read_run(folder)
+    assert len(run.problems) == 1 and problem in run.problems[0], run.problems
+    assert [r["id"] for r in run.results] == ids
+    assert (run.meta.get("schema") == SCHEMA) is meta_known and run.run_id == folder.name
+
+
+def test_read_run_of_no_folder(tmp_path):
+    with pytest.raises(HarnessError, match="is not a folder"):
+        read_run(tmp_path / "nope")
+
+
+def test_report_of_a_run_without_run_json(two_runs, tmp_path):
+    _, runs = two_runs
+    folder = tmp_path / "no-meta"
+    shutil.copytree(runs[0], folder)
+    (folder / "run.json").unlink()
+    n = len(_results(folder))
+    proc = run_cli("report", str(folder), "--reports", str(tmp_path / "reports"))
+    assert proc.returncode == 0, proc.stderr
+    md = (folder / "report.md").read_text()
+    assert "run.json is missing" in md and f"{n} cases: **{n} pass**" in md
+
+
+@pytest.mark.xfail(strict=True, reason="bug: read_run accepts a result with only id and status, and `harness report` then "
+                   "dies with KeyError: 'runtime' (a traceback, exit 1) instead of rendering the rest or naming the line")
+def test_report_of_results_without_fixture_format_runtime(tmp_path):
+    folder = _finished_run(tmp_path, [{"id": "a", "status": "pass"}])
+    proc = run_cli("report", str(folder), "--reports", str(tmp_path / "reports"))
+    assert proc.returncode in (0, 2) and "Traceback" not in proc.stderr, proc.stderr
 
 
 def test_report_of_a_missing_run_is_one_line(tmp_path):
@@ -117,21 +222,41 @@ def test_compare_two_runs(two_runs, tmp_path):
     proc = run_cli("compare", str(runs[0]), str(runs[1]), "--fail-on", "median:1000%", "--out", str(out))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "verdicts: none changed" in proc.stdout
-    assert "cases bit-identical" in proc.stdout
+    # The same artifacts in the same runtimes give the same bytes: every case with digests is identical.
+    base = {r["id"]: r for r in _results(runs[0])}
+    digested = [r["id"] for r in _results(runs[1]) if r.get("output_digest") and base.get(r["id"], {}).get("output_digest")]
+    assert len(digested) == len(base) > 0
+    assert f"numerics: {len(digested)} cases bit-identical, 0 changed" in proc.stdout
+    assert f"Numerics: {len(digested)} cases bit-identical, 0 changed." in (out / "compare.md").read_text()
     assert (out / "index.html").exists() and "harness compare" in (out / "compare.md").read_text()
     bad = run_cli("compare", str(runs[0]), str(runs[1]), "--fail-on", "median:ten")
     assert bad.returncode == 2 and "expected STAT:PERCENT like median:10%" in bad.stderr
 
 
-def test_history_chart_from_reports_history(two_runs, tmp_path, browser):
+@pytest.fixture(scope="module")
+def history_report(two_runs, tmp_path_factory):
+    """Both runs kept under reports/history/, and a report of the second written elsewhere (--out)."""
     _, runs = two_runs
-    reports = tmp_path / "reports"
+    tmp = tmp_path_factory.mktemp("history")
+    reports = tmp / "reports"
     for run in runs:
         shutil.copytree(run, reports / "history" / run.name)
-    proc = run_cli("report", str(runs[-1]), "--reports", str(reports), "--out", str(tmp_path / "out"))
+    proc = run_cli("report", str(runs[-1]), "--reports", str(reports), "--out", str(tmp / "out"))
+    return proc, tmp / "out"
+
+
+def test_history_report_without_a_browser(history_report):
+    proc, out = history_report
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["index.html", "report.md", "summary.json"]
+    assert "verdicts per run" in (out / "index.html").read_text()
+
+
+def test_history_chart_from_reports_history(history_report, browser):
+    proc, out = history_report
     assert proc.returncode == 0, proc.stderr
     page = browser.new_page()
-    page.goto((tmp_path / "out" / "index.html").as_uri())
+    page.goto((out / "index.html").as_uri())
     history = page.locator("#history svg")
     assert history.count() == 1 and history.bounding_box()["width"] > 300
     assert page.locator("#history svg text", has_text="verdicts per run").count() == 1
@@ -147,4 +272,26 @@ def test_compare_refuses_a_baseline_of_another_schema(two_runs, tmp_path):
     (old / "run.json").write_text(json.dumps(meta))
     proc = run_cli("compare", str(old), str(runs[1]))
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [f"harness: error: baseline {old} has schema 0 (or no readable run.json): expected schema 1"]
+    assert proc.stderr.strip().splitlines() == [f"harness: error: baseline {old} has schema 0 (or no readable run.json): expected schema {SCHEMA}"]
+
+
+def test_compare_exits_1_on_a_verdict_regression(two_runs, tmp_path):
+    _, runs = two_runs
+    worse = tmp_path / "worse"
+    shutil.copytree(runs[1], worse)
+    results = _results(worse)
+    target = results[3]
+    assert target["status"] == "pass"
+    target["status"], target["error"] = "fail", "edited by the test"
+    (worse / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in results))
+
+    proc = run_cli("compare", str(runs[0]), str(worse), "--fail-on", "median:1000%", "--out", str(tmp_path / "cmp"))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "verdicts that changed" in proc.stdout and target["id"] in proc.stdout
+    assert "0 latency regression(s), 1 verdict regression(s)" in proc.stdout
+    assert f"| `{target['id']}` | pass | fail ⚠ |" in (tmp_path / "cmp" / "compare.md").read_text()
+
+    # The other way round the verdict got better: a change, not a regression.
+    proc = run_cli("compare", str(worse), str(runs[0]), "--fail-on", "median:1000%", "--out", str(tmp_path / "cmp2"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "verdicts that changed" in proc.stdout and "0 latency regression(s), 0 verdict regression(s)" in proc.stdout

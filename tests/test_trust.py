@@ -172,6 +172,8 @@ def test_framework_logs_never_reach_the_terminal_unless_verbose(pow_artifacts, t
     (["run", "--resume", "nope"], "run not found: nope"),
     (["bench", "--threads", "0"], "--threads 0 is not valid: expected positive counts"),
     (["compare", "nope"], "run not found: nope"),
+    (["compare", "", "latest"], "the run name is empty"),
+    (["report", " "], "the run name is empty"),
 ])
 def test_option_values_are_checked_before_any_work(args, message, tmp_path):
     proc = run_cli(*args, "--reports", str(tmp_path))
