@@ -302,6 +302,13 @@ class Engine:
             if isinstance(e, RpcError):
                 status = "unsupported" if e.kind == "unsupported" else "error"
                 culprit = "harness" if e.kind in ("bad_input", "bad_request") else "runtime"
+                takes = (self.pool.info.get(self._worker_key(case)) or {}).get("formats")
+                if e.kind == "unsupported" and takes is not None and case.format not in takes:
+                    # The runtime table promised this format and the worker refuses it: a drift in our
+                    # own tables, never an acceptable "unsupported" (which would only skip).
+                    status, culprit = "error", "harness"
+                    e = RpcError(e.kind, f"the runtime table lists format {case.format} for {case.runtime}, but its worker takes only "
+                                         f"{takes}: {e}")
                 return self._finish(case, result, status, error=f"{e.kind}: {e}", stage=stage, culprit=culprit, evidence={"kind": e.kind})
             status = "timeout" if isinstance(e, WorkerTimeout) else "crash"
             culprit = "environment" if "could not start" in str(e) else "runtime"

@@ -1,0 +1,42 @@
+"""The table of runtimes and the workers agree: each worker's `info` lists exactly the formats the
+table promises for it (a drift would turn cases into `unsupported` skips and keep CI green)."""
+
+import os
+
+import pytest
+
+from harness.cases import Case, Engine
+from harness.runners import RUNTIMES, WorkerPool
+
+
+@pytest.mark.parametrize("name", list(RUNTIMES))
+def test_worker_formats_match_the_runtime_table(name):
+    spec = RUNTIMES[name]
+    avail = spec.availability()
+    if not avail.ok:
+        if os.environ.get("CI") == "true" and spec.required_in_ci:
+            pytest.fail(f"runtime {name} is required in CI but unavailable: {avail.reason}")
+        pytest.skip(f"runtime {name} unavailable: {avail.reason} (fix: {avail.fix})")
+    with WorkerPool() as pool:
+        pool.get(name)
+        info = pool.info[name]
+    assert sorted(info["formats"]) == sorted(spec.formats), f"{name}: worker takes {info['formats']}, table says {spec.formats}"
+    assert set(spec.devices) <= set(info["devices"])
+
+
+def test_a_format_the_table_promises_but_the_worker_refuses_is_an_error_of_the_harness(exporter, tmp_path, monkeypatch):
+    """Make the table promise ort a TFLite format: the case must fail loudly, not skip as unsupported."""
+    from dataclasses import replace
+
+    import harness.cases
+
+    table = dict(RUNTIMES)
+    table["ort"] = replace(RUNTIMES["ort"], formats=RUNTIMES["ort"].formats + ("tflite",))
+    monkeypatch.setattr(harness.cases, "RUNTIMES", table)
+    engine = Engine(exporter, tmp_path, deviations=[])
+    try:
+        result = engine.run_case(Case("pow", "tflite", "ort"))
+    finally:
+        engine.close()
+    assert (result["status"], result["stage"], result["culprit"]) == ("error", "load", "harness")
+    assert "the runtime table lists format tflite for ort, but its worker takes only ['onnx13', 'onnx18']" in result["error"]
