@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup python node go browser docker run test test-python test-node test-go export doctor report bench nightly lock clean
+.PHONY: setup python node go browser docker run test lint test-python test-node test-go export doctor report bench nightly lock clean
 
 setup: python node go browser
 
@@ -45,7 +45,12 @@ run: setup
 
 # Benchmarks stay off in the test run (the conformance tests still run every case); use
 # `.venv/bin/pytest --benchmark-only` for pytest-benchmark's statistics of the worker samples.
-test: setup test-node test-go test-python
+test: setup lint test-node test-go test-python
+
+# Lint and type check (pinned ruff and mypy, configured in pyproject.toml).
+lint: python
+	$(BIN)/ruff check harness runners fixtures tests
+	$(BIN)/mypy
 
 test-python: setup
 	$(BIN)/python -m pytest --benchmark-disable

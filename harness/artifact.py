@@ -85,7 +85,7 @@ class Artifact:
         return json.dumps(d, indent=2)
 
     @classmethod
-    def load(cls, folder: Path) -> "Artifact":
+    def load(cls, folder: Path) -> Artifact:
         f = folder / "artifact.json"
         try:
             d = json.loads(f.read_text())

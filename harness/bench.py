@@ -40,7 +40,7 @@ class Gate:
     STATS = {"min": "min_ms", "median": "p50_ms", "p50": "p50_ms", "mean": "mean_ms", "p90": "p90_ms", "p99": "p99_ms"}
 
     @classmethod
-    def parse(cls, text: str, alpha: float = 0.01) -> "Gate":
+    def parse(cls, text: str, alpha: float = 0.01) -> Gate:
         try:
             stat, value = text.split(":")
             value = value.strip()

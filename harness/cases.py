@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import errno
 import fnmatch
+import hashlib
 import math
 import re
-import hashlib
 import shutil
 import tomllib
 from dataclasses import dataclass, field
@@ -312,7 +312,7 @@ class Engine:
                 return self._finish(case, result, status, error=f"{e.kind}: {e}", stage=stage, culprit=culprit, evidence={"kind": e.kind})
             status = "timeout" if isinstance(e, WorkerTimeout) else "crash"
             culprit = "environment" if "could not start" in str(e) else "runtime"
-            return self._finish(case, result, status, error=str(e), stderr=e.stderr_tail, stage=stage, culprit=culprit)
+            return self._finish(case, result, status, error=str(e), stderr=getattr(e, "stderr_tail", ""), stage=stage, culprit=culprit)
         result["stage"] = "compare"
         result["timing"] = raw["timing"]
         result["peak_rss_bytes"] = raw["peak_rss_bytes"]

@@ -7,6 +7,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -118,7 +119,7 @@ def doctor(as_json: bool, strict: bool) -> None:
 
     from harness.runners.table import RUNTIMES
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, spec in RUNTIMES.items():
         a = spec.availability()
         rows.append({"name": name, "kind": "runtime", "language": spec.language, "available": a.ok, "version": a.version,
@@ -301,6 +302,7 @@ def _execute(cases, fixtures, options, reports: Path, run_options: dict, *, benc
     for r in outcome.repairs:
         out.print(f"[yellow]re-exported[/] {r['artifact']} (damaged in the cache): {r['problem']}", highlight=False, soft_wrap=True)
     summary = outcome.summary
+    assert outcome.run_dir is not None  # the CLI always writes a run folder
     counts = ", ".join(f"{v} {k}" for k, v in summary["counts"].items())
     out.print(f"{summary['cases']} cases: {counts}", highlight=False)
     if outcome.state == "complete":
@@ -468,9 +470,7 @@ def compare(base: str, new: str, fail_on: str, alpha: float, reports: Path, out_
     """What changed between two runs: verdicts, numerics, latency. Exit 1 on a regression."""
     from harness.bench import Gate
     from harness.report.diff import diff_runs, print_diff, write_diff
-    from harness.store import read_run, resolve_run
-
-    from harness.store import SCHEMA
+    from harness.store import SCHEMA, read_run, resolve_run
 
     gate = Gate.parse(fail_on, alpha)
     a, b = read_run(resolve_run(base, reports)), read_run(resolve_run(new, reports))

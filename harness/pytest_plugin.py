@@ -124,6 +124,6 @@ def harness_run(harness_engine):
         detail = result.get("error") or result.get("reason") or ""
         where = f" at {result['stage']} ({result['culprit']})" if result.get("stage") else ""
         tail = result.get("stderr_tail")
-        pytest.fail(f"{case.id}: {status}{where}: {detail}" + (f"\n--- worker stderr ---\n{tail}" if tail else ""), pytrace=False)
+        raise pytest.fail.Exception(f"{case.id}: {status}{where}: {detail}" + (f"\n--- worker stderr ---\n{tail}" if tail else ""), pytrace=False)
 
     return run

@@ -12,7 +12,7 @@ import secrets
 import signal
 import subprocess
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from harness.errors import HarnessError
@@ -76,7 +76,7 @@ def environment() -> dict:
 
 
 def new_run_id() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
 
 
 STATES = ("running", "complete", "interrupted", "failed")
@@ -97,7 +97,7 @@ class RunStore:
                 self.run_id = self.dir.name
                 self.meta = json.loads((self.dir / "run.json").read_text())
                 self.meta.update(state="running", reason=None, finished=None)
-                self.meta.setdefault("resumed", []).append(datetime.now(timezone.utc).isoformat())
+                self.meta.setdefault("resumed", []).append(datetime.now(UTC).isoformat())
                 _drop_partial_line(self.dir / "results.jsonl")
             else:
                 self.run_id = run_id if run_id is not None else new_run_id()
@@ -110,7 +110,7 @@ class RunStore:
                     "run_id": self.run_id,
                     "state": "running",
                     "reason": None,
-                    "started": datetime.now(timezone.utc).isoformat(),
+                    "started": datetime.now(UTC).isoformat(),
                     "finished": None,
                     "environment": environment(),
                     "runtimes": {},
@@ -163,7 +163,7 @@ class RunStore:
             pass
         self.meta["state"] = state
         self.meta["reason"] = reason
-        self.meta["finished"] = datetime.now(timezone.utc).isoformat()
+        self.meta["finished"] = datetime.now(UTC).isoformat()
         self.meta["wall_s"] = round(time.monotonic() - self._t0, 3)
         self.meta["summary"] = summary
         self._write_meta()

@@ -11,8 +11,9 @@ from runners.protocol import ProtocolError, Runtime, Session, _one_line, main
 
 
 class _Signature(Session):
-    def __init__(self, tf, fn):
+    def __init__(self, tf, fn, keep=None):
         self.tf, self.fn = tf, fn
+        self.keep = keep  # the object the signature belongs to: it must stay alive
 
     def run(self, feeds):
         result = self.fn(**{k: self.tf.constant(v) for k, v in feeds.items()})
@@ -75,9 +76,7 @@ class TF(Runtime):
             sig = artifact["signature"]
             if sig not in loaded.signatures:
                 raise ProtocolError("load_failed", f"SavedModel {model_path} has no signature {sig!r}: expected one of {sorted(loaded.signatures)}")
-            session = _Signature(tf, loaded.signatures[sig])
-            session.keep = loaded  # the signature needs the loaded object alive
-            return session
+            return _Signature(tf, loaded.signatures[sig], keep=loaded)
         if fmt in ("keras", "h5"):
             import keras
 

@@ -95,6 +95,6 @@ def _export_layers(fixture: Fixture, out: Path, art: Artifact) -> None:
     art.path = "tfjs_layers/model.json"
     art.inputs = [IOSpec(name=s.name, stored_name=str(i), dtype=s.dtype, shape=list(s.shape)) for i, s in enumerate(fixture.inputs)]
     art.outputs = [
-        IOSpec(name=name, stored_name=str(i), dtype="float32", shape=[None] + [None if d is None else int(d) for d in t.shape[1:]])
+        IOSpec(name=name, stored_name=str(i), dtype="float32", shape=[None, *[None if d is None else int(d) for d in t.shape[1:]]])
         for i, (name, t) in enumerate(zip(fixture.outputs, model.outputs))
     ]

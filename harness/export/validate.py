@@ -27,9 +27,9 @@ import json
 import mmap
 import re
 import zipfile
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Callable, Iterable
 
 from harness.artifact import Artifact
 from harness.errors import unknown
@@ -83,7 +83,7 @@ def _inside(path: Path, folder: Path) -> bool:
     return path.resolve().is_relative_to(folder.resolve())
 
 
-def _first_line(message: str) -> str:
+def _first_line(message: object) -> str:
     lines = [line.strip() for line in str(message).strip().splitlines() if line.strip()]
     return lines[0] if lines else "(no message)"
 
@@ -347,7 +347,8 @@ def _check_tflite(path: Path, fmt: str) -> None:
         message = str(e)
         failed = re.search(r"Node number \d+ \((\w+)\) failed to prepare", message)
         unresolved = re.search(r"unresolved custom op: (\w+)", message)
-        named = (unresolved or failed).group(1) if (unresolved or failed) else None
+        found = unresolved or failed
+        named = found.group(1) if found else None
         if "Select TensorFlow op" in message or "Flex delegate" in message or (named or "").startswith(FLEX_PREFIX):
             flex = [op for op in _custom_ops(path) if op.startswith(FLEX_PREFIX)]
             flex = flex or [op for op in re.findall(r"\b(Flex\w+)", message)]

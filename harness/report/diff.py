@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.bench import Gate, significant_change
-from harness.errors import HarnessError
 from harness.cases import BAD_STATUSES
+from harness.errors import HarnessError
 from harness.store import RunData
 
 GOOD = ("pass", "xfail")

@@ -55,8 +55,8 @@ def dom_id(case_id: str) -> str:
 
 
 def max_error(result: dict) -> float | None:
-    values = [m.get("max_abs") for m in (result.get("metrics") or {}).values() if isinstance(m, dict)]
-    values = [v for v in values if isinstance(v, (int, float))]
+    values = [v for m in (result.get("metrics") or {}).values() if isinstance(m, dict)
+              for v in [m.get("max_abs")] if isinstance(v, (int, float))]
     return max(values) if values else None
 
 
@@ -131,7 +131,7 @@ def _context(run: RunData, history: list[RunData], previous: RunData | None) -> 
                  "p50": _p(r, "p50_ms"), "p90": _p(r, "p90_ms") or _p(r, "p50_ms"), "first": _p(r, "first_ms")}
                 for r in mine if r["batch"] == smallest]
         latency.append({"fixture": fixture, "batch": smallest, "svg": plots.latency_chart(rows, f"{fixture}, batch {smallest}")})
-        series: dict[str, list[tuple[int, float]]] = {}
+        series: dict[str, list[tuple[float, float]]] = {}
         for r in mine:
             label = f"{r['format']} · {r['runtime']}" + (f" · t{r['threads']}" if r.get("threads") else "")
             series.setdefault(label, []).append((r["batch"], _p(r, "p50_ms")))
@@ -155,7 +155,7 @@ def _context(run: RunData, history: list[RunData], previous: RunData | None) -> 
     if sized:
         scaling.append({"fixture": "gemm sweep", "svg": plots.scaling_chart(sized, "gemm size sweep: p50 by FLOPs per call", xlabel="FLOPs per call")})
 
-    memory = {}
+    memory: dict[str, float] = {}
     for r in results:
         if isinstance(r.get("peak_rss_bytes"), (int, float)):
             memory[r["runtime"]] = max(memory.get(r["runtime"], 0), r["peak_rss_bytes"])

@@ -83,9 +83,9 @@ def history_chart(runs: list[str], counts: dict[str, list[int]], p50: dict[str, 
     ax1.set_xticks(range(len(runs)), runs, rotation=45, ha="right", fontsize=6)
     ax1.set_title("verdicts per run")
     ax1.legend(fontsize=6, frameon=False)
-    for i, (label, values) in enumerate(sorted(p50.items())):
-        xs = [x for x, v in enumerate(values) if v is not None and math.isfinite(v)]
-        ax2.plot(xs, [values[x] for x in xs], marker="o", ms=3, lw=1, label=label, color=PALETTE[i % len(PALETTE)])
+    for i, (label, series) in enumerate(sorted(p50.items())):
+        points = [(x, v) for x, v in enumerate(series) if v is not None and math.isfinite(v)]
+        ax2.plot([x for x, _ in points], [v for _, v in points], marker="o", ms=3, lw=1, label=label, color=PALETTE[i % len(PALETTE)])
     ax2.set_xticks(range(len(runs)), runs, rotation=45, ha="right", fontsize=6)
     ax2.set_yscale("log")
     ax2.set_title("median p50 per runtime (ms)")

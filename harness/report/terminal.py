@@ -7,7 +7,6 @@ import re
 from rich.console import Console
 from rich.table import Table
 
-
 STYLE = {
     "pass": "green", "xfail": "yellow", "skip": "dim", "unsupported": "dim", "inconclusive": "bold cyan",
     "fail": "bold red", "error": "red", "crash": "bold magenta", "timeout": "magenta", "xpass": "bold yellow",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-
 from pathlib import Path
 
 from harness.runners.client import WorkerClient
@@ -70,7 +69,7 @@ class WorkerPool:
             worker.kill()
         self._workers.clear()
 
-    def __enter__(self) -> "WorkerPool":
+    def __enter__(self) -> WorkerPool:
         return self
 
     def __exit__(self, *exc) -> None:
