@@ -29,6 +29,23 @@ def latency_stats(samples_ns: list[int]) -> dict[str, float]:
     }
 
 
+def round_statistics(round_medians: list[float], resamples: int = 2000, seed: int = 0) -> dict:
+    """p50 as the median of the rounds' medians, its bootstrap 95% interval over rounds, and the case's
+    own between-round noise (coefficient of variation of the round medians)."""
+    r = np.asarray(round_medians, dtype=np.float64)
+    out: dict = {"rounds": len(r), "rounds_ms": [float(x) for x in r]}
+    if len(r) == 0:
+        return out
+    out["p50_ms"] = float(np.median(r))
+    if len(r) >= 2:
+        rng = np.random.default_rng(seed)
+        boot = np.median(rng.choice(r, size=(resamples, len(r)), replace=True), axis=1)
+        lo, hi = np.percentile(boot, [2.5, 97.5])
+        out["p50_ci_ms"] = [float(lo), float(hi)]
+        out["round_cv"] = float(np.std(r, ddof=1) / np.mean(r)) if np.mean(r) > 0 else 0.0
+    return out
+
+
 @dataclass(frozen=True)
 class Gate:
     """A regression gate written as pytest-benchmark writes them: `median:10%` (also min, mean, p90)."""

@@ -161,6 +161,7 @@ class Options:
     min_time_s: float = 0.0  # benchmarks: measure each case for at least this long
     max_time_s: float = 10.0  # ... and, for very slow cases, not much longer than this (at least 3 samples)
     max_iterations: int = 10000
+    rounds: int = 1  # benchmarks: measure each case in this many rounds, interleaved across cases
 
 
 @dataclass
@@ -217,6 +218,11 @@ class Engine:
         self.pool.close()
         if not self.options.keep_tensors:
             shutil.rmtree(self.scratch, ignore_errors=True)
+
+    def restart_workers(self) -> None:
+        """Close every worker: the next case starts fresh ones (a benchmark round in new processes)."""
+        self.pool.close()
+        self._loaded.clear()
 
     def kill(self) -> None:
         """Stop every worker (and container) now, without waiting for an answer: an interrupted run."""
@@ -345,6 +351,18 @@ class Engine:
             return self._finish(case, result, "inconclusive", reason=reason, error=reason, stage="reference", culprit="model",
                                 evidence={"degenerate": why})
         return self._finish(case, result, "pass")
+
+    def measure(self, case: Case) -> dict:
+        """One more round of timing for a case that has run (same artifact, same inputs, same worker
+        setting): the timing dict of `_execute`. Raises on a worker failure."""
+        fixture = self.fixtures[case.fixture]
+        ref = self._reference(fixture, case.batch)
+        if ref.inputs is None:
+            raise HarnessError(f"{case.id} has no reference inputs to measure with")
+        try:
+            return self._execute(case, self.artifact(fixture, case.format), ref.inputs)[1]["timing"]
+        except _Staged as staged:
+            raise staged.error from None
 
     def _finish(self, case: Case, result: dict, status: str, reason: str | None = None, error: str | None = None, stderr: str | None = None,
                 stage: str | None = None, culprit: str | None = None, evidence: dict | None = None, summary: str | None = None) -> dict:

@@ -361,7 +361,7 @@ def _resume(which: str, reports: Path, refresh: bool, allow_inconclusive: bool) 
         raise HarnessError(f"cannot resume {folder}: fixtures {unknown} are no longer defined")
     options = Options(warmup=opts.get("warmup", 2), iterations=opts.get("iterations", 10), threads=opts.get("threads", 0) if command != "bench" else 0,
                       run_timeout_s=opts.get("timeout", 60.0), keep_tensors=opts.get("keep_tensors", False),
-                      min_time_s=opts.get("min_time_s", 0.0))
+                      min_time_s=opts.get("min_time_s", 0.0), rounds=opts.get("rounds", 1))
     err.print(f"resuming {folder.name}: {len(cases)} cases without a result", highlight=False)
     return _execute(cases, fixtures, options, reports, opts, bench=command == "bench", refresh=refresh,
                     allow_inconclusive=allow_inconclusive, resume=folder, bisect=command == "check" and opts.get("bisect", False))
@@ -372,11 +372,13 @@ def _resume(which: str, reports: Path, refresh: bool, allow_inconclusive: bool) 
 @click.option("--threads", "threads_", default="1,all", show_default=True, help="Thread counts to measure ('all' = every core).")
 @click.option("--warmup", default=5, show_default=True, type=COUNT, help="Untimed runs after the first.")
 @click.option("--iterations", "-n", default=20, show_default=True, type=COUNT, help="Timed runs per case, at least.")
-@click.option("--min-time", default=0.25, show_default=True, type=click.FloatRange(min=0), help="Measure each case for at least this many seconds.")
+@click.option("--min-time", default=0.1, show_default=True, type=click.FloatRange(min=0), help="Measure each case for at least this many seconds per round.")
+@click.option("--rounds", default=5, show_default=True, type=click.IntRange(min=1),
+              help="Rounds per case, interleaved across cases; the round median is the unit of statistics (compare needs 5 a side).")
 @click.option("--sweep/--no-sweep", default=True, show_default=True, help="Batch sweep 1,8,32 and the gemm size sweep.")
 @click.option("--timeout", default=120.0, show_default=True, type=POSITIVE_SECONDS, help="Seconds a worker may take to answer a run.")
 @click.option("--reports", default="reports", show_default=True, type=click.Path(path_type=Path))
-def bench(fixtures, formats, runtimes, batch, threads_, warmup, iterations, min_time, sweep, timeout, reports) -> None:
+def bench(fixtures, formats, runtimes, batch, threads_, warmup, iterations, min_time, rounds, sweep, timeout, reports) -> None:
     """Benchmark: latency statistics, cold start, peak memory, batch and size scaling, GFLOP/s against
     this machine's measured GEMM peak, at 1 thread and at all cores. One benchmark at a time."""
     from filelock import FileLock, Timeout
@@ -397,10 +399,10 @@ def bench(fixtures, formats, runtimes, batch, threads_, warmup, iterations, min_
     if sweep and not sel.fixtures:
         cases += matrix(Selection(fixtures=[f for f, fx in all_fixtures().items() if fx.bench_only], formats=sel.formats,
                                   runtimes=sel.runtimes, batches=[1], threads=threads))
-    options = Options(warmup=warmup, iterations=iterations, min_time_s=min_time, run_timeout_s=timeout)
+    options = Options(warmup=warmup, iterations=iterations, min_time_s=min_time, run_timeout_s=timeout, rounds=rounds)
     run_options = {"command": "bench", "fixtures": sel.fixtures, "formats": sel.formats, "runtimes": sel.runtimes,
                    "batches": batches, "threads": threads, "warmup": warmup, "iterations": iterations, "min_time_s": min_time,
-                   "timeout": timeout}
+                   "rounds": rounds, "timeout": timeout}
     lock = FileLock(str(Path(".harness") / "bench.lock"))
     try:
         Path(".harness").mkdir(exist_ok=True)

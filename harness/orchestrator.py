@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+import statistics
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -116,9 +117,7 @@ class Orchestrator:
                 result["divergence"] = first_divergence(self.engine, self.fixtures[case.fixture], case)
             except Exception as e:  # the search is a diagnosis: its failure must not cost the run
                 result["divergence"] = {"supported": False, "why": f"the search failed: {type(e).__name__}: {e}"}
-        if self.store is not None:
-            self.store.add(result)
-        self.results.append(result)
+        self._store(result)
         return result
 
     # --- a whole run -----------------------------------------------------------------------------
@@ -129,10 +128,13 @@ class Orchestrator:
         with signals_interrupt():
             try:
                 self._prepare(progress)
-                for i, case in enumerate(self.cases):
-                    if progress:
-                        progress(case.id, i, len(self.cases))
-                    self.run_case(case)
+                if self.options.rounds > 1:
+                    self._run_rounds(progress)
+                else:
+                    for i, case in enumerate(self.cases):
+                        if progress:
+                            progress(case.id, i, len(self.cases))
+                        self.run_case(case)
             except Interrupted as e:
                 interrupted = e
                 state, reason = "interrupted", str(e)
@@ -151,6 +153,50 @@ class Orchestrator:
                         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         return Outcome(self.results, summarize(self.earlier + self.results, self.allow_inconclusive), state, reason,
                        self.store.dir if self.store else None, len(self.cases), self.peaks, list(self.exporter.repairs))
+
+    def _run_rounds(self, progress: Callable[[str, int, int], None] | None) -> None:
+        """Benchmarks: every case is measured in `rounds` rounds, interleaved across cases (a seeded
+        shuffle per round), so slow drift of a shared machine hits every case alike. Round 0 runs the
+        whole case (export, reference, verdict, cold start); later rounds only time it again. A case's
+        result is stored once all its rounds are in, with the rounds' medians as the unit of statistics."""
+        import random
+
+        rounds = self.options.rounds
+        pending: dict[str, tuple[Case, dict, list[dict]]] = {}
+        total, done = rounds * len(self.cases), 0
+        for r in range(rounds):
+            order = list(self.cases)
+            if r:
+                # Fresh worker processes each round: the same artifact's speed moves far more between
+                # processes (placement, allocator, JIT state) than within one, and a round that never
+                # left its process would hide that noise and make an A/A comparison look significant.
+                self.engine.restart_workers()
+                random.Random(1000 + r).shuffle(order)
+            for case in order:
+                if progress:
+                    progress(f"round {r + 1}/{rounds}: {case.id}", done, total)
+                done += 1
+                if r == 0:
+                    result = self.engine.run_case(case)
+                    if (result.get("timing") or {}).get("samples_ms"):
+                        pending[case.id] = (case, result, [result["timing"]])
+                    else:
+                        self._store(result)
+                elif case.id in pending:
+                    try:
+                        pending[case.id][2].append(self.engine.measure(case))
+                    except Exception as e:  # a later round that fails leaves the verdict alone, and is said
+                        pending[case.id][1].setdefault("evidence", {}).setdefault("round_errors", []).append(f"round {r + 1}: {type(e).__name__}: {e}")
+        for _case, result, timings in pending.values():
+            result["timing"] = rounds_timing(timings)
+            if result.get("flops") and result["timing"].get("p50_ms"):
+                result["gflops"] = result["flops"] / (result["timing"]["p50_ms"] * 1e6)
+            self._store(result)
+
+    def _store(self, result: dict) -> None:
+        if self.store is not None:
+            self.store.add(result)
+        self.results.append(result)
 
     def _prepare(self, progress: Callable[[str, int, int], None] | None) -> None:
         needed = list(dict.fromkeys([(c.fixture, "savedmodel") for c in self.cases] + [(c.fixture, c.format) for c in self.cases]))
@@ -210,3 +256,17 @@ def newest_incomplete(reports: Path) -> Path:
         if run.state != "complete" and run.missing:
             return folder
     raise HarnessError(f"no incomplete run under {runs} to resume: give the run to resume (--resume RUN)")
+
+
+def rounds_timing(timings: list[dict]) -> dict:
+    """One timing record from several rounds of the same case: the cold start of the first round, the
+    pooled samples for the percentiles, and per round its median; p50 is the median of the round
+    medians, with a bootstrap 95% interval over rounds and the between-round noise (coefficient of
+    variation of the round medians)."""
+    from harness.bench import latency_stats, round_statistics
+
+    samples = [s for t in timings for s in t["samples_ms"]]
+    out = dict(timings[0])
+    out.update(latency_stats([int(s * 1e6) for s in samples]))
+    out.update(samples_ms=samples, iterations=len(samples), **round_statistics([float(statistics.median(t["samples_ms"])) for t in timings]))
+    return out

@@ -6,7 +6,6 @@ import threading
 import time
 
 import numpy as np
-
 import pytest
 
 from harness.cases import Case, Deviation, Engine, Selection, load_deviations, matrix

@@ -29,6 +29,8 @@ class CaseDiff:
     significant: bool = False
     flagged: bool = False  # a regression beyond the gate
     improved: bool = False  # faster beyond the gate
+    judged: bool = False  # both runs have enough rounds for a latency verdict
+    rounds: tuple[int, int] = (0, 0)
     numerics: str = ""  # "identical", "changed", "" (unknown)
     drift: dict[str, tuple] = field(default_factory=dict)  # output -> (base max_abs, new max_abs)
 
@@ -82,8 +84,11 @@ class RunDiff:
         return not self.regressions
 
 
-def _samples(result: dict) -> list[float]:
-    return [s for s in (result.get("timing") or {}).get("samples_ms") or [] if isinstance(s, (int, float))]
+MIN_ROUNDS = 5  # per side: fewer rounds cannot show a significant change (the U test's smallest p-value)
+
+
+def _rounds(result: dict) -> list[float]:
+    return [s for s in (result.get("timing") or {}).get("rounds_ms") or [] if isinstance(s, (int, float))]
 
 
 def diff_runs(base: RunData, new: RunData, gate: Gate, allow_missing: bool = False) -> RunDiff:
@@ -103,9 +108,16 @@ def diff_runs(base: RunData, new: RunData, gate: Gate, allow_missing: bool = Fal
             va, vb = ta.get(key), tb.get(key)
             if isinstance(va, (int, float)) and isinstance(vb, (int, float)) and va > 0:
                 d.base_ms, d.new_ms, d.ratio = va, vb, vb / va
-                d.significant, d.p_value = significant_change(_samples(a), _samples(b), gate.alpha)
-                d.flagged = d.significant and d.ratio > 1 + gate.threshold
-                d.improved = d.significant and d.ratio < 1 / (1 + gate.threshold)
+                # The unit of statistics is the round (an independent, interleaved measurement), never
+                # the pooled iterations of one process: between-process noise on a shared machine is far
+                # larger than within-process noise, so a test over iterations flags an A/A comparison.
+                rounds_a, rounds_b = _rounds(a), _rounds(b)
+                d.rounds = (len(rounds_a), len(rounds_b))
+                d.judged = min(d.rounds) >= MIN_ROUNDS
+                if d.judged:
+                    d.significant, d.p_value = significant_change(rounds_a, rounds_b, gate.alpha)
+                    d.flagged = d.significant and d.ratio > 1 + gate.threshold
+                    d.improved = d.significant and d.ratio < 1 / (1 + gate.threshold)
             da, db = a.get("output_digest") or {}, b.get("output_digest") or {}
             if da and db:
                 d.numerics = "identical" if da == db else "changed"
@@ -145,13 +157,17 @@ def print_diff(diff: RunDiff, console) -> None:
             table.add_row(c.id, "; ".join(f"{k}: {_n(a)} → {_n(b)}" for k, (a, b) in c.drift.items()))
         console.print(table)
     timed = sorted((c for c in diff.cases if c.ratio), key=lambda c: c.ratio or 1, reverse=True)
+    unjudged = [c for c in timed if not c.judged]
+    if unjudged:
+        console.print(f"latency: {len(unjudged)} case(s) not judged: fewer than {MIN_ROUNDS} rounds on a side "
+                      f"(`harness bench --rounds N` measures rounds; one run is one round)", highlight=False)
     if timed:
         table = Table(title=f"latency ({diff.gate.stat}), slowest change first")
-        for col in ("case", "before ms", "after ms", "ratio", "p-value", "flag"):
+        for col in ("case", "before ms", "after ms", "ratio", "rounds", "p-value", "flag"):
             table.add_column(col)
         for c in timed:
-            flag = "[red]REGRESSION[/]" if c.flagged else ("[green]faster[/]" if c.improved else "")
-            table.add_row(c.id, _n(c.base_ms), _n(c.new_ms), f"{c.ratio:.2f}×", _n(c.p_value), flag)
+            flag = "[red]REGRESSION[/]" if c.flagged else ("[green]faster[/]" if c.improved else ("" if c.judged else "[dim]not judged[/]"))
+            table.add_row(c.id, _n(c.base_ms), _n(c.new_ms), f"{c.ratio:.2f}×", f"{c.rounds[0]}/{c.rounds[1]}", _n(c.p_value), flag)
         console.print(table)
     missing = diff.missing
     if missing:

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from harness.compare import ERROR_HIST_DECADES  # noqa: E402
 
 plt.rcParams.update({"font.size": 9, "svg.fonttype": "none", "axes.spines.top": False, "axes.spines.right": False})
-PALETTE = plt.get_cmap("tab10").colors
+PALETTE = matplotlib.color_sequences["tab10"]
 
 
 def _svg(fig) -> str:
