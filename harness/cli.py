@@ -256,7 +256,7 @@ def _export_all(exporter, jobs):
     from rich.progress import Progress
 
     arts = []
-    with Progress(console=err, transient=True) as progress:
+    with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
         task = progress.add_task("exporting", total=len(jobs))
         for fx, fmt in jobs:
             progress.update(task, description=f"exporting {fx.name}/{fmt}")
@@ -277,7 +277,7 @@ def _execute(cases, fixtures, options, reports: Path, run_options: dict, *, benc
         raise HarnessError("the selection names no case: check --fixtures, --formats and --runtimes against `harness doctor`")
     orch = Orchestrator(cases, fixtures, options, reports, run_options, resume=resume, refresh=refresh, bench=bench,
                         bisect=bisect, allow_inconclusive=allow_inconclusive)
-    with Progress(console=err, transient=True) as progress:
+    with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
         task = progress.add_task("running", total=len(cases))
 
         def step(what: str, done: int, total: int) -> None:
@@ -304,7 +304,8 @@ def _execute(cases, fixtures, options, reports: Path, run_options: dict, *, benc
     summary = outcome.summary
     assert outcome.run_dir is not None  # the CLI always writes a run folder
     counts = ", ".join(f"{v} {k}" for k, v in summary["counts"].items())
-    out.print(f"{summary['cases']} cases: {counts}", highlight=False)
+    if summary["cases"]:
+        out.print(f"{summary['cases']} cases: {counts}", highlight=False)
     if outcome.state == "complete":
         out.print(f"results: {outcome.run_dir / 'results.jsonl'}  (reports/latest -> {outcome.run_dir.name})", highlight=False)
     else:

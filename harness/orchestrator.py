@@ -227,7 +227,9 @@ class Orchestrator:
                     self.store.set_runtimes(self.engine.runtime_versions())
                     if self.exporter.repairs:
                         self.store.meta["repaired_artifacts"] = self.exporter.repairs
-                    self.store.finish(summarize(self.earlier + self.results, self.allow_inconclusive), state, reason)
+                    summary = summarize(self.earlier + self.results, self.allow_inconclusive)
+                    summary["ok"] = summary["ok"] and state == "complete"  # a partial run is never a good one
+                    self.store.finish(summary, state, reason)
                 except OSError:
                     pass  # the disk that stopped the run may not take run.json either: results.jsonl has what ran
 

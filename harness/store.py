@@ -80,6 +80,7 @@ def new_run_id() -> str:
 
 
 STATES = ("running", "complete", "interrupted", "failed")
+RESULT_KEYS = {"id", "fixture", "format", "runtime", "batch", "status"}  # what every reader of a result relies on
 
 
 class RunStore:
@@ -175,13 +176,23 @@ class RunStore:
         os.replace(tmp, latest)
 
     def _write_meta(self) -> None:
+        """Atomically (a temporary file, then rename). run.json is padded with spaces to whole 4 KiB
+        blocks plus one spare block, so that on a full disk the final state can still be written in
+        place over the blocks it already owns."""
+        text = json.dumps(sanitize(self.meta), indent=2) + "\n"
+        size = (len(text.encode()) // 4096 + 2) * 4096
         tmp = self.dir / "run.json.tmp"
         try:
-            tmp.write_text(json.dumps(sanitize(self.meta), indent=2))
+            tmp.write_text(text.ljust(size))
             os.replace(tmp, self.dir / "run.json")
         except OSError:
             tmp.unlink(missing_ok=True)
-            raise
+            path = self.dir / "run.json"
+            have = path.stat().st_size if path.exists() else 0
+            if len(text.encode()) > have:
+                raise
+            with open(path, "r+", encoding="utf-8") as f:  # in place: no new block is needed
+                f.write(text.ljust(have))
 
 
 _SIGNALS = {signal.SIGINT, signal.SIGTERM}
@@ -276,16 +287,16 @@ def read_run(folder: Path) -> RunData:
         problems.append(f"{meta_path} has schema {meta.get('schema')!r}, this harness reads schema {SCHEMA}; showing what could be read")
     results: list[dict] = []
     path = folder / "results.jsonl"
+    bad = 0
     if not path.exists():
         problems.append(f"{path} is missing: no case results")
     else:
-        bad = 0
         for line in path.read_text(errors="replace").splitlines():
             if not line.strip():
                 continue
             try:
                 item = json.loads(line)
-                if not isinstance(item, dict) or "id" not in item or "status" not in item:
+                if not isinstance(item, dict) or not RESULT_KEYS <= item.keys() or not isinstance(item["status"], str):
                     raise ValueError("not a case result")
                 results.append(item)
             except ValueError:

@@ -176,3 +176,23 @@ def test_a_full_cache_disk_is_one_error_and_leaves_no_temporary_folder(small_dis
     with pytest.raises(HarnessError, match=f"cannot write to the export cache {small_disk}: No space left on device"):
         ex.get(get_fixture("mnist_cnn"), "savedmodel")
     assert not list(small_disk.glob(".tmp-*")), "no temporary folder is left behind"
+
+
+def test_damage_the_fast_check_misses_is_found_when_the_case_fails(tmp_path):
+    """Same size, same mtime: the stat check passes and the worker fails to load it. Before any verdict,
+    the artifact is hashed, found damaged, exported again and the case run once more."""
+    from harness.cases import Case, Engine
+
+    ex = Exporter(tmp_path / "cache")
+    art = ex.get(get_fixture("pow"), "tflite")
+    model = art.dir / "model.tflite"
+    stat = model.stat()
+    model.write_bytes(b"\0" * stat.st_size)
+    os.utime(model, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    engine = Engine(ex, tmp_path / "scratch", deviations=[])
+    try:
+        result = engine.run_case(Case("pow", "tflite", "litert"))
+    finally:
+        engine.close()
+    assert result["status"] == "pass", result
+    assert result["artifact"]["repaired"] == ["tflite: model.tflite has changed since export (sha256 differs)"]

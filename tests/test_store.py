@@ -8,6 +8,10 @@ from harness.errors import HarnessError
 from harness.store import RunStore, read_run, sanitize
 
 
+def _case(cid: str) -> dict:
+    return {"id": cid, "fixture": "pow", "format": "onnx13", "runtime": "ort", "batch": 1}
+
+
 def test_run_folder_results_and_latest(tmp_path):
     planned = [{"id": "a"}, {"id": "b"}]
     store = RunStore(tmp_path, {"command": "test"}, planned=planned)
@@ -15,11 +19,11 @@ def test_run_folder_results_and_latest(tmp_path):
     env = meta["environment"]
     assert env["cores"] >= 1 and env["memory_bytes"] > 0 and env["cpu"] and env["os"]
     assert meta["finished"] is None and meta["state"] == "running" and meta["planned"] == planned
-    store.add({"id": "a", "status": "pass", "metrics": {"y": {"snr_db": float("inf")}}})
+    store.add({**_case("a"), "status": "pass", "metrics": {"y": {"snr_db": float("inf")}}})
     # Appended and flushed at once: a reader sees it before the run ends.
     assert json.loads((store.dir / "results.jsonl").read_text())["metrics"]["y"]["snr_db"] == "inf"
     assert read_run(store.dir).missing == ["b"]
-    store.add({"id": "b", "status": "fail"})
+    store.add({**_case("b"), "status": "fail"})
     store.set_runtimes({"ort": {"versions": {"onnxruntime": "x"}}})
     store.finish({"cases": 2})
     run = read_run(tmp_path / "latest")
@@ -38,7 +42,7 @@ def test_an_incomplete_run_never_becomes_latest(tmp_path, state):
     done = RunStore(tmp_path, {})
     done.finish({})
     cut = RunStore(tmp_path, {}, planned=[{"id": "a"}, {"id": "b"}, {"id": "c"}])
-    cut.add({"id": "a", "status": "pass"})
+    cut.add({**_case("a"), "status": "pass"})
     cut.finish({"cases": 1}, state=state, reason="SIGINT" if state == "interrupted" else "No space left on device")
     assert (tmp_path / "latest").resolve() == done.dir.resolve()
     run = read_run(cut.dir)
@@ -48,7 +52,7 @@ def test_an_incomplete_run_never_becomes_latest(tmp_path, state):
 
 def test_half_written_run_keeps_complete_lines_and_resume_cuts_the_half_line(tmp_path):
     store = RunStore(tmp_path, {}, planned=[{"id": "a"}, {"id": "b"}])
-    store.add({"id": "a", "status": "pass"})
+    store.add({**_case("a"), "status": "pass"})
     with open(store.dir / "results.jsonl", "a") as f:
         f.write('{"id": "b", "sta')  # the run died mid-line
     run = read_run(store.dir)
@@ -56,7 +60,7 @@ def test_half_written_run_keeps_complete_lines_and_resume_cuts_the_half_line(tmp
     assert run.unreadable == 1 and run.missing == ["b"] and run.state == "running"
     assert any("did not finish" in p for p in run.problems)
     again = RunStore(tmp_path, {}, resume=store.dir)
-    again.add({"id": "b", "status": "pass"})
+    again.add({**_case("b"), "status": "pass"})
     again.finish({})
     run = read_run(store.dir)
     assert [r["id"] for r in run.results] == ["a", "b"] and run.unreadable == 0 and run.state == "complete"
@@ -74,20 +78,24 @@ def test_bad_run_folders_and_names(tmp_path):
             RunStore(tmp_path, {}, run_id=name)
 
 
-def test_a_read_only_reports_folder_is_one_clear_error(tmp_path):
-    reports = tmp_path / "ro"
-    reports.mkdir()
-    reports.chmod(0o500)
-    try:
-        import os
-
-        if os.access(reports, os.W_OK):
-            pytest.skip("running as a user that can write a 0500 folder (root without CAP_DAC_OVERRIDE dropped)")
-        with pytest.raises(HarnessError, match="cannot write a run folder under .*ro: Permission denied"):
-            RunStore(reports, {})
-    finally:
-        reports.chmod(0o700)
-
-
 def test_sanitize_non_finite():
     assert sanitize({"a": [float("nan"), float("-inf"), 1.5]}) == {"a": ["nan", "-inf", 1.5]}
+
+
+def test_run_json_final_state_fits_in_place_on_a_full_disk(small_disk):
+    store = RunStore(small_disk, {}, planned=[{"id": "a"}, {"id": "b"}])
+    store.add({**_case("a"), "status": "pass"})
+    free = __import__("shutil").disk_usage(small_disk).free
+    (small_disk / "filler").write_bytes(b"\0" * free)  # not one block left
+    store.finish({"cases": 1}, state="failed", reason="No space left on device")
+    run = read_run(store.dir)
+    assert run.state == "failed" and run.meta["reason"] == "No space left on device" and run.missing == ["b"]
+
+
+def test_a_line_that_is_not_a_case_result_is_unreadable(tmp_path):
+    store = RunStore(tmp_path, {})
+    store.add({**_case("a"), "status": "pass"})
+    store.add({"id": "x", "status": "pass"})  # valid JSON, but no fixture, format, runtime, batch
+    store.finish({})
+    run = read_run(store.dir)
+    assert [r["id"] for r in run.results] == ["a"] and run.unreadable == 1

@@ -11,6 +11,7 @@ import errno
 import hashlib
 import importlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -159,6 +160,23 @@ class Exporter:
         source = self.get(fixture, "savedmodel")
         return source.content_digest if source.status == "ok" else f"error:{source.source_digest}:{source.error}"
 
+    def verify_fully(self, fixture: Fixture, fmt: str) -> str | None:
+        """Hash every file of a cached artifact; a damaged one is removed (the next `get` exports it
+        again) and recorded in `repairs`. Returns what was wrong, or None."""
+        art = self.cached(fixture, fmt)
+        if art is None or art.status != "ok":
+            return None
+        problems = damage(art, full=True)
+        if not problems:
+            return None
+        why = "; ".join(problems)
+        folder = self.folder(fixture, fmt)
+        with FileLock(str(folder) + ".lock"):
+            shutil.rmtree(folder, ignore_errors=True)
+        self._fresh.discard(folder)
+        self.repairs.append({"artifact": folder.name, "fixture": fixture.name, "format": fmt, "problem": why})
+        return why
+
     def get(self, fixture: Fixture, fmt: str) -> Artifact:
         """The artifact, from the cache (verified) or freshly exported. A failed conversion is an
         artifact too (status `error` with the converter's whole message, its stage and culprit)."""
@@ -212,7 +230,10 @@ class Exporter:
                     raise _SourceFailed(f"the SavedModel it is converted from failed ({source.stage}, {source.culprit}): {source.error}")
                 module = importlib.import_module(f"harness.export.{spec.family}")
                 export: Callable = module.export
-                export(fixture, spec, tmp, source, art)
+                with _ConverterLog() as said:
+                    export(fixture, spec, tmp, source, art)
+                if said.lines:
+                    art.extra["converter_log"] = said.lines
                 from harness.export.validate import validate
 
                 validate(spec.name, tmp, art)
@@ -221,6 +242,9 @@ class Exporter:
                     code = errno.EROFS if "Read-only" in str(e) else errno.ENOSPC
                     raise OSError(code, os.strerror(code)) from e
                 _record_failure(art, e, fixture)
+                if art.extra.get("converter_log"):
+                    # The converter's own warnings often name the real cause ("loop rewrite failed: ...").
+                    art.error = f"{art.error}\n--- what the converter logged ---\n" + "\n".join(art.extra["converter_log"])
             art.export_s = round(time.perf_counter() - start, 3)
             if art.status == "ok":
                 art.files = manifest(tmp)
@@ -243,6 +267,30 @@ def _disk_full(e: BaseException) -> bool:
         return True
     text = str(e)
     return "No space left on device" in text or "Read-only file system" in text
+
+
+class _ConverterLog(logging.Handler):
+    """Collects what converters log at WARNING and above (tf2onnx, tensorflowjs, TensorFlow's Python
+    logging) during one export: the evidence kept with a failed artifact."""
+
+    def __init__(self, limit: int = 60):
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+        self.limit = limit
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if len(self.lines) < self.limit:
+            try:
+                self.lines.append(f"{record.name}: {record.levelname}: {record.getMessage()}")
+            except Exception:  # a record that cannot format itself is not evidence
+                pass
+
+    def __enter__(self) -> _ConverterLog:
+        logging.getLogger().addHandler(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        logging.getLogger().removeHandler(self)
 
 
 class _SourceFailed(Exception):
