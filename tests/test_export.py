@@ -196,3 +196,12 @@ def test_damage_the_fast_check_misses_is_found_when_the_case_fails(tmp_path):
         engine.close()
     assert result["status"] == "pass", result
     assert result["artifact"]["repaired"] == ["tflite: model.tflite has changed since export (sha256 differs)"]
+
+
+def test_an_exception_in_our_own_exporter_is_the_harness_fault_with_its_traceback(tmp_path):
+    """A fixture kind no exporter knows makes harness/export/savedmodel.py raise: the harness's own
+    bug, not the converter's, with the traceback kept as evidence."""
+    fx = replace(_failing_fixture(), kind="bogus", build=lambda: None, source_digest="bogus-1")
+    art = Exporter(tmp_path).get(fx, "savedmodel")
+    assert art.status == "error" and art.stage == "export" and art.culprit == "harness"
+    assert "harness/export/savedmodel.py" in art.extra["traceback"] and "fixture kind 'bogus'" in art.error
