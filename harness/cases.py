@@ -46,11 +46,12 @@ class Case:
     device: str = "cpu"
     batch: int = 1
     threads: int = 0  # 0: the runtime's default; benchmarks set 1 and all cores
+    variant: str = ""  # paired benchmarks: "A" or "B", each a build of the runtime (Engine.builds)
 
     @property
     def id(self) -> str:
         base = f"{self.fixture}-{self.format}-{self.runtime}-{self.device}-b{self.batch}"
-        return base + (f"-t{self.threads}" if self.threads else "")
+        return base + (f"-t{self.threads}" if self.threads else "") + (f"~{self.variant}" if self.variant else "")
 
 
 @dataclass
@@ -213,6 +214,7 @@ class Engine:
         self._references: dict[tuple[str, int], Reference] = {}
         self._input_files: dict[tuple, str] = {}
         self._availability = {name: spec.availability() for name, spec in RUNTIMES.items()}
+        self.builds: dict[str, str | None] = {}  # variant -> another build of the runtime (paired benchmarks)
 
     def close(self) -> None:
         self.pool.close()
@@ -231,12 +233,17 @@ class Engine:
             shutil.rmtree(self.scratch, ignore_errors=True)
 
     def runtime_versions(self) -> dict:
-        # Worker keys are the runtime, or runtime@t<threads> for a thread setting (go-tfgo@docker is a runtime).
-        info = {re.sub(r"@t\d+$", "", key): value for key, value in self.pool.info.items()}
-        return {
+        # Worker keys are the runtime, or runtime@t<threads> for a thread setting (go-tfgo@docker is a
+        # runtime), with ~A/~B for the builds of a paired benchmark (each recorded with its own versions).
+        info = {re.sub(r"@t\d+", "", key): value for key, value in self.pool.info.items()}
+        out = {
             name: (info.get(name) or {"available": a.ok, "version": a.version, "reason": a.reason})
             for name, a in self._availability.items()
         }
+        for key, value in info.items():
+            if "~" in key:
+                out[key] = {**value, "build": self.builds.get(key.split("~")[1])}
+        return out
 
     def artifact(self, fixture: Fixture, fmt: str) -> Artifact:
         """The artifact, verified against its recorded sizes and mtimes each time a case needs it (a
@@ -458,11 +465,12 @@ class Engine:
     def _worker_key(self, case: Case) -> str:
         # Thread settings can be process-wide (TensorFlow's are fixed at first use): one worker per setting.
         threads = self._threads(case)
-        return case.runtime if not threads else f"{case.runtime}@t{threads}"
+        key = case.runtime if not threads else f"{case.runtime}@t{threads}"
+        return key + (f"~{case.variant}" if case.variant else "")
 
     def _load(self, case: Case, art: Artifact) -> _Loaded:
         wkey = self._worker_key(case)
-        worker = self.pool.get(case.runtime, wkey)
+        worker = self.pool.get(case.runtime, wkey, self.builds.get(case.variant))
         generation = self.pool.starts[wkey]
         for stale in [k for k, v in self._loaded.items() if k[0] == wkey and v.generation != generation]:
             del self._loaded[stale]  # the worker that held it was replaced
@@ -508,7 +516,7 @@ class Engine:
         try:
             loaded = self._load(case, art)
             stage = "run"
-            worker = self.pool.get(case.runtime, wkey)
+            worker = self.pool.get(case.runtime, wkey, self.builds.get(case.variant))
             warmup = self.options.warmup if iterations is None else 0
             count = self.options.iterations if iterations is None else iterations
             first_ns = None

@@ -266,7 +266,7 @@ def _export_all(exporter, jobs):
 
 
 def _execute(cases, fixtures, options, reports: Path, run_options: dict, *, bench: bool = False, bisect: bool = False,
-             refresh: bool = False, allow_inconclusive: bool = False, resume: Path | None = None) -> int:
+             refresh: bool = False, allow_inconclusive: bool = False, resume: Path | None = None, builds: dict | None = None) -> int:
     """Run the cases through the orchestrator, print the verdicts. Returns the exit code."""
     from rich.progress import Progress
 
@@ -276,7 +276,7 @@ def _execute(cases, fixtures, options, reports: Path, run_options: dict, *, benc
     if not cases:
         raise HarnessError("the selection names no case: check --fixtures, --formats and --runtimes against `harness doctor`")
     orch = Orchestrator(cases, fixtures, options, reports, run_options, resume=resume, refresh=refresh, bench=bench,
-                        bisect=bisect, allow_inconclusive=allow_inconclusive)
+                        bisect=bisect, allow_inconclusive=allow_inconclusive, builds=builds)
     with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
         task = progress.add_task("running", total=len(cases))
 
@@ -296,9 +296,11 @@ def _execute(cases, fixtures, options, reports: Path, run_options: dict, *, benc
         elif d:
             out.print(f"  first divergence of {r['id']}: not searched: {d['why']}", highlight=False)
     if bench and results:
-        from harness.report.terminal import print_bench
+        from harness.report.terminal import print_bench, print_pairs
 
         print_bench(results, outcome.peaks, out)
+        if outcome.pairs:
+            print_pairs(outcome.pairs, run_options.get("pair") or ["A", "B"], out)
     for r in outcome.repairs:
         out.print(f"[yellow]re-exported[/] {r['artifact']} (damaged in the cache): {r['problem']}", highlight=False, soft_wrap=True)
     summary = outcome.summary
@@ -368,6 +370,26 @@ def _resume(which: str, reports: Path, refresh: bool, allow_inconclusive: bool) 
                     allow_inconclusive=allow_inconclusive, resume=folder, bisect=command == "check" and opts.get("bisect", False))
 
 
+def _formats_of(name: str) -> tuple[str, ...]:
+    from harness.runners import check_runtime
+
+    return check_runtime(name).formats
+
+
+def _pair_variant(text: str) -> tuple[str, str | None]:
+    """`RUNTIME` or `RUNTIME=BUILD`; the build must exist."""
+    from harness.runners import check_runtime
+
+    name, _, build = text.partition("=")
+    check_runtime(name)
+    if build:
+        path = Path(build).expanduser()
+        if not path.exists():
+            raise HarnessError(f"--pair {text}: {path} does not exist (expected a Python interpreter, a Node worker.js or a Go worker binary)")
+        return name, str(path.absolute())
+    return name, None
+
+
 @main.command()
 @_selection_options
 @click.option("--threads", "threads_", default="1,all", show_default=True, help="Thread counts to measure ('all' = every core).")
@@ -375,11 +397,15 @@ def _resume(which: str, reports: Path, refresh: bool, allow_inconclusive: bool) 
 @click.option("--iterations", "-n", default=20, show_default=True, type=COUNT, help="Timed runs per case, at least.")
 @click.option("--min-time", default=0.1, show_default=True, type=click.FloatRange(min=0), help="Measure each case for at least this many seconds per round.")
 @click.option("--rounds", default=5, show_default=True, type=click.IntRange(min=1),
-              help="Rounds per case, interleaved across cases; the round median is the unit of statistics (compare needs 5 a side).")
+              help="Rounds per case, interleaved across cases, fresh workers each; the round median is the unit of statistics "
+                   "(compare needs 5 a side, --pair 6 or more).")
 @click.option("--sweep/--no-sweep", default=True, show_default=True, help="Batch sweep 1,8,32 and the gemm size sweep.")
+@click.option("--pair", nargs=2, default=None, metavar="A B",
+              help="Paired mode: is B slower than A? Each RUNTIME or RUNTIME=BUILD (another Python interpreter, Node worker.js or Go "
+                   "worker binary); both measured in the same rounds, back to back, on the same artifacts.")
 @click.option("--timeout", default=120.0, show_default=True, type=POSITIVE_SECONDS, help="Seconds a worker may take to answer a run.")
 @click.option("--reports", default="reports", show_default=True, type=click.Path(path_type=Path))
-def bench(fixtures, formats, runtimes, batch, threads_, warmup, iterations, min_time, rounds, sweep, timeout, reports) -> None:
+def bench(fixtures, formats, runtimes, batch, threads_, warmup, iterations, min_time, rounds, sweep, pair, timeout, reports) -> None:
     """Benchmark: latency statistics, cold start, peak memory, batch and size scaling, GFLOP/s against
     this machine's measured GEMM peak, at 1 thread and at all cores. One benchmark at a time."""
     from filelock import FileLock, Timeout
@@ -394,16 +420,33 @@ def bench(fixtures, formats, runtimes, batch, threads_, warmup, iterations, min_
         raise HarnessError(f"--threads {threads_} is not valid: expected counts like 1,all") from None
     if any(t < 1 for t in threads):
         raise HarnessError(f"--threads {threads_} is not valid: expected positive counts like 1,all")
+    builds = None
+    if pair:
+        (a_rt, a_build), (b_rt, b_build) = (_pair_variant(v) for v in pair)
+        if runtimes:
+            raise HarnessError("--pair names the runtimes: expected no --runtimes with it")
+        shared = [f for f in _formats_of(a_rt) if f in _formats_of(b_rt)]
+        if not shared:
+            raise HarnessError(f"--pair {pair[0]} {pair[1]}: the two runtimes share no format (expected two builds of one runtime, or runtimes that load the same artifacts)")
+        runtimes, sweep = (a_rt,), False
+        formats = tuple(f for f in (_split(formats) or shared) if f in shared) or ("-",)
+        builds = {"A": a_build, "B": b_build}
     batches = _batches(batch) or ([1, 8, 32] if sweep else None)
     sel = Selection(fixtures=_split(fixtures), formats=_split(formats), runtimes=_split(runtimes), batches=batches, threads=threads)
     cases = matrix(sel)
+    if pair:
+        from dataclasses import replace
+
+        cases = [c for case in cases for c in (replace(case, variant="A"), replace(case, runtime=b_rt, variant="B"))]
     if sweep and not sel.fixtures:
         cases += matrix(Selection(fixtures=[f for f, fx in all_fixtures().items() if fx.bench_only], formats=sel.formats,
                                   runtimes=sel.runtimes, batches=[1], threads=threads))
+    if pair and rounds < 6:
+        raise HarnessError(f"--rounds {rounds} with --pair: expected 6 or more (a 95% interval for the median ratio needs 6 rounds; 10 is a good start)")
     options = Options(warmup=warmup, iterations=iterations, min_time_s=min_time, run_timeout_s=timeout, rounds=rounds)
     run_options = {"command": "bench", "fixtures": sel.fixtures, "formats": sel.formats, "runtimes": sel.runtimes,
                    "batches": batches, "threads": threads, "warmup": warmup, "iterations": iterations, "min_time_s": min_time,
-                   "rounds": rounds, "timeout": timeout}
+                   "rounds": rounds, "timeout": timeout, "pair": list(pair) if pair else None}
     lock = FileLock(str(Path(".harness") / "bench.lock"))
     try:
         Path(".harness").mkdir(exist_ok=True)
@@ -413,7 +456,7 @@ def bench(fixtures, formats, runtimes, batch, threads_, warmup, iterations, min_
     except OSError as e:
         raise HarnessError(f"cannot take the benchmark lock .harness/bench.lock: {e.strerror or e}") from None
     try:
-        sys.exit(_execute(cases, all_fixtures(), options, reports, run_options, bench=True, allow_inconclusive=True))
+        sys.exit(_execute(cases, all_fixtures(), options, reports, run_options, bench=True, allow_inconclusive=True, builds=builds))
     finally:
         lock.release()
 

@@ -66,6 +66,7 @@ class Outcome:
     planned: int = 0
     peaks: dict = field(default_factory=dict)
     repairs: list[dict] = field(default_factory=list)
+    pairs: list[dict] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -86,7 +87,7 @@ class Orchestrator:
     def __init__(self, cases: list[Case], fixtures: dict[str, Fixture], options: Options, reports: Path | None,
                  run_options: dict, *, resume: Path | None = None, refresh: bool = False, bench: bool = False,
                  bisect: bool = False, allow_inconclusive: bool = False, deviations: list[Deviation] | None = None,
-                 scratch: Path | None = None, run_id: str | None = None):
+                 scratch: Path | None = None, run_id: str | None = None, builds: dict[str, str | None] | None = None):
         self.cases, self.fixtures, self.options = cases, fixtures, options
         self.bench, self.bisect, self.allow_inconclusive = bench, bisect, allow_inconclusive
         self.results: list[dict] = []
@@ -103,7 +104,9 @@ class Orchestrator:
             scratch = self.store.tensors
         self.engine = Engine(self.exporter, scratch, options, fixtures=fixtures, deviations=deviations,
                              logs=self.store.logs if self.store else None)
+        self.engine.builds = dict(builds or {})
         self.peaks: dict = {}
+        self.pairs: list[dict] = []
         self._closed = False
 
     # --- one case --------------------------------------------------------------------------------
@@ -152,7 +155,7 @@ class Orchestrator:
                     if blocked is not None:
                         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         return Outcome(self.results, summarize(self.earlier + self.results, self.allow_inconclusive), state, reason,
-                       self.store.dir if self.store else None, len(self.cases), self.peaks, list(self.exporter.repairs))
+                       self.store.dir if self.store else None, len(self.cases), self.peaks, list(self.exporter.repairs), self.pairs)
 
     def _run_rounds(self, progress: Callable[[str, int, int], None] | None) -> None:
         """Benchmarks: every case is measured in `rounds` rounds, interleaved across cases (a seeded
@@ -164,14 +167,20 @@ class Orchestrator:
         rounds = self.options.rounds
         pending: dict[str, tuple[Case, dict, list[dict]]] = {}
         total, done = rounds * len(self.cases), 0
+        # The two builds of a paired benchmark run back to back, A then B, then B then A (ABBA), so
+        # drift and order effects fall on both alike.
+        groups: dict[tuple, list[Case]] = {}
+        for case in self.cases:
+            groups.setdefault((case.fixture, case.format, case.device, case.batch, case.threads), []).append(case)
         for r in range(rounds):
-            order = list(self.cases)
+            keys = list(groups)
             if r:
                 # Fresh worker processes each round: the same artifact's speed moves far more between
                 # processes (placement, allocator, JIT state) than within one, and a round that never
                 # left its process would hide that noise and make an A/A comparison look significant.
                 self.engine.restart_workers()
-                random.Random(1000 + r).shuffle(order)
+                random.Random(1000 + r).shuffle(keys)
+            order = [c for k in keys for c in (groups[k] if r % 2 == 0 else groups[k][::-1])]
             for case in order:
                 if progress:
                     progress(f"round {r + 1}/{rounds}: {case.id}", done, total)
@@ -191,7 +200,14 @@ class Orchestrator:
             result["timing"] = rounds_timing(timings)
             if result.get("flops") and result["timing"].get("p50_ms"):
                 result["gflops"] = result["flops"] / (result["timing"]["p50_ms"] * 1e6)
+        self.pairs = pair_statistics([result for _case, result, _t in pending.values()], self.cases)
+        by_id = {p["b"]: p for p in self.pairs}
+        for _case, result, _timings in pending.values():
+            if result["id"] in by_id:
+                result["pair"] = by_id[result["id"]]
             self._store(result)
+        if self.pairs and self.store is not None:
+            self.store.set("pairs", self.pairs)
 
     def _store(self, result: dict) -> None:
         if self.store is not None:
@@ -271,4 +287,62 @@ def rounds_timing(timings: list[dict]) -> dict:
     out = dict(timings[0])
     out.update(latency_stats([int(s * 1e6) for s in samples]))
     out.update(samples_ms=samples, iterations=len(samples), **round_statistics([float(statistics.median(t["samples_ms"])) for t in timings]))
+    return out
+
+
+PAIR_MIN_EFFECT = 0.05  # a difference smaller than 5% is not called, however consistent
+
+
+def median_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float, float] | None:
+    """Distribution-free interval for the median from order statistics (the sign test's): the widest
+    inner pair (x_k, x_{n-k+1}) whose coverage is at least `confidence`, and that coverage. None when
+    n is too small for it (n < 6 at 95%). A bootstrap of the median over five rounds is far too narrow."""
+    from scipy.stats import binom
+
+    x = sorted(values)
+    n = len(x)
+    best = None
+    for k in range(1, n // 2 + 1):
+        coverage = 1 - 2 * float(binom.cdf(k - 1, n, 0.5))
+        if coverage >= confidence:
+            best = (x[k - 1], x[n - k], coverage)
+        else:
+            break
+    return best
+
+
+def pair_statistics(results: list[dict], cases: list[Case]) -> list[dict]:
+    """For each case measured as build A and build B in the same rounds: the ratio B/A of each round's
+    medians (the two ran back to back, so machine drift cancels), its median over rounds and a 95%
+    distribution-free interval. B is called slower only when the whole interval lies above 1 and the
+    median ratio is at least 5% above it (and faster symmetrically); with too few rounds, nothing is called."""
+    import numpy as np
+
+    by_id = {r["id"]: r for r in results}
+    out = []
+    for b in (c for c in cases if c.variant == "B"):
+        a = next((c for c in cases if c.variant == "A" and (c.fixture, c.format, c.device, c.batch, c.threads)
+                  == (b.fixture, b.format, b.device, b.batch, b.threads)), None)
+        ra, rb = by_id.get(a.id) if a else None, by_id.get(b.id)
+        if not ra or not rb:
+            continue
+        ta, tb = (ra.get("timing") or {}).get("rounds_ms") or [], (rb.get("timing") or {}).get("rounds_ms") or []
+        n = min(len(ta), len(tb))
+        if n == 0:
+            continue
+        ratios = [float(x) for x in np.asarray(tb[:n]) / np.asarray(ta[:n])]
+        item = {"a": ra["id"], "b": rb["id"], "rounds": n, "ratios": ratios, "ratio": float(np.median(ratios)),
+                "a_p50_ms": ra["timing"].get("p50_ms"), "b_p50_ms": rb["timing"].get("p50_ms"),
+                "a_status": ra["status"], "b_status": rb["status"], "verdict": "too few rounds (6 or more for a 95% interval)"}
+        interval = median_interval(ratios)
+        if interval is not None:
+            lo, hi, coverage = interval
+            item["ci"], item["coverage"] = [lo, hi], coverage
+            if lo > 1 and item["ratio"] >= 1 + PAIR_MIN_EFFECT:
+                item["verdict"] = "B slower"
+            elif hi < 1 and item["ratio"] <= 1 / (1 + PAIR_MIN_EFFECT):
+                item["verdict"] = "B faster"
+            else:
+                item["verdict"] = "no difference shown"
+        out.append(item)
     return out

@@ -27,7 +27,8 @@ def _run(tmp_path, name, cases):
         timing = {"p50_ms": float(np.median(rounds or samples)), "samples_ms": list(samples)}
         if rounds:
             timing["rounds_ms"] = list(rounds)
-        store.add({"id": cid, "status": "pass", "timing": timing, "output_digest": {"y": "abc"}, "metrics": {"y": {"max_abs": 0.0}}})
+        store.add({"id": cid, "fixture": "pow", "format": "onnx13", "runtime": "ort", "batch": 1, "status": "pass", "timing": timing,
+                   "output_digest": {"y": "abc"}, "metrics": {"y": {"max_abs": 0.0}}})
     store.finish({})
     return read_run(store.dir)
 
@@ -65,3 +66,48 @@ def test_bench_measures_interleaved_rounds_in_fresh_workers(tmp_path):
         t = r["timing"]
         assert t["rounds"] == 3 and len(t["rounds_ms"]) == 3 and t["p50_ms"] == pytest.approx(float(np.median(t["rounds_ms"])))
         assert t["p50_ci_ms"][0] <= t["p50_ms"] <= t["p50_ci_ms"][1] and t["iterations"] == len(t["samples_ms"]) >= 15
+
+
+def test_median_interval_is_distribution_free_and_needs_six_rounds():
+    from harness.orchestrator import median_interval
+
+    assert median_interval([1.0, 2.0, 3.0, 4.0, 5.0]) is None, "five rounds cannot give a 95% interval"
+    lo, hi, coverage = median_interval([float(x) for x in range(1, 11)])
+    assert (lo, hi) == (2.0, 9.0) and coverage == pytest.approx(1 - 2 * 11 / 1024)
+
+
+def test_pair_verdicts_need_the_whole_interval_and_a_real_effect():
+    from harness.cases import Case
+    from harness.orchestrator import pair_statistics
+
+    def results(ratios):
+        a = Case("pow", "onnx13", "ort", variant="A")
+        b = Case("pow", "onnx13", "ort", variant="B")
+        base = [1.0 + 0.01 * i for i in range(len(ratios))]
+        rs = [{"id": a.id, "status": "pass", "timing": {"rounds_ms": base, "p50_ms": 1.0}},
+              {"id": b.id, "status": "pass", "timing": {"rounds_ms": [x * r for x, r in zip(base, ratios)], "p50_ms": 1.2}}]
+        return pair_statistics(rs, [a, b])[0]
+
+    assert results([1.2, 1.25, 1.18, 1.22, 1.3, 1.21, 1.19, 1.24, 1.2, 1.23])["verdict"] == "B slower"
+    assert results([0.8, 0.82, 0.79, 0.81, 0.78, 0.8, 0.83, 0.8, 0.81, 0.79])["verdict"] == "B faster"
+    assert results([1.02, 1.03, 1.01, 1.02, 1.04, 1.02, 1.03, 1.01, 1.02, 1.03])["verdict"] == "no difference shown", "under 5%"
+    assert results([0.9, 1.2, 1.05, 0.95, 1.3, 0.85, 1.1, 1.0, 0.92, 1.15])["verdict"] == "no difference shown", "noise"
+    assert results([1.5] * 5)["verdict"].startswith("too few rounds")
+
+
+def test_bench_pair_measures_two_builds_in_the_same_rounds(tmp_path):
+    import sys
+
+    proc = run_cli("bench", "-f", "pow", "-F", "onnx13", "-b", "1", "--threads", "all", "--pair", "ort", f"ort={sys.executable}",
+                   "--rounds", "6", "--min-time", "0.01", "-n", "5", "--reports", str(tmp_path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "paired: B = ort=" in proc.stdout
+    meta = json.loads((tmp_path / "latest" / "run.json").read_text())
+    (pair,) = meta["pairs"]
+    assert pair["rounds"] == 6 and len(pair["ratios"]) == 6 and pair["a_status"] == pair["b_status"] == "pass"
+    assert pair["verdict"] in ("no difference shown", "B slower", "B faster") and pair["ci"][0] <= pair["ratio"] <= pair["ci"][1]
+    assert meta["runtimes"]["ort~B"]["build"] == sys.executable, "B ran on the build it was given"
+    for args, message in [(["--pair", "ort", "litert"], "share no format"), (["--pair", "ort", "ort", "--rounds", "5"], "expected 6 or more"),
+                          (["--pair", "ort", "ort=/nonexistent/python"], "/nonexistent/python does not exist")]:
+        bad = run_cli("bench", "-f", "pow", *args, "--reports", str(tmp_path))
+        assert bad.returncode == 2 and message in bad.stderr, bad.stderr

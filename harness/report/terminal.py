@@ -100,3 +100,18 @@ def print_bench(results: list[dict], peaks: dict, console: Console | None = None
         )
     console.print(table)
     console.print("machine peak GFLOP/s by threads: " + ", ".join(f"{k}: {v:.1f}" if v else f"{k}: ?" for k, v in peaks.items()), highlight=False)
+
+
+def print_pairs(pairs: list[dict], labels: list[str], console: Console | None = None) -> None:
+    """Paired benchmark: B against A per case, as the median per-round ratio with its 95% interval."""
+    console = console or Console()
+    table = Table(title=f"paired: B = {labels[1]} against A = {labels[0]} (ratio of per-round medians, B/A)")
+    for col in ("case (A)", "A p50 ms", "B p50 ms", "B/A", "95% interval", "rounds", "verdict"):
+        table.add_column(col, justify="left" if col in ("case (A)", "verdict") else "right")
+    for p in pairs:
+        lo, hi = p.get("ci") or (None, None)
+        style = "red" if p.get("verdict") == "B slower" else ("green" if p.get("verdict") == "B faster" else "")
+        table.add_row(p["a"], f"{p['a_p50_ms']:.4g}", f"{p['b_p50_ms']:.4g}", f"{p['ratio']:.3f}",
+                      f"{lo:.3f}–{hi:.3f}" if lo is not None else "–", str(p["rounds"]),
+                      f"[{style}]{p.get('verdict', 'too few rounds')}[/]" if style else p.get("verdict", "too few rounds"))
+    console.print(table)

@@ -24,7 +24,7 @@ class WorkerPool:
         self.info: dict[str, dict] = {}
         self.starts: dict[str, int] = {}
 
-    def get(self, runtime: str, key: str | None = None) -> WorkerClient:
+    def get(self, runtime: str, key: str | None = None, build: str | None = None) -> WorkerClient:
         """The worker for `runtime`, started if needed. `key` names a separate worker of the same
         runtime (one per thread setting, since some runtimes fix threads per process)."""
         key = key or runtime
@@ -33,7 +33,7 @@ class WorkerPool:
             return worker
         if worker is not None:
             worker.kill()
-        launch = RUNTIMES[runtime].launch(self.context)
+        launch = RUNTIMES[runtime].launch(self.context, build)
         env = dict(os.environ)
         env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from harness.errors import unknown
+from harness.errors import HarnessError, unknown
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_SITE = Path(sys.prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
@@ -58,7 +58,9 @@ class RuntimeSpec:
     # instead of skipping them (make setup and .ci/run install every one of them here).
     required_in_ci: bool = True
 
-    def launch(self, ctx: WorkerContext) -> Launch:
+    def launch(self, ctx: WorkerContext, build: str | None = None) -> Launch:
+        """How to start the worker. `build` names another build of the runtime for paired benchmarks:
+        a Python interpreter (another venv), a Node worker.js (another checkout's js/), a Go worker binary."""
         raise NotImplementedError
 
     def availability(self) -> Availability:
@@ -71,8 +73,8 @@ class PythonRuntime(RuntimeSpec):
     import_name: str = ""  # the framework module the worker imports
     dist: str = ""  # the distribution that provides it
 
-    def launch(self, ctx: WorkerContext) -> Launch:
-        return Launch([sys.executable, "-m", self.python_module])
+    def launch(self, ctx: WorkerContext, build: str | None = None) -> Launch:
+        return Launch([build or sys.executable, "-m", self.python_module])
 
     def availability(self) -> Availability:
         fix = "make setup   (installs the pinned requirements into .venv)"
@@ -100,8 +102,8 @@ class NodeRuntime(RuntimeSpec):
     requires: tuple[str, ...] = ()  # files relative to js/node_modules
     package: str = ""  # the npm package whose version is reported
 
-    def launch(self, ctx: WorkerContext) -> Launch:
-        return Launch([shutil.which("node") or "node", str(REPO / "js" / "src" / "worker.js"), "--runtime", self.name])
+    def launch(self, ctx: WorkerContext, build: str | None = None) -> Launch:
+        return Launch([shutil.which("node") or "node", build or str(REPO / "js" / "src" / "worker.js"), "--runtime", self.name])
 
     def availability(self) -> Availability:
         fix = "make setup   (runs js/setup.sh: npm ci --ignore-scripts and the tfjs-node build against the wheel)"
@@ -134,8 +136,8 @@ class GoRuntime(RuntimeSpec):
     libraries: tuple[str, ...] = ()
     module: str = "github.com/galeone/tfgo"  # the Go binding whose version is reported
 
-    def launch(self, ctx: WorkerContext) -> Launch:
-        return Launch([str(GO_BUILD / self.binary), "--runtime", self.name])
+    def launch(self, ctx: WorkerContext, build: str | None = None) -> Launch:
+        return Launch([build or str(GO_BUILD / self.binary), "--runtime", self.name])
 
     def availability(self) -> Availability:
         if not shutil.which("go") and not (GO_BUILD / self.binary).exists():
@@ -178,7 +180,9 @@ class DockerRuntime(GoRuntime):
 
     inner: str = "go-tfgo"
 
-    def launch(self, ctx: WorkerContext) -> Launch:
+    def launch(self, ctx: WorkerContext, build: str | None = None) -> Launch:
+        if build:
+            raise HarnessError(f"runtime {self.name} has one build (its image {GO_IMAGE}): expected no =PATH")
         name = f"harness-{self.inner}-{os.getpid()}-{secrets.token_hex(3)}"
         script = str(REPO / "go" / "docker.sh")
         ctx.scratch.mkdir(parents=True, exist_ok=True)
