@@ -559,10 +559,15 @@ def selftest_startup(repeats: int) -> None:
 @selftest.command("gate")
 @click.option("--reports", default=".harness/selftest-gate", show_default=True, type=click.Path(path_type=Path))
 def selftest_gate(reports: Path) -> None:
-    """A/A comparison (must flag nothing) and a one-thread slowdown (must be flagged)."""
+    """A/A comparison (must flag nothing) and a real 20% slowdown (must be flagged); exit 1 if either fails."""
     from harness.fidelity import gate
 
-    click.echo(json.dumps(gate(reports), indent=2))
+    result = gate(reports)
+    click.echo(json.dumps(result, indent=2))
+    if not result["ok"]:
+        err.print("harness: selftest gate failed: " + ("the A/A comparison flagged a regression" if result["aa"]["flagged"]
+                                                       else "the 20% slowdown was not flagged"), highlight=False)
+        sys.exit(1)
 
 
 @main.command()

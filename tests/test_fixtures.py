@@ -31,7 +31,7 @@ def test_oracles_are_exact_types():
 
 
 def test_unknown_fixture_names_the_known_ones():
-    with pytest.raises(HarnessError, match="unknown fixture 'nope': expected one of argmax, conv3x3, gemm256, gemm512, gemm64, matmul, mlp, mnist_cnn, pow"):
+    with pytest.raises(HarnessError, match="unknown fixture 'nope': expected one of argmax, conv3x3, gemm256, gemm272, gemm512, gemm64, matmul, mlp, mnist_cnn, pow"):
         get_fixture("nope")
 
 

@@ -145,7 +145,7 @@ def _context(run: RunData, history: list[RunData], previous: RunData | None) -> 
                     for r in rated if r["batch"] == largest]
             gflops.append({"fixture": fixture, "svg": plots.gflops_chart(rows, run.meta.get("machine_peak_gflops") or {}, f"{fixture}, batch {largest}: GFLOP/s")})
 
-    # Size sweep: the same computation at growing sizes (gemm64/256/512): cost against work.
+    # Size sweep: the same computation at growing sizes (gemm64/256/272/512): cost against work.
     sized: dict[str, list[tuple[float, float]]] = {}
     for r in results:
         if r["fixture"].startswith("gemm") and isinstance(r.get("flops"), (int, float)) and _p(r, "p50_ms") and r.get("batch") == 1:
