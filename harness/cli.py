@@ -18,8 +18,15 @@ from harness.errors import HarnessError
 # warnings) goes to a log file unless -v (see _quiet).
 _real_stderr = sys.stderr
 err = Console(file=_real_stderr)
-# Wide tables stay readable in CI logs (no terminal: rich would assume 80 columns).
-out = Console(width=None if sys.stdout.isatty() else 220)
+def _width() -> int | None:
+    """COLUMNS when set; the terminal's width on a terminal; 120 otherwise (rich would assume 80)."""
+    try:
+        return int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        return None if sys.stdout.isatty() else 120
+
+
+out = Console(width=_width())
 LOG: Path | None = None
 
 
@@ -176,6 +183,9 @@ def _run_options(f):
     f = click.option("--keep-tensors", is_flag=True, help="Keep input/output .npy files in the run folder.")(f)
     f = click.option("--refresh", is_flag=True, help="Export every artifact the run needs again, cached or not.")(f)
     f = click.option("--allow-inconclusive", is_flag=True, help="Exit 0 even when some cases are inconclusive.")(f)
+    f = click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True,
+                     help="json: one object per case on stdout (raw samples left out; they stay in results.jsonl).")(f)
+    f = click.option("--quiet", "-q", is_flag=True, help="Only the causes of what did not pass and the summary line.")(f)
     return f
 
 
@@ -265,13 +275,20 @@ def _export_all(exporter, jobs):
     return arts
 
 
+def _timing_summary(result: dict) -> dict:
+    """The timing of a result without its raw samples (they stay in results.jsonl)."""
+    return {k: v for k, v in (result.get("timing") or {}).items() if k not in ("samples_ms",)}
+
+
 def _execute(cases, fixtures, options, reports: Path, run_options: dict, *, bench: bool = False, bisect: bool = False,
-             refresh: bool = False, allow_inconclusive: bool = False, resume: Path | None = None, builds: dict | None = None) -> int:
+             refresh: bool = False, allow_inconclusive: bool = False, resume: Path | None = None, builds: dict | None = None,
+             output: str = "table", quiet: bool = False) -> int:
     """Run the cases through the orchestrator, print the verdicts. Returns the exit code."""
     from rich.progress import Progress
 
     from harness.orchestrator import Orchestrator
-    from harness.report.terminal import print_causes, print_matrix
+    from harness.report.terminal import print_causes, print_latency, print_matrix
+    from harness.store import sanitize
 
     if not cases:
         raise HarnessError("the selection names no case: check --fixtures, --formats and --runtimes against `harness doctor`")
@@ -285,38 +302,44 @@ def _execute(cases, fixtures, options, reports: Path, run_options: dict, *, benc
 
         outcome = orch.run(step)
     results = outcome.results
-    if results:
+    if output == "json":
+        for r in results:
+            click.echo(json.dumps(sanitize({k: v for k, v in r.items() if k != "timing"} | {"timing": _timing_summary(r)})))
+    elif results and not quiet:
         print_matrix(results, out)
-        print_causes(results, out)
+        print_latency(results, out)
+    say = err if output == "json" else out  # JSON lines alone on stdout
+    if results and output != "json":
+        print_causes([r for r in results if not quiet or r["status"] not in ("skip", "xfail", "unsupported")], out)
     for r in results:
         d = r.get("divergence")
         if d and d.get("supported"):
-            out.print(f"  first divergence of {r['id']}: at layer {d['layer_index']} {d['layer']} "
+            say.print(f"  first divergence of {r['id']}: at layer {d['layer_index']} {d['layer']} "
                       f"(ok up to {d['previous']}): {d.get('error') or d['status']}", highlight=False, soft_wrap=True)
         elif d:
-            out.print(f"  first divergence of {r['id']}: not searched: {d['why']}", highlight=False)
+            say.print(f"  first divergence of {r['id']}: not searched: {d['why']}", highlight=False)
     if bench and results:
         from harness.report.terminal import print_bench, print_pairs
 
-        print_bench(results, outcome.peaks, out)
+        print_bench(results, outcome.peaks, say)
         if outcome.pairs:
-            print_pairs(outcome.pairs, run_options.get("pair") or ["A", "B"], out)
+            print_pairs(outcome.pairs, run_options.get("pair") or ["A", "B"], say)
     for r in outcome.repairs:
-        out.print(f"[yellow]re-exported[/] {r['artifact']} (damaged in the cache): {r['problem']}", highlight=False, soft_wrap=True)
+        say.print(f"[yellow]re-exported[/] {r['artifact']} (damaged in the cache): {r['problem']}", highlight=False, soft_wrap=True)
     summary = outcome.summary
     assert outcome.run_dir is not None  # the CLI always writes a run folder
     counts = ", ".join(f"{v} {k}" for k, v in summary["counts"].items())
     if summary["cases"]:
-        out.print(f"{summary['cases']} cases: {counts}", highlight=False)
+        say.print(f"{summary['cases']} cases: {counts}", highlight=False)
     if outcome.state == "complete":
-        out.print(f"results: {outcome.run_dir / 'results.jsonl'}  (reports/latest -> {outcome.run_dir.name})", highlight=False)
+        say.print(f"results: {outcome.run_dir / 'results.jsonl'}  (reports/latest -> {outcome.run_dir.name})", highlight=False)
     else:
         missing = outcome.planned - len(results)
         err.print(f"harness: run {outcome.state} ({outcome.reason}): {len(results)} of {outcome.planned} cases ran, {missing} missing; "
                   f"results kept in {outcome.run_dir}; reports/latest not moved; finish it with: harness run --resume {outcome.run_dir.name}",
                   highlight=False, soft_wrap=True)
     if summary["counts"].get("inconclusive") and not allow_inconclusive and outcome.state == "complete":
-        out.print("inconclusive cases fail the run (--allow-inconclusive to accept them)", highlight=False)
+        say.print("inconclusive cases fail the run (--allow-inconclusive to accept them)", highlight=False)
     return outcome.exit_code
 
 
@@ -327,7 +350,7 @@ def _execute(cases, fixtures, options, reports: Path, run_options: dict, *, benc
               help="Run only the planned cases of an interrupted or failed run that have no result, into its folder "
                    "(default: the newest incomplete run).")
 def run(fixtures, formats, runtimes, batch, warmup, iterations, threads, timeout, reports, keep_tensors, refresh,
-        allow_inconclusive, resume) -> None:
+        allow_inconclusive, output, quiet, resume) -> None:
     """Run the case matrix: export (cached), run every case in its runtime's worker, judge, store."""
     from harness.cases import Options, Selection, matrix
     from harness.fixtures import all_fixtures
@@ -340,7 +363,8 @@ def run(fixtures, formats, runtimes, batch, warmup, iterations, threads, timeout
     run_options = {"command": "run", "fixtures": sel.fixtures, "formats": sel.formats, "runtimes": sel.runtimes,
                    "batches": sel.batches, "warmup": warmup, "iterations": iterations, "threads": threads, "timeout": timeout,
                    "keep_tensors": keep_tensors}
-    sys.exit(_execute(cases, all_fixtures(), options, reports, run_options, refresh=refresh, allow_inconclusive=allow_inconclusive))
+    sys.exit(_execute(cases, all_fixtures(), options, reports, run_options, refresh=refresh, allow_inconclusive=allow_inconclusive,
+                      output=output, quiet=quiet))
 
 
 def _resume(which: str, reports: Path, refresh: bool, allow_inconclusive: bool) -> int:
@@ -471,7 +495,7 @@ def bench(fixtures, formats, runtimes, batch, threads_, warmup, iterations, min_
 @click.option("--bisect/--no-bisect", default=True, show_default=True, help="For a failing case of a Keras model, find the first diverging layer.")
 @_run_options
 def check(path, signature, tag, formats, runtimes, batch, bisect, warmup, iterations, threads, timeout, reports, keep_tensors,
-          refresh, allow_inconclusive) -> None:
+          refresh, allow_inconclusive, output, quiet) -> None:
     """Check your own SavedModel folder or Keras .keras/.h5 file: inputs generated from its signature,
     exported to every format, run in every runtime, judged against TensorFlow."""
     from harness.cases import Options, Selection, matrix
@@ -486,7 +510,8 @@ def check(path, signature, tag, formats, runtimes, batch, bisect, warmup, iterat
     run_options = {"command": "check", "path": str(Path(path).resolve()), "signature": signature, "tag": tag,
                    "formats": sel.formats, "runtimes": sel.runtimes, "batches": sel.batches, "warmup": warmup,
                    "iterations": iterations, "threads": threads, "timeout": timeout, "keep_tensors": keep_tensors, "bisect": bisect}
-    sys.exit(_execute(cases, fixtures, options, reports, run_options, bisect=bisect, refresh=refresh, allow_inconclusive=allow_inconclusive))
+    sys.exit(_execute(cases, fixtures, options, reports, run_options, bisect=bisect, refresh=refresh, allow_inconclusive=allow_inconclusive,
+                      output=output, quiet=quiet))
 
 
 @main.command()

@@ -20,32 +20,90 @@ def _max_error(result: dict) -> float | None:
     return max(values) if values else None
 
 
+# Short verdicts, so that eleven runtime columns read at 100 columns; the causes are listed below the table.
+SHORT = {"pass": "✓", "fail": "FAIL", "error": "ERR", "crash": "CRASH", "timeout": "T/O", "xpass": "XPASS", "inconclusive": "INC",
+         "xfail": "xf", "unsupported": "n/a", "skip": "skip"}
+# Runtime column codes, grouped by language; the legend under the table spells them out.
+CODES = {"tf": "tf", "litert": "lrt", "ort": "ort", "node-tfjs-cpu": "n.cpu", "node-tfjs-wasm": "n.wsm", "node-tfjs-node": "n.tfn",
+         "node-ort": "n.ort", "node-ort-web": "n.web", "go-tfgo": "go.tf", "go-ort": "go.or", "go-tfgo@docker": "go.dk"}
+
+
+def _worst(results: list[dict]) -> dict:
+    return min(results, key=lambda r: ORDER.index(r["status"]) if r["status"] in ORDER else 0)
+
+
 def cell(results: list[dict]) -> str:
-    worst = min(results, key=lambda r: ORDER.index(r["status"]) if r["status"] in ORDER else 0)
-    status = worst["status"]
+    """The worst verdict over the batches, and for a pass the largest error (its order of magnitude)."""
+    status = _worst(results)["status"]
+    text = f"[{STYLE.get(status, '')}]{SHORT.get(status, status)}[/]"
     errors = [e for e in (_max_error(r) for r in results) if e is not None]
-    text = f"[{STYLE.get(status, '')}]{status}[/]"
-    if status != "pass" and len(results) > 1:
-        text += " (" + ",".join(f"b{r['batch']}" for r in results if r["status"] == status) + ")"
-    if errors:
-        text += f" {max(errors):.1e}"
+    if status == "pass" and errors:
+        text += _magnitude(max(errors))
     return text
 
 
-def print_matrix(results: list[dict], console: Console | None = None, title: str = "verdicts (max abs error vs baseline)") -> None:
-    console = console or Console()
-    runtimes = list(dict.fromkeys(r["runtime"] for r in results))
+def _magnitude(x: float) -> str:
+    """An error's order of magnitude in at most four characters: 3e-8, 0."""
+    if x <= 0:
+        return "0"
+    mantissa, exponent = f"{x:.0e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def _ms(v: float) -> str:
+    """A latency in at most five characters: 71.5, 0.38, 34µ (below 0.01 ms in microseconds)."""
+    if v >= 100:
+        return f"{v:.0f}"
+    if v >= 1:
+        return f"{v:.3g}"
+    if v >= 0.01:
+        return f"{v:.2f}"
+    return f"{v * 1000:.1g}µ" if v * 1000 < 10 else f"{v * 1000:.0f}µ"
+
+
+def p50_cell(results: list[dict]) -> str:
+    """p50 (ms) at the smallest batch that was timed."""
+    timed = [r for r in results if isinstance((r.get("timing") or {}).get("p50_ms"), (int, float))]
+    if not timed:
+        return ""
+    return _ms(min(timed, key=lambda r: r["batch"])["timing"]["p50_ms"])
+
+
+def _grid(results: list[dict], title: str, render, console: Console) -> None:
+    from rich import box
+
+    from harness.runners.table import RUNTIMES
+
+    order = list(RUNTIMES)
+    runtimes = sorted(dict.fromkeys(r["runtime"] for r in results), key=lambda n: (order.index(n) if n in order else len(order), n))
     rows: dict[tuple[str, str], dict[str, list[dict]]] = {}
     for r in results:
         rows.setdefault((r["fixture"], r["format"]), {}).setdefault(r["runtime"], []).append(r)
-    table = Table(title=title, show_lines=False)
-    table.add_column("fixture")
-    table.add_column("format")
+    table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 0), pad_edge=False, title_justify="left", collapse_padding=True)
+    table.add_column("fixture", no_wrap=True)
+    table.add_column("format", no_wrap=True)
     for rt in runtimes:
-        table.add_column(rt)
+        table.add_column(CODES.get(rt, rt), no_wrap=True)
     for (fixture, fmt), by_rt in rows.items():
-        table.add_row(fixture, fmt, *[cell(by_rt[rt]) if rt in by_rt else "" for rt in runtimes])
+        table.add_row(fixture, fmt, *[render(by_rt[rt]) if rt in by_rt else "" for rt in runtimes])
     console.print(table)
+
+
+def print_matrix(results: list[dict], console: Console | None = None,
+                 title: str = "verdicts (✓ and the largest abs error vs the baseline; worst over batches)") -> None:
+    console = console or Console()
+    _grid(results, title, cell, console)
+    runtimes = list(dict.fromkeys(r["runtime"] for r in results))
+    legend = [f"{CODES[rt]}={rt}" for rt in CODES if rt in runtimes and CODES[rt] != rt]
+    if legend:
+        console.print("runtimes: " + ", ".join(legend), highlight=False, soft_wrap=False)
+    console.print("verdicts: ✓ pass, ERR error, T/O timeout, INC inconclusive, xf xfail, n/a unsupported", highlight=False)
+
+
+def print_latency(results: list[dict], console: Console | None = None) -> None:
+    """p50 per case (ms, smallest timed batch), laid out like the verdicts."""
+    if any(isinstance((r.get("timing") or {}).get("p50_ms"), (int, float)) for r in results):
+        _grid(results, "p50 ms (worker-measured, smallest batch)", p50_cell, console or Console())
 
 
 _PATH = re.compile(r"(?<![\w.`])/(?:[\w.@+-]+/)+[\w.@+-]*")
@@ -77,7 +135,7 @@ def print_causes(results: list[dict], console: Console | None = None) -> None:
         who = f", {culprit}" if culprit else ""
         n = len(members)
         console.print(f"  [{STYLE.get(status, '')}]{status}[/]{where}{who}: {n} case{'s' if n > 1 else ''} "
-                      f"({fixtures}: {formats} on {runtimes}) — {text}", highlight=False, soft_wrap=True)
+                      f"({fixtures}: {formats} on {runtimes}) — {text}", highlight=False)
 
 
 def print_bench(results: list[dict], peaks: dict, console: Console | None = None) -> None:

@@ -1,0 +1,56 @@
+"""The terminal reads at 100 columns: every runtime of the table in one matrix, nothing cut, causes
+grouped; --output json and --quiet; COLUMNS honoured."""
+
+import json
+
+from rich.console import Console
+
+from conftest import run_cli
+from harness.report.terminal import CODES, print_causes, print_latency, print_matrix
+from harness.runners.table import RUNTIMES
+
+
+def _results():
+    out = []
+    for fmt, runtimes in (("savedmodel", ("tf", "node-tfjs-node", "go-tfgo", "go-tfgo@docker")), ("tflite_dynamic", ("litert",)),
+                          ("onnx13", ("ort", "node-ort", "node-ort-web", "go-ort")), ("tfjs_graph", ("node-tfjs-cpu", "node-tfjs-wasm", "node-tfjs-node"))):
+        for rt in runtimes:
+            out.append({"id": f"mnist_cnn-{fmt}-{rt}-cpu-b1", "fixture": "mnist_cnn", "format": fmt, "runtime": rt, "batch": 1,
+                        "status": "pass", "metrics": {"y": {"max_abs": 3.2e-8}}, "timing": {"p50_ms": 0.000734}})
+    out[1] |= {"status": "fail", "stage": "compare", "culprit": "runtime", "summary": "y: 3% of elements beyond atol=1e-05"}
+    out[2] |= {"status": "error", "stage": "load", "culprit": "runtime", "summary": "load_failed: /tmp/x/model.json: boom"}
+    out[3] |= {"status": "error", "stage": "load", "culprit": "runtime", "summary": "load_failed: /tmp/y/model.json: boom"}
+    return out
+
+
+def test_the_matrix_of_every_runtime_reads_at_100_columns():
+    results = _results()
+    assert {r["runtime"] for r in results} == set(RUNTIMES), "every runtime of the table is in the matrix"
+    console = Console(width=100, record=True)
+    print_matrix(results, console)
+    print_latency(results, console)
+    print_causes(results, console)
+    text = console.export_text()
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 100
+    header = next(line for line in lines if line.lstrip().startswith("fixture"))
+    assert all(CODES[rt] in header for rt in RUNTIMES) and "…" not in header
+    assert "✓3e-8" in text and "FAIL" in text and "ERR" in text and "0.7µ" in text
+    # Two load errors with the same cause (paths aside) are one line.
+    assert text.count("error at load, runtime: 2 cases") == 1
+
+
+def test_output_json_is_one_object_per_case_and_nothing_else_on_stdout(tmp_path):
+    proc = run_cli("run", "-f", "pow", "-r", "ort", "-n", "2", "--output", "json", "--reports", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    objects = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(objects) == 4 and {o["status"] for o in objects} == {"pass"}
+    assert all("samples_ms" not in o["timing"] and o["timing"]["p50_ms"] > 0 for o in objects)
+    assert "4 cases: 4 pass" in proc.stderr
+
+
+def test_quiet_prints_only_causes_and_the_summary(tmp_path):
+    proc = run_cli("run", "-f", "pow", "-r", "ort", "-n", "2", "--quiet", "--reports", str(tmp_path), env={"COLUMNS": "100"})
+    assert proc.returncode == 0
+    assert "fixture" not in proc.stdout and "4 cases: 4 pass" in proc.stdout
+    assert all(len(line) <= 100 for line in proc.stdout.splitlines())
