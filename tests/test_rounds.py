@@ -5,8 +5,8 @@ import json
 
 import numpy as np
 import pytest
-from conftest import run_cli
 
+from conftest import run_cli
 from harness.bench import Gate, round_statistics
 from harness.report.diff import MIN_ROUNDS, diff_runs
 from harness.store import RunStore, read_run

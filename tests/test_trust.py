@@ -10,8 +10,8 @@ import subprocess
 import time
 
 import pytest
-from conftest import HARNESS, REPO, run_cli
 
+from conftest import HARNESS, REPO, run_cli
 from harness.store import read_run
 
 
