@@ -43,3 +43,20 @@ def small_disk(tmp_path):
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def check_run_schema(folder: Path) -> int:
+    """Validate a run folder's run.json and every line of results.jsonl against the checked-in JSON
+    Schemas (harness/schemas); returns the number of results checked."""
+    import json
+
+    import jsonschema
+
+    schemas = REPO / "harness" / "schemas"
+    run_schema = json.loads((schemas / "run.schema.json").read_text())
+    result_schema = json.loads((schemas / "result.schema.json").read_text())
+    jsonschema.validate(json.loads((folder / "run.json").read_text()), run_schema)
+    lines = [line for line in (folder / "results.jsonl").read_text().splitlines() if line.strip()]
+    for line in lines:
+        jsonschema.validate(json.loads(line), result_schema)
+    return len(lines)

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import check_run_schema, run_cli
 from harness.bench import Gate, round_statistics
 from harness.report.diff import MIN_ROUNDS, diff_runs
 from harness.store import RunStore, read_run
@@ -107,6 +107,7 @@ def test_bench_pair_measures_two_builds_in_the_same_rounds(tmp_path):
     assert pair["rounds"] == 6 and len(pair["ratios"]) == 6 and pair["a_status"] == pair["b_status"] == "pass"
     assert pair["verdict"] in ("no difference shown", "B slower", "B faster") and pair["ci"][0] <= pair["ratio"] <= pair["ci"][1]
     assert meta["runtimes"]["ort~B"]["build"] == sys.executable, "B ran on the build it was given"
+    assert check_run_schema((tmp_path / "latest").resolve()) == 2
     for args, message in [(["--pair", "ort", "litert"], "share no format"), (["--pair", "ort", "ort", "--rounds", "5"], "expected 6 or more"),
                           (["--pair", "ort", "ort=/nonexistent/python"], "/nonexistent/python does not exist")]:
         bad = run_cli("bench", "-f", "pow", *args, "--reports", str(tmp_path))

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import HARNESS, REPO, run_cli
+from conftest import HARNESS, REPO, check_run_schema, run_cli
 from harness.store import read_run
 
 
@@ -84,6 +84,7 @@ def test_an_interrupted_run_says_so_and_resumes(finished_run, tmp_path, sig, cod
     assert run.state == "complete" and run.missing == [] and len(run.results) == len(run.planned)
     assert (reports / "latest").resolve() == new.resolve()
     assert run.meta["summary"]["cases"] == len(run.planned), "the summary counts every case of the run, resumed or not"
+    assert check_run_schema(new) == len(run.planned)
 
 
 def test_compare_counts_an_unreadable_line_as_missing_and_refuses_runs_with_nothing_in_common(finished_run, tmp_path):
@@ -137,6 +138,7 @@ def test_a_converter_that_emits_an_invalid_onnx_model_is_blamed_once_with_the_op
     # One line for the cause, not one per runtime.
     assert f"error at validate, converter: {len(available)} case" in proc.stdout
     assert proc.stdout.count("converter emitted PartitionedCall") == 1
+    check_run_schema(run.folder)
 
 
 def test_a_model_whose_output_ignores_its_input_is_inconclusive_never_pass(tmp_path):
@@ -149,6 +151,7 @@ def test_a_model_whose_output_ignores_its_input_is_inconclusive_never_pass(tmp_p
     assert results and {r["status"] for r in results} == {"inconclusive"}
     assert all("does not depend on its input" in r["reason"] and r["culprit"] == "model" for r in results)
     assert "inconclusive" in proc.stdout and "--allow-inconclusive" in proc.stdout
+    check_run_schema(next((tmp_path / "r1" / "runs").iterdir()))
     allowed = run_cli(*args, "--allow-inconclusive", "--reports", str(tmp_path / "r2"))
     assert allowed.returncode == 0, allowed.stdout
 
