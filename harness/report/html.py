@@ -11,6 +11,7 @@ from pathlib import Path
 import jinja2
 
 from harness.cases import BAD_STATUSES, STATUSES
+from harness.report.terminal import CODES
 from harness.store import RunData, read_run, sanitize
 
 METRIC_KEYS = ("max_abs", "max_rel", "mean_abs", "rmse", "max_ulp", "cosine", "snr_db", "frac_out_of_tol",
@@ -179,7 +180,7 @@ def _context(run: RunData, history: list[RunData], previous: RunData | None) -> 
         "runtimes": runtimes, "matrix": matrix, "cases": cases, "latency": latency, "scaling": scaling, "memory": memory, "gflops": gflops,
         "history_svg": history_svg, "history_runs": len(history), "summary": summary(run), "statuses": STATUSES,
         "changes": latency_changes(previous, run) if previous else [], "previous": previous.run_id if previous else None,
-        "options": run.meta.get("options", {}),
+        "options": run.meta.get("options", {}), "codes": CODES,
     }
 
 

@@ -15,6 +15,17 @@ from harness.compare import ERROR_HIST_DECADES  # noqa: E402
 
 plt.rcParams.update({"font.size": 9, "svg.fonttype": "none", "axes.spines.top": False, "axes.spines.right": False})
 PALETTE = matplotlib.color_sequences["tab10"]
+RUNTIME_COLOURS = list(matplotlib.color_sequences["tab10"]) + list(matplotlib.color_sequences["Dark2"])
+
+
+def runtime_colour(name: str):
+    """One colour per runtime on every chart of a page: its place in the table of runtimes."""
+    from harness.runners.table import RUNTIMES
+
+    order = list(RUNTIMES)
+    base = name.split(" · ")[-1].split("~")[0]
+    i = order.index(base) if base in order else len(order) + sum(map(ord, base))
+    return RUNTIME_COLOURS[i % len(RUNTIME_COLOURS)]
 
 
 def _svg(fig) -> str:
@@ -60,10 +71,9 @@ def _esc(text: str) -> str:
 def latency_chart(rows: list[dict], title: str) -> str:
     """Horizontal p50 bars with p10–p90 whiskers (log scale) and the cold first call as a dot.
     rows: {label, runtime, p10, p50, p90, first}."""
-    runtimes = list(dict.fromkeys(r["runtime"] for r in rows))
     fig, ax = plt.subplots(figsize=(7.5, 0.28 * len(rows) + 0.9))
     for i, r in enumerate(rows):
-        color = PALETTE[runtimes.index(r["runtime"]) % len(PALETTE)]
+        color = runtime_colour(r["runtime"])
         ax.barh(i, r["p50"], color=color, alpha=0.85)
         ax.errorbar(r["p50"], i, xerr=[[r["p50"] - r["p10"]], [r["p90"] - r["p50"]]], fmt="none", ecolor="black", capsize=2, lw=0.8)
         if r.get("first"):
@@ -77,16 +87,18 @@ def latency_chart(rows: list[dict], title: str) -> str:
 
 
 def scaling_chart(series: dict[str, list[tuple[float, float]]], title: str, ylabel: str = "p50 ms", xlabel: str = "batch") -> str:
-    fig, ax = plt.subplots(figsize=(5.5, 3.0))
+    fig, ax = plt.subplots(figsize=(7.5, 3.0))
     for i, (label, points) in enumerate(sorted(series.items())):
         xs, ys = zip(*sorted(points))
-        ax.plot(xs, ys, marker="o", ms=3, lw=1, label=label, color=PALETTE[i % len(PALETTE)])
+        ax.plot(xs, ys, marker="o", ms=3, lw=1, label=label, color=runtime_colour(label.split(" · ")[1] if " · " in label else label),
+                ls=["-", "--", ":", "-."][i % 4])
     ax.set_xscale("log", base=2 if xlabel == "batch" else 10)
     ax.set_yscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.legend(fontsize=6, ncols=2, frameon=False)
+    # Beside the axes, never over the data; colour is the runtime (as on every chart), line style the format.
+    ax.legend(fontsize=6, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncols=1 + len(series) // 14)
     return _svg(fig)
 
 
@@ -94,16 +106,16 @@ def history_chart(runs: list[str], counts: dict[str, list[int]], p50: dict[str, 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 2.8))
     bottom = [0] * len(runs)
     colors = {"pass": "#2e7d32", "xfail": "#f9a825", "fail": "#c62828", "error": "#ef6c00", "crash": "#6a1b9a",
-              "timeout": "#8e24aa", "skip": "#9e9e9e", "unsupported": "#bdbdbd", "xpass": "#fdd835"}
+              "timeout": "#8e24aa", "skip": "#9e9e9e", "unsupported": "#bdbdbd", "xpass": "#fdd835", "inconclusive": "#00acc1"}
     for status, values in counts.items():
         ax1.bar(range(len(runs)), values, bottom=bottom, label=status, color=colors.get(status))
         bottom = [b + v for b, v in zip(bottom, values)]
     ax1.set_xticks(range(len(runs)), runs, rotation=45, ha="right", fontsize=6)
     ax1.set_title("verdicts per run")
     ax1.legend(fontsize=6, frameon=False)
-    for i, (label, series) in enumerate(sorted(p50.items())):
+    for label, series in sorted(p50.items()):
         points = [(x, v) for x, v in enumerate(series) if v is not None and math.isfinite(v)]
-        ax2.plot([x for x, _ in points], [v for _, v in points], marker="o", ms=3, lw=1, label=label, color=PALETTE[i % len(PALETTE)])
+        ax2.plot([x for x, _ in points], [v for _, v in points], marker="o", ms=3, lw=1, label=label, color=runtime_colour(label))
     ax2.set_xticks(range(len(runs)), runs, rotation=45, ha="right", fontsize=6)
     ax2.set_yscale("log")
     ax2.set_title("median p50 per runtime (ms)")
