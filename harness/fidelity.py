@@ -139,10 +139,20 @@ def gate(reports: Path, rounds: int = 5) -> dict:
         return os.readlink(reports / "latest").split("/")[-1]
 
     def compare(a: str, b: str) -> dict:
+        """`harness compare` as a user runs it (its exit code), and what it flagged read from the same
+        comparison in this process (not from its terminal output, whose lines wrap with the width)."""
+        from harness.bench import Gate
+        from harness.report.diff import diff_runs
+        from harness.store import read_run
+
         proc = subprocess.run(base + ["compare", a, b, "--reports", str(reports), "--fail-on", "median:10%"], capture_output=True, text=True)
-        flagged = [line for line in proc.stdout.splitlines() if "REGRESSION" in line]
-        return {"exit": proc.returncode, "flagged": len(flagged), "lines": flagged,
-                "summary": proc.stdout.strip().splitlines()[-3] if proc.stdout else proc.stderr}
+        diff = diff_runs(read_run(reports / "runs" / a), read_run(reports / "runs" / b), Gate.parse("median:10%"))
+        flagged = [c for c in diff.cases if c.flagged]
+        return {"exit": proc.returncode, "flagged": len(flagged),
+                "lines": [f"{c.id}: {c.ratio:.2f}x, p={c.p_value:.3g}" for c in flagged if c.ratio and c.p_value is not None],
+                "ratios": {c.id: round(c.ratio, 3) for c in diff.cases if c.ratio},
+                "summary": f"{len(flagged)} latency regression(s), {sum(c.verdict_regressed for c in diff.cases)} verdict regression(s), "
+                           f"{len(diff.missing)} missing case(s)"}
 
     a1, a2 = bench("gemm256"), bench("gemm256")
     slow = bench("gemm272")

@@ -12,7 +12,6 @@ import pytest
 
 from conftest import REPO, run_cli
 
-
 FRAMEWORKS = ("tensorflow", "keras", "onnxruntime", "ai_edge_litert", "tflite_runtime", "tf2onnx", "tensorflowjs", "onnx")
 
 # The doctor command, in a fresh interpreter, followed by the list of framework modules it imported.
@@ -63,7 +62,7 @@ def test_run_writes_results_and_prints_the_matrix(tmp_path):
     bad = run_cli("run", "-f", "nope", "--reports", str(reports))
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [
-        "harness: error: unknown fixture 'nope': expected one of argmax, conv3x3, gemm256, gemm512, gemm64, matmul, mlp, mnist_cnn, pow"
+        "harness: error: unknown fixture 'nope': expected one of argmax, conv3x3, gemm256, gemm272, gemm512, gemm64, matmul, mlp, mnist_cnn, pow"
     ]
     assert len((reports / "latest" / "results.jsonl").read_text().splitlines()) == 12
 
@@ -100,7 +99,8 @@ def test_check_runs_a_users_keras_model_everywhere(tmp_path):
     formats = {r["format"] for r in results}
     assert formats >= {"savedmodel", "keras", "h5", "frozen_graph", "tflite", "tflite_int8", "onnx13", "onnx18"}
     assert {r["fixture"] for r in results} == {"check-my_model"}
-    bad = [r for r in results if r["status"] not in ("pass", "xfail")]
+    # A runtime that is not installed here skips with its reason (in CI every one is required and fails instead).
+    bad = [r for r in results if r["status"] not in ("pass", "xfail", "skip")]
     assert proc.returncode == (1 if bad else 0), proc.stdout
     assert not bad, [(r["id"], r["status"], r["error"]) for r in bad]
 
@@ -247,20 +247,46 @@ def test_harness_cache_env_var_moves_the_artifact_cache(tmp_path):
     assert any(p.name == "saved_model.pb" for p in folder.rglob("*"))
 
 
-def test_selftest_gate_reports_aa_and_slowed(tmp_path):
-    proc = run_cli("selftest", "gate", "--reports", str(tmp_path))
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+@pytest.fixture(scope="module")
+def selftest_gate(tmp_path_factory):
+    """One `harness selftest gate`, in a folder of its own: its benchmarks take .harness/bench.lock of the
+    working folder, so a benchmark someone runs in the repository does not make this one wait or fail.
+    The reports folder has a long name, as a user's may, and the terminal is 100 columns."""
+    tmp = tmp_path_factory.mktemp("gate")
+    reports = tmp / ("reports-of-the-nightly-benchmark-machine-" + "x" * 40)
+    env = {"PYTHONPATH": str(REPO), "HARNESS_CACHE": str(REPO / ".harness" / "cache"), "COLUMNS": "100"}
+    proc = run_cli("selftest", "gate", "--reports", str(reports), cwd=tmp, env=env)
+    return proc, reports
+
+
+def test_selftest_gate_reports_aa_and_slowed(selftest_gate):
+    proc, reports = selftest_gate
     out = json.loads(proc.stdout)
-    assert set(out) == {"aa", "slowed", "runs"}
+    assert set(out) == {"aa", "slowed", "runs", "ok"}
     for key in ("aa", "slowed"):
         entry = out[key]
-        assert set(entry) == {"exit", "flagged", "summary"} and entry["exit"] in (0, 1)
-        # What the gate flagged, as `harness compare` itself summed it up (timings on a shared machine vary).
-        assert entry["summary"].startswith(f"{entry['flagged']} latency regression(s), 0 verdict regression(s)")
+        assert set(entry) == {"exit", "flagged", "lines", "summary", "ratios"} and entry["exit"] in (0, 1)
+        # What the gate flagged (timings on a shared machine vary, so either outcome is possible here).
+        assert len(entry["lines"]) == entry["flagged"] and all("x, p=" in line for line in entry["lines"])
+        cores = os.cpu_count()
+        assert set(entry["ratios"]) == {f"gemm256-onnx18-ort-cpu-b1-t{cores}", f"gemm256-tflite-litert-cpu-b1-t{cores}"}
         assert entry["exit"] == (1 if entry["flagged"] else 0)
-    a1, a2, slow = (tmp_path / "runs" / name for name in out["runs"])
-    cores = os.cpu_count() or 1
-    ids = lambda run: sorted(json.loads(x)["id"] for x in (run / "results.jsonl").read_text().splitlines())  # noqa: E731
-    assert ids(a1) == ids(a2) == ids(slow) and len(ids(a1)) == 2 and all(i.endswith(f"-t{cores}") for i in ids(a1))
-    # The one-thread run, relabelled as all cores so that compare pairs it with the all-core cases.
-    assert {json.loads(x)["timing"]["threads"] for x in (slow / "results.jsonl").read_text().splitlines()} == {1}
+    assert out["ok"] == (out["aa"]["flagged"] == 0 and out["slowed"]["flagged"] >= 1)
+    assert proc.returncode == (0 if out["ok"] else 1), proc.stderr
+    a1, a2, slow = (reports / "runs" / name for name in out["runs"])
+
+    def results(run):
+        return {r["id"]: r for r in map(json.loads, (run / "results.jsonl").read_text().splitlines())}
+
+    # The slower fixture's run, relabelled so that compare pairs its cases with the baseline's.
+    assert set(results(a1)) == set(results(a2)) == set(results(slow)) and len(results(a1)) == 2
+    assert all(cid.startswith("gemm256-") for cid in results(a1))
+    assert {r["fixture"] for r in results(slow).values()} == {"gemm272"}
+
+
+def test_selftest_gate_summary_is_compares_own(selftest_gate):
+    proc, _ = selftest_gate
+    out = json.loads(proc.stdout)
+    for key in ("aa", "slowed"):
+        summary = out[key]["summary"]
+        assert summary.startswith(f"{out[key]['flagged']} latency regression(s), 0 verdict regression(s)"), summary
