@@ -230,6 +230,25 @@ def export(fixtures: tuple[str, ...], formats: tuple[str, ...], force: bool, as_
 
 
 @main.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--signature", default=None, help="Only this signature (SavedModel, TFLite).")
+@click.option("--tag", default=None, help="Only this tag set (SavedModel).")
+@click.option("--json", "as_json", is_flag=True, help="Print everything as one JSON object.")
+def inspect(path: Path, signature: str | None, tag: str | None, as_json: bool) -> None:
+    """What a model is, without running it: a SavedModel folder, .keras, .h5, .tflite, .onnx, a TF.js
+    model.json or a frozen graph .pb — tags and signatures, inputs and outputs with dtype and shape, op
+    counts, which formats and runtimes can run it (with the reason where not), and what will stop a path."""
+    from harness.inspect_model import inspect as inspect_model
+    from harness.inspect_model import render
+
+    info = inspect_model(path, signature=signature, tag=tag)
+    if as_json:
+        click.echo(json.dumps(info))
+    else:
+        render(info, out)
+
+
+@main.command()
 @click.option("--fixtures", "-f", multiple=True, help="Fixtures to verify (default: all).")
 @click.option("--formats", "-F", multiple=True, help="Formats to verify (default: all).")
 def verify(fixtures: tuple[str, ...], formats: tuple[str, ...]) -> None:
