@@ -158,3 +158,19 @@ def test_a_reference_with_signal_is_not_degenerate():
     # Equal labels across a batch can be real; quantised classes (no atol) are not judged by magnitude.
     assert compare.degenerate({"label": np.array([3, 3, 3], np.int64)}, [], {"label": F32}) == {}
     assert compare.degenerate({"y": np.array([1e-9, 2e-9], np.float32)}, [], {"y": Tolerance(min_snr_db=30.0)}) == {}
+
+
+def test_judge_measures_top1_only_for_classifier_outputs():
+    ref = {"p": np.array([[0.1, 0.7, 0.2]], np.float32), "v": np.array([[0.1, 0.7, 0.2]], np.float32)}
+    j = compare.judge(ref, {k: v.copy() for k, v in ref.items()}, {"p": F32, "v": F32}, classifiers=("p",))
+    assert j.metrics["p"]["top1"] == 1.0 and "top1" not in j.metrics["v"]
+
+
+def test_a_nan_where_the_reference_has_a_number_fails_on_its_own():
+    ref = np.array([1.0, 2.0, 3.0, 4.0], np.float32)
+    out = np.array([1.0, np.nan, 3.0, 4.0], np.float32)
+    m = compare.output_metrics(ref, out, F32)
+    assert m["nan_mismatch"] == 1 and m["inf_mismatch"] == 0 and m["frac_out_of_tol"] == 0.25
+    assert compare.check(m, F32, "y") == ["y: NaN/Inf at different positions (1 NaN, 0 Inf)", "y: 25.0% of elements beyond atol=1e-05 rtol=1e-05 (max_abs 0, max_rel 0)"]
+    inf = compare.output_metrics(ref, np.array([1.0, np.inf, 3.0, 4.0], np.float32), F32)
+    assert inf["inf_mismatch"] == 1 and inf["nan_mismatch"] == 0 and compare.check(inf, F32, "y")

@@ -112,3 +112,47 @@ def test_bench_pair_measures_two_builds_in_the_same_rounds(tmp_path):
                           (["--pair", "ort", "ort=/nonexistent/python"], "/nonexistent/python does not exist")]:
         bad = run_cli("bench", "-f", "pow", *args, "--reports", str(tmp_path))
         assert bad.returncode == 2 and message in bad.stderr, bad.stderr
+
+
+def test_diff_values_improvements_boundaries_and_numerics(tmp_path):
+    """What compare reports, value by value: the ratio itself, a faster case as an improvement, a change
+    of exactly the threshold not flagged, changed output bytes with the drift of max_abs, and a case only
+    one run has left out of the latency table."""
+    from harness.errors import HarnessError
+
+    steady = [1.0, 1.0, 1.0, 1.0, 1.0]
+    base = _run(tmp_path, "a", {"faster": ([1.0] * 10, steady), "edge": ([1.0] * 10, steady), "drift": ([1.0] * 10, steady),
+                                "gone": ([1.0] * 10, steady)})
+    new_store = RunStore(tmp_path, {}, run_id="b")
+    for cid, rounds, digest, err in (("faster", [0.7] * 5, "abc", 0.0), ("edge", [1.1] * 5, "abc", 0.0), ("drift", steady, "xyz", 0.5),
+                                     ("only-new", steady, "abc", 0.0)):
+        new_store.add({"id": cid, "fixture": "pow", "format": "onnx13", "runtime": "ort", "batch": 1, "status": "pass",
+                       "timing": {"p50_ms": float(np.median(rounds)), "samples_ms": [1.0] * 10, "rounds_ms": rounds},
+                       "output_digest": {"y": digest}, "metrics": {"y": {"max_abs": err}}})
+    new_store.finish({})
+    diff = diff_runs(base, read_run(new_store.dir), Gate.parse("median:10%"), allow_missing=True)
+    by_id = {c.id: c for c in diff.cases}
+    assert by_id["faster"].ratio == pytest.approx(0.7) and by_id["faster"].improved and not by_id["faster"].flagged
+    assert by_id["edge"].ratio == pytest.approx(1.1) and not by_id["edge"].flagged, "a change of exactly the threshold is not beyond it"
+    assert by_id["drift"].numerics == "changed" and by_id["drift"].drift == {"y": (0.0, 0.5)}
+    assert by_id["faster"].numerics == "identical"
+    assert by_id["only-new"].ratio is None and by_id["only-new"].base_status is None and by_id["gone"].missing
+    assert diff.ok and diff.missing == ["gone"]
+    assert not diff_runs(base, read_run(new_store.dir), Gate.parse("median:10%")).ok, "a missing case fails without --allow-missing"
+    other = _run(tmp_path, "c", {"elsewhere": ([1.0] * 10, steady)})
+    with pytest.raises(HarnessError, match="no case in common"):
+        diff_runs(base, other, Gate.parse("median:10%"))
+
+
+def test_round_statistics_noise_is_relative_and_two_rounds_have_an_interval():
+    s = round_statistics([2.0, 2.2, 1.8, 2.1, 1.9])
+    assert s["round_cv"] == pytest.approx(np.std([2.0, 2.2, 1.8, 2.1, 1.9], ddof=1) / 2.0)
+    two = round_statistics([1.0, 3.0])
+    assert two["p50_ms"] == 2.0 and 1.0 <= two["p50_ci_ms"][0] <= two["p50_ci_ms"][1] <= 3.0 and "round_cv" in two
+
+
+def test_a_zero_threshold_is_refused():
+    from harness.errors import HarnessError
+
+    with pytest.raises(HarnessError, match="must be positive"):
+        Gate.parse("median:0%")
