@@ -634,8 +634,15 @@ def nightly(reports: Path, fail_on: str, fixtures: tuple[str, ...], runtimes: tu
              ["report", "latest", "--reports", str(reports)], ["bench", "--reports", str(reports), *limit]]
     codes = {}
     for step in steps:
+        if step[0] == "bench":
+            before = (reports / "latest").resolve() if (reports / "latest").exists() else None
         out.print(f"[bold]harness {' '.join(step)}[/]")
         codes[step[0]] = subprocess.run(base + step).returncode
+    if not (reports / "latest").exists() or (reports / "latest").resolve() == before:
+        # The bench made no complete run: nothing to keep in history or to compare.
+        out.print(f"nightly: {json.dumps(codes)}; the bench step made no complete run, so nothing was kept in {reports / 'history'}",
+                  highlight=False)
+        sys.exit(1)
     bench_run = (reports / "latest").resolve()
     history = reports / "history"
     history.mkdir(parents=True, exist_ok=True)

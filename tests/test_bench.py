@@ -158,3 +158,11 @@ def test_nightly_keeps_history_and_compares(tmp_path):
     assert len(history) == 2
     assert (reports / "compare" / f"{history[0]}_vs_{history[1]}" / "index.html").exists()
     assert (reports / "runs" / history[1] / "index.html").exists()
+
+
+def test_nightly_exits_1_when_a_step_fails_and_keeps_no_history(tmp_path):
+    reports = tmp_path / "reports"
+    proc = run_cli("nightly", "-f", "pow", "-r", "nope", "--reports", str(reports), cwd=tmp_path, env=OWN_LOCK)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert '"run": 2' in proc.stdout and '"bench": 2' in proc.stdout and "made no complete run" in proc.stdout
+    assert not (reports / "history").exists() or not any((reports / "history").iterdir())
