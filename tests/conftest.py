@@ -27,8 +27,9 @@ def pow_artifacts(exporter):
 
 
 def run_cli(*args: str, cwd: Path = REPO, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    # A fixed width: what the CLI prints must not depend on the terminal the tests were started from.
     return subprocess.run(HARNESS + list(args), cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+                          env={**os.environ, "COLUMNS": "250", **(env or {})})
 
 
 @pytest.fixture
