@@ -15,7 +15,7 @@ import math
 import re
 import shutil
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,7 @@ from harness.artifact import Artifact, one_line
 from harness.bench import latency_stats
 from harness.errors import HarnessError
 from harness.export import Exporter, check_format, formats_for
-from harness.fixtures import Fixture, all_fixtures, get_fixture
+from harness.fixtures import Fixture, all_fixtures, describe, format_class, get_fixture
 from harness.runners import RUNTIMES, RpcError, WorkerCrash, WorkerPool, WorkerTimeout, check_runtime
 
 STATUSES = ("pass", "fail", "xfail", "xpass", "inconclusive", "unsupported", "error", "crash", "timeout", "skip")
@@ -366,6 +366,8 @@ class Engine:
         judgement = compare.judge(against, outputs, tolerances, fixture.classifier_outputs, dtypes=dtypes)
         result["baseline"] = baseline
         result["metrics"] = judgement.metrics
+        result["tolerance"] = {name: {"class": format_class(case.format), "rule": describe(tol), **{k: v for k, v in asdict(tol).items() if v is not None}}
+                               for name, tol in tolerances.items()}
         if oracle is not None and baseline != "oracle":
             result["oracle_metrics"] = compare.judge(oracle, outputs, tolerances, fixture.classifier_outputs).metrics
         if not judgement.passed:

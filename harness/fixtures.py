@@ -56,6 +56,18 @@ DEFAULT_TOLERANCES: dict[str, Tolerance] = {
 }
 
 
+def describe(tol: Tolerance) -> str:
+    """The rule a tolerance applies, in words: what a reader of a verdict needs to know."""
+    parts = []
+    if tol.atol is not None or tol.rtol is not None:
+        parts.append(f"|out - ref| <= {tol.atol or 0:g} + {tol.rtol or 0:g}·|ref| everywhere")
+    if tol.min_snr_db is not None:
+        parts.append(f"SNR >= {tol.min_snr_db:g} dB")
+    if tol.min_top1 is not None:
+        parts.append(f"top-1 agreement >= {tol.min_top1:g} (classifier outputs)")
+    return " and ".join(parts) or "no bound"
+
+
 def format_class(fmt: str) -> str:
     return FORMAT_CLASS.get(fmt, "float32")
 

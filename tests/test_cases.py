@@ -45,6 +45,8 @@ def test_int8_case_is_quantised_and_dequantised(engine):
     m = result["metrics"]["pow_x_y"]
     assert result["status"] == "pass", result["error"]
     assert 15 < m["snr_db"] < 100, "int8 error is real but bounded"
+    assert result["tolerance"]["pow_x_y"] == {"class": "int8", "rule": "SNR >= 15 dB and top-1 agreement >= 0.75 (classifier outputs)",
+                                              "min_snr_db": 15.0, "min_top1": 0.75}
     assert result["oracle_metrics"]["pow_x_y"]["max_abs"] > 0
 
 

@@ -174,3 +174,10 @@ def test_a_nan_where_the_reference_has_a_number_fails_on_its_own():
     assert compare.check(m, F32, "y") == ["y: NaN/Inf at different positions (1 NaN, 0 Inf)", "y: 25.0% of elements beyond atol=1e-05 rtol=1e-05 (max_abs 0, max_rel 0)"]
     inf = compare.output_metrics(ref, np.array([1.0, np.inf, 3.0, 4.0], np.float32), F32)
     assert inf["inf_mismatch"] == 1 and inf["nan_mismatch"] == 0 and compare.check(inf, F32, "y")
+
+
+def test_an_snr_rule_reports_no_elementwise_fraction():
+    ref = np.linspace(1, 2, 50)
+    m = compare.output_metrics(ref, ref + 0.001, Tolerance(min_snr_db=15.0))
+    assert "frac_out_of_tol" not in m and m["snr_db"] > 15
+    assert "frac_out_of_tol" in compare.output_metrics(ref, ref + 0.001, F32)

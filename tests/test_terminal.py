@@ -54,3 +54,13 @@ def test_quiet_prints_only_causes_and_the_summary(tmp_path):
     assert proc.returncode == 0
     assert "fixture" not in proc.stdout and "4 cases: 4 pass" in proc.stdout
     assert all(len(line) <= 100 for line in proc.stdout.splitlines())
+
+
+def test_a_case_judged_by_snr_shows_its_snr_not_an_absolute_error():
+    from harness.report.terminal import cell
+
+    snr = {"id": "a", "status": "pass", "batch": 1, "metrics": {"y": {"max_abs": 0.024, "snr_db": 39.4}},
+           "tolerance": {"y": {"class": "int8", "rule": "SNR >= 15 dB", "min_snr_db": 15.0}}}
+    flt = {"id": "b", "status": "pass", "batch": 1, "metrics": {"y": {"max_abs": 3e-8, "snr_db": "inf"}},
+           "tolerance": {"y": {"class": "float32", "rule": "…", "atol": 1e-5, "rtol": 1e-5}}}
+    assert cell([snr]).endswith("✓[/]39dB") and cell([flt]).endswith("✓[/]3e-8")

@@ -11,7 +11,7 @@ from pathlib import Path
 import jinja2
 
 from harness.cases import BAD_STATUSES, STATUSES
-from harness.report.terminal import CODES
+from harness.report.terminal import CODES, min_snr, snr_judged
 from harness.store import RunData, read_run, sanitize
 
 METRIC_KEYS = ("max_abs", "max_rel", "mean_abs", "rmse", "max_ulp", "cosine", "snr_db", "frac_out_of_tol",
@@ -47,6 +47,7 @@ def _bytes(value) -> str:  # noqa: D103
     return f"{value / 2**20:.0f} MiB"
 
 
+_env.globals.update(snr_judged=snr_judged, min_snr=min_snr, inf=float("inf"))
 _env.filters["num"] = _num
 _env.filters["mib"] = _bytes
 

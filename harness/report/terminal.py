@@ -32,10 +32,32 @@ def _worst(results: list[dict]) -> dict:
     return min(results, key=lambda r: ORDER.index(r["status"]) if r["status"] in ORDER else 0)
 
 
+def snr_judged(result: dict) -> bool:
+    """Judged by SNR (quantised formats): its box shows the SNR, not an absolute error."""
+    rules = (result.get("tolerance") or {}).values()
+    return bool(rules) and all("atol" not in t and "rtol" not in t for t in rules)
+
+
+def min_snr(result: dict) -> float | None:
+    values = []
+    for m in (result.get("metrics") or {}).values():
+        v = m.get("snr_db") if isinstance(m, dict) else None
+        v = float("inf") if v == "inf" else v
+        if isinstance(v, (int, float)):
+            values.append(float(v))
+    return min(values) if values else None
+
+
 def cell(results: list[dict]) -> str:
-    """The worst verdict over the batches, and for a pass the largest error (its order of magnitude)."""
+    """The worst verdict over the batches, and for a pass what it was judged by: the largest error's
+    order of magnitude, or the lowest SNR for quantised formats (judged by SNR)."""
     status = _worst(results)["status"]
     text = f"[{STYLE.get(status, '')}]{SHORT.get(status, status)}[/]"
+    if status == "pass" and all(snr_judged(r) for r in results):
+        snrs = [s for s in (min_snr(r) for r in results) if s is not None]
+        if snrs:
+            text += "∞dB" if min(snrs) == float("inf") else f"{min(snrs):.0f}dB"
+        return text
     errors = [e for e in (_max_error(r) for r in results) if e is not None]
     if status == "pass" and errors:
         text += _magnitude(max(errors))
@@ -90,20 +112,21 @@ def _grid(results: list[dict], title: str, render, console: Console) -> None:
 
 
 def print_matrix(results: list[dict], console: Console | None = None,
-                 title: str = "verdicts (✓ and the largest abs error vs the baseline; worst over batches)") -> None:
+                 title: str = "verdicts") -> None:
     console = console or Console()
     _grid(results, title, cell, console)
     runtimes = list(dict.fromkeys(r["runtime"] for r in results))
     legend = [f"{CODES[rt]}={rt}" for rt in CODES if rt in runtimes and CODES[rt] != rt]
     if legend:
         console.print("runtimes: " + ", ".join(legend), highlight=False, soft_wrap=False)
-    console.print("verdicts: ✓ pass, ERR error, T/O timeout, INC inconclusive, xf xfail, n/a unsupported", highlight=False)
+    console.print("verdicts (worst over batches): ✓ pass with the largest abs error vs the baseline, or the lowest SNR where the "
+                  "format is judged by SNR; ERR error, T/O timeout, INC inconclusive, xf xfail, n/a unsupported", highlight=False)
 
 
 def print_latency(results: list[dict], console: Console | None = None) -> None:
-    """p50 per case (ms, smallest timed batch), laid out like the verdicts."""
+    """p50 per case (ms, worker-measured, smallest timed batch; µ: microseconds), laid out like the verdicts."""
     if any(isinstance((r.get("timing") or {}).get("p50_ms"), (int, float)) for r in results):
-        _grid(results, "p50 ms (worker-measured, smallest batch)", p50_cell, console or Console())
+        _grid(results, "p50 ms", p50_cell, console or Console())
 
 
 _PATH = re.compile(r"(?<![\w.`])/(?:[\w.@+-]+/)+[\w.@+-]*")
