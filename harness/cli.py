@@ -627,6 +627,7 @@ def nightly(reports: Path, fail_on: str, fixtures: tuple[str, ...], runtimes: tu
 
     from harness.store import read_run
 
+    # Each step's own one-line errors reach the terminal (this process's fd 2 goes to the log).
     base = [sys.executable, "-m", "harness.cli"]
     only_fixtures = [arg for v in fixtures for arg in ("-f", v)]
     limit = only_fixtures + [arg for v in runtimes for arg in ("-r", v)]
@@ -637,7 +638,7 @@ def nightly(reports: Path, fail_on: str, fixtures: tuple[str, ...], runtimes: tu
         if step[0] == "bench":
             before = (reports / "latest").resolve() if (reports / "latest").exists() else None
         out.print(f"[bold]harness {' '.join(step)}[/]")
-        codes[step[0]] = subprocess.run(base + step).returncode
+        codes[step[0]] = subprocess.run(base + step, stderr=_real_stderr).returncode
     if not (reports / "latest").exists() or (reports / "latest").resolve() == before:
         # The bench made no complete run: nothing to keep in history or to compare.
         out.print(f"nightly: {json.dumps(codes)}; the bench step made no complete run, so nothing was kept in {reports / 'history'}",
@@ -648,9 +649,10 @@ def nightly(reports: Path, fail_on: str, fixtures: tuple[str, ...], runtimes: tu
     history.mkdir(parents=True, exist_ok=True)
     previous = sorted(p for p in history.iterdir() if p.is_dir())
     shutil.copytree(bench_run, history / bench_run.name, ignore=shutil.ignore_patterns("tensors"))
-    codes["report-bench"] = subprocess.run(base + ["report", str(bench_run), "--reports", str(reports)]).returncode
+    codes["report-bench"] = subprocess.run(base + ["report", str(bench_run), "--reports", str(reports)], stderr=_real_stderr).returncode
     if previous:
-        codes["compare"] = subprocess.run(base + ["compare", str(previous[-1]), str(bench_run), "--fail-on", fail_on, "--reports", str(reports)]).returncode
+        codes["compare"] = subprocess.run(base + ["compare", str(previous[-1]), str(bench_run), "--fail-on", fail_on, "--reports", str(reports)],
+                                          stderr=_real_stderr).returncode
     else:
         out.print("no earlier run under reports/history/: nothing to compare against yet")
     summary = read_run(bench_run)

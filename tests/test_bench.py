@@ -165,4 +165,5 @@ def test_nightly_exits_1_when_a_step_fails_and_keeps_no_history(tmp_path):
     proc = run_cli("nightly", "-f", "pow", "-r", "nope", "--reports", str(reports), cwd=tmp_path, env=OWN_LOCK)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert '"run": 2' in proc.stdout and '"bench": 2' in proc.stdout and "made no complete run" in proc.stdout
+    assert "harness: error: unknown runtime 'nope'" in proc.stderr, "each step's one-line error reaches the terminal"
     assert not (reports / "history").exists() or not any((reports / "history").iterdir())

@@ -181,3 +181,23 @@ def test_an_snr_rule_reports_no_elementwise_fraction():
     m = compare.output_metrics(ref, ref + 0.001, Tolerance(min_snr_db=15.0))
     assert "frac_out_of_tol" not in m and m["snr_db"] > 15
     assert "frac_out_of_tol" in compare.output_metrics(ref, ref + 0.001, F32)
+
+
+@pytest.mark.parametrize("tol, fails", [(Tolerance(atol=1e-3), True), (Tolerance(atol=0.2), False), (Tolerance(rtol=1e-3), True),
+                                        (Tolerance(rtol=0.2), False)])
+def test_atol_only_and_rtol_only_rules_judge_alone(tol, fails):
+    ref = np.array([1.0, 2.0], np.float32)
+    m = compare.output_metrics(ref, ref + 0.1, tol)
+    assert bool(compare.check(m, tol, "y")) == fails
+
+
+def test_snr_and_top1_thresholds_are_inclusive():
+    m = {"shape": [2], "ref_shape": [2], "nan_mismatch": 0, "inf_mismatch": 0, "snr_db": 30.0, "top1": 0.75}
+    assert compare.check(m, Tolerance(min_snr_db=30.0, min_top1=0.75), "y") == []
+    assert compare.check({**m, "snr_db": 29.99}, Tolerance(min_snr_db=30.0), "y") and compare.check({**m, "top1": 0.74}, Tolerance(min_top1=0.75), "y")
+
+
+def test_cosine_of_all_zero_outputs():
+    zero = np.zeros(3, np.float32)
+    assert compare.output_metrics(zero, zero, F32)["cosine"] == 1.0
+    assert compare.output_metrics(zero, np.array([0.0, 1.0, 0.0], np.float32), F32)["cosine"] == 0.0

@@ -156,3 +156,25 @@ def test_a_zero_threshold_is_refused():
 
     with pytest.raises(HarnessError, match="must be positive"):
         Gate.parse("median:0%")
+
+
+def test_diff_ratio_boundaries_alpha_and_one_sided_digests(tmp_path):
+    """The ratio is new/base (a base of 2 ms, not 1); a 1/(1+threshold) speed-up is not beyond the gate;
+    alpha is the one given; a zero base time judges nothing; one run without digests says nothing of numerics."""
+    base = _run(tmp_path, "a", {"twice": ([2.0] * 10, [2.0, 2.1, 1.9, 2.05, 1.95]), "edge": ([1.1] * 10, [1.1] * 5),
+                                "zero": ([0.0] * 10, [0.0] * 5), "nodigest": ([1.0] * 10, [1.0] * 5)})
+    new_store = RunStore(tmp_path, {}, run_id="b")
+    for cid, rounds, digest in (("twice", [4.0, 4.2, 3.8, 4.1, 3.9], {"y": "abc"}), ("edge", [1.0] * 5, {"y": "abc"}),
+                                ("zero", [1.0] * 5, {"y": "abc"}), ("nodigest", [1.0] * 5, {})):
+        new_store.add({"id": cid, "fixture": "pow", "format": "onnx13", "runtime": "ort", "batch": 1, "status": "pass",
+                       "timing": {"p50_ms": float(np.median(rounds)), "samples_ms": rounds, "rounds_ms": rounds},
+                       "output_digest": digest, "metrics": {"y": {"max_abs": 0.0}}})
+    new_store.finish({})
+    new = read_run(new_store.dir)
+    by_id = {c.id: c for c in diff_runs(base, new, Gate.parse("median:10%")).cases}
+    assert by_id["twice"].ratio == pytest.approx(2.0) and by_id["twice"].flagged
+    assert by_id["edge"].ratio == pytest.approx(1 / 1.1) and not by_id["edge"].improved, "exactly 1/(1+threshold) is not beyond it"
+    assert by_id["zero"].ratio is None and not by_id["zero"].judged and not by_id["zero"].flagged
+    assert by_id["nodigest"].numerics == ""
+    strict = {c.id: c for c in diff_runs(base, new, Gate.parse("median:10%", alpha=1e-9)).cases}
+    assert strict["twice"].p_value == by_id["twice"].p_value and not strict["twice"].flagged, "a stricter alpha flags nothing here"
