@@ -127,39 +127,6 @@ def test_validation_never_imports_tensorflow(mnist, lstm):
 # --- Recurrent Keras 3 models: real converter output --------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def lstm(tmp_path_factory):
-    """A tiny Keras 3 LSTM, exported and converted the way the exporters do it: tf2onnx 1.17 leaves a
-    TensorFlow PartitionedCall in its ONNX graph; the TFLite converter, allowed Select TF ops, emits
-    Flex TensorList ops."""
-    from harness.export.common import import_tf
-
-    tf = import_tf()
-    import keras
-    import onnx
-    import tf2onnx
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
-
-    out = tmp_path_factory.mktemp("lstm")
-    keras.utils.set_random_seed(0)
-    x = keras.Input((5, 3), name="x")
-    model = keras.Model(x, keras.layers.Dense(2)(keras.layers.LSTM(4)(x)))
-    model.export(str(out / "saved_model"), verbose=False)
-
-    conv = tf.lite.TFLiteConverter.from_saved_model(str(out / "saved_model"))
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
-    (out / "model.tflite").write_bytes(conv.convert())
-
-    loaded = tf.saved_model.load(str(out / "saved_model"))  # kept: the signature holds only weak references
-    fn = loaded.signatures["serving_default"]
-    frozen = convert_variables_to_constants_v2(fn)
-    _, kwargs = fn.structured_input_signature
-    spec = [tf.TensorSpec(kwargs[k].shape, kwargs[k].dtype, name=k) for k in sorted(kwargs)]
-    onnx_model, _ = tf2onnx.convert.from_function(tf.function(lambda *a: frozen(*a)), input_signature=spec, opset=13)
-    onnx.save(onnx_model, str(out / "model.onnx"))
-    return out
-
-
 def test_onnx_with_a_tensorflow_partitionedcall_is_the_converters_fault(lstm):
     e = fault("onnx13", lstm, record("onnx13", "model.onnx"))
     assert e.summary == "converter emitted PartitionedCall, not an ONNX op"

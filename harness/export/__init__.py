@@ -157,8 +157,7 @@ class Exporter:
         spec = check_format(fmt)
         if fmt == "savedmodel" or spec.keras_only:
             return fixture.digest()
-        source = self.get(fixture, "savedmodel")
-        return source.content_digest if source.status == "ok" else f"error:{source.source_digest}:{source.error}"
+        return _digest_of(self.get(fixture, "savedmodel"))
 
     def verify_fully(self, fixture: Fixture, fmt: str) -> str | None:
         """Hash every file of a cached artifact; a damaged one is removed (the next `get` exports it
@@ -215,7 +214,7 @@ class Exporter:
             signature=fixture.signature,
             converters=dict(self.versions),
             source_hash=fixture.digest(),
-            source_digest=fixture.digest() if source is None else (source.content_digest if source.status == "ok" else f"error:{source.source_digest}:{source.error}"),
+            source_digest=fixture.digest() if source is None else _digest_of(source),
         )
         art.extra["tag"] = fixture.tag
         try:
@@ -267,6 +266,11 @@ def _disk_full(e: BaseException) -> bool:
         return True
     text = str(e)
     return "No space left on device" in text or "Read-only file system" in text
+
+
+def _digest_of(source: Artifact) -> str:
+    """What a derived artifact records as its source: the content digest, or the source's failure."""
+    return source.content_digest if source.status == "ok" else f"error:{source.source_digest}:{source.error}"
 
 
 class _ConverterLog(logging.Handler):

@@ -97,10 +97,9 @@ def _context(run: RunData, history: list[RunData], previous: RunData | None) -> 
     from harness.report import plots
 
     results = run.results
-    from harness.runners.table import RUNTIMES
+    from harness.runners.table import in_table_order
 
-    order = list(RUNTIMES)  # columns by language, as the table of runtimes lists them
-    runtimes = sorted(dict.fromkeys(r["runtime"] for r in results), key=lambda n: (order.index(n) if n in order else len(order), n))
+    runtimes = in_table_order(r["runtime"] for r in results)  # columns by language, as the table lists them
     matrix: dict[tuple[str, str], dict[str, list[dict]]] = {}
     for r in results:
         matrix.setdefault((r["fixture"], r["format"]), {}).setdefault(r["runtime"], []).append(r)

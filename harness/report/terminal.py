@@ -94,10 +94,9 @@ def p50_cell(results: list[dict]) -> str:
 def _grid(results: list[dict], title: str, render, console: Console) -> None:
     from rich import box
 
-    from harness.runners.table import RUNTIMES
+    from harness.runners.table import in_table_order
 
-    order = list(RUNTIMES)
-    runtimes = sorted(dict.fromkeys(r["runtime"] for r in results), key=lambda n: (order.index(n) if n in order else len(order), n))
+    runtimes = in_table_order(r["runtime"] for r in results)  # columns by language, as the table lists them
     rows: dict[tuple[str, str], dict[str, list[dict]]] = {}
     for r in results:
         rows.setdefault((r["fixture"], r["format"]), {}).setdefault(r["runtime"], []).append(r)

@@ -233,6 +233,12 @@ RUNTIMES: dict[str, RuntimeSpec] = {
 }
 
 
+def in_table_order(names) -> list[str]:
+    """Runtime names, once each, in the table's order (grouped by language); unknown names last."""
+    order = list(RUNTIMES)
+    return sorted(dict.fromkeys(names), key=lambda n: (order.index(n) if n in order else len(order), n))
+
+
 def check_runtime(name: str) -> RuntimeSpec:
     if name not in RUNTIMES:
         raise unknown("runtime", name, list(RUNTIMES))
