@@ -6,9 +6,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup python node go browser docker run test lint test-python test-node test-go export doctor report bench nightly lock clean
+.PHONY: setup python node go browser sandbox docker run test lint test-python test-node test-go export doctor report bench nightly lock clean
 
-setup: python node go browser
+setup: python node go browser sandbox
 
 python: $(STAMP)
 
@@ -30,10 +30,16 @@ node: python
 go: python
 	@if command -v go >/dev/null; then bash go/build.sh; else echo "go not found: Go runtimes will be skipped (see harness doctor)"; fi
 
-# Debian's Chromium drives the report page tests (Playwright's own browser download is not reachable).
+# Debian's Chromium drives the report page tests and the browser-* runtimes (js/browser/, through
+# playwright-core; Playwright's own browser download is not reachable).
 browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
-	  || echo "chromium could not be installed: the report page tests will skip (see harness doctor)"
+	  || echo "chromium could not be installed: the report page tests and the browser-* runtimes will skip (see harness doctor)"
+
+# bubblewrap: the sandbox untrusted models run in (harness check's default; README "Running untrusted models").
+sandbox:
+	@command -v bwrap >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; } \
+	  || echo "bubblewrap could not be installed: harness check needs --sandbox none (see harness doctor)"
 
 # A Docker engine and the Go worker image for go-tfgo@docker: docker.io, dockerd on its own socket, a
 # debootstrap base image (no registry is reachable) and the image. .ci/run calls it; make test does not.
@@ -52,8 +58,11 @@ lint: python
 	$(BIN)/ruff check harness runners fixtures tests
 	$(BIN)/mypy
 
+# HARNESS_MATRIX=quick: the browser runtimes (about a second a case) run a subset of the conformance
+# matrix here (their own formats at each fixture's first batch, one ONNX opset); `harness run`, nightly
+# and a pytest run without it have every case (harness/cases.py, _in_quick_matrix).
 test-python: setup
-	$(BIN)/python -m pytest --benchmark-disable
+	HARNESS_MATRIX=quick $(BIN)/python -m pytest --benchmark-disable
 
 test-node: node
 	@if command -v node >/dev/null; then node --test js/test/; else echo "node not found: skipping js tests"; fi

@@ -10,7 +10,10 @@
 #   run RUNTIME ARTIFACTS SCRATCH
 #            start the worker for RUNTIME (go-tfgo, go-ort) in a container on stdin/stdout, with
 #            ARTIFACTS mounted read-only and SCRATCH read-write, each at its own absolute path
-#            (HARNESS_CONTAINER_NAME, if set, names the container)
+#            (HARNESS_CONTAINER_NAME, if set, names the container). The container is a sandbox for
+#            untrusted models: uid 65534 (HARNESS_DOCKER_USER), no capabilities, no new privileges,
+#            read-only root, a small /tmp, no network, memory and pid limits (HARNESS_DOCKER_MEMORY,
+#            HARNESS_DOCKER_PIDS). SCRATCH must be writable by that uid (the harness makes it so).
 #   kill NAME  stop a named worker container (the harness's timeout path)
 # The engine has its own socket and data folder, so it disturbs no other Docker on the machine;
 # DOCKER_HOST overrides the socket.
@@ -99,9 +102,19 @@ run() {
   [ "$runtime" = go-ort ] && entry=/opt/harness/harness-worker-ort
   # --init: a real PID 1 that forwards signals, so `docker kill`/`docker stop` end a busy worker.
   # HARNESS_CONTAINER_NAME names the container, so the harness can `docker kill` a worker that hangs.
-  exec "$DOCKER" run --rm -i --init --network none --memory 4g --memory-swap 4g --pids-limit 512 \
+  local memory="${HARNESS_DOCKER_MEMORY:-4g}" user="${HARNESS_DOCKER_USER:-65534:65534}"
+  if [ "$(id -u)" = 0 ] && [ "${user%%:*}" != 0 ]; then
+    # The container's uid must read the artifacts and write the scratch folder: the exporter makes
+    # artifact folders 0700 (root's); open them for reading (their files are 0644) and the scratch
+    # folder for writing (1777). The harness does the same for artifacts exported later (before each load).
+    find "$artifacts" -type d ! -perm -005 -exec chmod go+rx {} + 2>/dev/null || true
+    chmod 1777 "$scratch"
+  fi
+  exec "$DOCKER" run --rm -i --init --network none --memory "$memory" --memory-swap "$memory" \
+    --pids-limit "${HARNESS_DOCKER_PIDS:-512}" --ulimit core=0 \
     ${HARNESS_CONTAINER_NAME:+--name "$HARNESS_CONTAINER_NAME"} \
-    --user "$(id -u):$(id -g)" --read-only --tmpfs /tmp \
+    --user "$user" --cap-drop ALL --security-opt no-new-privileges \
+    --read-only --tmpfs /tmp:rw,nosuid,nodev,size=256m \
     -v "$artifacts:$artifacts:ro" -v "$scratch:$scratch:rw" \
     --entrypoint "$entry" "$IMAGE" --runtime "$runtime"
 }

@@ -12,6 +12,7 @@ import errno
 import fnmatch
 import hashlib
 import math
+import os
 import re
 import shutil
 import tomllib
@@ -23,7 +24,7 @@ import numpy as np
 from harness import compare
 from harness.artifact import Artifact, one_line
 from harness.bench import latency_stats
-from harness.errors import HarnessError
+from harness.errors import HarnessError, unknown
 from harness.export import Exporter, check_format, formats_for
 from harness.fixtures import Fixture, all_fixtures, describe, format_class, get_fixture
 from harness.runners import RUNTIMES, RpcError, WorkerCrash, WorkerPool, WorkerTimeout, check_runtime
@@ -64,9 +65,12 @@ class Selection:
     threads: list[int] | None = None
     include_bench_only: bool = False  # fixtures that exist for benchmark sweeps (large GEMMs)
 
-    def validate(self) -> None:
+    def validate(self, fixtures: dict[str, Fixture] | None = None) -> None:
         for name in self.fixtures or []:
-            get_fixture(name)
+            if fixtures is None:
+                get_fixture(name)
+            elif name not in fixtures:
+                raise unknown("fixture", name, list(fixtures))
         for name in self.formats or []:
             check_format(name)
         for name in self.runtimes or []:
@@ -79,9 +83,20 @@ class Selection:
                 raise HarnessError(f"threads {t} is not valid: expected 0 (runtime default) or a positive integer")
 
 
+def _in_quick_matrix(spec, fx: Fixture, fmt: str, batch: int, selection: Selection) -> bool:
+    """HARNESS_MATRIX=quick (`make test`): a runtime that declares `quick_formats` (the browser runtimes,
+    about a second per case) runs only those formats at each fixture's first batch, unless the selection
+    names the runtime or the batches. Every other run, and `harness run`/nightly, has every case."""
+    formats = getattr(spec, "quick_formats", None)
+    if formats is None or selection.batches or (selection.runtimes and spec.name in selection.runtimes):
+        return True
+    return fmt in formats and batch == fx.batches[0]
+
+
 def matrix(selection: Selection, fixtures: dict[str, Fixture] | None = None) -> list[Case]:
     """Every case the selection names, in a stable order (fixture, format, runtime, batch)."""
-    selection.validate()
+    selection.validate(fixtures)
+    quick = os.environ.get("HARNESS_MATRIX", "full") == "quick"
     fixtures = fixtures if fixtures is not None else all_fixtures()
     cases = []
     for fname, fx in fixtures.items():
@@ -89,7 +104,7 @@ def matrix(selection: Selection, fixtures: dict[str, Fixture] | None = None) -> 
             continue
         if fx.bench_only and not (selection.include_bench_only or (selection.fixtures and fname in selection.fixtures)):
             continue
-        for fmt in formats_for(fx):
+        for fmt in formats_for(fx, selection.formats):
             if selection.formats and fmt not in selection.formats:
                 continue
             for rname, spec in RUNTIMES.items():
@@ -97,6 +112,8 @@ def matrix(selection: Selection, fixtures: dict[str, Fixture] | None = None) -> 
                     continue
                 for batch in selection.batches or fx.batches:
                     if not fx.batchable and batch != 1:
+                        continue
+                    if quick and not _in_quick_matrix(spec, fx, fmt, batch, selection):
                         continue
                     for threads in selection.threads or [0]:
                         cases.append(Case(fname, fmt, rname, selection.device, batch, threads))
@@ -163,6 +180,7 @@ class Options:
     max_time_s: float = 10.0  # ... and, for very slow cases, not much longer than this (at least 3 samples)
     max_iterations: int = 10000
     rounds: int = 1  # benchmarks: measure each case in this many rounds, interleaved across cases
+    sandbox: str = "none"  # where workers run: bwrap, docker or none (harness/sandbox.py)
 
 
 @dataclass
@@ -209,7 +227,7 @@ class Engine:
         self.deviations = deviations if deviations is not None else load_deviations()
         from harness.runners.table import WorkerContext
 
-        self.pool = WorkerPool(WorkerContext(exporter.root, scratch), logs=logs)
+        self.pool = WorkerPool(WorkerContext(exporter.root, scratch), logs=logs, sandbox=self.options.sandbox)
         self._loaded: dict[tuple[str, str], _Loaded] = {}
         self._references: dict[tuple[str, int], Reference] = {}
         self._input_files: dict[tuple, str] = {}
@@ -315,6 +333,13 @@ class Engine:
             result["artifact"]["repaired"] = [f"{r['format']}: {r['problem']}" for r in repaired]
         if art.status != "ok":
             evidence = {k: art.extra[k] for k in ("traceback", "op", "converter_log") if k in art.extra}
+            if art.extra.get("unsupported"):
+                return self._finish(case, result, "unsupported", reason=art.error, error=art.error, stage="export", culprit="converter")
+            if art.culprit == "environment" and art.stage == "validate":
+                # A valid artifact this installation cannot run (Select TF ops without a Flex delegate):
+                # unsupported here, with the reason, not an error of the converter or the runtime.
+                return self._finish(case, result, "unsupported", reason=f"{case.format}: {art.error}", error=f"{case.format}: {art.error}",
+                                    stage="validate", culprit="environment", evidence=evidence)
             return self._finish(case, result, "error", error=f"export to {case.format} failed: {art.error}", stage=art.stage,
                                 culprit=art.culprit, evidence=evidence, summary=art.error_summary)
 
@@ -334,6 +359,9 @@ class Engine:
             if isinstance(e, RpcError):
                 status = "unsupported" if e.kind == "unsupported" else "error"
                 culprit = "harness" if e.kind in ("bad_input", "bad_request") else "runtime"
+                evidence = {"kind": e.kind, **self._blocked(e)}
+                if "blocked" in evidence:
+                    culprit = "model"  # the sandbox or a containment check stopped what the model tried
                 takes = (self.pool.info.get(self._worker_key(case)) or {}).get("formats")
                 if e.kind == "unsupported" and takes is not None and case.format not in takes:
                     # The runtime table promised this format and the worker refuses it: a drift in our
@@ -341,7 +369,7 @@ class Engine:
                     status, culprit = "error", "harness"
                     e = RpcError(e.kind, f"the runtime table lists format {case.format} for {case.runtime}, but its worker takes only "
                                          f"{takes}: {e}")
-                return self._finish(case, result, status, error=f"{e.kind}: {e}", stage=stage, culprit=culprit, evidence={"kind": e.kind})
+                return self._finish(case, result, status, error=f"{e.kind}: {e}", stage=stage, culprit=culprit, evidence=evidence)
             status = "timeout" if isinstance(e, WorkerTimeout) else "crash"
             culprit = "environment" if "could not start" in str(e) else "runtime"
             return self._finish(case, result, status, error=str(e), stderr=getattr(e, "stderr_tail", ""), stage=stage, culprit=culprit)
@@ -355,9 +383,19 @@ class Engine:
         result["output_digest"] = {k: hashlib.sha256(np.ascontiguousarray(v).tobytes()).hexdigest()[:16] for k, v in outputs.items()}
 
         reference = ref.outputs
-        tolerances = {name: fixture.tolerance(case.format, name) for name in reference}
+        # The precision the runtime computes in, where its worker says (TF.js WebGL: float16 textures).
+        precision = (self.pool.info.get(self._worker_key(case)) or {}).get("precision")
+        tolerances = {name: fixture.tolerance(case.format, name, precision) for name in reference}
         oracle = fixture.oracle(ref.inputs) if fixture.oracle else None
-        if (case.format, case.runtime) == REFERENCE:
+        if oracle is not None:
+            # A float64 value beyond the output dtype's range is, correctly rounded, ±inf.
+            oracle = {k: np.where(np.abs(v) > np.finfo(reference[k].dtype).max, np.copysign(np.inf, v), v)
+                      if k in reference and reference[k].dtype.kind == "f" and np.asarray(v).dtype == np.float64 else v
+                      for k, v in oracle.items()}
+        if fixture.golden is not None and not ref.variant:
+            # The user's golden outputs for the user's inputs: every case is judged against them.
+            baseline, against = "golden", {k: np.asarray(v) for k, v in fixture.golden.items()}
+        elif (case.format, case.runtime) == REFERENCE:
             # The reference judged against itself proves nothing: judge it against the oracle.
             baseline, against = ("oracle", oracle) if oracle is not None else ("self", reference)
         else:
@@ -366,14 +404,19 @@ class Engine:
         judgement = compare.judge(against, outputs, tolerances, fixture.classifier_outputs, dtypes=dtypes)
         result["baseline"] = baseline
         result["metrics"] = judgement.metrics
-        result["tolerance"] = {name: {"class": format_class(case.format), "rule": describe(tol), **{k: v for k, v in asdict(tol).items() if v is not None}}
+        result["tolerance"] = {name: {"class": format_class(case.format, precision), "rule": describe(tol), **{k: v for k, v in asdict(tol).items() if v is not None}}
                                for name, tol in tolerances.items()}
         if oracle is not None and baseline != "oracle":
             result["oracle_metrics"] = compare.judge(oracle, outputs, tolerances, fixture.classifier_outputs).metrics
         if not judgement.passed:
             culprit = "converter" if case.format in QUANTISED else "runtime"
-            return self._finish(case, result, "fail", error="; ".join(judgement.reasons), stage="compare", culprit=culprit)
-        why = compare.degenerate(reference, ref.others, tolerances)
+            error, evidence = "; ".join(judgement.reasons), {}
+            if oracle is not None and baseline == "reference" and compare.judge(oracle, outputs, tolerances, fixture.classifier_outputs).passed:
+                # This output agrees with the float64 oracle and the TF reference does not: TF is the outlier.
+                error += " (this output agrees with the float64 oracle; the TF reference is the outlier)"
+                evidence["agrees_with_oracle"] = True
+            return self._finish(case, result, "fail", error=error, stage="compare", culprit=culprit, evidence=evidence or None)
+        why = compare.degenerate(reference, ref.others, tolerances) if fixture.check_signal else {}
         if why:
             reason = "the comparison could not have failed: " + "; ".join(f"{k}: {v}" for k, v in why.items())
             return self._finish(case, result, "inconclusive", reason=reason, error=reason, stage="reference", culprit="model",
@@ -414,6 +457,14 @@ class Engine:
         return result
 
     # --- the reference -------------------------------------------------------------------------
+    def forget_reference(self, fixture: str) -> None:
+        """Drop a fixture's cached references (harness fuzz pins new inputs)."""
+        self._references = {k: v for k, v in self._references.items() if k[0] != fixture}
+
+    def reference_outputs(self, fixture: str, batch: int) -> dict[str, np.ndarray] | None:
+        ref = self._references.get((fixture, batch))
+        return None if ref is None else ref.outputs
+
     def _reference(self, fixture: Fixture, batch: int) -> Reference:
         key = (fixture.name, batch)
         if key not in self._references:
@@ -446,6 +497,8 @@ class Engine:
                 evidence = {"kind": kind, "attempts": 1 if isinstance(e, RpcError) else 2}
                 if isinstance(e, (WorkerCrash, WorkerTimeout)) and e.stderr_tail:
                     evidence["stderr_tail"] = e.stderr_tail
+                if isinstance(e, RpcError) and self._blocked(e):
+                    return Reference(error=f"{kind}: {e}", stage=staged.stage, culprit="model", evidence={**evidence, **self._blocked(e)})
                 return Reference(error=f"{kind}: {e}", evidence=evidence)
             ref = Reference(inputs, outputs, others, variant)
             if not compare.degenerate(outputs, others, tolerances):
@@ -460,6 +513,13 @@ class Engine:
             if not isinstance(staged.error, (WorkerCrash, WorkerTimeout)):
                 raise
         return self._execute(case, art, inputs, iterations=0)[0]  # _execute dropped the dead worker
+
+    def _blocked(self, e: RpcError) -> dict:
+        """What the sandbox or a worker's containment check stopped, as evidence; empty when neither did."""
+        from harness.sandbox import blocked
+
+        what = blocked(str(e), self.pool.sandbox.active)
+        return {} if what is None else {"blocked": what, "sandbox": self.pool.sandbox.describe()}
 
     def _threads(self, case: Case) -> int:
         return case.threads or self.options.threads

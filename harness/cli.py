@@ -138,12 +138,25 @@ def doctor(as_json: bool, strict: bool) -> None:
             version, ok, reason = None, False, f"Python package {dist} is not installed"
         rows.append({"name": dist, "kind": "converter", "language": "python", "available": ok, "version": version,
                      "formats": [role], "reason": reason, "fix": "" if ok else "make setup"})
-    import shutil
+    # Chromium, its WebGL and WebGPU adapter, and whether each browser backend starts in a page
+    # (harness/browser.py: one browser start, cached while the browser and js/ are unchanged).
+    from harness.browser import doctor_rows as browser_rows
 
-    chromium = shutil.which("chromium")
-    rows.append({"name": "chromium", "kind": "browser", "language": "-", "available": bool(chromium), "version": None,
-                 "formats": ["report page tests (tests/test_report.py)"],
-                 "reason": "" if chromium else "Debian's chromium is not installed", "fix": "" if chromium else "apt-get install chromium (make setup does it)"})
+    browser, found = browser_rows()
+    for r in rows:
+        seen = found.get(r["name"])
+        if seen and r["available"] and not seen["available"]:
+            r.update(available=False, reason=seen["reason"], fix=seen["fix"])
+        if seen and seen.get("precision"):
+            r["precision"] = seen["precision"]
+    rows.extend(browser)
+    # Sandboxes for untrusted models (harness/sandbox.py): what --sandbox can choose here.
+    from harness.sandbox import availability as sandbox_availability
+
+    for kind, covers in (("bwrap", "sandbox: every non-container worker (default of check)"), ("docker", "sandbox: go-tfgo@docker")):
+        sa = sandbox_availability(kind)
+        rows.append({"name": f"sandbox {kind}", "kind": "sandbox", "language": "-", "available": sa.ok, "version": sa.version,
+                     "formats": [covers], "reason": sa.reason, "fix": sa.fix})
     if as_json:
         import json
 
@@ -362,14 +375,40 @@ def _execute(cases, fixtures, options, reports: Path, run_options: dict, *, benc
     return outcome.exit_code
 
 
+def _sandbox_option(default: str):
+    def deco(f):
+        return click.option("--sandbox", type=click.Choice(["bwrap", "docker", "none"]), default=default, show_default=True,
+                            help="Where workers run: bwrap (no network, read-only but for scratch, limits), docker (the runtimes "
+                                 "with a container in it, the others in bwrap), none (as the harness: only for models you trust). "
+                                 "README: Running untrusted models.")(f)
+    return deco
+
+
+def _sandboxed(cases, sandbox: str) -> list:
+    """The cases, once the sandbox is known to work here (a one-line error otherwise)."""
+    from harness.sandbox import containerized, require
+
+    if sandbox == "none":
+        return cases
+    require(sandbox)
+    if sandbox == "docker" and any(not containerized(c.runtime) for c in cases):
+        require("bwrap")  # the workers without a container (the TF reference among them) run in bwrap
+    return cases
+
+
 @main.command()
 @_selection_options
 @_run_options
 @click.option("--resume", "resume", is_flag=False, flag_value="", default=None, metavar="[RUN]",
               help="Run only the planned cases of an interrupted or failed run that have no result, into its folder "
                    "(default: the newest incomplete run).")
+@click.option("--signature", default=None, help="Run this signature of each named fixture's SavedModel (default: the fixture's own).")
+@click.option("--tag", default=None, help="The SavedModel meta graph's tag set, comma-separated (default: the fixture's own, serve).")
+@click.option("--shard", default=None, metavar="K/N", help="Run shard K of N of the selection (CI matrices; balanced, deterministic); "
+                                                          "then harness merge the N runs.")
+@_sandbox_option("none")
 def run(fixtures, formats, runtimes, batch, warmup, iterations, threads, timeout, reports, keep_tensors, refresh,
-        allow_inconclusive, output, quiet, resume) -> None:
+        allow_inconclusive, output, quiet, resume, signature, tag, shard, sandbox) -> None:
     """Run the case matrix: export (cached), run every case in its runtime's worker, judge, store."""
     from harness.cases import Options, Selection, matrix
     from harness.fixtures import all_fixtures
@@ -377,12 +416,27 @@ def run(fixtures, formats, runtimes, batch, warmup, iterations, threads, timeout
     if resume is not None:
         sys.exit(_resume(resume, reports, refresh, allow_inconclusive))
     sel = Selection(fixtures=_split(fixtures), formats=_split(formats), runtimes=_split(runtimes), batches=_batches(batch))
-    cases = matrix(sel)
-    options = Options(warmup=warmup, iterations=iterations, threads=threads, run_timeout_s=timeout, keep_tensors=keep_tensors)
+    known = all_fixtures()
+    if signature is not None or tag is not None:
+        from harness.export import signature_fixtures
+
+        known = signature_fixtures(sel.fixtures, signature, tag)
+        sel.fixtures = list(known)
+    cases = _sandboxed(matrix(sel, known), sandbox)
+    if shard is not None:
+        from harness.shard import parse_shard
+        from harness.shard import shard as take_shard
+
+        cases = take_shard(cases, *parse_shard(shard))
+        if not cases:
+            raise HarnessError(f"shard {shard} holds no case of the selection: expected fewer shards than (fixture, format) groups")
+    options = Options(warmup=warmup, iterations=iterations, threads=threads, run_timeout_s=timeout, keep_tensors=keep_tensors, sandbox=sandbox)
     run_options = {"command": "run", "fixtures": sel.fixtures, "formats": sel.formats, "runtimes": sel.runtimes,
                    "batches": sel.batches, "warmup": warmup, "iterations": iterations, "threads": threads, "timeout": timeout,
-                   "keep_tensors": keep_tensors}
-    sys.exit(_execute(cases, all_fixtures(), options, reports, run_options, refresh=refresh, allow_inconclusive=allow_inconclusive,
+                   "keep_tensors": keep_tensors, "sandbox": sandbox, "signature": signature, "tag": tag, "shard": shard}
+    if signature is not None or tag is not None:
+        run_options["fixtures"] = _split(fixtures)  # the fixtures named, from which --resume makes the variants again
+    sys.exit(_execute(cases, known, options, reports, run_options, refresh=refresh, allow_inconclusive=allow_inconclusive,
                       output=output, quiet=quiet))
 
 
@@ -396,8 +450,16 @@ def _resume(which: str, reports: Path, refresh: bool, allow_inconclusive: bool) 
     cases, opts = resume_plan(folder)
     command = opts.get("command", "run")
     if command == "check":
+        from harness.fixtures import with_user_options
+
         fx = user_fixture(Path(opts["path"]), opts.get("signature", "serving_default"), opts.get("tag", "serve"))
+        fx = with_user_options(fx, Path(opts["inputs"]) if opts.get("inputs") else None, Path(opts["expected"]) if opts.get("expected") else None,
+                               tuple(opts.get("atol") or ()), tuple(opts.get("rtol") or ()), opts.get("seed") or 0)
         fixtures = {fx.name: fx}
+    elif command == "run" and (opts.get("signature") is not None or opts.get("tag") is not None):
+        from harness.export import signature_fixtures
+
+        fixtures = signature_fixtures(opts.get("fixtures"), opts.get("signature"), opts.get("tag"))
     elif command in ("run", "bench"):
         fixtures = all_fixtures()
     else:
@@ -407,7 +469,9 @@ def _resume(which: str, reports: Path, refresh: bool, allow_inconclusive: bool) 
         raise HarnessError(f"cannot resume {folder}: fixtures {unknown} are no longer defined")
     options = Options(warmup=opts.get("warmup", 2), iterations=opts.get("iterations", 10), threads=opts.get("threads", 0) if command != "bench" else 0,
                       run_timeout_s=opts.get("timeout", 60.0), keep_tensors=opts.get("keep_tensors", False),
-                      min_time_s=opts.get("min_time_s", 0.0), rounds=opts.get("rounds", 1))
+                      min_time_s=opts.get("min_time_s", 0.0), rounds=opts.get("rounds", 1),
+                      sandbox=opts.get("sandbox", "bwrap" if command == "check" else "none"))
+    _sandboxed([], options.sandbox)
     err.print(f"resuming {folder.name}: {len(cases)} cases without a result", highlight=False)
     return _execute(cases, fixtures, options, reports, opts, bench=command == "bench", refresh=refresh,
                     allow_inconclusive=allow_inconclusive, resume=folder, bisect=command == "check" and opts.get("bisect", False))
@@ -448,7 +512,8 @@ def _pair_variant(text: str) -> tuple[str, str | None]:
                    "worker binary); both measured in the same rounds, back to back, on the same artifacts.")
 @click.option("--timeout", default=120.0, show_default=True, type=POSITIVE_SECONDS, help="Seconds a worker may take to answer a run.")
 @click.option("--reports", default="reports", show_default=True, type=click.Path(path_type=Path))
-def bench(fixtures, formats, runtimes, batch, threads_, warmup, iterations, min_time, rounds, sweep, pair, timeout, reports) -> None:
+@_sandbox_option("none")
+def bench(fixtures, formats, runtimes, batch, threads_, warmup, iterations, min_time, rounds, sweep, pair, timeout, reports, sandbox) -> None:
     """Benchmark: latency statistics, cold start, peak memory, batch and size scaling, GFLOP/s against
     this machine's measured GEMM peak, at 1 thread and at all cores. One benchmark at a time."""
     from filelock import FileLock, Timeout
@@ -486,10 +551,11 @@ def bench(fixtures, formats, runtimes, batch, threads_, warmup, iterations, min_
                                   runtimes=sel.runtimes, batches=[1], threads=threads))
     if pair and rounds < 6:
         raise HarnessError(f"--rounds {rounds} with --pair: expected 6 or more (a 95% interval for the median ratio needs 6 rounds; 10 is a good start)")
-    options = Options(warmup=warmup, iterations=iterations, min_time_s=min_time, run_timeout_s=timeout, rounds=rounds)
+    cases = _sandboxed(cases, sandbox)
+    options = Options(warmup=warmup, iterations=iterations, min_time_s=min_time, run_timeout_s=timeout, rounds=rounds, sandbox=sandbox)
     run_options = {"command": "bench", "fixtures": sel.fixtures, "formats": sel.formats, "runtimes": sel.runtimes,
                    "batches": batches, "threads": threads, "warmup": warmup, "iterations": iterations, "min_time_s": min_time,
-                   "rounds": rounds, "timeout": timeout, "pair": list(pair) if pair else None}
+                   "rounds": rounds, "timeout": timeout, "pair": list(pair) if pair else None, "sandbox": sandbox}
     lock = FileLock(str(Path(".harness") / "bench.lock"))
     try:
         Path(".harness").mkdir(exist_ok=True)
@@ -512,25 +578,55 @@ def bench(fixtures, formats, runtimes, batch, threads_, warmup, iterations, min_
 @click.option("--runtimes", "-r", multiple=True, help="Runtimes to include.")
 @click.option("--batch", "-b", multiple=True, help="Batch sizes (default: 1,4).")
 @click.option("--bisect/--no-bisect", default=True, show_default=True, help="For a failing case of a Keras model, find the first diverging layer.")
+@click.option("--inputs", "inputs_path", type=click.Path(path_type=Path),
+              help="Your inputs: a .npz (one array per input name), a .npy (one input) or a folder of ONNX input_*.pb. Their batch is the batch.")
+@click.option("--expected", "expected_path", type=click.Path(path_type=Path),
+              help="Golden outputs for --inputs (same forms, output_*.pb): every case, the reference too, is judged against them.")
+@click.option("--atol", multiple=True, help="Absolute tolerance of float32 formats: NUMBER, or OUTPUT=NUMBER for one output (repeatable).")
+@click.option("--rtol", multiple=True, help="Relative tolerance of float32 formats: NUMBER, or OUTPUT=NUMBER (repeatable).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the generated inputs.")
 @_run_options
-def check(path, signature, tag, formats, runtimes, batch, bisect, warmup, iterations, threads, timeout, reports, keep_tensors,
-          refresh, allow_inconclusive, output, quiet) -> None:
+@_sandbox_option("bwrap")
+def check(path, signature, tag, formats, runtimes, batch, bisect, inputs_path, expected_path, atol, rtol, seed, warmup, iterations, threads,
+          timeout, reports, keep_tensors, refresh, allow_inconclusive, output, quiet, sandbox) -> None:
     """Check your own SavedModel folder or Keras .keras/.h5 file: inputs generated from its signature,
     exported to every format, run in every runtime, judged against TensorFlow."""
     from harness.cases import Options, Selection, matrix
-    from harness.fixtures import user_fixture
+    from harness.fixtures import user_fixture, with_user_options
 
     sel = Selection(formats=_split(formats), runtimes=_split(runtimes), batches=_batches(batch))
     sel.validate()
     fx = user_fixture(path, signature, tag)
+    if inputs_path is not None and sel.batches:
+        raise HarnessError("--batch does not apply with --inputs: the batch is your inputs' first dimension")
+    fx = with_user_options(fx, inputs_path, expected_path, atol, rtol, seed)
     fixtures = {fx.name: fx}
-    cases = matrix(sel, fixtures)
-    options = Options(warmup=warmup, iterations=iterations, threads=threads, run_timeout_s=timeout, keep_tensors=keep_tensors)
+    cases = _sandboxed(matrix(sel, fixtures), sandbox)
+    options = Options(warmup=warmup, iterations=iterations, threads=threads, run_timeout_s=timeout, keep_tensors=keep_tensors, sandbox=sandbox)
     run_options = {"command": "check", "path": str(Path(path).resolve()), "signature": signature, "tag": tag,
+                   "inputs": str(inputs_path.resolve()) if inputs_path else None, "expected": str(expected_path.resolve()) if expected_path else None,
+                   "atol": list(atol), "rtol": list(rtol), "seed": seed,
                    "formats": sel.formats, "runtimes": sel.runtimes, "batches": sel.batches, "warmup": warmup,
-                   "iterations": iterations, "threads": threads, "timeout": timeout, "keep_tensors": keep_tensors, "bisect": bisect}
+                   "iterations": iterations, "threads": threads, "timeout": timeout, "keep_tensors": keep_tensors, "bisect": bisect,
+                   "sandbox": sandbox}
     sys.exit(_execute(cases, fixtures, options, reports, run_options, bisect=bisect, refresh=refresh, allow_inconclusive=allow_inconclusive,
                       output=output, quiet=quiet))
+
+
+@main.command()
+@click.argument("runs", nargs=-1, required=True)
+@click.option("--reports", default="reports", show_default=True, type=click.Path(path_type=Path), help="Reports folder (runs/).")
+@click.option("--name", default=None, help="Name of the merged run (default: a new run id).")
+def merge(runs: tuple[str, ...], reports: Path, name: str | None) -> None:
+    """Merge the runs of every shard (harness run --shard K/N) into one run; exit 1 if it is not ok."""
+    from harness.shard import merge as merge_runs
+    from harness.store import resolve_run
+
+    folder, summary = merge_runs([resolve_run(r, reports) for r in runs], reports, name)
+    counts = ", ".join(f"{v} {k}" for k, v in summary["counts"].items())
+    click.echo(f"{summary['cases']} cases: {counts}")
+    click.echo(f"merged run: {folder}  (reports/latest -> {folder.name}; harness report to see it)")
+    sys.exit(0 if summary["ok"] else 1)
 
 
 @main.command()
@@ -615,11 +711,50 @@ def selftest_gate(reports: Path) -> None:
 
 
 @main.command()
+@click.option("--level", "levels", multiple=True, type=click.Choice(["inputs", "models"]), help="What to generate (default: both).")
+@click.option("--fixtures", "-f", multiple=True, help="Fixtures to fuzz inputs of (default: every fixture with numeric inputs).")
+@click.option("--runtimes", "-r", multiple=True, help="Runtimes (default: tf, litert, ort, the Node and Go ones).")
+@click.option("--formats", "-F", multiple=True, help="Formats (default: every float format).")
+@click.option("--max-examples", default=50, show_default=True, help="At most this many examples per search (each fixture; the models).")
+@click.option("--time-budget", default=300.0, show_default=True, help="Seconds for the whole run, shared by fixtures and levels.")
+@click.option("--seed", type=int, default=None, help="Seed of hypothesis' search (default: random).")
+@click.option("--save", "save_dir", default="fixtures/regressions", show_default=True, type=click.Path(path_type=Path),
+              help="Folder of regression cases (one folder each).")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Also write the summary as JSON here.")
+@click.option("--bisect/--no-bisect", default=True, show_default=True, help="Find the first diverging layer of a Keras model.")
+@click.option("--fail-on-finding", is_flag=True, help="Exit 1 when a disagreement is found.")
+@click.option("--scale-atol", is_flag=True, help="Judge each example with atol times its inputs' largest magnitude (rounding grows with scale).")
+def fuzz(levels, fixtures, runtimes, formats, max_examples, time_budget, seed, save_dir, json_out, bisect, fail_on_finding, scale_atol) -> None:
+    """Differential fuzzing: inputs, and small generated Keras models, that make runtimes disagree,
+    shrunk by hypothesis and saved as regression cases."""
+    from harness.fuzz import fuzz as run_fuzz
+
+    report = run_fuzz(levels or ("inputs", "models"), _split(fixtures), _split(runtimes), _split(formats), max_examples,
+                      time_budget, seed, save_dir, log=lambda m: out.print(m, highlight=False, markup=False), bisect=bisect,
+                      scale_atol=scale_atol)
+    data = report.to_json()
+    for key, s in data["stats"].items():
+        out.print(f"{key}: {s['examples']} examples in {s['seconds']} s ({s['examples_per_s']}/s) over {len(s['pairs'])} pairs"
+                  + (f", {s['rejected']} rejected" if s["rejected"] else "") + (f"; set aside: {s['set_aside']}" if s["set_aside"] else "")
+                  + "".join(f"; {n}" for n in s["notes"]),
+                  highlight=False, markup=False)
+    for f in report.findings:
+        out.print(f"finding: {f.line()} [{f.culprit}] {f.folder or ''}", highlight=False, markup=False)
+    out.print(f"fuzz: {len(report.findings)} finding(s) in {data['seconds']} s", highlight=False)
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(data, indent=1, default=str))
+    sys.exit(1 if fail_on_finding and report.findings else 0)
+
+
+@main.command()
 @click.option("--reports", default="reports", show_default=True, type=click.Path(path_type=Path))
 @click.option("--fail-on", default="median:10%", show_default=True)
 @click.option("--fixtures", "-f", multiple=True, help="Limit run and bench to these fixtures.")
 @click.option("--runtimes", "-r", multiple=True, help="Limit run and bench to these runtimes.")
-def nightly(reports: Path, fail_on: str, fixtures: tuple[str, ...], runtimes: tuple[str, ...]) -> None:
+@click.option("--fuzz-budget", default=600.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds of differential fuzzing (harness fuzz); 0 skips the step.")
+def nightly(reports: Path, fail_on: str, fixtures: tuple[str, ...], runtimes: tuple[str, ...], fuzz_budget: float) -> None:
     """Export, run, bench, report, and compare the bench run against the previous one kept under
     reports/history/ (then keep this one there). Exit 1 on a failed case or a regression."""
     import shutil
@@ -632,7 +767,12 @@ def nightly(reports: Path, fail_on: str, fixtures: tuple[str, ...], runtimes: tu
     only_fixtures = [arg for v in fixtures for arg in ("-f", v)]
     limit = only_fixtures + [arg for v in runtimes for arg in ("-r", v)]
     steps = [["export", *only_fixtures], ["run", "--reports", str(reports), *limit],
-             ["report", "latest", "--reports", str(reports)], ["bench", "--reports", str(reports), *limit]]
+             ["report", "latest", "--reports", str(reports)], ["bench", "--reports", str(reports), *limit],
+             # A fixed budget of differential fuzzing, seeded by the date (reproducible, new ground each night).
+             ["fuzz", "--max-examples", "30", "--time-budget", f"{fuzz_budget:g}", "--seed", time.strftime("%Y%m%d", time.gmtime()),
+              "--json", str(reports / "fuzz" / "latest.json"), *limit]]
+    if fuzz_budget == 0:
+        steps = [s for s in steps if s[0] != "fuzz"]
     codes = {}
     for step in steps:
         if step[0] == "bench":

@@ -10,7 +10,7 @@ import hashlib
 import importlib
 import pkgutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +68,12 @@ def describe(tol: Tolerance) -> str:
     return " and ".join(parts) or "no bound"
 
 
-def format_class(fmt: str) -> str:
-    return FORMAT_CLASS.get(fmt, "float32")
+def format_class(fmt: str, precision: str | None = None) -> str:
+    """The tolerance class of a format, run by a runtime that computes in `precision` (its worker's
+    `info.precision`, when it says): a float32 format computed in float16 (TF.js WebGL without float32
+    render targets) is judged as float16."""
+    cls = FORMAT_CLASS.get(fmt, "float32")
+    return "float16" if precision == "float16" and cls == "float32" else cls
 
 
 @dataclass
@@ -79,7 +83,9 @@ class Fixture:
 
     name: str
     description: str
-    kind: str  # "module" (tf.Module + signature fn), "keras" (keras.Model) or "user" (a SavedModel folder)
+    # "module" (build returns a tf.Module and its signature fn), "keras" (a keras.Model), "graph" (build
+    # writes a SavedModel folder, e.g. a TF1 graph, and returns its path) or "user" (a user's SavedModel).
+    kind: str
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[str, ...]
     build: Callable[[], Any]
@@ -95,21 +101,36 @@ class Fixture:
     batchable: bool = True  # the first dimension is a free batch dimension
     flops: Callable[[int], float] | None = None  # floating-point operations of one call at a batch size
     bench_only: bool = False  # left out of the default matrix (large benchmark sweeps)
+    extra_formats: tuple[str, ...] = ()  # opt-in formats (converter options such as tflite_select) in its matrix
     signature: str = "serving_default"
-    tag: str = "serve"
+    tag: str = "serve"  # the meta graph's tag set, comma-separated ("serve,extra")
+    # Other signatures of the SavedModel (`harness run --signature NAME`): inputs made by these
+    # generators and judged against these oracles where the signature needs its own (string inputs).
+    signature_generators: dict[str, Callable[[np.random.Generator, int], Inputs]] = field(default_factory=dict)
+    signature_oracles: dict[str, Callable[[Inputs], dict[str, np.ndarray]]] = field(default_factory=dict)
+    # `harness check --inputs/--expected/--seed`: the user's inputs, their golden outputs (then the
+    # baseline of every case, the reference included) and the seed of generated inputs.
+    check_signal: bool = True  # False: no signal (inconclusive) check — pinned minimal regression inputs
+    given_inputs: Inputs | None = None
+    golden: dict[str, np.ndarray] | None = None
+    seed: int = 0
     source: Path | None = None  # the file that defines it; its bytes go into the cache key
     source_digest: str | None = None  # set for models that do not come from a fixture file
 
     def make_inputs(self, batch: int, seed: int = 0, variant: int = 0) -> Inputs:
         """The same bytes every run for the same (batch, seed, variant); variant 1 draws from the
-        second input distribution."""
+        second input distribution. A user's own inputs (`given_inputs`) are the first input set; the
+        other sets, which tell an output that ignores its input, are still drawn."""
+        if self.given_inputs is not None and seed == 0 and variant == 0:
+            return dict(self.given_inputs)
+        seed += self.seed
         rng = np.random.default_rng([seed, batch] if variant == 0 else [seed, batch, variant])
         generate = self.generate_alt if variant and self.generate_alt else self.generate
         out = generate(rng, batch)
         return {k: np.ascontiguousarray(v) for k, v in out.items()}
 
-    def tolerance(self, fmt: str, output: str) -> Tolerance:
-        cls = format_class(fmt)
+    def tolerance(self, fmt: str, output: str, precision: str | None = None) -> Tolerance:
+        cls = format_class(fmt, precision)
         return self.output_tolerances.get(
             (output, cls), self.tolerances.get(cls, DEFAULT_TOLERANCES[cls])
         )
@@ -156,6 +177,13 @@ def all_fixtures() -> dict[str, Fixture]:
                 if isinstance(fx, Fixture):
                     fx.source = Path(mod.__file__)  # type: ignore[arg-type]
                     found[fx.name] = fx
+        # Disagreements saved by `harness fuzz` (fixtures/regressions/<id>/): fixtures named fuzz-<id>,
+        # the minimal inputs pinned (harness.fuzz is imported only when there are some).
+        regressions = Path(pkg.__path__[0]) / "regressions"
+        if regressions.is_dir():
+            from harness.fuzz import regression_fixtures
+
+            found.update(regression_fixtures(regressions, base=dict(found)))
         _REGISTRY = found
     return _REGISTRY
 
@@ -243,3 +271,120 @@ def user_fixture(path: Path, signature: str = "serving_default", tag: str = "ser
         generate_alt=_generator(inputs, alt=True),
         source_digest=digest,
     )
+
+
+def signature_variant(fx: Fixture, saved_model: Path, signature: str, tag: str) -> Fixture:
+    """The fixture `fx` run through another signature (and tag set) of its SavedModel `saved_model`:
+    inputs and outputs read from that signature, inputs from the fixture's generator for it or from its
+    signature, the fixture's oracle for it if it has one. Named `<fixture>.<signature>` (with the tag
+    set, `+`-joined, when it is not the fixture's)."""
+    from harness.export.common import read_signature, tag_set
+
+    ins, outs = read_signature(saved_model, signature, tag)
+    for s in ins:
+        if s.shape is None:
+            raise HarnessError(f"input {s.name!r} of signature {signature!r} has unknown rank: expected a known rank")
+    inputs = tuple(TensorSpec(s.name, s.dtype, tuple(s.shape or ())) for s in ins)
+    same_tag = set(tag_set(tag)) == set(tag_set(fx.tag))
+    name = f"{fx.name}.{signature}" if same_tag else f"{fx.name}.{'+'.join(tag_set(tag))}.{signature}"
+    digest = hashlib.sha256(f"{fx.digest()}\0{signature}\0{tag}".encode()).hexdigest()
+    generate = fx.signature_generators.get(signature)
+    if generate is None and any(s.dtype == "bytes" for s in inputs):
+        raise HarnessError(f"signature {signature!r} of {fx.name} takes strings: expected a generator for it in the fixture's signature_generators")
+    return replace(
+        fx, name=name, description=f"{fx.name} through signature {signature!r} (tags {tag})", kind="graph", inputs=inputs,
+        outputs=tuple(s.name for s in outs), build=lambda: saved_model, generate=generate or _generator(inputs),
+        generate_alt=None if generate else _generator(inputs, alt=True), oracle=fx.signature_oracles.get(signature),
+        classifier_outputs=tuple(o for o in fx.classifier_outputs if o in {s.name for s in outs}), signature=signature, tag=tag,
+        source_digest=digest, extra_formats=(), signature_generators={}, signature_oracles={},
+    )
+
+
+def load_tensors(path: Path, names: tuple[str, ...], what: str) -> dict[str, np.ndarray]:
+    """Tensors given on the command line, by name: a `.npz` (one array per name), a `.npy` (when there
+    is one name), or a folder of ONNX TensorProto files as in ONNX test data (`input_0.pb`, ... for
+    inputs, `output_0.pb`, ... for outputs: named by the proto's name, else by position)."""
+    path = Path(path)
+    expected = f"expected a .npz with arrays {list(names)}, a .npy (one {what}) or a folder of {what}_*.pb"
+    if not path.exists():
+        raise HarnessError(f"{what}s not found: {path} does not exist ({expected})")
+    try:
+        if path.is_dir():
+            import onnx
+            from onnx import numpy_helper
+
+            files = sorted(path.glob(f"{what}_*.pb"), key=lambda p: int(p.stem.split("_")[-1]) if p.stem.split("_")[-1].isdigit() else 1 << 30)
+            if not files:
+                raise HarnessError(f"no {what}_*.pb in {path} ({expected})")
+            out = {}
+            for i, f in enumerate(files):
+                proto = onnx.TensorProto()
+                proto.ParseFromString(f.read_bytes())
+                name = proto.name if proto.name in names else (names[i] if i < len(names) else proto.name or f.stem)
+                out[name] = numpy_helper.to_array(proto)
+        elif path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                out = {k: z[k] for k in z.files}
+        elif path.suffix == ".npy":
+            if len(names) != 1:
+                raise HarnessError(f"{path} holds one array, but the model has {what}s {list(names)}: expected a .npz or a folder of {what}_*.pb")
+            out = {names[0]: np.load(path, allow_pickle=False)}
+        else:
+            raise HarnessError(f"cannot read {what}s from {path} ({expected})")
+    except HarnessError:
+        raise
+    except Exception as e:
+        raise HarnessError(f"cannot read {what}s from {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} ({expected})") from None
+    if set(out) != set(names):
+        raise HarnessError(f"{path} holds {what}s {sorted(out)}, the model's are {sorted(names)}: expected one array per {what}, by name")
+    return {k: np.ascontiguousarray(out[k]) for k in names}
+
+
+def parse_tolerances(values: tuple[str, ...], option: str, outputs: tuple[str, ...]) -> tuple[float | None, dict[str, float]]:
+    """`--atol 1e-4` (every output) and `--atol name=1e-4` (one output), repeatable."""
+    default: float | None = None
+    per: dict[str, float] = {}
+    for value in values:
+        name, _, number = value.rpartition("=")
+        try:
+            bound = float(number)
+        except ValueError:
+            raise HarnessError(f"{option} {value} is not valid: expected a number or OUTPUT=NUMBER") from None
+        if not bound >= 0:
+            raise HarnessError(f"{option} {value} is not valid: expected a bound of 0 or more")
+        if not name:
+            default = bound
+        elif name not in outputs:
+            raise unknown("output", name, list(outputs))
+        else:
+            per[name] = bound
+    return default, per
+
+
+def with_user_options(fx: Fixture, inputs: Path | None = None, expected: Path | None = None, atol: tuple[str, ...] = (),
+                      rtol: tuple[str, ...] = (), seed: int = 0) -> Fixture:
+    """`harness check` options on a user's fixture: their inputs (their batch is then the one batch),
+    golden outputs, float32 tolerances overall and per output, and the seed of generated inputs."""
+    given = load_tensors(inputs, tuple(s.name for s in fx.inputs), "input") if inputs else None
+    batches = fx.batches
+    if given is not None:
+        for s in fx.inputs:
+            if np.dtype(s.dtype) != given[s.name].dtype:
+                raise HarnessError(f"input {s.name!r} in {inputs} is {given[s.name].dtype}, the model takes {s.dtype}")
+            if len(s.shape) != given[s.name].ndim or any(d is not None and d != n for d, n in zip(s.shape, given[s.name].shape)):
+                raise HarnessError(f"input {s.name!r} in {inputs} has shape {list(given[s.name].shape)}, the model takes {list(s.shape)}")
+        batches = (int(next(iter(given.values())).shape[0]),) if fx.inputs and fx.inputs[0].shape else (1,)
+    golden = load_tensors(expected, fx.outputs, "output") if expected else None
+    if golden is not None and given is None:
+        raise HarnessError("--expected needs --inputs: golden outputs are for given inputs")
+    a_all, a_per = parse_tolerances(atol, "--atol", fx.outputs)
+    r_all, r_per = parse_tolerances(rtol, "--rtol", fx.outputs)
+    tolerances = dict(fx.tolerances)
+    output_tolerances = dict(fx.output_tolerances)
+    if a_all is not None or r_all is not None:
+        base = DEFAULT_TOLERANCES["float32"]
+        tolerances["float32"] = Tolerance(atol=base.atol if a_all is None else a_all, rtol=base.rtol if r_all is None else r_all)
+    for name in set(a_per) | set(r_per):
+        base = tolerances.get("float32", DEFAULT_TOLERANCES["float32"])
+        output_tolerances[(name, "float32")] = Tolerance(atol=a_per.get(name, base.atol), rtol=r_per.get(name, base.rtol))
+    return replace(fx, given_inputs=given, golden=golden, batches=batches, tolerances=tolerances, output_tolerances=output_tolerances, seed=seed)

@@ -28,6 +28,40 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--harness-allow-inconclusive", action="store_true", help="Inconclusive cases pass instead of failing.")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # One run id per session: with pytest-xdist (`-n 2`) every worker process writes its own part
+    # (<id>-gw0, <id>-gw1, ...) and the controller merges them into one run <id> at the end.
+    if not hasattr(config, "workerinput"):
+        from harness.store import new_run_id
+
+        config._harness_run_id = new_run_id()  # type: ignore[attr-defined]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:
+    """pytest-xdist (controller): hand the session's run id to each worker."""
+    node.workerinput["harness_run_id"] = node.config._harness_run_id
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """pytest-xdist (controller): the workers' parts of the run become one run, the parts are removed."""
+    config = session.config
+    reports = config.getoption("--harness-store")
+    if hasattr(config, "workerinput") or not reports or not hasattr(config, "_harness_run_id"):
+        return
+    import shutil
+
+    from harness.shard import merge
+
+    runs = Path(reports) / "runs"
+    parts = sorted(runs.glob(f"{config._harness_run_id}-gw*")) if runs.is_dir() else []
+    if len(parts) < 2:
+        return
+    merge(parts, Path(reports), name=config._harness_run_id)
+    for part in parts:
+        shutil.rmtree(part)
+
+
 def _list(value: str) -> list[str] | None:
     items = [v.strip() for v in value.split(",") if v.strip()]
     return items or None
@@ -70,9 +104,11 @@ def harness_engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
     iterations = config.getoption("--harness-iterations")
     if iterations is None:
         iterations = 50 if _benchmark_only(config) else 3
+    worker = getattr(config, "workerinput", None)
+    run_id = f"{worker['harness_run_id']}-{worker['workerid']}" if worker else getattr(config, "_harness_run_id", None)
     orch = Orchestrator([], all_fixtures(), Options(iterations=iterations, warmup=2), Path(reports) if reports else None,
                         {"command": "pytest"}, scratch=tmp_path_factory.mktemp("harness-tensors"),
-                        allow_inconclusive=config.getoption("--harness-allow-inconclusive"))
+                        allow_inconclusive=config.getoption("--harness-allow-inconclusive"), run_id=run_id)
     yield orch
     orch.close("complete")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from runners.contain import check_artifact
 from runners.protocol import Runtime, Session, main
 
 
@@ -19,7 +20,7 @@ class _Signature(Session):
 
 class LiteRT(Runtime):
     name = "litert"
-    formats = ("tflite", "tflite_fp16", "tflite_dynamic", "tflite_int8")
+    formats = ("tflite", "tflite_fp16", "tflite_dynamic", "tflite_int8", "tflite_select")
 
     def __init__(self):
         from ai_edge_litert import interpreter
@@ -34,6 +35,7 @@ class LiteRT(Runtime):
         return {"ai-edge-litert": metadata.version("ai-edge-litert"), "numpy": numpy.__version__}
 
     def load(self, artifact, model_path: Path, fmt, device, threads):
+        check_artifact(artifact, model_path)
         interp = self.mod.Interpreter(model_path=str(model_path), num_threads=threads or None)
         return _Signature(interp, interp.get_signature_runner(artifact["signature"]))
 

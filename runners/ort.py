@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from runners.contain import check_artifact, check_onnx_external_data
 from runners.protocol import Runtime, Session, main
 
 
@@ -32,6 +33,8 @@ class ORT(Runtime):
         return {"onnxruntime": self.ort.__version__, "numpy": numpy.__version__}
 
     def load(self, artifact, model_path: Path, fmt, device, threads):
+        root = check_artifact(artifact, model_path)
+        check_onnx_external_data(root, model_path)
         options = self.ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads

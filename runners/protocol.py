@@ -74,7 +74,8 @@ class _Loaded:
 
 def _check_input(spec: dict, value: np.ndarray) -> None:
     name = spec["name"]
-    if value.dtype.name != spec["dtype"]:
+    # Strings travel as fixed-width bytes (`S<n>`, no pickle); the signature says only "bytes".
+    if value.dtype.name != spec["dtype"] and not (spec["dtype"] == "bytes" and value.dtype.kind == "S"):
         raise ProtocolError("bad_input", f"input {name!r} has dtype {value.dtype.name}, expected {spec['dtype']}")
     shape = spec.get("shape")
     if shape is None:

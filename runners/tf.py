@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runners.contain import check_artifact, check_savedmodel_assets
 from runners.protocol import ProtocolError, Runtime, Session, _one_line, main
 
 
@@ -61,6 +62,9 @@ class TF(Runtime):
 
     def load(self, artifact, model_path: Path, fmt, device, threads):
         tf = self.tf
+        root = check_artifact(artifact, model_path)
+        if fmt == "savedmodel":
+            check_savedmodel_assets(root, model_path)
         if threads:
             try:  # only settable before TF runs anything; a reused worker keeps its first setting
                 tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -70,7 +74,7 @@ class TF(Runtime):
         if fmt == "savedmodel":
             try:
                 tag = artifact.get("extra", {}).get("tag", "serve")
-                loaded = tf.saved_model.load(str(model_path), tags=[tag])
+                loaded = tf.saved_model.load(str(model_path), tags=[t for t in tag.split(",") if t])  # a tag set: "serve,extra"
             except Exception as e:
                 raise ProtocolError("load_failed", f"SavedModel {model_path} (tag {tag!r}): {type(e).__name__}: {_one_line(e)}") from None
             sig = artifact["signature"]

@@ -148,12 +148,13 @@ def test_pytest_benchmark_autosave_and_compare_fail(tmp_path):
 
 def test_nightly_keeps_history_and_compares(tmp_path):
     reports = tmp_path / "reports"
-    first = run_cli("nightly", "-f", "pow", "-r", "ort", "--reports", str(reports), cwd=tmp_path, env=OWN_LOCK)
+    first = run_cli("nightly", "-f", "pow", "-r", "ort", "--fuzz-budget", "5", "--reports", str(reports), cwd=tmp_path, env=OWN_LOCK)
     assert first.returncode == 0, first.stdout + first.stderr
-    assert "nothing to compare against yet" in first.stdout
-    second = run_cli("nightly", "-f", "pow", "-r", "ort", "--reports", str(reports), "--fail-on", "median:1000%", cwd=tmp_path, env=OWN_LOCK)
+    assert "nothing to compare against yet" in first.stdout and '"fuzz": 0' in first.stdout
+    second = run_cli("nightly", "-f", "pow", "-r", "ort", "--fuzz-budget", "0", "--reports", str(reports), "--fail-on", "median:1000%",
+                     cwd=tmp_path, env=OWN_LOCK)
     assert second.returncode == 0, second.stdout + second.stderr
-    assert '"compare": 0' in second.stdout
+    assert '"compare": 0' in second.stdout and '"fuzz"' not in second.stdout, "--fuzz-budget 0 skips the fuzz step"
     history = sorted(p.name for p in (reports / "history").iterdir())
     assert len(history) == 2
     assert (reports / "compare" / f"{history[0]}_vs_{history[1]}" / "index.html").exists()
@@ -162,7 +163,7 @@ def test_nightly_keeps_history_and_compares(tmp_path):
 
 def test_nightly_exits_1_when_a_step_fails_and_keeps_no_history(tmp_path):
     reports = tmp_path / "reports"
-    proc = run_cli("nightly", "-f", "pow", "-r", "nope", "--reports", str(reports), cwd=tmp_path, env=OWN_LOCK)
+    proc = run_cli("nightly", "-f", "pow", "-r", "nope", "--fuzz-budget", "0", "--reports", str(reports), cwd=tmp_path, env=OWN_LOCK)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert '"run": 2' in proc.stdout and '"bench": 2' in proc.stdout and "made no complete run" in proc.stdout
     assert "harness: error: unknown runtime 'nope'" in proc.stderr, "each step's one-line error reaches the terminal"

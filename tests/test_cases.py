@@ -10,7 +10,9 @@ import pytest
 
 from harness.cases import Case, Deviation, Engine, Selection, load_deviations, matrix
 from harness.errors import HarnessError
-from harness.fixtures import Fixture, TensorSpec
+from harness.export import formats_for
+from harness.fixtures import Fixture, TensorSpec, all_fixtures
+from harness.runners.table import RUNTIMES
 
 
 def test_matrix_pairs_formats_with_the_runtimes_that_load_them():
@@ -75,8 +77,12 @@ def test_every_known_deviation_matches_cases_and_a_bad_entry_is_named(tmp_path):
     """A deviation that matches no case of the matrix is stale (it would hide nothing and rot);
     an entry without a reason is refused with the entry's number."""
     cases = matrix(Selection())
+    # Signature variants (`harness run --signature`) are cases too, named <fixture>.<signature>.
+    fixtures = all_fixtures()
+    variants = [Case(f"{name}.{sig}", fmt, rt) for name, fx in fixtures.items() for sig in fx.signature_generators
+                for fmt in formats_for(fx) for rt, spec in RUNTIMES.items() if fmt in spec.formats]
     for d in load_deviations():
-        assert any(d.matches(c) for c in cases), f"known deviation {d} matches no case"
+        assert any(d.matches(c) for c in cases + variants), f"known deviation {d} matches no case"
     bad = tmp_path / "deviations.toml"
     bad.write_text('[[deviation]]\nfixture = "pow"\nstatus = "fail"\n')
     with pytest.raises(HarnessError, match="known deviation #1 in .* lacks 'reason'"):

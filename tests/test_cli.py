@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO, run_cli
+from harness.fixtures import all_fixtures
+from harness.runners.table import RUNTIMES
 
 FRAMEWORKS = ("tensorflow", "keras", "onnxruntime", "ai_edge_litert", "tflite_runtime", "tf2onnx", "tensorflowjs", "onnx")
 
@@ -62,14 +64,14 @@ def test_run_writes_results_and_prints_the_matrix(tmp_path):
     bad = run_cli("run", "-f", "nope", "--reports", str(reports))
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [
-        "harness: error: unknown fixture 'nope': expected one of argmax, conv3x3, gemm256, gemm272, gemm512, gemm64, matmul, mlp, mnist_cnn, pow"
+        f"harness: error: unknown fixture 'nope': expected one of {', '.join(sorted(all_fixtures()))}"
     ]
     assert len((reports / "latest" / "results.jsonl").read_text().splitlines()) == 12
 
 
 @pytest.mark.parametrize("args, message", [
     (["run", "-F", "onnx99"], "unknown format 'onnx99': expected one of"),
-    (["run", "-r", "nope"], "unknown runtime 'nope': expected one of go-ort, go-tfgo, go-tfgo@docker, litert, node-ort"),
+    (["run", "-r", "nope"], f"unknown runtime 'nope': expected one of {', '.join(sorted(RUNTIMES))}"),
     (["run", "-b", "x"], "--batch x is not valid: expected positive integers"),
     (["check", "/nonexistent/model.keras"], "model not found: /nonexistent/model.keras does not exist"),
 ])

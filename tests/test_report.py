@@ -2,8 +2,10 @@
 damaged run folders and `harness compare`."""
 
 import json
+import math
 import re
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -78,6 +80,8 @@ def test_report_page_in_a_browser(reported, browser):
     results = _results(run)
 
     page = browser.new_page(viewport={"width": 1300, "height": 1000})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(page_path.as_uri())
     cells = page.locator("#matrix span.case[data-case]")
     assert cells.count() == len(results), "one cell per case"
@@ -101,14 +105,212 @@ def test_report_page_in_a_browser(reported, browser):
     assert page.locator("#latency svg text", has_text="onnx13 · ort").count() >= 1
 
     # Sorting and filtering happen in the page.
-    page.fill('input[data-table="cases"]', "mnist_cnn onnx18")
+    page.fill("#filters input[name=text]", "mnist_cnn onnx18")
     visible = [r for r in page.locator("#cases tbody tr").all() if r.is_visible()]
     assert len(visible) == 2 and all("mnist_cnn-onnx18" in r.inner_text() for r in visible)
-    page.fill('input[data-table="cases"]', "")
-    page.locator("#cases th", has_text="p50 ms").click()
-    p50 = [float(v) for v in page.locator("#cases tbody tr td:nth-child(5)").evaluate_all("els => els.map(e => e.dataset.v)")]
-    assert p50 == sorted(p50)
+    assert page.locator("#shown").inner_text() == f"2 of {len(results)} cases"
+    page.fill("#filters input[name=text]", "")
+    page.locator("#cases tr.names th", has_text="p50 ms").click()
+    p50 = [float(v) for v in page.locator("#cases tbody tr td:nth-child(7)").evaluate_all("els => els.map(e => e.dataset.v)")]
+    assert p50 == sorted(p50) and len(p50) == len(results)
     page.screenshot(path=str(run / "screenshot.png"), full_page=True)
+    assert errors == []
+    page.close()
+
+
+def test_quantised_boxes_show_the_snr_their_rule_judged(reported, browser):
+    """A quantised format is judged by SNR: its box shows the lowest SNR, and its dialog states the rule
+    and the threshold and reports no elementwise fraction out of tolerance (there is none for SNR)."""
+    proc, run = reported
+    quantised = [r for r in _results(run) if any(t.get("min_snr_db") is not None for t in (r.get("tolerance") or {}).values())]
+    assert quantised, "the run has quantised cases (tflite_int8 / tflite_dynamic on litert)"
+    page = browser.new_page(viewport={"width": 1300, "height": 1000})
+    page.goto((run / "index.html").as_uri())
+    for r in quantised:
+        snr = min(float(m["snr_db"]) for m in r["metrics"].values())  # "inf" where the output is exact
+        shown = "∞" if snr == math.inf else math.floor(float(f"{snr:.4g}") + 0.5)
+        assert page.locator(f'#matrix span.case[data-case="{r["id"]}"]').inner_text() == f"b{r['batch']} {r['status']} SNR {shown} dB"
+    r = quantised[0]
+    page.locator(f'#matrix span.case[data-case="{r["id"]}"]').click()
+    dialog = page.locator(f'dialog[data-case="{r["id"]}"]')
+    rule = next(iter(r["tolerance"].values()))
+    assert rule["rule"] in dialog.locator(".rule").inner_text() and "SNR >=" in rule["rule"]
+    judged = dialog.locator(".judged-by").inner_text()
+    assert "lowest SNR" in judged and f"threshold ≥ {rule['min_snr_db']:g} dB" in judged
+    assert dialog.locator("th.judged").all_inner_texts() == ["snr_db"] * len(r["metrics"])
+    assert "frac_out_of_tol" not in dialog.inner_text()
+    page.close()
+
+
+ONNX_RUNTIMES = ("ort", "node-ort", "go-ort", "node-ort-web", "browser-ort-wasm")
+
+
+def test_every_runtime_has_a_colour_of_its_own():
+    from harness.report.plots import RUNTIME_COLOURS, runtime_colour
+    from harness.runners.table import RUNTIMES
+
+    assert set(RUNTIMES) <= set(RUNTIME_COLOURS), "a new runtime needs its colour in harness/report/plots.py"
+    colours = [runtime_colour(rt) for rt in RUNTIMES]
+    assert len(set(colours)) == len(colours) and runtime_colour("ort~1.20") == runtime_colour("ort")
+    assert runtime_colour("some-new-runtime") == runtime_colour("some-new-runtime")
+
+
+def _replicate(run: Path, dest: Path, copies: int) -> list[dict]:
+    """A run of the full default matrix's size (~1000 cases) from a real run's result lines: each copy
+    under new fixture names (and ONNX Runtime's cases under its other runtimes in turn), so the page
+    has as many fixtures, runtimes, charts and rows as a full run; every
+    third copy failed as a converter fails, each artifact with its own error, traceback and converter
+    log (about 3.5 KB together) and an xfail reason. A full run (1006 cases) has a third of its cases
+    not passing, from 33 artifacts with 2.6 KB of text each: this has five times as many."""
+    shutil.copytree(run, dest)
+    lines = _results(run)
+    results = []
+    for k in range(copies):
+        for line in lines:
+            r = json.loads(json.dumps(line))
+            fixture = f"{r['fixture']}{k}"
+            runtime = ONNX_RUNTIMES[k % len(ONNX_RUNTIMES)] if r["runtime"] == "ort" else r["runtime"]
+            r["id"] = r["id"].replace(r["fixture"], fixture, 1).replace(f"-{r['runtime']}-", f"-{runtime}-", 1)
+            r["fixture"], r["runtime"] = fixture, runtime
+            if k % 3 == 1:
+                artifact = f"{fixture}-{r['format']}"
+                r.update(status="xfail", stage="export", culprit="converter", metrics={}, timing={}, tolerance=None, peak_rss_bytes=None,
+                         reason=f"known deviation of {r['format']}: " + "the converter lowers this op to a pattern the runtime rejects; " * 5,
+                         summary=f"converter emitted an op {r['runtime']} cannot load ({artifact})",
+                         error=f"ConverterFault: {artifact}\n" + "".join(f"  node {n} of {artifact}: unsupported\n" for n in range(25)),
+                         evidence={"traceback": "Traceback (most recent call last):\n" + "".join(f'  File "harness/export/x.py", line {n}, in f\n' for n in range(15)),
+                                   "converter_log": [f"tf2onnx: ERROR: rewriter {n} failed for {artifact}" for n in range(40)]})
+            results.append(r)
+    (dest / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in results))
+    meta = json.loads((dest / "run.json").read_text())
+    meta["planned"] = [{key: r.get(key) for key in ("id", "fixture", "format", "runtime", "device", "batch", "threads")} for r in results]
+    (dest / "run.json").write_text(json.dumps(meta))
+    return results
+
+
+@pytest.fixture(scope="module")
+def big_run(two_runs, tmp_path_factory):
+    """`harness report` of a synthetic run of the full default matrix's size: its time is printed (a
+    measurement, not a test), its size is bounded."""
+    _, runs = two_runs
+    reports = tmp_path_factory.mktemp("big") / "reports"
+    per_copy = len(_results(runs[-1]))
+    results = _replicate(runs[-1], reports / "runs" / "big", copies=-(-1000 // per_copy) + 1)
+    start = time.perf_counter()
+    proc = run_cli("report", str(reports / "runs" / "big"), "--reports", str(reports))
+    print(f"harness report of {len(results)} cases: {time.perf_counter() - start:.2f} s, {(reports / 'runs' / 'big' / 'index.html').stat().st_size} bytes")
+    return proc, reports / "runs" / "big", results
+
+
+def test_report_of_a_full_size_run_is_small(big_run):
+    """Under 1.5 MB for a run of a thousand cases: the data once, as JSON; the page draws the charts and
+    a case's details itself, when they are looked at (the details of 1000 cases and 900 SVG charts,
+    drawn ahead, made 7 MB)."""
+    proc, folder, results = big_run
+    assert proc.returncode == 0, proc.stderr
+    assert len(results) >= 1000
+    html = (folder / "index.html").read_text()
+    assert len(html.encode()) < 1_500_000
+    markup = html[:html.index('<script type="application/json"')]
+    assert "<svg" not in markup and markup.count("<dialog") == 1, "charts and details are drawn in the page, not ahead"
+    data = json.loads(html[html.index('id="data">') + len('id="data">'):html.index("</script>", html.index('id="data">'))])
+    assert [c[data["fields"].index("id")] for c in data["cases"]] == [r["id"] for r in results]
+    assert len(data["strings"]) < len(results), "a text that recurs is stored once"
+
+
+def _visible(page, selector: str) -> list[str]:
+    return page.locator(selector).evaluate_all("els => els.filter(e => e.offsetParent !== null).map(e => e.dataset.case || e.dataset.i || e.textContent)")
+
+
+def test_full_size_page_fits_filters_and_opens_details_lazily(big_run, browser):
+    proc, folder, results = big_run
+    by_id = {r["id"]: r for r in results}
+    page = browser.new_page(viewport={"width": 1100, "height": 800})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto((folder / "index.html").as_uri())
+    assert page.locator("#matrix span.case[data-case]").count() == len(results)
+
+    # Fits the window: the page never scrolls sideways; the matrix scrolls inside its box, where its
+    # header row and its first two columns stay in view.
+    assert page.evaluate("document.documentElement.scrollWidth <= innerWidth")
+    box = page.locator("#matrix-box")
+    assert box.evaluate("e => e.scrollWidth > e.clientWidth && e.scrollHeight > e.clientHeight"), "this matrix is bigger than the window"
+    frame = box.bounding_box()
+    box.evaluate("e => { e.scrollLeft = e.scrollWidth; e.scrollTop = 600; }")
+    corner = page.locator("#matrix thead th.c1").bounding_box()
+    assert abs(corner["x"] - frame["x"]) <= 2 and abs(corner["y"] - frame["y"]) <= 2
+    heads = page.locator("#matrix thead th[data-runtime]").all()
+    assert all(abs(h.bounding_box()["y"] - frame["y"]) <= 2 for h in heads), "the header row stays at the top"
+    row = page.locator("#matrix tbody tr").nth(30)
+    first, second = row.locator("td.c1").bounding_box(), row.locator("td.c2").bounding_box()
+    assert abs(first["x"] - frame["x"]) <= 2 and abs(second["x"] - (first["x"] + first["width"])) <= 2
+    assert page.evaluate("scrollX") == 0
+    box.evaluate("e => { e.scrollLeft = 0; e.scrollTop = 0; }")
+
+    # Details are drawn when a case is opened, into one dialog.
+    assert page.locator("dialog").count() == 1 and page.locator("dialog").inner_html() == ""
+    passing = next(r for r in results if r["status"] == "pass" and r.get("metrics"))
+    failing = next(r for r in results if r["status"] == "xfail")
+    page.locator(f'#matrix span.case[data-case="{passing["id"]}"]').click()
+    dialog = page.locator(f'dialog[data-case="{passing["id"]}"]')
+    assert dialog.is_visible() and "max_abs" in dialog.inner_text() and dialog.locator("svg").count() == len(passing["metrics"])
+    page.keyboard.press("Escape")
+    page.locator(f'#cases a[data-case="{failing["id"]}"]').click()
+    dialog = page.locator(f'dialog[data-case="{failing["id"]}"]')
+    assert dialog.is_visible() and failing["error"].splitlines()[0] in dialog.inner_text() and failing["reason"].strip() in dialog.inner_text()
+    assert page.locator("dialog").count() == 1
+    page.keyboard.press("Escape")
+
+    # Filters: by runtime and by status, on the matrix and the table of cases alike.
+    page.select_option("#filters select[name=runtime]", "ort")
+    want = sorted(r["id"] for r in results if r["runtime"] == "ort")
+    assert sorted(_visible(page, "#matrix span.case")) == want
+    assert len(_visible(page, "#cases tbody tr")) == len(want)
+    assert _visible(page, "#matrix thead th[data-runtime]") == ["ort"], "the other runtimes' columns are gone"
+    assert set(page.locator("#latency rect.bar").evaluate_all("els => els.map(e => e.dataset.runtime)")) == {"ort"}, "the charts follow"
+    page.select_option("#filters select[name=status]", "xfail")
+    want = sorted(r["id"] for r in results if r["runtime"] == "ort" and r["status"] == "xfail")
+    assert want and sorted(_visible(page, "#matrix span.case")) == want
+    page.select_option("#filters select[name=runtime]", "")
+    page.select_option("#filters select[name=status]", "")
+    # The status chips set the status filter; the same chip again clears it.
+    chip = page.locator('#counts .chip[data-status="pass"]')
+    chip.click()
+    assert page.locator("#filters select[name=status]").input_value() == "pass"
+    assert {by_id[i]["status"] for i in _visible(page, "#matrix span.case")} == {"pass"}
+    assert "off" in page.locator('#counts .chip[data-status="xfail"]').get_attribute("class")
+    chip.click()
+    assert len(_visible(page, "#matrix span.case")) == len(results)
+    # Every column of the table of cases has a filter: a comparison for numbers.
+    column = page.locator("#cases tr.names th").all_inner_texts().index("p50 ms")
+    page.fill(f'#cases tr.filters input[data-col="{column}"]', ">0.05")
+    rows = [int(i) for i in _visible(page, "#cases tbody tr")]
+    p50 = [float(f"{results[i]['timing']['p50_ms']:.4g}") for i in rows]
+    assert rows and all(v > 0.05 for v in p50)
+    assert len(rows) == sum(1 for r in results if (r.get("timing") or {}).get("p50_ms") and float(f"{r['timing']['p50_ms']:.4g}") > 0.05)
+    page.fill(f'#cases tr.filters input[data-col="{column}"]', "")
+
+    # One colour per runtime, the same in the legend and in every chart; no two runtimes alike.
+    colours = {rt: page.locator(f'#runtime-legend span[data-runtime="{rt}"] i').evaluate("e => e.style.background") for rt in {r["runtime"] for r in results}}
+    assert len(set(colours.values())) == len(colours)
+    for rt, c in colours.items():
+        bars = set(page.locator(f'#latency rect.bar[data-runtime="{rt}"]').evaluate_all("els => els.map(e => e.getAttribute('fill'))"))
+        lines = set(page.locator(f'#scaling g.series[data-runtime="{rt}"] polyline').evaluate_all("els => els.map(e => e.getAttribute('stroke'))"))
+        assert len(bars) == 1 and bars | lines == bars
+        assert page.evaluate("([a, b]) => { const x = document.createElement('i'); x.style.background = a; return x.style.background === b; }", [bars.pop(), c])
+    # Batch scaling: a panel per format of one fixture at a time, a few lines each (not 20 in one).
+    fixtures = page.locator("#scaling-fixture option").all_inner_texts()
+    assert len(fixtures) > 10
+    page.select_option("#scaling-fixture", fixtures[1])
+    panels = page.locator("#scaling svg")
+    formats = {r["format"] for r in results if r["fixture"] == fixtures[1] and (r.get("timing") or {}).get("p50_ms")}
+    assert 0 < panels.count() <= len(formats)
+    assert all(p.locator("polyline").count() <= 6 for p in panels.all())
+    titles = panels.evaluate_all("els => els.map(e => e.querySelector('text').textContent)")
+    assert all(t.startswith(fixtures[1] + " · ") for t in titles) and len(set(titles)) == len(titles), titles
+    assert errors == []
+    page.screenshot(path=str(folder / "screenshot.png"))
     page.close()
 
 
@@ -263,8 +465,13 @@ def test_history_chart_from_reports_history(history_report, browser):
     page = browser.new_page()
     page.goto((out / "index.html").as_uri())
     history = page.locator("#history svg")
-    assert history.count() == 1 and history.bounding_box()["width"] > 300
+    assert history.count() == 2 and all(h.bounding_box()["width"] > 300 for h in history.all())
     assert page.locator("#history svg text", has_text="verdicts per run").count() == 1
+    assert page.locator("#history svg text", has_text="median p50 per runtime").count() == 1
+    # Each runtime's line in its colour, as on every chart of the page.
+    for rt in ("ort", "litert"):
+        stroke = page.locator(f'#history g.series[data-runtime="{rt}"] polyline').get_attribute("stroke")
+        assert stroke == page.locator(f'#latency rect.bar[data-runtime="{rt}"]').first.get_attribute("fill")
     page.close()
 
 

@@ -69,6 +69,7 @@ TRUNCATED = {
     "tflite_fp16": ("model.tflite", r"LiteRT cannot load model\.tflite: The model is not a valid Flatbuffer buffer"),
     "tflite_dynamic": ("model.tflite", r"LiteRT cannot load model\.tflite: The model is not a valid Flatbuffer buffer"),
     "tflite_int8": ("model.tflite", r"LiteRT cannot load model\.tflite: The model is not a valid Flatbuffer buffer"),
+    "tflite_select": ("model.tflite", r"LiteRT cannot load model\.tflite: The model is not a valid Flatbuffer buffer"),
     "onnx13": ("model.onnx", r"model\.onnx is not a readable ONNX model: Unable to parse proto from file: .*model\.onnx"),
     "onnx18": ("model.onnx", r"model\.onnx is not a readable ONNX model: Unable to parse proto from file: .*model\.onnx"),
     "tfjs_graph": ("tfjs/model.json", r"TF\.js model\.json is not valid JSON: "),

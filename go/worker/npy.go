@@ -164,6 +164,9 @@ func ReadNpy(path string) (arr *Array, err error) {
 		return nil, fmt.Errorf("unsupported descr %q", descr)
 	}
 	code := descr[1:]
+	if width, err := strconv.Atoi(strings.TrimPrefix(code, "S")); strings.HasPrefix(code, "S") && err == nil && width > 0 {
+		return readFixedBytes(path, counter.n, shape, width)
+	}
 	var dt dtype
 	found := false
 	for _, d := range dtypes {
@@ -232,4 +235,24 @@ func WriteNpyRaw(path, dtypeName string, shape []int64, data []byte) error {
 	buf.WriteString(header)
 	buf.Write(data)
 	return os.WriteFile(path, buf.Bytes(), 0o644)
+}
+
+// readFixedBytes reads the data of a NumPy fixed-width bytes array (descr "|S<width>", how the harness
+// writes string tensors such as serialized tf.Example protos) after a header of headerLen bytes: one
+// Go string per element, trailing NUL padding removed as NumPy does. Its dtype is "bytes".
+func readFixedBytes(path string, headerLen int64, shape []int64, width int) (*Array, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	n := numElements(shape)
+	data := raw[headerLen:]
+	if int64(len(data)) < n*int64(width) {
+		return nil, fmt.Errorf("truncated data: %d bytes for shape %v of S%d, expected %d", len(data), shape, width, n*int64(width))
+	}
+	out := make([]string, n)
+	for i := range out {
+		out[i] = strings.TrimRight(string(data[int64(i)*int64(width):int64(i+1)*int64(width)]), "\x00")
+	}
+	return &Array{DType: "bytes", Shape: shape, Data: out}, nil
 }

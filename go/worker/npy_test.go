@@ -169,3 +169,26 @@ func TestReadNpyCorrupt(t *testing.T) {
 		t.Errorf("missing file: got %v, want a not-exist error", err)
 	}
 }
+
+// Fixed-width bytes (serialized protos, with NUL bytes inside and a shorter element padded), as the
+// harness writes string inputs.
+func TestReadNpyFixedBytes(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.npy")
+	runPython(t, `import sys, numpy as np; np.save(sys.argv[1], np.array([b"\n\x05a\x00b", b"xy"], dtype=bytes))`, path)
+	arr, err := ReadNpy(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if arr.DType != "bytes" || !reflect.DeepEqual(arr.Shape, []int64{2}) || !reflect.DeepEqual(arr.Data, []string{"\n\x05a\x00b", "xy"}) {
+		t.Fatalf("got %s %v %q", arr.DType, arr.Shape, arr.Data)
+	}
+	// Cut inside the data: an error naming the shortfall, not a short string.
+	runPython(t, `import sys, numpy as np; np.save(sys.argv[1], np.array([b"abc", b"defg"], dtype=bytes))`, path)
+	raw, _ := os.ReadFile(path)
+	if err := os.WriteFile(path, raw[:len(raw)-3], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadNpy(path); err == nil || !strings.Contains(err.Error(), "truncated data") {
+		t.Fatalf("want a truncation error, got %v", err)
+	}
+}

@@ -7,9 +7,11 @@ them, instead of one per converter CLI call.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import importlib
+import io
 import json
 import logging
 import os
@@ -35,12 +37,18 @@ class FormatSpec:
     family: str  # module in harness.export
     keras_only: bool = False
     options: tuple[tuple[str, object], ...] = ()
+    # A converter option users reach for only when they need it (Select TF ops): in the matrix of the
+    # fixtures that list it in `extra_formats`, and of any fixture when the selection names it.
+    opt_in: bool = False
+    # Whether the format carries a SavedModel's assets (a vocabulary file behind a lookup table);
+    # a derived format that cannot is `unsupported` for a model that has them, with the reason.
+    holds_assets: bool = False
 
 
 FORMATS: dict[str, FormatSpec] = {
     f.name: f
     for f in [
-        FormatSpec("savedmodel", "savedmodel"),
+        FormatSpec("savedmodel", "savedmodel", holds_assets=True),
         FormatSpec("keras", "keras", keras_only=True),
         FormatSpec("h5", "keras", keras_only=True),
         FormatSpec("frozen_graph", "frozen"),
@@ -48,6 +56,7 @@ FORMATS: dict[str, FormatSpec] = {
         FormatSpec("tflite_fp16", "tflite"),
         FormatSpec("tflite_dynamic", "tflite"),
         FormatSpec("tflite_int8", "tflite"),
+        FormatSpec("tflite_select", "tflite", opt_in=True),
         FormatSpec("onnx13", "onnx", options=(("opset", 13),)),
         FormatSpec("onnx18", "onnx", options=(("opset", 18),)),
         FormatSpec("tfjs_graph", "tfjs"),
@@ -65,8 +74,11 @@ def check_format(name: str) -> FormatSpec:
     return FORMATS[name]
 
 
-def formats_for(fixture: Fixture) -> list[str]:
-    return [f for f, spec in FORMATS.items() if not spec.keras_only or fixture.kind == "keras"]
+def formats_for(fixture: Fixture, named: list[str] | None = None) -> list[str]:
+    """The formats a fixture is exported to: every format its kind allows, opt-in ones only where the
+    fixture lists them or `named` (the selection's formats) does."""
+    return [f for f, spec in FORMATS.items()
+            if (not spec.keras_only or fixture.kind == "keras") and (not spec.opt_in or f in fixture.extra_formats or f in (named or []))]
 
 
 def converter_versions() -> dict[str, str]:
@@ -227,12 +239,20 @@ class Exporter:
                 if source is not None and source.status != "ok":
                     art.extra.update(stage=source.stage, culprit=source.culprit)
                     raise _SourceFailed(f"the SavedModel it is converted from failed ({source.stage}, {source.culprit}): {source.error}")
+                if source is not None and not spec.holds_assets:
+                    assets = _assets(source)
+                    if assets:
+                        raise FormatLimit(f"the format cannot hold the SavedModel's assets ({', '.join(assets)}): it keeps no files beside "
+                                          "the graph, so the lookup tables they initialise would be empty")
                 module = importlib.import_module(f"harness.export.{spec.family}")
                 export: Callable = module.export
-                with _ConverterLog() as said:
-                    export(fixture, spec, tmp, source, art)
-                if said.lines:
-                    art.extra["converter_log"] = said.lines
+                said = _ConverterLog()
+                try:
+                    with said, contextlib.redirect_stdout(said.printed):
+                        export(fixture, spec, tmp, source, art)
+                finally:
+                    if said.lines:
+                        art.extra["converter_log"] = said.lines
                 from harness.export.validate import validate
 
                 validate(spec.name, tmp, art)
@@ -275,12 +295,20 @@ def _digest_of(source: Artifact) -> str:
 
 class _ConverterLog(logging.Handler):
     """Collects what converters log at WARNING and above (tf2onnx, tensorflowjs, TensorFlow's Python
-    logging) during one export: the evidence kept with a failed artifact."""
+    logging) and what they print to stdout during one export: the evidence kept with the artifact.
+    Printed lines never reach the terminal, where they would break the verdict table."""
 
     def __init__(self, limit: int = 60):
         super().__init__(logging.WARNING)
         self.lines: list[str] = []
         self.limit = limit
+
+        self.printed = io.StringIO()  # what converters print() (tensorflowjs does) instead of logging
+
+    def keep_printed(self) -> None:
+        for line in self.printed.getvalue().splitlines():
+            if line.strip() and len(self.lines) < self.limit:
+                self.lines.append(f"stdout: {line.strip()}")
 
     def emit(self, record: logging.LogRecord) -> None:
         if len(self.lines) < self.limit:
@@ -295,6 +323,17 @@ class _ConverterLog(logging.Handler):
 
     def __exit__(self, *exc) -> None:
         logging.getLogger().removeHandler(self)
+        self.keep_printed()
+
+
+class FormatLimit(Exception):
+    """The format cannot hold what the model needs (its assets): the case is `unsupported`, with the
+    reason, before any converter runs."""
+
+
+def _assets(source: Artifact) -> list[str]:
+    folder = source.model_path / "assets"
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
 
 
 class _SourceFailed(Exception):
@@ -328,6 +367,10 @@ def _record_failure(art: Artifact, e: BaseException, fixture: Fixture) -> None:
     if isinstance(e, _SourceFailed):
         art.error = str(e)
         return
+    if isinstance(e, FormatLimit):
+        art.error = str(e)
+        art.extra.update(stage="export", culprit="converter", unsupported=True)
+        return
     if isinstance(e, ConverterFault):
         art.error = e.summary + (f"\n{e.detail}" if e.detail and e.detail != e.summary else "")
         art.extra.update(stage="validate", culprit=getattr(e, "culprit", "converter"))
@@ -345,3 +388,22 @@ def _record_failure(art: Artifact, e: BaseException, fixture: Fixture) -> None:
         art.extra.update(stage="export", culprit="harness")
     else:
         art.extra.update(stage="export", culprit="converter")
+
+
+def signature_fixtures(names: list[str] | None, signature: str | None, tag: str | None) -> dict[str, Fixture]:
+    """The named fixtures run through another signature and/or tag set of their SavedModel (`harness run
+    --signature/--tag`): each fixture's SavedModel is exported (or found in the cache) to read it."""
+    from harness.fixtures import get_fixture, signature_variant
+
+    if not names:
+        raise HarnessError("--signature and --tag apply to named fixtures: expected --fixtures (e.g. -f tf1_flat --signature classify)")
+    exporter = Exporter()
+    out = {}
+    for name in names:
+        fx = get_fixture(name)
+        saved = exporter.get(fx, "savedmodel")
+        if saved.status != "ok":
+            raise HarnessError(f"cannot read the signatures of {name}: its SavedModel export failed ({saved.error_summary or saved.error})")
+        variant = signature_variant(fx, saved.model_path, signature or fx.signature, tag or fx.tag)
+        out[variant.name] = variant
+    return out

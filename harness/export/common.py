@@ -16,6 +16,11 @@ def import_tf():
     return tf
 
 
+def tag_set(tag: str) -> list[str]:
+    """A meta graph's tag set as the harness writes it: comma-separated (`serve`, `serve,extra`)."""
+    return [t.strip() for t in tag.split(",") if t.strip()]
+
+
 def read_signature(saved_model_dir: Path, signature: str = "serving_default", tag: str = "serve") -> tuple[list[IOSpec], list[IOSpec]]:
     """Inputs and outputs of one signature, read from saved_model.pb without loading the model.
     `name` is the signature key, `stored_name` the graph tensor (`serving_default_x:0`,
@@ -32,7 +37,8 @@ def read_signature(saved_model_dir: Path, signature: str = "serving_default", ta
     except Exception as e:
         raise HarnessError(f"corrupt SavedModel: {pb} does not parse ({e})") from None
     tags_seen = [list(mg.meta_info_def.tags) for mg in sm.meta_graphs]
-    meta = next((mg for mg in sm.meta_graphs if tag in mg.meta_info_def.tags), None)
+    # The meta graph whose tag set is exactly the one asked for, as TensorFlow's loaders pick it.
+    meta = next((mg for mg in sm.meta_graphs if set(mg.meta_info_def.tags) == set(tag_set(tag))), None)
     if meta is None:
         raise HarnessError(f"SavedModel {saved_model_dir} has no tag {tag!r}: expected one of {tags_seen}")
     if signature not in meta.signature_def:
@@ -46,7 +52,8 @@ def read_signature(saved_model_dir: Path, signature: str = "serving_default", ta
         return IOSpec(
             name=key,
             stored_name=info.name,
-            dtype=tf.dtypes.as_dtype(info.dtype).as_numpy_dtype.__name__,
+            # tf.string is "bytes" (NumPy's object dtype would need pickle to travel as .npy).
+            dtype="bytes" if info.dtype == tf.string.as_datatype_enum else tf.dtypes.as_dtype(info.dtype).as_numpy_dtype.__name__,
             shape=dims,  # type: ignore[arg-type]
         )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.artifact import Artifact, IOSpec
-from harness.export.common import import_tf
+from harness.export.common import import_tf, tag_set
 from harness.fixtures import Fixture
 
 
@@ -14,7 +14,7 @@ def export(fixture: Fixture, spec, out: Path, source: Artifact | None, art: Arti
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     assert source is not None
-    loaded = tf.saved_model.load(str(source.model_path))
+    loaded = tf.saved_model.load(str(source.model_path), tags=tag_set(source.extra.get("tag", "serve")))
     fn = loaded.signatures[source.signature]
     frozen = convert_variables_to_constants_v2(fn)
     (out / "model.pb").write_bytes(frozen.graph.as_graph_def().SerializeToString())

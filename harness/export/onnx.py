@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.artifact import Artifact, IOSpec
-from harness.export.common import import_tf
+from harness.export.common import import_tf, tag_set
 from harness.fixtures import Fixture
 
 
@@ -17,7 +17,7 @@ def export(fixture: Fixture, spec, out: Path, source: Artifact | None, art: Arti
 
     assert source is not None
     opset = dict(spec.options)["opset"]
-    loaded = tf.saved_model.load(str(source.model_path))
+    loaded = tf.saved_model.load(str(source.model_path), tags=tag_set(source.extra.get("tag", "serve")))
     fn = loaded.signatures[source.signature]
     # Freeze first: captured tensors (constants held by the module) would otherwise become graph inputs.
     frozen = convert_variables_to_constants_v2(fn)

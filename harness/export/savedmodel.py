@@ -1,4 +1,5 @@
-"""SavedModel: tf.saved_model.save for tf.Module fixtures, Keras 3 `model.export` for Keras ones."""
+"""SavedModel: tf.saved_model.save for tf.Module fixtures, Keras 3 `model.export` for Keras ones, a copy
+of the folder for the user's SavedModel and for fixtures that write one (kind "graph": TF1 graphs)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ def export(fixture: Fixture, spec, out: Path, source: Artifact | None, art: Arti
     elif fixture.kind == "module":
         module, fn = fixture.build()
         tf.saved_model.save(module, str(target), signatures={"serving_default": fn})
-    elif fixture.kind == "user":
+    elif fixture.kind in ("user", "graph"):
+        # A SavedModel folder: the user's own, or one a fixture writes itself (a TF1 graph saved with
+        # SavedModelBuilder, a pruned function).
         import shutil
 
         shutil.copytree(fixture.build(), target)

@@ -42,7 +42,7 @@ def export(fixture: Fixture, spec, out: Path, source: Artifact | None, art: Arti
     conv = _import_converter()
     target = out / "tfjs"
     conv.convert_tf_saved_model(
-        str(source.model_path), str(target), signature_def=source.signature, saved_model_tags="serve"
+        str(source.model_path), str(target), signature_def=source.signature, saved_model_tags=source.extra.get("tag", "serve")
     )
     art.path = "tfjs/model.json"
     meta = json.loads((target / "model.json").read_text())

@@ -1,4 +1,5 @@
-"""TFLite: float32, float16 weights, dynamic-range and full-integer int8 (int8 in, int8 out)."""
+"""TFLite: float32, float16 weights, dynamic-range and full-integer int8 (int8 in, int8 out), and
+float32 with Select TF ops allowed (tflite_select)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.artifact import Artifact, IOSpec
-from harness.export.common import import_tf
+from harness.export.common import import_tf, tag_set
 from harness.fixtures import Fixture
 
 # Calibration: 32 draws of 8 rows, so the observed ranges cover the generator's distribution (64 single
@@ -19,12 +20,18 @@ REPRESENTATIVE_BATCH = 8
 def export(fixture: Fixture, spec, out: Path, source: Artifact | None, art: Artifact) -> None:
     tf = import_tf()
     assert source is not None
-    conv = tf.lite.TFLiteConverter.from_saved_model(str(source.model_path), signature_keys=[source.signature])
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(source.model_path), signature_keys=[source.signature],
+                                                    tags=set(tag_set(source.extra.get("tag", "serve"))))
     if spec.name == "tflite_fp16":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.target_spec.supported_types = [tf.float16]
     elif spec.name == "tflite_dynamic":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif spec.name == "tflite_select":
+        # Select TF ops: what TFLite has no builtin for (TensorList ops of a recurrent layer's while
+        # loop) is kept as a TensorFlow op, run by the Flex delegate where the interpreter links it.
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
+        conv._experimental_lower_tensor_list_ops = False
     elif spec.name == "tflite_int8":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]

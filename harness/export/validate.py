@@ -453,6 +453,7 @@ _CHECKS: dict[str, Callable[[Path, str], None]] = {
     "tflite_fp16": _check_tflite,
     "tflite_dynamic": _check_tflite,
     "tflite_int8": _check_tflite,
+    "tflite_select": _check_tflite,
     "onnx13": _check_onnx,
     "onnx18": _check_onnx,
     "tfjs_graph": _check_tfjs,

@@ -1,11 +1,14 @@
-"""`harness report`: index.html (self-contained: inline CSS, JS and SVG), report.md and summary.json,
-read from a run folder only."""
+"""`harness report`: index.html, report.md and summary.json, read from a run folder only.
+
+The page is self-contained and opens offline: the run's data is embedded once as compact JSON and the
+page's own script (templates/report.js.j2, no library) draws the matrix, the tables, the charts, and a
+case's details when it is opened. Nothing is drawn ahead in Python, so a report of a thousand cases
+takes well under a second and about half a megabyte."""
 
 from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 
 import jinja2
@@ -47,13 +50,8 @@ def _bytes(value) -> str:  # noqa: D103
     return f"{value / 2**20:.0f} MiB"
 
 
-_env.globals.update(snr_judged=snr_judged, min_snr=min_snr, inf=float("inf"))
 _env.filters["num"] = _num
 _env.filters["mib"] = _bytes
-
-
-def dom_id(case_id: str) -> str:
-    return "case-" + re.sub(r"[^A-Za-z0-9_-]", "_", case_id)
 
 
 def max_error(result: dict) -> float | None:
@@ -93,94 +91,181 @@ def summary(run: RunData) -> dict:
     }
 
 
-def _context(run: RunData, history: list[RunData], previous: RunData | None) -> dict:
-    from harness.report import plots
+# The numbers a case's row carries in the page (charts, matrix, the table of cases), by position: the
+# page reads them by these names (data.fields), so the JSON stays small without being opaque.
+CASE_FIELDS = ("id", "fixture", "format", "runtime", "device", "batch", "threads", "status", "snr_judged", "judged", "max_abs", "min_snr",
+               "load_ms", "first_ms", "p10_ms", "p50_ms", "p90_ms", "p99_ms", "peak_rss_bytes", "gflops", "flops")
+TIMING_KEYS = ("load_ms", "first_ms", "min_ms", "p10_ms", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "stdev_ms", "iqr_ms", "throughput_per_s",
+               "round_cv", "iterations", "warmup", "rounds")
+ORACLE_KEYS = ("max_abs", "max_rel", "snr_db")
 
-    results = run.results
+
+def _r(value, digits: int = 4):
+    """A number as the page shows it (4 significant digits: the JSON is most of the page); non-finite
+    floats as the strings "inf", "-inf", "nan" (JSON has no such numbers); anything else as None."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+        value = float(f"{value:.{digits}g}")
+        return int(value) if value.is_integer() and abs(value) < 1e15 else value  # 0, not 0.0: most numbers here are zeros
+    if value in ("inf", "-inf", "nan"):
+        return value
+    return None
+
+
+def _trim(values: list) -> list:
+    """Without its trailing Nones (absent metrics or timings): the page reads a missing place as absent."""
+    while values and values[-1] is None:
+        values.pop()
+    return values
+
+
+# A text longer than this (a converter's log, a worker's stderr) is shown by its head and tail: the
+# first error and the last words are what a reader looks for; results.jsonl keeps the whole text.
+TEXT_HEAD, TEXT_TAIL = 6000, 2000
+
+
+class _Strings:
+    """Every text of the details stored once: the same error, reason or rule recurs in many cases (one
+    converter failure is the error of every case of that artifact)."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+        self._index: dict[str, int] = {}
+
+    def __call__(self, text) -> int | None:
+        if text is None or text == "" or text == [] or text == {}:
+            return None
+        whole = isinstance(text, dict)  # JSON that the page parses: never cut
+        if not isinstance(text, str):
+            text = "\n".join(map(str, text)) if isinstance(text, list) else json.dumps(sanitize(text))
+        if text not in self._index:
+            self._index[text] = len(self.items)
+            if not whole and len(text) > TEXT_HEAD + TEXT_TAIL + 200:
+                cut = len(text) - TEXT_HEAD - TEXT_TAIL
+                text = f"{text[:TEXT_HEAD]}\n… {cut} characters left out here (results.jsonl has the whole text) …\n{text[-TEXT_TAIL:]}"
+            self.items.append(text)
+            return len(self.items) - 1
+        return self._index[text]
+
+
+def _details(r: dict, strings: _Strings) -> dict:
+    """What a case's dialog shows, read when the dialog opens (never rendered ahead)."""
+    d: dict = {}
+    for key in ("stage", "culprit", "baseline", "summary", "reason", "error", "stderr_tail"):
+        if r.get(key):
+            d[key] = strings(str(r[key]))
+    evidence = r.get("evidence") if isinstance(r.get("evidence"), dict) else {}
+    if evidence:
+        d["evidence"] = [[k, strings(v)] for k, v in evidence.items() if v not in (None, "", [], {})]
+    repaired = (r.get("artifact") or {}).get("repaired") if isinstance(r.get("artifact"), dict) else None
+    if repaired:
+        d["repaired"] = strings(repaired)
+    if isinstance(r.get("tolerance"), dict):
+        d["tolerance"] = {name: strings(t) for name, t in r["tolerance"].items()}
+    if isinstance(r.get("divergence"), dict):
+        d["divergence"] = strings(r["divergence"])
+    for key in ("inputs_variant", "pair"):
+        if r.get(key):
+            d[key] = strings(r[key])
+    outputs = []
+    oracle: dict = r["oracle_metrics"] if isinstance(r.get("oracle_metrics"), dict) else {}
+    for name, m in (r.get("metrics") or {}).items():
+        if not isinstance(m, dict):
+            continue
+        o: dict = oracle[name] if isinstance(oracle.get(name), dict) else {}
+        outputs.append(_trim([name, m.get("shape"), _trim([_r(m.get(k)) if k in m else None for k in METRIC_KEYS]),
+                              m.get("error_hist") if isinstance(m.get("error_hist"), list) else None,
+                              _trim([_r(o.get(k)) for k in ORACLE_KEYS]) or None]))
+    if outputs:
+        d["outputs"] = outputs
+    timing = r.get("timing") if isinstance(r.get("timing"), dict) else {}
+    if timing:
+        d["timing"] = _trim([_r(timing.get(k)) for k in TIMING_KEYS])
+        d["samples"] = len(timing.get("samples_ms") or [])
+        ci = timing.get("p50_ci_ms")
+        if isinstance(ci, list) and len(ci) == 2:
+            d["p50_ci"] = [_r(v) for v in ci]
+    return d
+
+
+def page_data(run: RunData, history: list[RunData]) -> dict:
+    """The run as the page's script reads it: names once, one array per case (CASE_FIELDS), the
+    details of each case apart (opened lazily), long texts once (strings)."""
+    from harness.compare import ERROR_HIST_DECADES
+    from harness.report import plots
     from harness.runners.table import in_table_order
 
+    results = run.results
     runtimes = in_table_order(r["runtime"] for r in results)  # columns by language, as the table lists them
-    matrix: dict[tuple[str, str], dict[str, list[dict]]] = {}
+    names: dict[str, dict[str, int]] = {"fixture": {}, "format": {}, "runtime": {rt: i for i, rt in enumerate(runtimes)}, "device": {},
+                                        "status": {s: i for i, s in enumerate(STATUSES)}}
+
+    def index(kind: str, value) -> int:
+        table = names[kind]
+        value = str(value)
+        if value not in table:
+            table[value] = len(table)
+        return table[value]
+
+    strings = _Strings()
+    rows, details = [], []
     for r in results:
-        matrix.setdefault((r["fixture"], r["format"]), {}).setdefault(r["runtime"], []).append(r)
-    for row in matrix.values():
-        for cell in row.values():
-            cell.sort(key=lambda r: r.get("batch", 0))
+        judged = snr_judged(r)
+        snr = min_snr(r)
+        row = {"id": r["id"], "fixture": index("fixture", r["fixture"]), "format": index("format", r["format"]), "runtime": index("runtime", r["runtime"]),
+               "device": index("device", r.get("device") or "cpu"), "batch": r.get("batch"), "threads": r.get("threads") or 0,
+               "status": index("status", r["status"]), "snr_judged": int(judged), "max_abs": _r(max_error(r)), "min_snr": _r(snr),
+               "peak_rss_bytes": r.get("peak_rss_bytes") if isinstance(r.get("peak_rss_bytes"), int) else None,
+               "gflops": _r(r.get("gflops")), "flops": _r(r.get("flops"), 6)}
+        row["judged"] = row["min_snr"] if judged else row["max_abs"]  # the number the rule judged: the box shows it
+        for key in ("load_ms", "first_ms", "p10_ms", "p50_ms", "p90_ms", "p99_ms"):
+            row[key] = _r(_p(r, key))
+        rows.append([row[f] for f in CASE_FIELDS])
+        details.append(_details(r, strings))
 
-    cases = []
-    for r in results:
-        outputs = []
-        for name, m in (r.get("metrics") or {}).items():
-            if not isinstance(m, dict):
-                continue
-            hist = plots.error_histogram(m["error_hist"], f"|error| of {name}") if m.get("error_hist") else None
-            outputs.append({"name": name, "metrics": [(k, m[k]) for k in METRIC_KEYS if k in m], "hist": hist,
-                            "shape": m.get("shape"), "oracle": [(k, (r.get("oracle_metrics") or {}).get(name, {}).get(k))
-                                                                for k in ("max_abs", "max_rel", "snr_db") if (r.get("oracle_metrics") or {}).get(name)]})
-        timing = r.get("timing") or {}
-        cases.append({"r": r, "dom": dom_id(r["id"]), "outputs": outputs, "max_abs": max_error(r),
-                      "timing": [(k, timing[k]) for k in ("load_ms", "first_ms", "min_ms", "p10_ms", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "stdev_ms", "iqr_ms", "throughput_per_s") if k in timing],
-                      "samples": len(timing.get("samples_ms") or [])})
-
-    latency, scaling, gflops = [], [], []
-    for fixture in dict.fromkeys(r["fixture"] for r in results):
-        mine = [r for r in results if r["fixture"] == fixture and _p(r, "p50_ms")]
-        if not mine:
-            continue
-        smallest = min(r["batch"] for r in mine)
-        rows = [{"label": f"{r['format']} · {r['runtime']}" + (f" · t{r['threads']}" if r.get("threads") else ""), "runtime": r["runtime"], "p10": _p(r, "p10_ms") or _p(r, "p50_ms"),
-                 "p50": _p(r, "p50_ms"), "p90": _p(r, "p90_ms") or _p(r, "p50_ms"), "first": _p(r, "first_ms")}
-                for r in mine if r["batch"] == smallest]
-        latency.append({"fixture": fixture, "batch": smallest, "svg": plots.latency_chart(rows, f"{fixture}, batch {smallest}")})
-        series: dict[str, list[tuple[float, float]]] = {}
-        for r in mine:
-            label = f"{r['format']} · {r['runtime']}" + (f" · t{r['threads']}" if r.get("threads") else "")
-            series.setdefault(label, []).append((r["batch"], _p(r, "p50_ms")))
-        series = {k: v for k, v in series.items() if len(v) > 1}
-        if series:
-            scaling.append({"fixture": fixture, "svg": plots.scaling_chart(series, f"{fixture}: p50 by batch")})
-        rated = [r for r in mine if isinstance(r.get("gflops"), (int, float))]
-        if rated:
-            largest = max(r["batch"] for r in rated)
-            rows = [{"label": f"{r['format']} · {r['runtime']}" + (f" · t{r['threads']}" if r.get("threads") else ""), "gflops": r["gflops"]}
-                    for r in rated if r["batch"] == largest]
-            gflops.append({"fixture": fixture, "svg": plots.gflops_chart(rows, run.meta.get("machine_peak_gflops") or {}, f"{fixture}, batch {largest}: GFLOP/s")})
-
-    # Size sweep: the same computation at growing sizes (gemm64/256/272/512): cost against work.
-    sized: dict[str, list[tuple[float, float]]] = {}
-    for r in results:
-        if r["fixture"].startswith("gemm") and isinstance(r.get("flops"), (int, float)) and _p(r, "p50_ms") and r.get("batch") == 1:
-            label = f"{r['format']} · {r['runtime']}" + (f" · t{r['threads']}" if r.get("threads") else "")
-            sized.setdefault(label, []).append((r["flops"], _p(r, "p50_ms")))
-    sized = {k: v for k, v in sized.items() if len(v) > 1}
-    if sized:
-        scaling.append({"fixture": "gemm sweep", "svg": plots.scaling_chart(sized, "gemm size sweep: p50 by FLOPs per call", xlabel="FLOPs per call")})
-
-    memory: dict[str, float] = {}
-    for r in results:
-        if isinstance(r.get("peak_rss_bytes"), (int, float)):
-            memory[r["runtime"]] = max(memory.get(r["runtime"], 0), r["peak_rss_bytes"])
-
-    history_svg = None
+    data: dict = {
+        "run": run.run_id, "fields": CASE_FIELDS, "metric_keys": METRIC_KEYS, "timing_keys": TIMING_KEYS, "oracle_keys": ORACLE_KEYS,
+        "statuses": list(STATUSES), "fixtures": list(names["fixture"]), "formats": list(names["format"]), "runtimes": runtimes,
+        "devices": list(names["device"]), "codes": {rt: CODES.get(rt, rt) for rt in runtimes},
+        "colours": {rt: plots.runtime_colour(rt) for rt in runtimes}, "status_colours": plots.STATUS_COLOURS,
+        "hist_labels": ["<1e-10"] + [f"1e{k}" for k in ERROR_HIST_DECADES[1:]] + ["≥100"],
+        "peaks": {str(k): _r(v) for k, v in (run.meta.get("machine_peak_gflops") or {}).items()},
+        "cases": rows, "details": details, "strings": strings.items, "history": None,
+    }
     if len(history) >= 2:
-        ids = [h.run_id for h in history]
         counts = {s: [sum(1 for r in h.results if r["status"] == s) for h in history] for s in STATUSES}
-        counts = {s: v for s, v in counts.items() if any(v)}
         p50: dict[str, list] = {}
-        for rt in dict.fromkeys(r["runtime"] for h in history for r in h.results):
+        for rt in in_table_order(r["runtime"] for h in history for r in h.results):
             values = []
             for h in history:
                 xs = sorted(v for r in h.results if r["runtime"] == rt for v in [_p(r, "p50_ms")] if v)
-                values.append(xs[len(xs) // 2] if xs else None)
+                values.append(_r(xs[len(xs) // 2]) if xs else None)
             p50[rt] = values
-        history_svg = plots.history_chart(ids, counts, p50)
+            data["colours"].setdefault(rt, plots.runtime_colour(rt))
+        data["history"] = {"runs": [h.run_id for h in history], "counts": {s: v for s, v in counts.items() if any(v)}, "p50": p50}
+    return data
 
+
+def _json_for_script(data: dict) -> str:
+    """JSON that cannot end its <script> element early, whatever a text in it says."""
+    return json.dumps(sanitize(data), ensure_ascii=False, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")
+
+
+def _context(run: RunData, history: list[RunData], previous: RunData | None) -> dict:
+    memory: dict[str, float] = {}
+    for r in run.results:
+        if isinstance(r.get("peak_rss_bytes"), (int, float)):
+            memory[r["runtime"]] = max(memory.get(r["runtime"], 0), r["peak_rss_bytes"])
     return {
         "run": run, "meta": run.meta, "env": run.meta.get("environment", {}), "runtimes_meta": run.meta.get("runtimes", {}),
-        "runtimes": runtimes, "matrix": matrix, "cases": cases, "latency": latency, "scaling": scaling, "memory": memory, "gflops": gflops,
-        "history_svg": history_svg, "history_runs": len(history), "summary": summary(run), "statuses": STATUSES,
+        "memory": memory, "history_runs": len(history), "history_limit": HISTORY_RUNS, "summary": summary(run), "statuses": STATUSES,
         "changes": latency_changes(previous, run) if previous else [], "previous": previous.run_id if previous else None,
-        "options": run.meta.get("options", {}), "codes": CODES,
+        "options": run.meta.get("options", {}), "data_json": _json_for_script(page_data(run, history)),
     }
 
 
@@ -196,12 +281,17 @@ def latency_changes(base: RunData, new: RunData, limit: int = 10) -> list[dict]:
     return out[:limit]
 
 
-def history_runs(reports: Path) -> list[RunData]:
+# The history chart shows the newest runs under reports/history/ only: each is read whole, and the
+# history grows by a run a night, so a report must not cost more with every night.
+HISTORY_RUNS = 30
+
+
+def history_runs(reports: Path, limit: int = HISTORY_RUNS) -> list[RunData]:
     folder = reports / "history"
     if not folder.is_dir():
         return []
     runs = []
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir())[-limit:]:
         try:
             runs.append(read_run(sub))
         except Exception:
@@ -224,7 +314,7 @@ def write_report(folder: Path, reports: Path = Path("reports"), out: Path | None
     history = history_runs(reports)
     ctx = _context(run, history, previous_run(run, reports))
     paths = {"html": out / "index.html", "markdown": out / "report.md", "json": out / "summary.json"}
-    paths["html"].write_text(_env.get_template("index.html.j2").render(**ctx))
-    paths["markdown"].write_text(_env.get_template("report.md.j2").render(**ctx))
-    paths["json"].write_text(json.dumps(sanitize(ctx["summary"]), indent=2))
+    paths["html"].write_text(_env.get_template("index.html.j2").render(**ctx), encoding="utf-8")
+    paths["markdown"].write_text(_env.get_template("report.md.j2").render(**ctx), encoding="utf-8")
+    paths["json"].write_text(json.dumps(sanitize(ctx["summary"]), indent=2), encoding="utf-8")
     return paths

@@ -25,7 +25,9 @@ SHORT = {"pass": "✓", "fail": "FAIL", "error": "ERR", "crash": "CRASH", "timeo
          "xfail": "xf", "unsupported": "n/a", "skip": "skip"}
 # Runtime column codes, grouped by language; the legend under the table spells them out.
 CODES = {"tf": "tf", "litert": "lrt", "ort": "ort", "node-tfjs-cpu": "n.cpu", "node-tfjs-wasm": "n.wsm", "node-tfjs-node": "n.tfn",
-         "node-ort": "n.ort", "node-ort-web": "n.web", "go-tfgo": "go.tf", "go-ort": "go.or", "go-tfgo@docker": "go.dk"}
+         "node-ort": "n.ort", "node-ort-web": "n.web", "go-tfgo": "go.tf", "go-ort": "go.or", "go-tfgo@docker": "go.dk",
+         "browser-tfjs-cpu": "b.cpu", "browser-tfjs-wasm": "b.wsm", "browser-tfjs-webgl": "b.gl", "browser-tfjs-webgpu": "b.gpu",
+         "browser-ort-wasm": "b.ort", "browser-ort-webgpu": "b.ogp"}
 
 
 def _worst(results: list[dict]) -> dict:
@@ -100,14 +102,30 @@ def _grid(results: list[dict], title: str, render, console: Console) -> None:
     rows: dict[tuple[str, str], dict[str, list[dict]]] = {}
     for r in results:
         rows.setdefault((r["fixture"], r["format"]), {}).setdefault(r["runtime"], []).append(r)
-    table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 0), pad_edge=False, title_justify="left", collapse_padding=True)
-    table.add_column("fixture", no_wrap=True)
-    table.add_column("format", no_wrap=True)
+    cells = {key: {rt: render(rs) for rt, rs in by_rt.items()} for key, by_rt in rows.items()}
+
+    def make(group: list[str], part: str = "") -> Table:
+        table = Table(title=title + part, box=box.SIMPLE_HEAD, padding=(0, 0), pad_edge=False, title_justify="left", collapse_padding=True)
+        table.add_column("fixture", no_wrap=True)
+        table.add_column("format", no_wrap=True)
+        for rt in group:
+            table.add_column(CODES.get(rt, rt), no_wrap=True)
+        for (fixture, fmt), by_rt in cells.items():
+            if any(rt in by_rt for rt in group):
+                table.add_row(fixture, fmt, *[by_rt.get(rt, "") for rt in group])
+        return table
+
+    # More runtimes than the console's width holds: consecutive groups of columns (in table order),
+    # one table each, rather than cut cells.
+    from rich.measure import Measurement
+
+    groups: list[list[str]] = [[]]
     for rt in runtimes:
-        table.add_column(CODES.get(rt, rt), no_wrap=True)
-    for (fixture, fmt), by_rt in rows.items():
-        table.add_row(fixture, fmt, *[render(by_rt[rt]) if rt in by_rt else "" for rt in runtimes])
-    console.print(table)
+        if groups[-1] and Measurement.get(console, console.options.update_width(10_000), make(groups[-1] + [rt])).maximum > console.width:
+            groups.append([])
+        groups[-1].append(rt)
+    for i, group in enumerate(groups):
+        console.print(make(group, f" ({i + 1}/{len(groups)})" if len(groups) > 1 else ""))
 
 
 def print_matrix(results: list[dict], console: Console | None = None,

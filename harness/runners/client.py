@@ -12,6 +12,7 @@ import queue
 import signal
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -42,8 +43,11 @@ _EOF = object()
 
 class WorkerClient:
     def __init__(self, name: str, command: list[str], cwd: Path | None = None, env: dict | None = None, stderr_lines: int = 200,
-                 cleanup: list[str] | None = None, log: Path | None = None):
+                 cleanup: list[str] | None = None, log: Path | None = None, on_exit: Callable[[], None] | None = None):
         self.name = name
+        self._on_exit = on_exit  # once the process is gone, however it ended (e.g. remove its sandbox's cgroup)
+        # Called with the artifact folder before each `load` (a container's uid must be able to read it).
+        self.before_load: Callable[[str], None] | None = None
         # Everything the worker says on stderr (framework logs included) also goes to this file, whole;
         # the terminal never sees it, and a failing case keeps the tail.
         self._log = None
@@ -72,6 +76,8 @@ class WorkerClient:
                 start_new_session=True,  # its own process group: a kill takes its children too
             )
         except OSError as e:
+            if on_exit is not None:
+                on_exit()
             raise WorkerCrash(f"worker {name} could not start: {' '.join(command)}: {e}") from None
         threading.Thread(target=self._read_stdout, daemon=True).start()
         threading.Thread(target=self._read_stderr, daemon=True).start()
@@ -103,6 +109,8 @@ class WorkerClient:
     def call(self, method: str, params: dict | None = None, timeout: float = 60.0):
         self._next_id += 1
         req_id = self._next_id
+        if method == "load" and self.before_load is not None and params and isinstance(params.get("artifact"), str):
+            self.before_load(params["artifact"])
         message = json.dumps({"jsonrpc": "2.0", "id": req_id, "method": method, "params": params or {}})
         try:
             assert self.proc.stdin is not None
@@ -158,6 +166,9 @@ class WorkerClient:
                 subprocess.run(self.cleanup, env=self._env, capture_output=True, timeout=30)
             except (OSError, subprocess.SubprocessError):
                 pass
+        if self._on_exit is not None and self.proc.poll() is not None:
+            on_exit, self._on_exit = self._on_exit, None
+            on_exit()
 
     def close(self, timeout: float = 5.0) -> None:
         if self.proc.poll() is None:

@@ -8,18 +8,22 @@ from pathlib import Path
 
 from harness.runners.client import WorkerClient
 from harness.runners.table import REPO, RUNTIMES, WorkerContext
+from harness.sandbox import Sandbox, Wrapped, containerized, grant_container_read
 
 START_TIMEOUT_S = 120.0
 
 
 class WorkerPool:
-    def __init__(self, context: WorkerContext | None = None, logs: Path | None = None):
+    def __init__(self, context: WorkerContext | None = None, logs: Path | None = None, sandbox: Sandbox | str = "none"):
         from harness.export import cache_root
 
         # Without a run's scratch folder, a folder of our own (a container mounts it; /tmp itself is
         # the container's tmpfs).
         self.context = context or WorkerContext(cache_root(), Path(tempfile.gettempdir()) / "harness-scratch")
         self.logs = logs  # a folder: each worker's stderr goes to <key>.log there
+        # Every worker this pool starts runs in this sandbox (harness/sandbox.py); a runtime that is in
+        # a container already (go-tfgo@docker) is its own sandbox.
+        self.sandbox = Sandbox.of(sandbox) if isinstance(sandbox, str) else sandbox
         self._workers: dict[str, WorkerClient] = {}
         self.info: dict[str, dict] = {}
         self.starts: dict[str, int] = {}
@@ -38,8 +42,14 @@ class WorkerPool:
         env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         env.update(launch.env)
+        wrapped = Wrapped(launch.command)
+        if self.sandbox.active and not containerized(runtime):
+            # bwrap, and for --sandbox docker the workers that have no container (the TF reference among them).
+            wrapped = self.sandbox.wrap(launch.command, artifacts=self.context.artifacts, scratch=self.context.scratch, env=env)
         log = self.logs / f"{key.replace('/', '_')}.log" if self.logs is not None else None
-        worker = WorkerClient(key, launch.command, cwd=REPO, env=env, cleanup=launch.cleanup, log=log)
+        worker = WorkerClient(key, wrapped.command, cwd=REPO, env=env, cleanup=launch.cleanup, log=log, on_exit=wrapped.release)
+        if containerized(runtime):
+            worker.before_load = grant_container_read
         self._workers[key] = worker
         self.starts[key] = self.starts.get(key, 0) + 1
         try:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+from harness.availability import Availability
 from harness.errors import HarnessError, unknown
 
 REPO = Path(__file__).resolve().parents[2]
@@ -23,13 +24,6 @@ VENV_SITE = Path(sys.prefix) / "lib" / f"python{sys.version_info.major}.{sys.ver
 DOCKER_SOCKET = Path(os.environ.get("HARNESS_DOCKER_SOCKET", "/run/harness-docker/docker.sock"))
 GO_IMAGE = os.environ.get("HARNESS_GO_IMAGE", "harness-go-worker:latest")
 
-
-@dataclass(frozen=True)
-class Availability:
-    ok: bool
-    version: str | None = None
-    reason: str = ""
-    fix: str = ""
 
 
 @dataclass(frozen=True)
@@ -175,19 +169,26 @@ def _docker_get(path: str) -> int | None:
 
 @dataclass(frozen=True)
 class DockerRuntime(GoRuntime):
-    """The Go worker inside a container: artifacts mounted read-only, scratch read-write, no network,
-    memory and process limits (go/docker.sh run)."""
+    """The Go worker inside a container, a sandbox of its own (go/docker.sh run): uid 65534, every
+    capability dropped, no new privileges, read-only root, no network, memory and pid limits;
+    artifacts mounted read-only, scratch read-write (given to uid 65534 here). HARNESS_SANDBOX_MEMORY
+    and HARNESS_SANDBOX_PROCS, when set, are its limits too."""
 
     inner: str = "go-tfgo"
 
     def launch(self, ctx: WorkerContext, build: str | None = None) -> Launch:
         if build:
             raise HarnessError(f"runtime {self.name} has one build (its image {GO_IMAGE}): expected no =PATH")
+        from harness.sandbox import Limits, Sandbox
+
         name = f"harness-{self.inner}-{os.getpid()}-{secrets.token_hex(3)}"
         script = str(REPO / "go" / "docker.sh")
-        ctx.scratch.mkdir(parents=True, exist_ok=True)
-        return Launch(["bash", script, "run", self.inner, str(ctx.artifacts), str(ctx.scratch)],
-                      env={"HARNESS_CONTAINER_NAME": name, "DOCKER_HOST": f"unix://{DOCKER_SOCKET}"},
+        Sandbox("docker").prepare_docker(ctx.scratch)
+        env = {"HARNESS_CONTAINER_NAME": name, "DOCKER_HOST": f"unix://{DOCKER_SOCKET}"}
+        if os.environ.get("HARNESS_SANDBOX_MEMORY") or os.environ.get("HARNESS_SANDBOX_PROCS"):
+            limits = Limits.from_env()
+            env.update(HARNESS_DOCKER_MEMORY=f"{limits.memory_bytes // (1 << 20)}m", HARNESS_DOCKER_PIDS=str(limits.processes))
+        return Launch(["bash", script, "run", self.inner, str(ctx.artifacts), str(ctx.scratch)], env=env,
                       cleanup=["bash", script, "kill", name])
 
     def availability(self) -> Availability:
@@ -207,7 +208,7 @@ RUNTIMES: dict[str, RuntimeSpec] = {
         PythonRuntime("tf", "python", ("savedmodel", "keras", "h5", "frozen_graph"),
                       "Python TensorFlow: SavedModel signatures, Keras .keras/.h5, frozen graphs",
                       python_module="runners.tf", import_name="tensorflow", dist="tensorflow-cpu"),
-        PythonRuntime("litert", "python", ("tflite", "tflite_fp16", "tflite_dynamic", "tflite_int8"),
+        PythonRuntime("litert", "python", ("tflite", "tflite_fp16", "tflite_dynamic", "tflite_int8", "tflite_select"),
                       "LiteRT (ai_edge_litert) signature runner",
                       python_module="runners.litert", import_name="ai_edge_litert", dist="ai-edge-litert"),
         PythonRuntime("ort", "python", ("onnx13", "onnx18"), "ONNX Runtime, CPU execution provider",
@@ -243,3 +244,60 @@ def check_runtime(name: str) -> RuntimeSpec:
     if name not in RUNTIMES:
         raise unknown("runtime", name, list(RUNTIMES))
     return RUNTIMES[name]
+
+
+# --- browser runtimes (headless Chromium driven by js/browser/worker.js) --------------------------------
+
+def _chromium() -> str:
+    return os.environ.get("HARNESS_CHROMIUM") or "/usr/bin/chromium"
+
+
+@dataclass(frozen=True)
+class BrowserRuntime(NodeRuntime):
+    """A TF.js or ONNX Runtime Web backend in one long-lived headless Chromium page, driven by the
+    Node worker js/browser/worker.js through playwright-core (Debian's Chromium, no browser download).
+    Availability is told from files (Node, the npm packages, the Chromium binary); whether the browser
+    has a WebGPU adapter is found by the worker, which answers `unsupported` with the reason at load,
+    and by `harness doctor`, which opens the browser once (harness/browser.py)."""
+
+    # With HARNESS_MATRIX=quick (`make test`), only these formats at each fixture's first batch
+    # (harness.cases.matrix); everything in a full run (harness run, nightly, a named runtime).
+    quick_formats: tuple[str, ...] = ()
+
+    def launch(self, ctx: WorkerContext, build: str | None = None) -> Launch:
+        return Launch([shutil.which("node") or "node", build or str(REPO / "js" / "browser" / "worker.js"), "--runtime", self.name])
+
+    def availability(self) -> Availability:
+        base = NodeRuntime.availability(self)
+        if not base.ok:
+            return base
+        chromium = _chromium()
+        if not os.access(chromium, os.X_OK):
+            return Availability(False, None, f"Chromium is not installed at {chromium}",
+                                "make browser   (apt-get install chromium; or set HARNESS_CHROMIUM to a Chromium binary)")
+        return base
+
+
+_BROWSER_NEEDS = ("playwright-core/package.json", "serve-static/package.json")
+_QUICK_TFJS = ("tfjs_graph", "tfjs_layers")
+_QUICK_ORT = ("onnx18",)  # the runtime is the same for both opsets; the Node and Python ones cover onnx13
+for _r in [
+    BrowserRuntime("browser-tfjs-cpu", "browser", ("tfjs_graph", "tfjs_layers"), "TF.js cpu backend in headless Chromium",
+                   requires=(*_BROWSER_NEEDS, "@tensorflow/tfjs/dist/tf.js"), package="@tensorflow/tfjs", quick_formats=_QUICK_TFJS),
+    BrowserRuntime("browser-tfjs-wasm", "browser", ("tfjs_graph", "tfjs_layers"), "TF.js wasm backend (SIMD, threads) in headless Chromium",
+                   requires=(*_BROWSER_NEEDS, "@tensorflow/tfjs/dist/tf.js", "@tensorflow/tfjs-backend-wasm/dist/tf-backend-wasm.js",
+                             "@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-threaded-simd.wasm"), package="@tensorflow/tfjs-backend-wasm",
+                   quick_formats=_QUICK_TFJS),
+    BrowserRuntime("browser-tfjs-webgl", "browser", ("tfjs_graph", "tfjs_layers"), "TF.js webgl backend (WebGL2 on SwiftShader) in headless Chromium",
+                   requires=(*_BROWSER_NEEDS, "@tensorflow/tfjs/dist/tf.js"), package="@tensorflow/tfjs", quick_formats=_QUICK_TFJS),
+    BrowserRuntime("browser-tfjs-webgpu", "browser", ("tfjs_graph", "tfjs_layers"), "TF.js webgpu backend in headless Chromium (needs an adapter)",
+                   requires=(*_BROWSER_NEEDS, "@tensorflow/tfjs/dist/tf.js", "@tensorflow/tfjs-backend-webgpu/dist/tf-backend-webgpu.js"),
+                   package="@tensorflow/tfjs-backend-webgpu", quick_formats=_QUICK_TFJS),
+    BrowserRuntime("browser-ort-wasm", "browser", ("onnx13", "onnx18"), "onnxruntime-web, wasm execution provider, in headless Chromium",
+                   requires=(*_BROWSER_NEEDS, "onnxruntime-web/dist/ort.js", "onnxruntime-web/dist/ort-wasm-simd-threaded.jsep.wasm"),
+                   package="onnxruntime-web", quick_formats=_QUICK_ORT),
+    BrowserRuntime("browser-ort-webgpu", "browser", ("onnx13", "onnx18"), "onnxruntime-web, webgpu execution provider, in headless Chromium (needs an adapter)",
+                   requires=(*_BROWSER_NEEDS, "onnxruntime-web/dist/ort.js", "onnxruntime-web/dist/ort-wasm-simd-threaded.jsep.wasm"),
+                   package="onnxruntime-web", quick_formats=_QUICK_ORT),
+]:
+    RUNTIMES[_r.name] = _r

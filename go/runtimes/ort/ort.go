@@ -47,6 +47,11 @@ func (*Runtime) Versions() map[string]string {
 // Check verifies that the model has every input and output artifact.json names: ONNX Runtime
 // itself would only complain at the first run.
 func (*Runtime) Check(art *worker.Artifact, modelPath string) error {
+	// Links out of the folder are refused here; ONNX Runtime itself refuses external data locations
+	// with ../ or an absolute path.
+	if _, err := worker.Contain(art, modelPath); err != nil {
+		return err
+	}
 	ins, outs, err := onnx.GetInputOutputInfo(modelPath)
 	if err != nil {
 		return worker.Errorf(worker.LoadFailed, "ONNX model %s: %v", modelPath, err)

@@ -63,6 +63,10 @@ func tfType(name string) (tf.DataType, bool) {
 // the signature, and that the signature names the tensors artifact.json records. TensorFlow would
 // only say "Could not find meta graph def matching supplied tags" or fail at run time.
 func (Runtime) Check(art *worker.Artifact, modelPath string) error {
+	root, err := worker.Contain(art, modelPath)
+	if err != nil {
+		return err
+	}
 	tag := art.ExtraString("tag", "serve")
 	raw, err := os.ReadFile(filepath.Join(modelPath, "saved_model.pb"))
 	if os.IsNotExist(err) {
@@ -79,12 +83,20 @@ func (Runtime) Check(art *worker.Artifact, modelPath string) error {
 	for _, m := range saved.GetMetaGraphs() {
 		tags := m.GetMetaInfoDef().GetTags()
 		tagSets = append(tagSets, "{"+strings.Join(tags, ", ")+"}")
-		if slices.Equal(tags, []string{tag}) {
+		if sameTagSet(tags, tagSet(tag)) {
 			meta = m
 		}
 	}
 	if meta == nil {
 		return worker.Errorf(worker.LoadFailed, "SavedModel %s has no meta graph with tag '%s': expected one of %s", modelPath, tag, strings.Join(tagSets, ", "))
+	}
+	// Assets are files under assets/ named in saved_model.pb; TensorFlow joins the name as it is.
+	for _, m := range saved.GetMetaGraphs() {
+		for _, asset := range m.GetAssetFileDef() {
+			if _, err := worker.Inside(root, filepath.Join(modelPath, "assets"), asset.GetFilename(), "SavedModel asset"); err != nil {
+				return err
+			}
+		}
 	}
 	// "__saved_model_init_op" is stored as a signature but is none to a caller (Python TF hides it).
 	signatures := map[string]*pb.SignatureDef{}
@@ -157,7 +169,31 @@ func loadModel(path, tag string, options *tf.SessionOptions) (model *tg.Model, e
 			err = worker.Errorf(worker.LoadFailed, "SavedModel %s (tag '%s'): %v", path, tag, p)
 		}
 	}()
-	return tg.LoadModel(path, []string{tag}, options), nil
+	return tg.LoadModel(path, tagSet(tag), options), nil
+}
+
+// tagSet splits a tag set as artifact.json writes it, comma-separated ("serve,extra").
+func tagSet(tag string) []string {
+	var out []string
+	for _, t := range strings.Split(tag, ",") {
+		if t = strings.TrimSpace(t); t != "" {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// sameTagSet reports whether two tag sets hold the same tags (a meta graph is chosen by its exact set).
+func sameTagSet(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for _, t := range b {
+		if !slices.Contains(a, t) {
+			return false
+		}
+	}
+	return true
 }
 
 // op resolves "name:index" (index 0 when absent) with tfgo's Model.Op, which panics when the
@@ -188,6 +224,19 @@ type session struct {
 func (s *session) Prepare(feeds map[string]*worker.Array) (worker.Feeds, error) {
 	prepared := feedMap{}
 	for name, arr := range feeds {
+		if strs, ok := arr.Data.([]string); ok && arr.DType == "bytes" {
+			// String tensors (serialized tf.Example protos), one-dimensional as signatures take them:
+			// the bindings cannot reshape a string tensor.
+			if len(arr.Shape) != 1 {
+				return nil, worker.Errorf(worker.Unsupported, "go-tfgo feeds string inputs of rank 1 only: input %s has shape %v", name, arr.Shape)
+			}
+			t, err := tf.NewTensor(strs)
+			if err != nil {
+				return nil, worker.Errorf(worker.BadInput, "cannot make a string tensor of shape %v: %v", arr.Shape, err)
+			}
+			prepared[s.inputs[name]] = t
+			continue
+		}
 		dt, ok := tfType(arr.DType)
 		if !ok {
 			return nil, worker.Errorf(worker.Unsupported, "go-tfgo cannot feed dtype %s", arr.DType)

@@ -5,6 +5,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { packageDir, packageVersion, requireDtypes, unwrap } from './common.js';
+import { checkArtifact } from './contain.js';
 
 /** Tensor types both ONNX Runtime packages take and give as typed arrays, named as NumPy names them. */
 const ORT_DTYPES = /** @type {const} */ ([
@@ -42,6 +43,9 @@ export async function createOrt(flavour) {
     }),
     async load(artifact, modelPath, _fmt, _device, threads) {
       requireDtypes(artifact, ORT_DTYPES, 'ONNX Runtime');
+      // Links out of the folder are refused here; ONNX Runtime itself refuses external data
+      // locations with ../ or an absolute path.
+      checkArtifact(artifact, modelPath);
       /** @type {Record<string, any>} */
       const options = { graphOptimizationLevel: 'all', logSeverityLevel: 3 };
       let session;

@@ -9,6 +9,7 @@ import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { oneLine, ProtocolError, pyList, pyRepr } from '../protocol.js';
 import { packageDir, packageVersion, requireDtypes, unwrap } from './common.js';
+import { checkArtifact, checkInside } from './contain.js';
 
 /** TF.js tensors are float32, int32, bool (and string, complex64): no int64, float64, int8 or uint8. */
 const TFJS_DTYPES = /** @type {const} */ (['float32', 'int32', 'bool']);
@@ -22,11 +23,13 @@ const TFJS_DTYPES = /** @type {const} */ (['float32', 'int32', 'bool']);
 /**
  * An IOHandler that reads model.json and its weight shards from disk. Plain @tensorflow/tfjs has
  * no file:// loader in Node (only tfjs-node registers one), so all three backends load through
- * this one, and load the same bytes the same way.
+ * this one, and load the same bytes the same way. A weights path that leads out of the model's
+ * folder (`../`, an absolute path, a link) is refused: the manifest is the model's, not ours.
  * @param {any} tf
  * @param {string} modelJson
+ * @param {string} root the artifact folder, resolved (checkArtifact)
  */
-function fileHandler(tf, modelJson) {
+function fileHandler(tf, modelJson, root) {
   const folder = dirname(modelJson);
   return {
     load: async () => {
@@ -37,7 +40,7 @@ function fileHandler(tf, modelJson) {
         for (const group of manifest) {
           specs.push(...group.weights);
           for (const p of group.paths) {
-            const b = await readFile(join(folder, p));
+            const b = await readFile(checkInside(root, folder, p, 'weights path'));
             buffers.push(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
           }
         }
@@ -234,14 +237,15 @@ export async function createTfjs(backend) {
       // Threads are not settable per model in any of the three backends (cpu is single-threaded
       // JS; wasm and libtensorflow size their pools once per process), so `threads` is ignored.
       requireDtypes(artifact, TFJS_DTYPES, 'TF.js');
+      const root = checkArtifact(artifact, modelPath);
       if (fmt === 'tfjs_graph') {
-        const model = await tf.loadGraphModel(fileHandler(tf, modelPath));
+        const model = await tf.loadGraphModel(fileHandler(tf, modelPath, root));
         return new GraphSession(tf, model, artifact.outputs.map((s) => s.stored_name));
       }
       if (fmt === 'tfjs_layers') {
         let model;
         try {
-          model = await tf.loadLayersModel(fileHandler(tf, modelPath));
+          model = await tf.loadLayersModel(fileHandler(tf, modelPath, root));
         } catch (e) {
           throw new ProtocolError('load_failed', `TF.js layers model ${modelPath}: ${e instanceof Error ? e.constructor.name : 'Error'}: ${oneLine(e)}`);
         }
@@ -249,17 +253,20 @@ export async function createTfjs(backend) {
       }
       if (fmt === 'savedmodel') {
         const tag = artifact.extra?.tag ?? 'serve';
+        // A tag set is comma-separated ("serve,extra"); a meta graph is the one with exactly that set.
+        const tags = String(tag).split(',').filter((t) => t);
+        const sameSet = (/** @type {string[]} */ have) => have.length === tags.length && tags.every((t) => have.includes(t));
         const signature = /** @type {string} */ (artifact.signature);
         let model;
         try {
           // Check the signature first, to say what there is (tfjs-node only says what is missing).
           const metas = await tf.node.getMetaGraphsFromSavedModel(modelPath);
-          const meta = metas.find((/** @type {any} */ m) => m.tags.includes(tag));
+          const meta = metas.find((/** @type {any} */ m) => sameSet(m.tags));
           const signatures = Object.keys(meta?.signatureDefs ?? {}).sort();
           if (meta && !signatures.includes(signature)) {
             throw new ProtocolError('load_failed', `SavedModel ${modelPath} has no signature ${pyRepr(signature)}: expected one of ${pyList(signatures)}`);
           }
-          model = await tf.node.loadSavedModel(modelPath, [tag], signature);
+          model = await tf.node.loadSavedModel(modelPath, tags, signature);
         } catch (e) {
           if (e instanceof ProtocolError) throw e;
           throw new ProtocolError('load_failed', `SavedModel ${modelPath} (tag ${pyRepr(tag)}): ${e instanceof Error ? e.constructor.name : 'Error'}: ${oneLine(e)}`);
