@@ -65,6 +65,8 @@ export function parseNpy(bytes) {
 
   const order = descr[0];
   const code = '<>|='.includes(order) ? descr.slice(1) : descr;
+  const width = /^S(\d+)$/.exec(code);
+  if (width) return parseFixedBytes(buf, start + headerLen, shape, Number(width[1]));
   const dtype = BY_CODE[code];
   if (dtype === undefined) throw new Error(`unsupported .npy dtype '${descr}'`);
   const [, Ctor] = DTYPES[dtype];
@@ -83,6 +85,27 @@ export function parseNpy(bytes) {
   // offset the TypedArray's alignment forbids.
   const data = new Ctor(buf.buffer.slice(buf.byteOffset + offset, buf.byteOffset + offset + nbytes));
   return { dtype, shape, data };
+}
+
+/**
+ * NumPy fixed-width bytes (`|S<n>`, how the harness writes string tensors such as serialized
+ * tf.Example protos): one Uint8Array per element, trailing NUL padding removed as NumPy does.
+ * @param {Buffer} buf @param {number} offset @param {number[]} shape @param {number} width
+ * @returns {{dtype: string, shape: number[], data: any}}
+ */
+function parseFixedBytes(buf, offset, shape, width) {
+  const size = shape.reduce((a, b) => a * b, 1);
+  if (width < 1) throw new Error(`malformed .npy dtype 'S${width}'`);
+  if (buf.length - offset !== size * width) {
+    throw new Error(`.npy data is ${buf.length - offset} bytes, expected ${size * width} for S${width} of shape [${shape.join(', ')}]`);
+  }
+  const data = [];
+  for (let i = 0; i < size; i++) {
+    let end = offset + (i + 1) * width;
+    while (end > offset + i * width && buf[end - 1] === 0) end--;
+    data.push(Uint8Array.from(buf.subarray(offset + i * width, end)));
+  }
+  return { dtype: 'bytes', shape, data };
 }
 
 /**

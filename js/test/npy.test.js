@@ -120,3 +120,14 @@ test('reads from an unaligned buffer (a slice of a larger one)', () => {
   const padded = Buffer.concat([Buffer.from([0, 0, 0]), bytes]);
   assert.deepEqual([...parseNpy(padded.subarray(3)).data], [1, 2]);
 });
+
+test('reads fixed-width bytes (string tensors) as NumPy wrote them, and refuses a cut one', () => {
+  const path = join(dir, 'bytes.npy');
+  python(`import numpy as np\nnp.save(${JSON.stringify(path)}, np.array([[b"\\n\\x05a\\x00b", b"xy"]], dtype=bytes))`);
+  const a = readNpy(path);
+  assert.equal(a.dtype, 'bytes');
+  assert.deepEqual(a.shape, [1, 2]);
+  assert.deepEqual(a.data.map((/** @type {Uint8Array} */ e) => Buffer.from(e).toString('latin1')), ['\n\x05a\x00b', 'xy']);
+  const cut = readFileSync(path).subarray(0, -3);
+  assert.throws(() => parseNpy(cut), /\.npy data is \d+ bytes, expected 10 for S5 of shape \[1, 2\]/);
+});

@@ -88,7 +88,9 @@ function invoke(tf, inputs, call) {
 function toTensors(tf, feeds) {
   /** @type {Record<string, any>} */
   const inputs = {};
-  for (const [name, a] of Object.entries(feeds)) inputs[name] = tf.tensor(a.data, a.shape, a.dtype);
+  for (const [name, a] of Object.entries(feeds)) {
+    inputs[name] = a.dtype === 'bytes' ? tf.tensor(a.data, a.shape, 'string') : tf.tensor(a.data, a.shape, a.dtype);
+  }
   return inputs;
 }
 
@@ -236,7 +238,8 @@ export async function createTfjs(backend) {
     async load(artifact, modelPath, fmt) {
       // Threads are not settable per model in any of the three backends (cpu is single-threaded
       // JS; wasm and libtensorflow size their pools once per process), so `threads` is ignored.
-      requireDtypes(artifact, TFJS_DTYPES, 'TF.js');
+      // A SavedModel in tfjs-node (libtensorflow) also takes string tensors (serialized protos).
+      requireDtypes(artifact, fmt === 'savedmodel' ? [...TFJS_DTYPES, 'bytes'] : TFJS_DTYPES, 'TF.js');
       const root = checkArtifact(artifact, modelPath);
       if (fmt === 'tfjs_graph') {
         const model = await tf.loadGraphModel(fileHandler(tf, modelPath, root));
