@@ -652,7 +652,10 @@ def report(run: str, reports: Path, out_dir: Path | None) -> None:
 @click.option("--reports", default="reports", show_default=True, type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Where to write index.html and compare.md (default: reports/compare/BASE_vs_NEW).")
 @click.option("--allow-missing", is_flag=True, help="A case of BASE absent from NEW is not a regression.")
-def compare(base: str, new: str, fail_on: str, alpha: float, reports: Path, out_dir: Path | None, allow_missing: bool) -> None:
+@click.option("--gate-conformance", is_flag=True,
+              help="Also judge cases without rounds (conformance runs) on their pooled iterations: a weaker test, named in the output.")
+def compare(base: str, new: str, fail_on: str, alpha: float, reports: Path, out_dir: Path | None, allow_missing: bool,
+            gate_conformance: bool) -> None:
     """What changed between two runs: verdicts, numerics, latency. Exit 1 on a regression."""
     from harness.bench import Gate
     from harness.report.diff import diff_runs, print_diff, write_diff
@@ -664,7 +667,7 @@ def compare(base: str, new: str, fail_on: str, alpha: float, reports: Path, out_
         # Numbers from another schema may not mean the same thing: refuse rather than mis-compare.
         if run.meta.get("schema") != SCHEMA:
             raise HarnessError(f"{label} {run.folder} has schema {run.meta.get('schema')!r} (or no readable run.json): expected schema {SCHEMA}")
-    diff = diff_runs(a, b, gate, allow_missing)
+    diff = diff_runs(a, b, gate, allow_missing, gate_conformance)
     print_diff(diff, out)
     paths = write_diff(diff, out_dir or reports / "compare" / f"{a.run_id}_vs_{b.run_id}")
     out.print(f"html: {paths['html']}\nmarkdown: {paths['markdown']}", highlight=False)

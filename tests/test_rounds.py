@@ -8,7 +8,7 @@ import pytest
 
 from conftest import check_run_schema, run_cli
 from harness.bench import Gate, round_statistics
-from harness.report.diff import MIN_ROUNDS, diff_runs
+from harness.report.diff import MIN_ROUNDS, diff_runs, print_diff
 from harness.store import RunStore, read_run
 
 
@@ -42,6 +42,29 @@ def test_pooled_iterations_of_single_runs_judge_no_latency(tmp_path):
     diff = diff_runs(base, new, Gate.parse("median:10%"))
     (c,) = diff.cases
     assert c.ratio == pytest.approx(2.0, rel=0.01) and not c.judged and not c.flagged and c.p_value is None and diff.ok
+
+
+def test_gate_conformance_judges_single_runs_on_their_iterations_and_says_so(tmp_path):
+    """Asked for with --gate-conformance: cases without rounds are judged on their pooled iterations (a
+    2x shift is flagged, an A/A pair is not), and the output names the weaker test; a bench run compared
+    with a conformance run is pointed out."""
+    rng = np.random.default_rng(1)
+    base = _run(tmp_path, "a", {"slow": (list(1.0 + 0.01 * rng.standard_normal(50)), None), "same": (list(1.0 + 0.01 * rng.standard_normal(50)), None)})
+    new = _run(tmp_path, "b", {"slow": (list(2.0 + 0.01 * rng.standard_normal(50)), None), "same": (list(1.0 + 0.01 * rng.standard_normal(50)), None)})
+    diff = diff_runs(base, new, Gate.parse("median:10%"), gate_conformance=True)
+    by_id = {c.id: c for c in diff.cases}
+    assert by_id["slow"].judged and by_id["slow"].on_samples and by_id["slow"].flagged and not diff.ok
+    assert by_id["same"].judged and not by_id["same"].flagged
+    from rich.console import Console
+
+    console = Console(record=True, width=200)
+    print_diff(diff, console)
+    assert "--gate-conformance: cases without rounds are judged on their pooled iterations" in console.export_text()
+    bench = _run(tmp_path, "c", {"same": ([1.0] * 10, [1.0, 1.1, 0.9, 1.0, 1.05])})
+    bench.meta["options"] = {"command": "bench"}
+    console = Console(record=True, width=200)
+    print_diff(diff_runs(bench, new, Gate.parse("median:10%")), console)
+    assert "comparing a bench run (c) with a conformance run (b)" in console.export_text()
 
 
 def test_rounds_flag_a_consistent_slowdown_and_not_noise(tmp_path):

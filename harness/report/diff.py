@@ -1,8 +1,10 @@
 """`harness compare A B`: what changed between two runs — verdicts, numerics, latency.
 
-Latency changes are judged by the gate on the raw samples: a case is flagged only when the change of
-the gated statistic is larger than the threshold AND the Mann–Whitney U test calls it significant, so
-noise on a shared machine does not raise alarms."""
+Latency changes are judged by the gate on round medians: a case is flagged only when the change of the
+gated statistic is larger than the threshold AND the Mann–Whitney U test over the rounds calls it
+significant, so noise on a shared machine does not raise alarms. Conformance runs (one round) are shown,
+not judged, unless `--gate-conformance` asks for the test over their pooled iterations — a weaker
+test, which the output then names."""
 
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ class CaseDiff:
     flagged: bool = False  # a regression beyond the gate
     improved: bool = False  # faster beyond the gate
     judged: bool = False  # both runs have enough rounds for a latency verdict
+    on_samples: bool = False  # judged on pooled iterations (--gate-conformance), not on rounds
     rounds: tuple[int, int] = (0, 0)
     numerics: str = ""  # "identical", "changed", "" (unknown)
     drift: dict[str, tuple] = field(default_factory=dict)  # output -> (base max_abs, new max_abs)
@@ -91,7 +94,12 @@ def _rounds(result: dict) -> list[float]:
     return [s for s in (result.get("timing") or {}).get("rounds_ms") or [] if isinstance(s, (int, float))]
 
 
-def diff_runs(base: RunData, new: RunData, gate: Gate, allow_missing: bool = False) -> RunDiff:
+def run_kind(run: RunData) -> str:
+    """`bench` for a run measured in rounds, else `conformance` (run, check, pytest)."""
+    return "bench" if (run.meta.get("options") or {}).get("command") == "bench" else "conformance"
+
+
+def diff_runs(base: RunData, new: RunData, gate: Gate, allow_missing: bool = False, gate_conformance: bool = False) -> RunDiff:
     """Case by case. Two runs with no case in common are an error: nothing could be compared."""
     key = Gate.STATS[gate.stat]
     before = {r["id"]: r for r in base.results}
@@ -114,6 +122,11 @@ def diff_runs(base: RunData, new: RunData, gate: Gate, allow_missing: bool = Fal
                 rounds_a, rounds_b = _rounds(a), _rounds(b)
                 d.rounds = (len(rounds_a), len(rounds_b))
                 d.judged = min(d.rounds) >= MIN_ROUNDS
+                if not d.judged and gate_conformance:
+                    # Asked for: the pooled iterations of one process each (within-run noise only).
+                    samples_a, samples_b = ta.get("samples_ms") or [], tb.get("samples_ms") or []
+                    d.judged = d.on_samples = min(len(samples_a), len(samples_b)) >= MIN_ROUNDS
+                    rounds_a, rounds_b = samples_a, samples_b
                 if d.judged:
                     d.significant, d.p_value = significant_change(rounds_a, rounds_b, gate.alpha)
                     d.flagged = d.significant and d.ratio > 1 + gate.threshold
@@ -134,6 +147,14 @@ def print_diff(diff: RunDiff, console) -> None:
 
     console.print(f"compare {diff.base.run_id} → {diff.new.run_id}  (gate {diff.gate.stat}:{diff.gate.threshold:.0%}, "
                   f"Mann–Whitney α={diff.gate.alpha})", highlight=False)
+    kinds = (run_kind(diff.base), run_kind(diff.new))
+    if kinds[0] != kinds[1]:
+        console.print(f"[yellow]note:[/] comparing a {kinds[0]} run ({diff.base.run_id}) with a {kinds[1]} run ({diff.new.run_id}): "
+                      "their timings were measured differently (rounds of a benchmark vs a few iterations of a conformance run)",
+                      highlight=False, soft_wrap=True)
+    if any(c.on_samples for c in diff.cases):
+        console.print("[yellow]note:[/] --gate-conformance: cases without rounds are judged on their pooled iterations, "
+                      "which sees only the noise within one process", highlight=False, soft_wrap=True)
     for label, run in (("baseline", diff.base), ("new run", diff.new)):
         for problem in run.problems:
             console.print(f"  [yellow]{label}:[/] {problem}", highlight=False, soft_wrap=True)
@@ -160,7 +181,8 @@ def print_diff(diff: RunDiff, console) -> None:
     unjudged = [c for c in timed if not c.judged]
     if unjudged:
         console.print(f"latency: {len(unjudged)} case(s) not judged: fewer than {MIN_ROUNDS} rounds on a side "
-                      f"(`harness bench --rounds N` measures rounds; one run is one round)", highlight=False)
+                      f"(`harness bench --rounds N` measures rounds; one run is one round; --gate-conformance judges "
+                      f"conformance runs on their iterations)", highlight=False)
     if timed:
         table = Table(title=f"latency ({diff.gate.stat}), slowest change first")
         for col in ("case", "before ms", "after ms", "ratio", "rounds", "p-value", "flag"):
