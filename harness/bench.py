@@ -3,6 +3,7 @@ regression gate that compares two runs' samples."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,21 +84,25 @@ def significant_change(base_ms: list[float], new_ms: list[float], alpha: float =
 
 
 _GEMM = """
-import sys, time
+import json, sys, time
 import numpy as np
+from threadpoolctl import threadpool_info
 n = int(sys.argv[1])
 rng = np.random.default_rng(0)
 a = rng.standard_normal((n, n), dtype=np.float32)
 b = rng.standard_normal((n, n), dtype=np.float32)
 a @ b
 best = min((lambda t: (a @ b, time.perf_counter() - t)[1])(time.perf_counter()) for _ in range(7))
-print(2.0 * n**3 / best / 1e9)
+blas = [{k: p.get(k) for k in ("internal_api", "version", "num_threads", "threading_layer", "architecture")}
+        for p in threadpool_info() if p.get("user_api") == "blas"]
+print(json.dumps({"gflops": 2.0 * n**3 / best / 1e9, "blas": blas}))
 """
 
 
-def peak_gflops(threads: int, n: int = 1024) -> float | None:
+def gemm_probe(threads: int, n: int = 1024) -> dict | None:
     """This machine's float32 GEMM rate (NumPy's BLAS, best of 7) at a thread count, measured in a
-    fresh process so the BLAS thread setting takes effect: the yardstick for each runtime's GFLOP/s."""
+    fresh process so the BLAS thread setting takes effect, and the BLAS that did it (threadpoolctl:
+    library, version, threads it ran with): the yardstick for each runtime's GFLOP/s."""
     import os
     import subprocess
     import sys
@@ -105,9 +110,22 @@ def peak_gflops(threads: int, n: int = 1024) -> float | None:
     env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     try:
         out = subprocess.run([sys.executable, "-c", _GEMM, str(n)], env=env, capture_output=True, text=True, timeout=120)
-        return float(out.stdout.strip()) if out.returncode == 0 else None
+        return json.loads(out.stdout) if out.returncode == 0 else None
     except (subprocess.SubprocessError, ValueError):
         return None
+
+
+def peak_gflops(threads: int, n: int = 1024) -> float | None:
+    probe = gemm_probe(threads, n)
+    return float(probe["gflops"]) if probe else None
+
+
+def peak_notes(peaks: dict[str, float | None]) -> list[str]:
+    """Where the GEMM peak drops as threads are added (on a shared or small machine it can): said, so
+    that a runtime's lower GFLOP/s at more threads is not read as the runtime's fault alone."""
+    known = sorted((int(t), v) for t, v in peaks.items() if v)
+    return [f"GEMM peak drops from {a:.1f} GFLOP/s at {ta} thread(s) to {b:.1f} at {tb}"
+            for (ta, a), (tb, b) in zip(known, known[1:]) if b < a]
 
 
 class ReplayTimer:

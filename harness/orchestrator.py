@@ -221,12 +221,17 @@ class Orchestrator:
                 progress(f"exporting {fixture}/{fmt}", i, len(needed))
             self.engine.artifact(self.fixtures[fixture], fmt)
         if self.bench:
-            from harness.bench import peak_gflops
+            from harness.bench import gemm_probe, peak_notes
 
+            blas = None
             for t in sorted({c.threads or os.cpu_count() or 1 for c in self.cases}):
-                self.peaks[str(t)] = peak_gflops(t)
+                probe = gemm_probe(t)
+                self.peaks[str(t)] = float(probe["gflops"]) if probe else None
+                blas = blas or (probe or {}).get("blas")
             if self.store is not None:
                 self.store.set("machine_peak_gflops", self.peaks)
+                self.store.set("machine_blas", blas or [])
+                self.store.set("machine_peak_notes", peak_notes(self.peaks))
 
     def close(self, state: str = "complete", reason: str | None = None, kill: bool = False) -> None:
         if self._closed:

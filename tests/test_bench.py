@@ -106,6 +106,8 @@ def test_bench_cli_records_threads_flops_and_peak(tmp_path):
     assert all(r["timing"]["iterations"] >= 10 and r["gflops"] > 0 and r["flops"] > 0 for r in results)
     meta = json.loads((tmp_path / "latest" / "run.json").read_text())
     assert meta["machine_peak_gflops"]["1"] > 0
+    assert meta["machine_blas"] and meta["machine_blas"][0]["internal_api"], "the BLAS of the GEMM yardstick is named"
+    assert isinstance(meta["machine_peak_notes"], list)
     assert "GFLOP/s" in proc.stdout
 
 

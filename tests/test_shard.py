@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import run_cli
+from conftest import check_run_schema, run_cli
 from harness.cases import Selection, matrix
 from harness.errors import HarnessError
 from harness.shard import EXPORT_COST_S, assign, case_cost, parse_shard
@@ -47,6 +47,7 @@ def test_two_shards_merge_into_one_run(tmp_path):
     assert merged.returncode == 0, merged.stderr
     assert merged.stdout.splitlines()[0] == f"{len(ids[0]) + len(ids[1])} cases: {len(ids[0]) + len(ids[1])} pass"
     meta = json.loads((reports / "runs" / "all" / "run.json").read_text())
+    check_run_schema(reports / "runs" / "all")
     assert meta["state"] == "complete" and meta["options"]["shards"] == runs
     assert sorted(c["id"] for c in meta["planned"]) == sorted(ids[0] + ids[1])
     assert (reports / "latest").resolve().name == "all"

@@ -198,6 +198,10 @@ def print_bench(results: list[dict], peaks: dict, console: Console | None = None
         )
     console.print(table)
     console.print("machine peak GFLOP/s by threads: " + ", ".join(f"{k}: {v:.1f}" if v else f"{k}: ?" for k, v in peaks.items()), highlight=False)
+    from harness.bench import peak_notes
+
+    for note in peak_notes(peaks):
+        console.print(f"[yellow]note:[/] {note} (this machine's BLAS does not gain from more threads here)", highlight=False)
 
 
 def print_pairs(pairs: list[dict], labels: list[str], console: Console | None = None) -> None:
