@@ -180,6 +180,7 @@ class Options:
     max_time_s: float = 10.0  # ... and, for very slow cases, not much longer than this (at least 3 samples)
     max_iterations: int = 10000
     rounds: int = 1  # benchmarks: measure each case in this many rounds, interleaved across cases
+    delay_us: int = 0  # self-tests only: a busy-wait inside each timed call (harness selftest gate's injected slowdown)
     sandbox: str = "none"  # where workers run: bwrap, docker or none (harness/sandbox.py)
 
 
@@ -596,7 +597,8 @@ class Engine:
                 warmup = max(warmup, min(300, math.ceil(0.5 * self.options.min_time_s / per_call)))
             reply = worker.call(
                 "run",
-                {"handle": loaded.handle, "inputs": paths, "output_dir": str(out_dir), "warmup": warmup, "iterations": count},
+                {"handle": loaded.handle, "inputs": paths, "output_dir": str(out_dir), "warmup": warmup, "iterations": count,
+                 **({"delay_us": self.options.delay_us} if self.options.delay_us and iterations is None else {})},
                 timeout=self.options.run_timeout_s,
             )
             if first_ns is not None:

@@ -512,8 +512,11 @@ def _pair_variant(text: str) -> tuple[str, str | None]:
                    "worker binary); both measured in the same rounds, back to back, on the same artifacts.")
 @click.option("--timeout", default=120.0, show_default=True, type=POSITIVE_SECONDS, help="Seconds a worker may take to answer a run.")
 @click.option("--reports", default="reports", show_default=True, type=click.Path(path_type=Path))
+@click.option("--delay-us", default=0, type=click.IntRange(min=0), hidden=True,
+              help="Self-tests only: a busy-wait of this many microseconds inside each timed call (an injected slowdown).")
 @_sandbox_option("none")
-def bench(fixtures, formats, runtimes, batch, threads_, warmup, iterations, min_time, rounds, sweep, pair, timeout, reports, sandbox) -> None:
+def bench(fixtures, formats, runtimes, batch, threads_, warmup, iterations, min_time, rounds, sweep, pair, timeout, reports, delay_us,
+          sandbox) -> None:
     """Benchmark: latency statistics, cold start, peak memory, batch and size scaling, GFLOP/s against
     this machine's measured GEMM peak, at 1 thread and at all cores. One benchmark at a time."""
     from filelock import FileLock, Timeout
@@ -552,10 +555,11 @@ def bench(fixtures, formats, runtimes, batch, threads_, warmup, iterations, min_
     if pair and rounds < 6:
         raise HarnessError(f"--rounds {rounds} with --pair: expected 6 or more (a 95% interval for the median ratio needs 6 rounds; 10 is a good start)")
     cases = _sandboxed(cases, sandbox)
-    options = Options(warmup=warmup, iterations=iterations, min_time_s=min_time, run_timeout_s=timeout, rounds=rounds, sandbox=sandbox)
+    options = Options(warmup=warmup, iterations=iterations, min_time_s=min_time, run_timeout_s=timeout, rounds=rounds, sandbox=sandbox,
+                      delay_us=delay_us)
     run_options = {"command": "bench", "fixtures": sel.fixtures, "formats": sel.formats, "runtimes": sel.runtimes,
                    "batches": batches, "threads": threads, "warmup": warmup, "iterations": iterations, "min_time_s": min_time,
-                   "rounds": rounds, "timeout": timeout, "pair": list(pair) if pair else None, "sandbox": sandbox}
+                   "rounds": rounds, "timeout": timeout, "pair": list(pair) if pair else None, "sandbox": sandbox, "delay_us": delay_us}
     lock = FileLock(str(Path(".harness") / "bench.lock"))
     try:
         Path(".harness").mkdir(exist_ok=True)
@@ -701,10 +705,19 @@ def selftest_startup(repeats: int) -> None:
 
 @selftest.command("gate")
 @click.option("--reports", default=".harness/selftest-gate", show_default=True, type=click.Path(path_type=Path))
-def selftest_gate(reports: Path) -> None:
+@click.option("--injected", is_flag=True, help="Instead: A/A pairs and a 1.25x injected slowdown (delay_us), --repeats times; "
+                                                "prints the false-positive and false-negative rates.")
+@click.option("--repeats", default=3, show_default=True, type=click.IntRange(min=1), help="Repeats of --injected.")
+def selftest_gate(reports: Path, injected: bool, repeats: int) -> None:
     """A/A comparison (must flag nothing) and a real 20% slowdown (must be flagged); exit 1 if either fails."""
-    from harness.fidelity import gate
+    from harness.fidelity import gate, gate_injected
 
+    if injected:
+        result = gate_injected(reports, repeats)
+        click.echo(json.dumps(result, indent=2))  # false_positive_rate, false_negative_rate
+        if not result["ok"]:
+            sys.exit(1)
+        return
     result = gate(reports)
     click.echo(json.dumps(result, indent=2))
     if not result["ok"]:

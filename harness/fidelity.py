@@ -161,6 +161,47 @@ def gate(reports: Path, rounds: int = 5) -> dict:
     return {"aa": aa, "slowed": slowed, "runs": [a1, a2, slow], "ok": aa["flagged"] == 0 and slowed["flagged"] >= 1}
 
 
+def gate_injected(reports: Path, repeats: int = 3, rounds: int = 5, slowdown: float = 0.25) -> dict:
+    """The gate against an injected slowdown, several times: each repeat benchmarks a mid-size case
+    (mnist_cnn, ONNX on ort, all cores) twice — an A/A pair that must flag nothing — and once more
+    with a busy-wait of `slowdown` × its p50 inside every timed call (`delay_us`), which must be
+    flagged. Reports the false-positive rate (A/A pairs flagged) and the false-negative rate
+    (slowdowns missed); `ok` only when both are 0."""
+    from harness.bench import Gate
+    from harness.report.diff import diff_runs
+    from harness.store import read_run
+
+    base = [sys.executable, "-m", "harness.cli"]
+    select = ["-f", "mnist_cnn", "-F", "onnx18", "-r", "ort", "--no-sweep", "-b", "1", "--threads", "all",
+              "--rounds", str(rounds), "--min-time", "0.1"]
+
+    def bench(delay_us: int = 0) -> str:
+        proc = subprocess.run(base + ["bench", *select, "--delay-us", str(delay_us), "--reports", str(reports)], capture_output=True, text=True)
+        if proc.returncode not in (0, 1):
+            raise RuntimeError(proc.stderr)
+        return os.readlink(reports / "latest").split("/")[-1]
+
+    def flagged(a: str, b: str) -> tuple[int, dict]:
+        diff = diff_runs(read_run(reports / "runs" / a), read_run(reports / "runs" / b), Gate.parse("median:10%"))
+        return sum(c.flagged for c in diff.cases), {c.id: round(c.ratio, 3) for c in diff.cases if c.ratio}
+
+    aa: list[dict] = []
+    slowed: list[dict] = []
+    for _ in range(repeats):
+        a, b = bench(), bench()
+        n, ratios = flagged(a, b)
+        aa.append({"runs": [a, b], "flagged": n, "ratios": ratios})
+        p50 = [r["timing"]["p50_ms"] for r in read_run(reports / "runs" / b).results if (r.get("timing") or {}).get("p50_ms")]
+        delay_us = max(1, round(slowdown * min(p50) * 1000)) if p50 else 1
+        c = bench(delay_us)
+        n, ratios = flagged(b, c)
+        slowed.append({"runs": [b, c], "delay_us": delay_us, "flagged": n, "ratios": ratios})
+    fp = sum(x["flagged"] > 0 for x in aa) / repeats
+    fn = sum(x["flagged"] == 0 for x in slowed) / repeats
+    return {"mode": "injected", "slowdown": 1 + slowdown, "repeats": repeats, "aa": aa, "slowed": slowed,
+            "false_positive_rate": fp, "false_negative_rate": fn, "ok": fp == 0 and fn == 0}
+
+
 def _relabel(folder: Path, old: str, new: str) -> None:
     path = folder / "results.jsonl"
     lines = [json.loads(x) for x in path.read_text().splitlines()]

@@ -161,6 +161,10 @@ class Worker:
         iterations = int(params.get("iterations", 1))
         if warmup < 0 or iterations < 0:
             raise ProtocolError("bad_request", f"warmup and iterations must be >= 0, got {warmup} and {iterations}")
+        # Self-tests only: a busy-wait of delay_us inside each timed call (an injected slowdown).
+        delay_ns = int(params.get("delay_us", 0)) * 1000
+        if delay_ns < 0:
+            raise ProtocolError("bad_request", f"delay_us must be >= 0, got {params.get('delay_us')}")
         expected = {s["name"] for s in loaded.inputs}
         if set(given) != expected:
             missing, extra = sorted(expected - set(given)), sorted(set(given) - expected)
@@ -187,6 +191,10 @@ class Worker:
             for _ in range(iterations):
                 start = time.perf_counter_ns()
                 session.run(feeds)
+                if delay_ns:
+                    until = time.perf_counter_ns() + delay_ns
+                    while time.perf_counter_ns() < until:
+                        pass
                 samples.append(time.perf_counter_ns() - start)
         except ProtocolError:
             raise

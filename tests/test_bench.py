@@ -170,3 +170,14 @@ def test_nightly_exits_1_when_a_step_fails_and_keeps_no_history(tmp_path):
     assert '"run": 2' in proc.stdout and '"bench": 2' in proc.stdout and "made no complete run" in proc.stdout
     assert "harness: error: unknown runtime 'nope'" in proc.stderr, "each step's one-line error reaches the terminal"
     assert not (reports / "history").exists() or not any((reports / "history").iterdir())
+
+
+def test_injected_delay_is_inside_every_timed_call(tmp_path):
+    """`bench --delay-us` (self-tests only) reaches the worker: every timed sample holds the busy-wait,
+    and the run records it, so a run with an injected slowdown is never mistaken for a real one."""
+    proc = run_cli("bench", "-f", "pow", "-F", "onnx13", "-r", "ort", "--no-sweep", "-b", "1", "--threads", "1", "--rounds", "1",
+                   "--min-time", "0", "-n", "5", "--delay-us", "2000", "--reports", str(tmp_path), cwd=tmp_path, env=OWN_LOCK)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [r] = [json.loads(x) for x in (tmp_path / "latest" / "results.jsonl").read_text().splitlines()]
+    assert min(r["timing"]["samples_ms"]) >= 2.0
+    assert json.loads((tmp_path / "latest" / "run.json").read_text())["options"]["delay_us"] == 2000

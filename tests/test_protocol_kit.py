@@ -121,5 +121,7 @@ def test_protocol_case(workers, runtime, case):
         assert set(result["formats"]) == set(RUNTIMES[runtime].formats), "the worker's formats are the runtime table's"
     if "samples" in expect:
         assert len(result["samples_ns"]) == expect["samples"]
+    if "min_sample_ns" in expect:
+        assert min(result["samples_ns"]) >= expect["min_sample_ns"], result["samples_ns"]
     for name, values in expect.get("outputs", {}).items():
         np.testing.assert_allclose(np.load(result["outputs"][name]), values, rtol=1e-5)

@@ -370,6 +370,15 @@ func (w *Worker) run(params map[string]json.RawMessage) (any, error) {
 	if warmup < 0 || iterations < 0 {
 		return nil, Errorf(BadRequest, "warmup and iterations must be >= 0, got %d and %d", warmup, iterations)
 	}
+	// Self-tests only: a busy-wait of delay_us inside each timed call (an injected slowdown).
+	delayUs := 0
+	if err := optional(params, "delay_us", &delayUs, "int"); err != nil {
+		return nil, err
+	}
+	if delayUs < 0 {
+		return nil, Errorf(BadRequest, "delay_us must be >= 0, got %d", delayUs)
+	}
+	delay := time.Duration(delayUs) * time.Microsecond
 	if err := checkNames(l.art.Inputs, given); err != nil {
 		return nil, err
 	}
@@ -415,6 +424,10 @@ func (w *Worker) run(params map[string]json.RawMessage) (any, error) {
 		for range iterations {
 			start := time.Now()
 			r, err := l.session.Run(prepared)
+			if delay > 0 {
+				for until := time.Now().Add(delay); time.Now().Before(until); {
+				}
+			}
 			samples = append(samples, time.Since(start).Nanoseconds())
 			if err != nil {
 				return err

@@ -34,7 +34,7 @@ const TYPED = {
 /**
  * @typedef {import('../src/protocol.js').NdArray} NdArray
  * @typedef {{first_ns: number, samples_ns: number[]}} Timing
- * @typedef {{warmup: number, iterations: number, urls: Record<string, string>}} Plan
+ * @typedef {{warmup: number, iterations: number, delayUs: number, urls: Record<string, string>}} Plan
  */
 
 /** The page answers {ok} or {error}; an error becomes a protocol error of `kind`.
@@ -125,8 +125,8 @@ async function createBrowserRuntime(name, browser) {
     this.run = async (/** @type {Record<string, NdArray>} */ _feeds) => {
       const plan = this.plan;
       if (!plan) throw new ProtocolError('run_failed', 'internal: no run plan for the page');
-      const r = unwrap(await page.evaluate(([i, u, w, n]) => /** @type {any} */ (window).harness.run(i, u, w, n),
-        /** @type {const} */ ([id, plan.urls, plan.warmup, plan.iterations])), 'run_failed', '');
+      const r = unwrap(await page.evaluate(([i, u, w, n, d]) => /** @type {any} */ (window).harness.run(i, u, w, n, d),
+        /** @type {const} */ ([id, plan.urls, plan.warmup, plan.iterations, plan.delayUs])), 'run_failed', '');
       this.timing = { first_ns: Math.round(r.first_ms * 1e6), samples_ns: r.samples_ms.map((/** @type {number} */ ms) => Math.round(ms * 1e6)) };
       /** @type {Record<string, NdArray>} */
       const out = {};
@@ -178,7 +178,8 @@ class BrowserWorker extends Worker {
       urls[spec[loaded.address]] = this.browser.server.url(prefix, relative(dirname(path), path));
     }
     const session = /** @type {any} */ (loaded.session);
-    session.plan = { warmup, iterations, urls };
+    const delayUs = Number(params.delay_us ?? 0); // checked by protocol.js (a self-test's injected slowdown)
+    session.plan = { warmup, iterations, delayUs: Number.isFinite(delayUs) && delayUs > 0 ? Math.trunc(delayUs) : 0, urls };
     session.timing = null;
     try {
       // protocol.js reads and checks the inputs, calls the session once (the page runs the whole

@@ -134,6 +134,12 @@ function readInput(path, name) {
 
 const now = () => process.hrtime.bigint();
 
+/** Busy-wait for `us` microseconds (the injected slowdown of a self-test). @param {number} us */
+function spin(us) {
+  const until = now() + BigInt(us) * 1000n;
+  while (now() < until);
+}
+
 /**
  * @typedef {{session: Session, inputs: TensorSpec[], outputs: TensorSpec[], address: 'stored_name'|'name'}} Loaded
  */
@@ -224,6 +230,9 @@ export class Worker {
     if (warmup < 0 || iterations < 0) {
       throw new ProtocolError('bad_request', `warmup and iterations must be >= 0, got ${warmup} and ${iterations}`);
     }
+    // Self-tests only: a busy-wait of delay_us inside each timed call (an injected slowdown).
+    const delayUs = intParam(params, 'delay_us', 0);
+    if (delayUs < 0) throw new ProtocolError('bad_request', `delay_us must be >= 0, got ${delayUs}`);
     const expected = new Set(loaded.inputs.map((s) => s.name));
     const givenNames = Object.keys(given);
     if (givenNames.length !== expected.size || givenNames.some((n) => !expected.has(n))) {
@@ -267,6 +276,7 @@ export class Worker {
         start = now();
         const s = once();
         if (s instanceof Promise) await s;
+        if (delayUs) spin(delayUs);
         samples.push(Number(now() - start));
       }
     } catch (e) {

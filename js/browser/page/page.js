@@ -360,8 +360,9 @@ async function load(id, spec) {
  * to the host (dataSync, or await data() on WebGPU), as the Node runtimes time it.
  * @param {string} id @param {Record<string, string>} urls  stored name → URL of a .npy file
  * @param {number} warmup @param {number} iterations
+ * @param {number} [delayUs]  self-tests only: a busy-wait inside each timed call (an injected slowdown)
  */
-async function run(id, urls, warmup, iterations) {
+async function run(id, urls, warmup, iterations, delayUs = 0) {
   const session = sessions.get(id);
   if (!session) throw new Error(`no model ${id} in the page`);
   /** @type {Record<string, any>} */
@@ -385,6 +386,10 @@ async function run(id, urls, warmup, iterations) {
     start = performance.now();
     const s = once();
     if (s instanceof Promise) await s;
+    if (delayUs) {
+      const until = performance.now() + delayUs / 1000;
+      while (performance.now() < until);
+    }
     samplesMs.push(performance.now() - start);
   }
   return {
