@@ -76,7 +76,7 @@ def test_seeded_weights_must_cover_the_model_exactly():
     """A fixture whose seeded values miss a weight, or name one the model lacks, fails to build (it would
     otherwise keep Keras' own random initial value and change between builds)."""
     from fixtures import _nn
-    from fixtures.lstm_seq import params
+    from fixtures.recurrent import params
     from harness.export.common import import_tf
 
     import_tf()
@@ -84,7 +84,7 @@ def test_seeded_weights_must_cover_the_model_exactly():
 
     inputs = keras.Input(shape=(12, 8))
     model = keras.Model(inputs, keras.layers.Dense(4, name="head")(keras.layers.LSTM(16, name="lstm_1")(inputs)))
-    p = params()
+    p = params("lstm")
     with pytest.raises(KeyError, match="seeded values without a weight"):
         _nn.assign(model, p)
     with pytest.raises(KeyError, match="no seeded value for weight lstm_1/lstm_cell/bias"):

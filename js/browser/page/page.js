@@ -224,6 +224,29 @@ function readBack(inputs, names, outputs, sync) {
   );
 }
 
+/** @param {Record<string, any>} feeds @returns {Record<string, any>} the feeds as tensors */
+function tensorsOf(feeds) {
+  return Object.fromEntries(Object.entries(feeds).map(([k, a]) => [k, toTensor(a)]));
+}
+
+/**
+ * A model call on `inputs` that frees them when it throws or its promise rejects, so the tensor count
+ * stays flat whatever happens, as the Node runtimes' `invoke` does.
+ * @param {Record<string, any>} inputs @param {() => any} call
+ */
+function guarded(inputs, call) {
+  const free = (/** @type {unknown} */ e) => {
+    tf.dispose(Object.values(inputs));
+    throw e;
+  };
+  try {
+    const out = call();
+    return out instanceof Promise ? out.catch(free) : out;
+  } catch (e) {
+    return free(e);
+  }
+}
+
 /** A TF.js graph model, fed and fetched by the converter's tensor names, as in Node. */
 class TfjsGraph {
   /** @param {any} model @param {string[]} outputs */
@@ -237,12 +260,11 @@ class TfjsGraph {
   /** @param {Record<string, any>} feeds */
   run(feeds) {
     if (this.async) return this.runAsync(feeds);
-    const inputs = Object.fromEntries(Object.entries(feeds).map(([k, a]) => [k, toTensor(a)]));
+    const inputs = tensorsOf(feeds);
     let out;
     try {
-      out = this.model.execute(inputs, this.outputs);
+      out = guarded(inputs, () => this.model.execute(inputs, this.outputs));
     } catch (e) {
-      tf.dispose(Object.values(inputs));
       // Control flow or dynamic shapes: the synchronous executor refuses and names executeAsync.
       if (e instanceof Error && /executeAsync/.test(e.message)) {
         this.async = true;
@@ -255,14 +277,8 @@ class TfjsGraph {
 
   /** @param {Record<string, any>} feeds */
   async runAsync(feeds) {
-    const inputs = Object.fromEntries(Object.entries(feeds).map(([k, a]) => [k, toTensor(a)]));
-    let out;
-    try {
-      out = await this.model.executeAsync(inputs, this.outputs);
-    } catch (e) {
-      tf.dispose(Object.values(inputs));
-      throw e;
-    }
+    const inputs = tensorsOf(feeds);
+    const out = await guarded(inputs, () => this.model.executeAsync(inputs, this.outputs));
     return readBack(inputs, this.outputs, Array.isArray(out) ? out : [out], this.sync);
   }
 
@@ -283,15 +299,9 @@ class TfjsLayers {
 
   /** @param {Record<string, any>} feeds */
   run(feeds) {
-    const inputs = Object.fromEntries(Object.entries(feeds).map(([k, a]) => [k, toTensor(a)]));
+    const inputs = tensorsOf(feeds);
     const ordered = this.inputs.map((n) => inputs[n]);
-    let out;
-    try {
-      out = this.model.predict(ordered.length === 1 ? ordered[0] : ordered);
-    } catch (e) {
-      tf.dispose(Object.values(inputs));
-      throw e;
-    }
+    const out = guarded(inputs, () => this.model.predict(ordered.length === 1 ? ordered[0] : ordered));
     return readBack(inputs, this.outputs, Array.isArray(out) ? out : [out], this.sync);
   }
 
