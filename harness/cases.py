@@ -143,7 +143,7 @@ class Deviation:
 
 
 def load_deviations(path: Path | None = None) -> list[Deviation]:
-    import fixtures as pkg
+    import harness_fixtures as pkg
 
     path = path or Path(pkg.__path__[0]) / "deviations.toml"
     try:

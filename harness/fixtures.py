@@ -165,13 +165,13 @@ def all_fixtures() -> dict[str, Fixture]:
     """Every fixture defined in the `fixtures` package (one module each, exporting FIXTURE)."""
     global _REGISTRY
     if _REGISTRY is None:
-        import fixtures as pkg
+        import harness_fixtures as pkg
 
         found: dict[str, Fixture] = {}
         for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
             if info.name.startswith("_"):
                 continue
-            mod = importlib.import_module(f"fixtures.{info.name}")
+            mod = importlib.import_module(f"harness_fixtures.{info.name}")
             # A module defines one FIXTURE, or a FIXTURES list for a family (a size sweep).
             for fx in [getattr(mod, "FIXTURE", None), *getattr(mod, "FIXTURES", [])]:
                 if isinstance(fx, Fixture):

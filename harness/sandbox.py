@@ -311,7 +311,7 @@ class Sandbox:
         ro = [*_program_roots(command), Path(sys.prefix), artifacts]
         ro += [Path(p) for p in env.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p.startswith("/")]
         ro += [Path(p) for p in env.get("PYTHONPATH", "").split(os.pathsep) if p.startswith("/")]
-        # `python -m runners.x` from the repository: of it only runners/ (not reports/, .harness/logs, .git).
+        # `python -m harness_runners.x` (the folder runners/): of it only runners/ (not reports/, .harness/logs, .git).
         repo = Path(__file__).resolve().parents[1]
         ro = [repo / "runners" if Path(os.path.abspath(p)) == repo else p for p in ro]
         return self.bwrap_command(command, ro=ro, rw=[scratch], cwd=repo)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from runners.protocol import ProtocolError
+from harness_runners.protocol import ProtocolError
 
 
 def _inside(root: Path, path: Path) -> bool:

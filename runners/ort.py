@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runners.contain import check_artifact, check_onnx_external_data
-from runners.protocol import Runtime, Session, main
+from harness_runners.contain import check_artifact, check_onnx_external_data
+from harness_runners.protocol import Runtime, Session, main
 
 
 class _Session(Session):

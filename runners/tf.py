@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from runners.contain import check_artifact, check_savedmodel_assets
-from runners.protocol import ProtocolError, Runtime, Session, _one_line, main
+from harness_runners.contain import check_artifact, check_savedmodel_assets
+from harness_runners.protocol import ProtocolError, Runtime, Session, _one_line, main
 
 
 class _Signature(Session):

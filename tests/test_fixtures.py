@@ -75,9 +75,9 @@ def test_architecture_matches_its_float64_oracle_and_carries_signal(name):
 def test_seeded_weights_must_cover_the_model_exactly():
     """A fixture whose seeded values miss a weight, or name one the model lacks, fails to build (it would
     otherwise keep Keras' own random initial value and change between builds)."""
-    from fixtures import _nn
-    from fixtures.recurrent import params
     from harness.export.common import import_tf
+    from harness_fixtures import _nn
+    from harness_fixtures.recurrent import params
 
     import_tf()
     import keras

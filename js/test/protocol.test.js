@@ -223,7 +223,7 @@ test('errors read word for word as the Python workers write them', async () => {
     await worker.shutdown();
     return got;
   };
-  const py = new WorkerProcess('python:runners.ort');
+  const py = new WorkerProcess('python:harness_runners.ort');
   const node = new WorkerProcess('node-ort');
   const [want, got] = await Promise.all([answers(py), answers(node)]);
   // The runtimes' names differ in "runtime X does not load ..." and lists of formats; all else is equal.

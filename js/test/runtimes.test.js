@@ -40,7 +40,7 @@ before(async () => {
   inputs.mnist_cnn = { image: join(dir, 'image.npy') };
   writeNpy(inputs.mnist_cnn.image, { dtype: 'float32', shape: [2, 28, 28, 1], data: image });
 
-  const tf = new WorkerProcess('python:runners.tf');
+  const tf = new WorkerProcess('python:harness_runners.tf');
   for (const fixture of ['pow', 'mnist_cnn']) {
     const { handle } = await tf.call('load', { artifact: artifact(fixture, 'savedmodel'), format: 'savedmodel' });
     const r = await tf.call('run', { handle, inputs: inputs[fixture], output_dir: join(dir, `ref-${fixture}`) });
@@ -197,7 +197,7 @@ test('node-tfjs-node names the signatures a SavedModel has, as the Python tf wor
   TFJS_NODE.check();
   const folder = artifact('pow', 'savedmodel');
   const errors = [];
-  for (const runtime of ['node-tfjs-node', 'python:runners.tf']) {
+  for (const runtime of ['node-tfjs-node', 'python:harness_runners.tf']) {
     const w = new WorkerProcess(runtime);
     errors.push((await w.request('load', { artifact: folder, format: 'savedmodel', signature: 'nope' })).error);
     await w.shutdown();
