@@ -48,8 +48,17 @@ def workers(tmp_path_factory):
             other_art = exporter.get(get_fixture("pow"), other)
             worker = pool.get(runtime)
             handle = worker.call("load", {"artifact": str(art.dir), "format": fmt})["handle"]
+            tmp = tmp_path_factory.mktemp(runtime)
+            meta = json.loads((art.dir / "artifact.json").read_text())
+            variants = {}
+            for name, text in [("mislabelled", json.dumps({**meta, "format": other})), ("corrupt", '{"format": '),
+                               ("failed", json.dumps({**meta, "status": "error", "error": "converter exploded"}))]:
+                (tmp / name).mkdir()
+                (tmp / name / "artifact.json").write_text(text)
+                variants[f"${name}_artifact"] = str(tmp / name)
             started[runtime] = (worker, {"$artifact": str(art.dir), "$format": fmt, "$other_artifact": str(other_art.dir),
-                                         "$other_format": other, "$handle": handle, "$tmp": str(tmp_path_factory.mktemp(runtime))})
+                                         "$other_format": other, "$handle": handle, "$tmp": str(tmp),
+                                         "$formats": repr(list(RUNTIMES[runtime].formats)), **variants})
         return started[runtime]
 
     yield get
@@ -84,6 +93,15 @@ def _tensor_file(spec: str, folder: Path, name: str) -> str:
     return str(path)
 
 
+def _check_message(runtime: str, message: str, expect: dict) -> None:
+    """Word for word where every language can say the same thing; else its start and a part."""
+    message = message.replace(f"runtime {runtime} ", "runtime R ")
+    if "message" in expect:
+        assert message == expect["message"], f"{runtime}: {message!r}"
+    assert message.startswith(expect.get("prefix", "")), f"{runtime}: {message!r}"
+    assert expect.get("contains", "") in message, f"{runtime}: {message!r}"
+
+
 @pytest.mark.parametrize("case", KIT, ids=[c["name"].replace(" ", "_") for c in KIT])
 @pytest.mark.parametrize("runtime", list(WORKERS))
 def test_protocol_case(workers, runtime, case):
@@ -98,6 +116,7 @@ def test_protocol_case(workers, runtime, case):
         assert error["data"]["kind"] == expect["error"]["kind"]
         if "code" in expect["error"]:
             assert error["code"] == expect["error"]["code"]
+        _check_message(runtime, error["message"], expect["error"])
         return
     request = _substitute(case["request"], names)
     params = request.get("params")
@@ -109,8 +128,7 @@ def test_protocol_case(workers, runtime, case):
     except RpcError as e:
         assert "error" in expect, f"{runtime} answered an error where a result was expected: {e.kind}: {e}"
         assert e.kind == expect["error"]["kind"], f"{runtime}: {e.kind}: {e}"
-        message = str(e).replace(f"runtime {runtime} ", "runtime R ")
-        assert expect["error"].get("contains", "") in message, f"{runtime}: {message}"
+        _check_message(runtime, str(e), expect["error"])
         return
     assert "error" not in expect, f"{runtime} answered {result} where the error {expect['error']} was expected"
     assert set(expect.get("result_keys", [])) <= set(result), result
