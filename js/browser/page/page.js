@@ -9,6 +9,7 @@
 
 import './buffer-shim.js'; // before npy.js: it needs Buffer when it is evaluated
 import { parseNpy } from '/src/npy.js';
+import { GraphSession, LayersSession } from '/src/runtimes/tfjs_calls.js';
 
 /** @type {any} */
 let tf = null;
@@ -191,124 +192,8 @@ async function init(library, backend, flags = {}) {
   return out;
 }
 
-/** @param {any} a */
-function toTensor(a) {
-  return tf.tensor(a.data, a.shape, a.dtype);
-}
-
-/**
- * Output tensors to host arrays (part of the timed call) and every tensor of the call freed.
- * @param {Record<string, any>} inputs @param {string[]} names @param {any[]} outputs @param {boolean} sync
- */
-function readBack(inputs, names, outputs, sync) {
-  const free = () => {
-    tf.dispose(outputs);
-    tf.dispose(Object.values(inputs));
-  };
-  if (sync) {
-    try {
-      return Object.fromEntries(names.map((n, i) => [n, { dtype: outputs[i].dtype, shape: outputs[i].shape, data: outputs[i].dataSync() }]));
-    } finally {
-      free();
-    }
-  }
-  return Promise.all(outputs.map((t) => t.data())).then(
-    (datas) => {
-      free();
-      return Object.fromEntries(names.map((n, i) => [n, { dtype: outputs[i].dtype, shape: outputs[i].shape, data: datas[i] }]));
-    },
-    (e) => {
-      free();
-      throw e;
-    },
-  );
-}
-
-/** @param {Record<string, any>} feeds @returns {Record<string, any>} the feeds as tensors */
-function tensorsOf(feeds) {
-  return Object.fromEntries(Object.entries(feeds).map(([k, a]) => [k, toTensor(a)]));
-}
-
-/**
- * A model call on `inputs` that frees them when it throws or its promise rejects, so the tensor count
- * stays flat whatever happens, as the Node runtimes' `invoke` does.
- * @param {Record<string, any>} inputs @param {() => any} call
- */
-function guarded(inputs, call) {
-  const free = (/** @type {unknown} */ e) => {
-    tf.dispose(Object.values(inputs));
-    throw e;
-  };
-  try {
-    const out = call();
-    return out instanceof Promise ? out.catch(free) : out;
-  } catch (e) {
-    return free(e);
-  }
-}
-
-/** A TF.js graph model, fed and fetched by the converter's tensor names, as in Node. */
-class TfjsGraph {
-  /** @param {any} model @param {string[]} outputs */
-  constructor(model, outputs) {
-    this.model = model;
-    this.outputs = outputs;
-    this.async = false;
-    this.sync = active?.backend !== 'webgpu'; // WebGPU cannot read back synchronously
-  }
-
-  /** @param {Record<string, any>} feeds */
-  run(feeds) {
-    if (this.async) return this.runAsync(feeds);
-    const inputs = tensorsOf(feeds);
-    let out;
-    try {
-      out = guarded(inputs, () => this.model.execute(inputs, this.outputs));
-    } catch (e) {
-      // Control flow or dynamic shapes: the synchronous executor refuses and names executeAsync.
-      if (e instanceof Error && /executeAsync/.test(e.message)) {
-        this.async = true;
-        return this.runAsync(feeds);
-      }
-      throw e;
-    }
-    return readBack(inputs, this.outputs, Array.isArray(out) ? out : [out], this.sync);
-  }
-
-  /** @param {Record<string, any>} feeds */
-  async runAsync(feeds) {
-    const inputs = tensorsOf(feeds);
-    const out = await guarded(inputs, () => this.model.executeAsync(inputs, this.outputs));
-    return readBack(inputs, this.outputs, Array.isArray(out) ? out : [out], this.sync);
-  }
-
-  close() {
-    this.model.dispose();
-  }
-}
-
-/** A TF.js layers model: inputs to predict() in order. */
-class TfjsLayers {
-  /** @param {any} model @param {string[]} inputs @param {string[]} outputs */
-  constructor(model, inputs, outputs) {
-    this.model = model;
-    this.inputs = inputs;
-    this.outputs = outputs;
-    this.sync = active?.backend !== 'webgpu';
-  }
-
-  /** @param {Record<string, any>} feeds */
-  run(feeds) {
-    const inputs = tensorsOf(feeds);
-    const ordered = this.inputs.map((n) => inputs[n]);
-    const out = guarded(inputs, () => this.model.predict(ordered.length === 1 ? ordered[0] : ordered));
-    return readBack(inputs, this.outputs, Array.isArray(out) ? out : [out], this.sync);
-  }
-
-  close() {
-    this.model.dispose();
-  }
-}
+/** WebGPU cannot read back synchronously: its outputs come back with `await data()`. */
+const readsBackSync = () => active?.backend !== 'webgpu';
 
 /** An ONNX Runtime Web session; outputs come back on the CPU (the default output location). */
 class OrtSession {
@@ -347,9 +232,9 @@ async function load(id, spec) {
   if (!active) throw new Error('the page was not initialised');
   if (active.library === 'tfjs') {
     if (spec.format === 'tfjs_graph') {
-      sessions.set(id, new TfjsGraph(await tf.loadGraphModel(spec.url), spec.outputs));
+      sessions.set(id, new GraphSession(tf, await tf.loadGraphModel(spec.url), spec.outputs, readsBackSync()));
     } else if (spec.format === 'tfjs_layers') {
-      sessions.set(id, new TfjsLayers(await tf.loadLayersModel(spec.url), spec.inputs, spec.outputs));
+      sessions.set(id, new LayersSession(tf, await tf.loadLayersModel(spec.url), spec.inputs, spec.outputs, readsBackSync()));
     } else {
       throw new Error(`format ${spec.format} is not a TF.js model`);
     }

@@ -10,6 +10,7 @@ import { dirname, join } from 'node:path';
 import { oneLine, ProtocolError, pyList, pyRepr } from '../protocol.js';
 import { packageDir, packageVersion, requireDtypes, unwrap } from './common.js';
 import { checkArtifact, checkInside } from './contain.js';
+import { GraphSession, guarded, LayersSession, readBack, toTensors } from './tfjs_calls.js';
 
 /** TF.js tensors are float32, int32, bool (and string, complex64): no int64, float64, int8 or uint8. */
 const TFJS_DTYPES = /** @type {const} */ (['float32', 'int32', 'bool']);
@@ -50,121 +51,6 @@ function fileHandler(tf, modelJson, root) {
   };
 }
 
-/**
- * Turn output tensors into host arrays (the read-back is part of the timed inference) and free
- * every tensor of this call, so that the tensor count stays flat across iterations.
- * @param {any} tf @param {Record<string, any>} inputs @param {string[]} names @param {any[]} outputs
- * @returns {Record<string, NdArray>}
- */
-function readBack(tf, inputs, names, outputs) {
-  try {
-    /** @type {Record<string, NdArray>} */
-    const result = {};
-    names.forEach((name, i) => {
-      const t = outputs[i];
-      result[name] = { dtype: t.dtype, shape: t.shape, data: t.dataSync() };
-    });
-    return result;
-  } finally {
-    tf.dispose(outputs);
-    tf.dispose(Object.values(inputs));
-  }
-}
-
-/**
- * Call the model on input tensors; if it throws, free the inputs before passing the error on.
- * @template T @param {any} tf @param {Record<string, any>} inputs @param {() => T} call @returns {T}
- */
-function invoke(tf, inputs, call) {
-  try {
-    return call();
-  } catch (e) {
-    tf.dispose(Object.values(inputs));
-    throw e;
-  }
-}
-
-/** @param {any} tf @param {Record<string, NdArray>} feeds */
-function toTensors(tf, feeds) {
-  /** @type {Record<string, any>} */
-  const inputs = {};
-  for (const [name, a] of Object.entries(feeds)) {
-    inputs[name] = a.dtype === 'bytes' ? tf.tensor(a.data, a.shape, 'string') : tf.tensor(a.data, a.shape, a.dtype);
-  }
-  return inputs;
-}
-
-/** A TF.js graph model, fed and fetched by the converter's tensor names (`x:0`, `Identity:0`). */
-class GraphSession {
-  /** @param {any} tf @param {any} model @param {string[]} outputs */
-  constructor(tf, model, outputs) {
-    this.tf = tf;
-    this.model = model;
-    this.outputs = outputs;
-    this.async = false;
-  }
-
-  /** @param {Record<string, NdArray>} feeds @returns {Record<string, NdArray>|Promise<Record<string, NdArray>>} */
-  run(feeds) {
-    if (this.async) return this.runAsync(feeds);
-    const inputs = toTensors(this.tf, feeds);
-    let out;
-    try {
-      out = this.model.execute(inputs, this.outputs);
-    } catch (e) {
-      this.tf.dispose(Object.values(inputs));
-      // Models with control flow or dynamic shapes refuse the synchronous executor and say so on
-      // the first call; they are then run with executeAsync from here on.
-      if (e instanceof Error && /executeAsync/.test(e.message)) {
-        this.async = true;
-        return this.runAsync(feeds);
-      }
-      throw e;
-    }
-    return readBack(this.tf, inputs, this.outputs, Array.isArray(out) ? out : [out]);
-  }
-
-  /** @param {Record<string, NdArray>} feeds */
-  async runAsync(feeds) {
-    const inputs = toTensors(this.tf, feeds);
-    let out;
-    try {
-      out = await this.model.executeAsync(inputs, this.outputs);
-    } catch (e) {
-      this.tf.dispose(Object.values(inputs)); // awaited: invoke() would not catch the rejection
-      throw e;
-    }
-    return readBack(this.tf, inputs, this.outputs, Array.isArray(out) ? out : [out]);
-  }
-
-  close() {
-    this.model.dispose();
-  }
-}
-
-/** A TF.js layers model (a converted Keras model): inputs to `predict` in order, outputs in order. */
-class LayersSession {
-  /** @param {any} tf @param {any} model @param {string[]} inputs @param {string[]} outputs */
-  constructor(tf, model, inputs, outputs) {
-    this.tf = tf;
-    this.model = model;
-    this.inputs = inputs;
-    this.outputs = outputs;
-  }
-
-  /** @param {Record<string, NdArray>} feeds */
-  run(feeds) {
-    const inputs = toTensors(this.tf, feeds);
-    const ordered = this.inputs.map((n) => inputs[n]);
-    const out = invoke(this.tf, inputs, () => this.model.predict(ordered.length === 1 ? ordered[0] : ordered));
-    return readBack(this.tf, inputs, this.outputs, Array.isArray(out) ? out : [out]);
-  }
-
-  close() {
-    this.model.dispose();
-  }
-}
-
 /** A SavedModel signature in tfjs-node, fed and fetched by the signature's keys, like Python TF. */
 class SavedModelSession {
   /** @param {any} tf @param {any} model @param {string[]} outputs */
@@ -177,14 +63,14 @@ class SavedModelSession {
   /** @param {Record<string, NdArray>} feeds */
   run(feeds) {
     const inputs = toTensors(this.tf, feeds);
-    const out = invoke(this.tf, inputs, () => this.model.predict(inputs));
+    const out = guarded(this.tf, inputs, () => this.model.predict(inputs));
     const missing = this.outputs.filter((n) => !(n in out));
     if (missing.length) {
       this.tf.dispose([...Object.values(inputs), ...Object.values(out)]);
       throw new Error(`signature returned [${Object.keys(out)}], missing [${missing}]`);
     }
     try {
-      return readBack(this.tf, inputs, this.outputs, this.outputs.map((n) => out[n]));
+      return /** @type {Record<string, NdArray>} */ (readBack(this.tf, inputs, this.outputs, this.outputs.map((n) => out[n])));
     } finally {
       this.tf.dispose(Object.values(out)); // outputs of the signature the artifact does not list
     }
