@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.errors import HarnessError
+from harness.records import Timing
 
 
 def latency_stats(samples_ns: list[int]) -> dict[str, float]:
@@ -55,6 +56,7 @@ class Gate:
     threshold: float  # fraction: 0.10 for 10%
     alpha: float = 0.01  # significance level of the Mann–Whitney U test on the raw samples
 
+    # Gate statistic -> the Timing field it reads (tests/test_records.py checks each is one).
     STATS = {"min": "min_ms", "median": "p50_ms", "p50": "p50_ms", "mean": "mean_ms", "p90": "p90_ms", "p99": "p99_ms"}
 
     @classmethod
@@ -70,6 +72,10 @@ class Gate:
         if threshold <= 0:
             raise HarnessError(f"--fail-on {text!r}: the threshold must be positive")
         return cls(stat, threshold, alpha)
+
+    def value(self, timing: Timing) -> float | None:
+        """The gated statistic of a case's timing (None when it was not measured)."""
+        return timing.stat(self.STATS[self.stat])
 
 
 def significant_change(base_ms: list[float], new_ms: list[float], alpha: float = 0.01) -> tuple[bool, float | None]:

@@ -41,6 +41,11 @@ def output_metrics(ref: np.ndarray, out: np.ndarray, tol: Tolerance, classifier:
     if ref.shape != out.shape:
         m["shape_mismatch"] = True
         return m
+    if ref.dtype.kind in "SUO" or out.dtype.kind in "SUO":
+        # Strings (and bytes) have no distance: every element must equal the baseline's.
+        unequal = int(np.count_nonzero(np.asarray(ref, dtype=object) != np.asarray(out, dtype=object)))
+        m.update(mismatched=unequal, frac_out_of_tol=(unequal / ref.size) if ref.size else 0.0)
+        return m
     r = np.asarray(ref, dtype=np.float64)
     o = np.asarray(out, dtype=np.float64)
     nan_mismatch = int(np.count_nonzero(np.isnan(r) != np.isnan(o)))
@@ -91,6 +96,8 @@ def check(metrics: dict, tol: Tolerance, name: str) -> list[str]:
     """Why an output fails its tolerance; empty when it passes."""
     if metrics.get("shape_mismatch"):
         return [f"{name}: shape {metrics['shape']} differs from the reference's {metrics['ref_shape']}"]
+    if "mismatched" in metrics:
+        return [f"{name}: {metrics['mismatched']} of the string elements differ from the reference's"] if metrics["mismatched"] else []
     reasons = []
     if metrics["nan_mismatch"] or metrics["inf_mismatch"]:
         reasons.append(f"{name}: NaN/Inf at different positions ({metrics['nan_mismatch']} NaN, {metrics['inf_mismatch']} Inf)")

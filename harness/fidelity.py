@@ -203,8 +203,10 @@ def gate_injected(reports: Path, repeats: int = 3, rounds: int = 5, slowdown: fl
 
 
 def _relabel(folder: Path, old: str, new: str) -> None:
-    path = folder / "results.jsonl"
-    lines = [json.loads(x) for x in path.read_text().splitlines()]
-    for r in lines:
-        r["id"] = r["id"].replace(old, new)
-    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    from harness.store import rewrite_results
+
+    def relabel(r):
+        r.id = r.id.replace(old, new)
+        return r
+
+    rewrite_results(folder, relabel)

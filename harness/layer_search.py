@@ -15,6 +15,7 @@ from dataclasses import replace
 
 from harness.cases import Case, Engine
 from harness.fixtures import Fixture
+from harness.records import CaseResult
 
 
 def _layers(model) -> list:
@@ -45,9 +46,9 @@ def first_divergence(engine: Engine, fixture: Fixture, case: Case) -> dict:
     layers = _layers(fixture.build())
     names = [f"{layer.name} ({type(layer).__name__})" for layer in layers]
 
-    probes: dict[int, dict] = {}
+    probes: dict[int, CaseResult] = {}
 
-    def probe(i: int) -> dict:
+    def probe(i: int) -> CaseResult:
         if i not in probes:
             cut = _cut(fixture, i, layers[i].name)
             engine.fixtures[cut.name] = cut
@@ -57,7 +58,7 @@ def first_divergence(engine: Engine, fixture: Fixture, case: Case) -> dict:
     lo, hi = 0, len(layers) - 1  # the full model fails: the answer is in [lo, hi]
     while lo < hi:
         mid = (lo + hi) // 2
-        if probe(mid)["status"] == "pass":
+        if probe(mid).status == "pass":
             lo = mid + 1
         else:
             hi = mid
@@ -67,8 +68,8 @@ def first_divergence(engine: Engine, fixture: Fixture, case: Case) -> dict:
         "layer_index": lo,
         "layer": names[lo],
         "previous": names[lo - 1] if lo > 0 else "(model inputs)",
-        "status": found["status"],
-        "error": found.get("error"),
-        "metrics": found.get("metrics"),
-        "probes": {names[i]: r["status"] for i, r in sorted(probes.items())},
+        "status": found.status,
+        "error": found.error,
+        "metrics": {name: m.to_dict() for name, m in found.metrics.items()},
+        "probes": {names[i]: r.status for i, r in sorted(probes.items())},
     }

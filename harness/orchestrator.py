@@ -23,6 +23,7 @@ from harness.cases import Case, Deviation, Engine, Options, summarize
 from harness.errors import HarnessError
 from harness.export import Exporter
 from harness.fixtures import Fixture
+from harness.records import CaseResult, Timing
 from harness.store import RunStore, planned_cases, read_run
 
 
@@ -58,7 +59,7 @@ def signals_interrupt() -> Iterator[None]:
 
 @dataclass
 class Outcome:
-    results: list[dict]
+    results: list[CaseResult]
     summary: dict
     state: str
     reason: str | None = None
@@ -90,9 +91,9 @@ class Orchestrator:
                  scratch: Path | None = None, run_id: str | None = None, builds: dict[str, str | None] | None = None):
         self.cases, self.fixtures, self.options = cases, fixtures, options
         self.bench, self.bisect, self.allow_inconclusive = bench, bisect, allow_inconclusive
-        self.results: list[dict] = []
+        self.results: list[CaseResult] = []
         # A resumed run's summary covers the results it already had, too.
-        self.earlier: list[dict] = read_run(resume).results if resume is not None else []
+        self.earlier: list[CaseResult] = read_run(resume).results if resume is not None else []
         self.exporter = Exporter(refresh=refresh)
         self.store: RunStore | None = None
         if reports is not None:
@@ -110,16 +111,16 @@ class Orchestrator:
         self._closed = False
 
     # --- one case --------------------------------------------------------------------------------
-    def run_case(self, case: Case) -> dict:
+    def run_case(self, case: Case) -> CaseResult:
         """Run, diagnose (first diverging layer, if asked) and store one case."""
         result = self.engine.run_case(case)
-        if self.bisect and result["status"] == "fail":
+        if self.bisect and result.status == "fail":
             from harness.layer_search import first_divergence
 
             try:
-                result["divergence"] = first_divergence(self.engine, self.fixtures[case.fixture], case)
+                result.divergence = first_divergence(self.engine, self.fixtures[case.fixture], case)
             except Exception as e:  # the search is a diagnosis: its failure must not cost the run
-                result["divergence"] = {"supported": False, "why": f"the search failed: {type(e).__name__}: {e}"}
+                result.divergence = {"supported": False, "why": f"the search failed: {type(e).__name__}: {e}"}
         self._store(result)
         return result
 
@@ -165,7 +166,7 @@ class Orchestrator:
         import random
 
         rounds = self.options.rounds
-        pending: dict[str, tuple[Case, dict, list[dict]]] = {}
+        pending: dict[str, tuple[Case, CaseResult, list[dict]]] = {}
         total, done = rounds * len(self.cases), 0
         # The two builds of a paired benchmark run back to back, A then B, then B then A (ABBA), so
         # drift and order effects fall on both alike.
@@ -187,35 +188,35 @@ class Orchestrator:
                 done += 1
                 if r == 0:
                     result = self.engine.run_case(case)
-                    if (result.get("timing") or {}).get("samples_ms"):
-                        pending[case.id] = (case, result, [result["timing"]])
+                    if result.timing.samples_ms:
+                        pending[case.id] = (case, result, [result.timing.to_dict()])
                     else:
                         self._store(result)
                 elif case.id in pending:
                     try:
                         pending[case.id][2].append(self.engine.measure(case))
                     except Exception as e:  # a later round that fails leaves the verdict alone, and is said
-                        pending[case.id][1].setdefault("evidence", {}).setdefault("round_errors", []).append(f"round {r + 1}: {type(e).__name__}: {e}")
+                        pending[case.id][1].evidence.setdefault("round_errors", []).append(f"round {r + 1}: {type(e).__name__}: {e}")
         for _case, result, timings in pending.values():
-            result["timing"] = rounds_timing(timings)
-            if result.get("flops") and result["timing"].get("p50_ms"):
-                result["gflops"] = result["flops"] / (result["timing"]["p50_ms"] * 1e6)
+            result.timing = Timing.from_json(rounds_timing(timings), strict=True)
+            if result.flops and result.timing.p50_ms:
+                result.gflops = result.flops / (result.timing.p50_ms * 1e6)
         self.pairs = pair_statistics([result for _case, result, _t in pending.values()], self.cases)
         by_id = {p["b"]: p for p in self.pairs}
         for _case, result, _timings in pending.values():
-            if result["id"] in by_id:
-                result["pair"] = by_id[result["id"]]
+            if result.id in by_id:
+                result.pair = by_id[result.id]
             self._store(result)
         if self.pairs and self.store is not None:
             self.store.set("pairs", self.pairs)
 
-    def _store(self, result: dict) -> None:
+    def _store(self, result: CaseResult) -> None:
         if self.store is not None:
             self.store.add(result)
         self.results.append(result)
 
     def _prepare(self, progress: Callable[[str, int, int], None] | None) -> None:
-        needed = list(dict.fromkeys([(c.fixture, "savedmodel") for c in self.cases] + [(c.fixture, c.format) for c in self.cases]))
+        needed = list(dict.fromkeys([(c.fixture, self.fixtures[c.fixture].reference[0]) for c in self.cases] + [(c.fixture, c.format) for c in self.cases]))
         for i, (fixture, fmt) in enumerate(needed):
             if progress:
                 progress(f"exporting {fixture}/{fmt}", i, len(needed))
@@ -247,7 +248,7 @@ class Orchestrator:
                 try:
                     self.store.set_runtimes(self.engine.runtime_versions())
                     if self.exporter.repairs:
-                        self.store.meta["repaired_artifacts"] = self.exporter.repairs
+                        self.store.meta.repaired_artifacts = self.exporter.repairs
                     summary = summarize(self.earlier + self.results, self.allow_inconclusive)
                     summary["ok"] = summary["ok"] and state == "complete"  # a partial run is never a good one
                     self.store.finish(summary, state, reason)
@@ -258,7 +259,7 @@ class Orchestrator:
 def resume_plan(folder: Path) -> tuple[list[Case], dict]:
     """The planned cases of an earlier run that have no result yet, and its options."""
     run = read_run(folder)
-    if not run.meta:
+    if not run.has_meta:
         raise HarnessError(f"cannot resume {folder}: its run.json is missing or unreadable")
     planned = planned_cases(run.meta)
     if not planned:
@@ -268,7 +269,7 @@ def resume_plan(folder: Path) -> tuple[list[Case], dict]:
         raise HarnessError(f"nothing to resume in {folder}: every planned case has a result (state {run.state})")
     fields = ("fixture", "format", "runtime", "device", "batch", "threads")
     cases = [Case(**{k: c[k] for k in fields}) for c in planned if c["id"] in missing]
-    return cases, run.meta.get("options") or {}
+    return cases, run.meta.options
 
 
 def newest_incomplete(reports: Path) -> Path:
@@ -316,14 +317,14 @@ def median_interval(values: list[float], confidence: float = 0.95) -> tuple[floa
     return best
 
 
-def pair_statistics(results: list[dict], cases: list[Case]) -> list[dict]:
+def pair_statistics(results: list[CaseResult], cases: list[Case]) -> list[dict]:
     """For each case measured as build A and build B in the same rounds: the ratio B/A of each round's
     medians (the two ran back to back, so machine drift cancels), its median over rounds and a 95%
     distribution-free interval. B is called slower only when the whole interval lies above 1 and the
     median ratio is at least 5% above it (and faster symmetrically); with too few rounds, nothing is called."""
     import numpy as np
 
-    by_id = {r["id"]: r for r in results}
+    by_id = {r.id: r for r in results}
     out = []
     for b in (c for c in cases if c.variant == "B"):
         a = next((c for c in cases if c.variant == "A" and (c.fixture, c.format, c.device, c.batch, c.threads)
@@ -331,14 +332,14 @@ def pair_statistics(results: list[dict], cases: list[Case]) -> list[dict]:
         ra, rb = by_id.get(a.id) if a else None, by_id.get(b.id)
         if not ra or not rb:
             continue
-        ta, tb = (ra.get("timing") or {}).get("rounds_ms") or [], (rb.get("timing") or {}).get("rounds_ms") or []
+        ta, tb = ra.timing.rounds_ms or [], rb.timing.rounds_ms or []
         n = min(len(ta), len(tb))
         if n == 0:
             continue
         ratios = [float(x) for x in np.asarray(tb[:n]) / np.asarray(ta[:n])]
-        item = {"a": ra["id"], "b": rb["id"], "rounds": n, "ratios": ratios, "ratio": float(np.median(ratios)),
-                "a_p50_ms": ra["timing"].get("p50_ms"), "b_p50_ms": rb["timing"].get("p50_ms"),
-                "a_status": ra["status"], "b_status": rb["status"], "verdict": "too few rounds (6 or more for a 95% interval)"}
+        item: dict = {"a": ra.id, "b": rb.id, "rounds": n, "ratios": ratios, "ratio": float(np.median(ratios)),
+                "a_p50_ms": ra.timing.p50_ms, "b_p50_ms": rb.timing.p50_ms,
+                "a_status": ra.status, "b_status": rb.status, "verdict": "too few rounds (6 or more for a 95% interval)"}
         interval = median_interval(ratios)
         if interval is not None:
             lo, hi, coverage = interval

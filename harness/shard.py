@@ -64,8 +64,8 @@ def merge(folders: list[Path], reports: Path, name: str | None = None) -> tuple[
     in run.json. Refused: an incomplete shard (finish it with `harness run --resume`), shards of
     different commits or schemas, a case in two shards, and a shard that is not a sharded run of the
     same matrix (`--shard K/N` with the same N)."""
-    from harness.cases import summarize
-    from harness.store import SCHEMA, RunStore, read_run
+    from harness.records import summarize
+    from harness.store import RunStore, check_schema, read_run
 
     if len(folders) < 2:
         raise HarnessError("harness merge takes two or more runs: expected the runs of every shard")
@@ -73,21 +73,20 @@ def merge(folders: list[Path], reports: Path, name: str | None = None) -> tuple[
     seen: dict[str, str] = {}
     commits = set()
     for run in runs:
-        if run.meta.get("schema") != SCHEMA:
-            raise HarnessError(f"cannot merge {run.folder}: schema {run.meta.get('schema')!r}, this harness writes schema {SCHEMA}")
+        check_schema(run.meta, f"cannot merge {run.folder}")
         if run.state != "complete" or run.missing:
             raise HarnessError(f"cannot merge {run.folder}: it is {run.state} with {len(run.missing)} case(s) missing "
                                "(expected complete shards: finish it with harness run --resume)")
         for r in run.results:
-            if r["id"] in seen:
-                raise HarnessError(f"cannot merge: case {r['id']} is in {seen[r['id']]} and in {run.run_id} (expected each case in one shard)")
-            seen[r["id"]] = run.run_id
-        commit = (run.meta.get("environment") or {}).get("commit")
+            if r.id in seen:
+                raise HarnessError(f"cannot merge: case {r.id} is in {seen[r.id]} and in {run.run_id} (expected each case in one shard)")
+            seen[r.id] = run.run_id
+        commit = run.meta.environment.get("commit")
         if commit:
             commits.add(commit)
     if len(commits) > 1:
         raise HarnessError(f"cannot merge runs of different commits: {sorted(commits)}")
-    shards: list[str] = [str((run.meta.get("options") or {}).get("shard") or "") for run in runs]
+    shards: list[str] = [str(run.meta.options.get("shard") or "") for run in runs]
     if all(shards):
         totals = {parse_shard(s)[1] for s in shards}
         parts = sorted(parse_shard(s)[0] for s in shards)
@@ -96,17 +95,17 @@ def merge(folders: list[Path], reports: Path, name: str | None = None) -> tuple[
         if parts != list(range(1, totals.pop() + 1)):
             raise HarnessError(f"cannot merge: shards {sorted(shards)} are not every shard of the split, each once")
     first = runs[0].meta
-    options = {**(first.get("options") or {}), "command": "merge", "shard": None, "shards": [run.run_id for run in runs]}
+    options = {**first.options, "command": "merge", "shard": None, "shards": [run.run_id for run in runs]}
     planned = [c for run in runs for c in run.planned]
     store = RunStore(reports, options, run_id=name, planned=planned)
     runtimes: dict = {}
     for run in runs:
-        runtimes.update(run.meta.get("runtimes") or {})
+        runtimes.update(run.meta.runtimes)
         for r in run.results:
             store.add(r)
     store.set_runtimes(runtimes)
-    store.set("shards", [{"run_id": run.run_id, "shard": (run.meta.get("options") or {}).get("shard"),
-                          "environment": run.meta.get("environment"), "wall_s": run.meta.get("wall_s")} for run in runs])
+    store.set("shards", [{"run_id": run.run_id, "shard": run.meta.options.get("shard"),
+                          "environment": run.meta.environment, "wall_s": run.meta.wall_s} for run in runs])
     results = [r for run in runs for r in run.results]
     summary = summarize(results, allow_inconclusive=bool(options.get("allow_inconclusive")))
     store.finish(summary, "complete")

@@ -1,34 +1,26 @@
 """Result store: `reports/runs/<run-id>/run.json` (environment, options, summary) and `results.jsonl`
 (one object per case, appended and flushed as each case finishes, so a crash keeps what was done).
-`reports/latest` points at the newest run."""
+`reports/latest` points at the newest run. The one place that writes and reads them, through the
+typed records of harness/records.py (CaseResult, RunMeta)."""
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import secrets
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.records import READABLE, SCHEMA, STATES, CaseResult, RunMeta, sanitize, schema_problem
 
-SCHEMA = 2  # 2: run states and planned cases; results carry stage, culprit and summary
-
-
-def sanitize(value):
-    """JSON for every reader: non-finite floats become the strings "inf", "-inf", "nan"."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, dict):
-        return {k: sanitize(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [sanitize(v) for v in value]
-    return value
+__all__ = ["READABLE", "SCHEMA", "STATES", "CaseResult", "RunData", "RunMeta", "RunStore", "check_schema", "environment", "git_commit",
+           "new_run_id", "planned_cases", "read_run", "resolve_run", "sanitize"]
 
 
 def _cpu_model() -> str:
@@ -79,10 +71,6 @@ def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
 
 
-STATES = ("running", "complete", "interrupted", "failed")
-RESULT_KEYS = {"id", "fixture", "format", "runtime", "batch", "status"}  # what every reader of a result relies on
-
-
 class RunStore:
     """One run folder. Results are appended as they come, one whole line each (signals are held off
     while a line is written); run.json is rewritten atomically. A run records the cases it plans
@@ -96,9 +84,11 @@ class RunStore:
             if resume is not None:
                 self.dir = Path(resume)
                 self.run_id = self.dir.name
-                self.meta = json.loads((self.dir / "run.json").read_text())
-                self.meta.update(state="running", reason=None, finished=None)
-                self.meta.setdefault("resumed", []).append(datetime.now(UTC).isoformat())
+                self.meta = RunMeta.from_json(json.loads((self.dir / "run.json").read_text()))
+                check_schema(self.meta, f"cannot resume {self.dir}")
+                self.meta.schema_version = SCHEMA
+                self.meta.state, self.meta.reason, self.meta.finished = "running", None, None
+                self.meta.resumed = [*(self.meta.resumed or []), datetime.now(UTC).isoformat()]
                 _drop_partial_line(self.dir / "results.jsonl")
             else:
                 self.run_id = run_id if run_id is not None else new_run_id()
@@ -106,19 +96,8 @@ class RunStore:
                     raise HarnessError(f"run name {self.run_id!r} is not valid: expected a non-empty name without '/' that does not start with '.'")
                 self.dir = reports / "runs" / self.run_id
                 self.dir.mkdir(parents=True, exist_ok=False)
-                self.meta = {
-                    "schema": SCHEMA,
-                    "run_id": self.run_id,
-                    "state": "running",
-                    "reason": None,
-                    "started": datetime.now(UTC).isoformat(),
-                    "finished": None,
-                    "environment": environment(),
-                    "runtimes": {},
-                    "options": options,
-                    "planned": planned or [],
-                    "summary": {},
-                }
+                self.meta = RunMeta(SCHEMA, self.run_id, "running", started=datetime.now(UTC).isoformat(),
+                                    environment=environment(), options=options, planned=planned or [])
             self._write_meta()
             self._results = open(self.dir / "results.jsonl", "a", encoding="utf-8")
         except FileExistsError:
@@ -135,8 +114,11 @@ class RunStore:
     def logs(self) -> Path:
         return self.dir / "logs"
 
-    def add(self, result: dict) -> None:
-        line = json.dumps(sanitize(result)) + "\n"
+    def add(self, result: CaseResult | dict) -> None:
+        """Append one result (a dict is read as a CaseResult first: a key without a field is an error)."""
+        if not isinstance(result, CaseResult):
+            result = CaseResult.from_json(result, strict=True)
+        line = json.dumps(result.to_json()) + "\n"
         # A signal arriving now is delivered after the line is complete, never in the middle of it.
         blocked = _block_signals()
         try:
@@ -146,13 +128,12 @@ class RunStore:
             _unblock_signals(blocked)
 
     def set(self, key: str, value) -> None:
-        """Another top-level entry of run.json (e.g. the machine's measured peak GFLOP/s)."""
-        self.meta[key] = value
+        """Another top-level entry of run.json (e.g. the machine's measured peak GFLOP/s): a field of RunMeta."""
+        self.meta.set(key, value)
         self._write_meta()
 
     def set_runtimes(self, runtimes: dict) -> None:
-        self.meta["runtimes"] = runtimes
-        self._write_meta()
+        self.set("runtimes", runtimes)
 
     def finish(self, summary: dict, state: str = "complete", reason: str | None = None) -> None:
         """Close the run with its final state; `latest` moves only to a complete run."""
@@ -162,11 +143,10 @@ class RunStore:
             self._results.close()
         except OSError:
             pass
-        self.meta["state"] = state
-        self.meta["reason"] = reason
-        self.meta["finished"] = datetime.now(UTC).isoformat()
-        self.meta["wall_s"] = round(time.monotonic() - self._t0, 3)
-        self.meta["summary"] = summary
+        self.meta.state, self.meta.reason = state, reason
+        self.meta.finished = datetime.now(UTC).isoformat()
+        self.meta.wall_s = round(time.monotonic() - self._t0, 3)
+        self.meta.summary = summary
         self._write_meta()
         if state != "complete":
             return
@@ -179,7 +159,7 @@ class RunStore:
         """Atomically (a temporary file, then rename). run.json is padded with spaces to whole 4 KiB
         blocks plus one spare block, so that on a full disk the final state can still be written in
         place over the blocks it already owns."""
-        text = json.dumps(sanitize(self.meta), indent=2) + "\n"
+        text = json.dumps(self.meta.to_json(), indent=2) + "\n"
         size = (len(text.encode()) // 4096 + 2) * 4096
         tmp = self.dir / "run.json.tmp"
         try:
@@ -220,10 +200,16 @@ def _drop_partial_line(path: Path) -> None:
             f.truncate(data.rfind(b"\n") + 1)
 
 
-def planned_cases(meta: dict) -> list[dict]:
+def planned_cases(meta: RunMeta) -> list[dict]:
     """The cases a run planned (each a dict with id, fixture, format, runtime, device, batch, threads)."""
-    planned = meta.get("planned")
-    return [c for c in planned if isinstance(c, dict) and "id" in c] if isinstance(planned, list) else []
+    return [c for c in meta.planned if isinstance(c, dict) and "id" in c]
+
+
+def check_schema(meta: RunMeta, what: str) -> None:
+    """Refuse, in one line, a run whose numbers may not mean what this harness's mean (compare, merge, resume)."""
+    problem = schema_problem(meta)
+    if problem is not None:
+        raise HarnessError(f"{what}: {problem} (or no readable run.json)")
 
 
 class RunData:
@@ -232,19 +218,20 @@ class RunData:
     planned cases without a readable result; `unreadable` counts lines of results.jsonl that could
     not be read."""
 
-    def __init__(self, folder: Path, meta: dict, results: list[dict], problems: list[str], unreadable: int = 0):
-        self.folder, self.meta, self.results, self.problems, self.unreadable = folder, meta, results, problems, unreadable
+    def __init__(self, folder: Path, meta: RunMeta | None, results: list[CaseResult], problems: list[str], unreadable: int = 0):
+        self.folder, self.results, self.problems, self.unreadable = folder, results, problems, unreadable
+        self.has_meta = meta is not None  # False: run.json missing or unreadable (meta is then all defaults)
+        self.meta = meta if meta is not None else RunMeta(schema_version=None, state="unknown")
 
     @property
     def run_id(self) -> str:
-        return self.meta.get("run_id") or self.folder.name
+        return self.meta.run_id or self.folder.name
 
     @property
     def state(self) -> str:
         """complete, interrupted, failed, running (still running, or killed without a trace); `unknown`
         for a run.json that does not say."""
-        state = self.meta.get("state")
-        return state if state in STATES else "unknown"
+        return self.meta.state if self.meta.state in STATES else "unknown"
 
     @property
     def planned(self) -> list[dict]:
@@ -252,7 +239,7 @@ class RunData:
 
     @property
     def missing(self) -> list[str]:
-        done = {r["id"] for r in self.results}
+        done = {r.id for r in self.results}
         return [c["id"] for c in self.planned if c["id"] not in done]
 
 
@@ -267,25 +254,38 @@ def resolve_run(reference: str | Path, reports: Path = Path("reports")) -> Path:
     raise HarnessError(f"run not found: {reference} (expected a run folder, a run id under {reports / 'runs'}, or 'latest')")
 
 
+def rewrite_results(folder: Path, change: Callable[[CaseResult], CaseResult]) -> None:
+    """Every result of a finished run through `change`, written back whole or not at all (a sibling file
+    renamed over results.jsonl): the self-tests' relabelling of a run goes through the store like any write."""
+    run = read_run(folder)
+    path = Path(folder) / "results.jsonl"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(change(r).to_json()) + "\n" for r in run.results), encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def read_run(folder: Path) -> RunData:
     folder = Path(folder)
+    """A run folder, read as well as it can be: what could not be read is listed in `problems`. A run of
+    another schema is read too (a report shows what it can, saying so); compare, merge and resume refuse it."""
     problems: list[str] = []
-    meta: dict = {}
+    meta: RunMeta | None = None
     meta_path = folder / "run.json"
     if not folder.is_dir():
         raise HarnessError(f"run not found: {folder} is not a folder")
     try:
-        meta = json.loads(meta_path.read_text())
-        if not isinstance(meta, dict):
+        raw = json.loads(meta_path.read_text())
+        if isinstance(raw, dict):
+            meta = RunMeta.from_json(raw)
+        else:
             problems.append(f"{meta_path} is not a JSON object; environment unknown")
-            meta = {}
     except FileNotFoundError:
         problems.append(f"{meta_path} is missing; environment and options unknown")
     except ValueError as e:
         problems.append(f"{meta_path} is not valid JSON ({e}); environment and options unknown")
-    if meta and meta.get("schema") != SCHEMA:
-        problems.append(f"{meta_path} has schema {meta.get('schema')!r}, this harness reads schema {SCHEMA}; showing what could be read")
-    results: list[dict] = []
+    if meta is not None and schema_problem(meta):
+        problems.append(f"{meta_path} has {schema_problem(meta)}; showing what could be read")
+    results: list[CaseResult] = []
     path = folder / "results.jsonl"
     bad = 0
     if not path.exists():
@@ -295,19 +295,16 @@ def read_run(folder: Path) -> RunData:
             if not line.strip():
                 continue
             try:
-                item = json.loads(line)
-                if not isinstance(item, dict) or not RESULT_KEYS <= item.keys() or not isinstance(item["status"], str):
-                    raise ValueError("not a case result")
-                results.append(item)
-            except ValueError:
+                results.append(CaseResult.from_json(json.loads(line)))
+            except (ValueError, TypeError):
                 bad += 1
         if bad:
             problems.append(f"{bad} line(s) of {path} could not be read (half-written or foreign) and were skipped")
     run = RunData(folder, meta, results, problems, bad)
-    if meta:
-        state, reason, missing = run.state, meta.get("reason"), run.missing
+    if meta is not None:
+        state, reason, missing = run.state, meta.reason, run.missing
         of = f"{len(missing)} of {len(run.planned)} planned cases have no result" if run.planned else "the planned cases are unknown"
-        if state == "running" or (state == "unknown" and not meta.get("finished")):
+        if state == "running" or (state == "unknown" and not meta.finished):
             problems.append(f"incomplete run: it did not finish (still running, or killed without a trace); {of}")
         elif state in ("interrupted", "failed"):
             problems.append(f"incomplete run: {state}" + (f" ({reason})" if reason else "") + f"; {of}")

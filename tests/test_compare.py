@@ -201,3 +201,15 @@ def test_cosine_of_all_zero_outputs():
     zero = np.zeros(3, np.float32)
     assert compare.output_metrics(zero, zero, F32)["cosine"] == 1.0
     assert compare.output_metrics(zero, np.array([0.0, 1.0, 0.0], np.float32), F32)["cosine"] == 0.0
+
+
+def test_string_outputs_are_compared_exactly():
+    """String outputs (a lookup's labels) have no distance: equal passes, one differing element fails and is counted."""
+    tol = {"label": Tolerance(atol=1e-3, rtol=1e-3)}
+    ref = {"label": np.array([[b"cat", b"dog"], [b"ant", b"bee"]], dtype="|S3")}
+    assert compare.judge(ref, {"label": ref["label"].copy()}, tol).passed
+    other = ref["label"].copy()
+    other[1, 0] = b"elk"
+    j = compare.judge(ref, {"label": other}, tol)
+    assert not j.passed and j.metrics["label"]["mismatched"] == 1 and j.metrics["label"]["frac_out_of_tol"] == 0.25
+    assert j.reasons == ["label: 1 of the string elements differ from the reference's"]

@@ -8,6 +8,7 @@ import pytest
 
 from conftest import check_run_schema, run_cli
 from harness.bench import Gate, round_statistics
+from harness.records import CaseResult, Timing
 from harness.report.diff import MIN_ROUNDS, diff_runs, print_diff
 from harness.store import RunStore, read_run
 
@@ -61,7 +62,7 @@ def test_gate_conformance_judges_single_runs_on_their_iterations_and_says_so(tmp
     print_diff(diff, console)
     assert "--gate-conformance: cases without rounds are judged on their pooled iterations" in console.export_text()
     bench = _run(tmp_path, "c", {"same": ([1.0] * 10, [1.0, 1.1, 0.9, 1.0, 1.05])})
-    bench.meta["options"] = {"command": "bench"}
+    bench.meta.options = {"command": "bench"}
     console = Console(record=True, width=200)
     print_diff(diff_runs(bench, new, Gate.parse("median:10%")), console)
     assert "comparing a bench run (c) with a conformance run (b)" in console.export_text()
@@ -107,8 +108,9 @@ def test_pair_verdicts_need_the_whole_interval_and_a_real_effect():
         a = Case("pow", "onnx13", "ort", variant="A")
         b = Case("pow", "onnx13", "ort", variant="B")
         base = [1.0 + 0.01 * i for i in range(len(ratios))]
-        rs = [{"id": a.id, "status": "pass", "timing": {"rounds_ms": base, "p50_ms": 1.0}},
-              {"id": b.id, "status": "pass", "timing": {"rounds_ms": [x * r for x, r in zip(base, ratios)], "p50_ms": 1.2}}]
+        rs = [CaseResult(a.id, a.fixture, a.format, a.runtime, status="pass", timing=Timing(rounds_ms=base, p50_ms=1.0)),
+              CaseResult(b.id, b.fixture, b.format, b.runtime, status="pass",
+                         timing=Timing(rounds_ms=[x * r for x, r in zip(base, ratios)], p50_ms=1.2))]
         return pair_statistics(rs, [a, b])[0]
 
     assert results([1.2, 1.25, 1.18, 1.22, 1.3, 1.21, 1.19, 1.24, 1.2, 1.23])["verdict"] == "B slower"

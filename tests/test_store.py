@@ -95,7 +95,28 @@ def test_run_json_final_state_fits_in_place_on_a_full_disk(small_disk):
 def test_a_line_that_is_not_a_case_result_is_unreadable(tmp_path):
     store = RunStore(tmp_path, {})
     store.add({**_case("a"), "status": "pass"})
-    store.add({"id": "x", "status": "pass"})  # valid JSON, but no fixture, format, runtime, batch
+    with pytest.raises(ValueError, match="not a case result: 'fixture' missing"):
+        store.add({"id": "x", "status": "pass"})  # the store writes case results only
+    with open(store.dir / "results.jsonl", "a") as f:  # valid JSON, but no fixture, format, runtime, batch
+        f.write('{"id": "x", "status": "pass"}\n')
     store.finish({})
     run = read_run(store.dir)
     assert [r["id"] for r in run.results] == ["a"] and run.unreadable == 1
+
+
+def test_rewrite_results_changes_every_result_through_the_record(tmp_path):
+    from harness.store import rewrite_results
+
+    store = RunStore(tmp_path, {"command": "test"})
+    store.add({**_case("gemm272-a"), "status": "pass"})
+    store.add({**_case("gemm272-b"), "status": "fail"})
+    store.finish({"cases": 2})
+
+    def relabel(r):
+        r.id = r.id.replace("gemm272", "gemm256")
+        return r
+
+    rewrite_results(store.dir, relabel)
+    run = read_run(store.dir)
+    assert [r.id for r in run.results] == ["gemm256-a", "gemm256-b"] and [r.status for r in run.results] == ["pass", "fail"]
+    assert not list(store.dir.glob("*.tmp")) and run.problems == []

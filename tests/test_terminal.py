@@ -6,6 +6,7 @@ import json
 from rich.console import Console
 
 from conftest import run_cli
+from harness.records import CaseResult
 from harness.report.terminal import CODES, print_causes, print_latency, print_matrix
 from harness.runners.table import RUNTIMES
 
@@ -22,12 +23,12 @@ def _results():
     out[1] |= {"status": "fail", "stage": "compare", "culprit": "runtime", "summary": "y: 3% of elements beyond atol=1e-05"}
     out[2] |= {"status": "error", "stage": "load", "culprit": "runtime", "summary": "load_failed: /tmp/x/model.json: boom"}
     out[3] |= {"status": "error", "stage": "load", "culprit": "runtime", "summary": "load_failed: /tmp/y/model.json: boom"}
-    return out
+    return [CaseResult.from_json(r, strict=True) for r in out]
 
 
 def test_the_matrix_of_every_runtime_reads_at_100_columns():
     results = _results()
-    assert {r["runtime"] for r in results} == set(RUNTIMES), "every runtime of the table is in the matrix"
+    assert {r.runtime for r in results} == set(RUNTIMES), "every runtime of the table is in the matrix"
     console = Console(width=100, record=True)
     print_matrix(results, console)
     print_latency(results, console)
@@ -62,8 +63,10 @@ def test_quiet_prints_only_causes_and_the_summary(tmp_path):
 def test_a_case_judged_by_snr_shows_its_snr_not_an_absolute_error():
     from harness.report.terminal import cell
 
-    snr = {"id": "a", "status": "pass", "batch": 1, "metrics": {"y": {"max_abs": 0.024, "snr_db": 39.4}},
+    case = {"fixture": "mnist_cnn", "format": "tflite_int8", "runtime": "litert"}
+    snr = {"id": "a", **case, "status": "pass", "batch": 1, "metrics": {"y": {"max_abs": 0.024, "snr_db": 39.4}},
            "tolerance": {"y": {"class": "int8", "rule": "SNR >= 15 dB", "min_snr_db": 15.0}}}
-    flt = {"id": "b", "status": "pass", "batch": 1, "metrics": {"y": {"max_abs": 3e-8, "snr_db": "inf"}},
+    flt = {"id": "b", **case, "status": "pass", "batch": 1, "metrics": {"y": {"max_abs": 3e-8, "snr_db": "inf"}},
            "tolerance": {"y": {"class": "float32", "rule": "…", "atol": 1e-5, "rtol": 1e-5}}}
-    assert cell([snr]).endswith("✓[/]39dB") and cell([flt]).endswith("✓[/]3e-8")
+    snr_r, flt_r = CaseResult.from_json(snr, strict=True), CaseResult.from_json(flt, strict=True)
+    assert cell([snr_r]).endswith("✓[/]39dB") and cell([flt_r]).endswith("✓[/]3e-8")

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.bench import Gate, significant_change
-from harness.cases import BAD_STATUSES
 from harness.errors import HarnessError
+from harness.records import BAD_STATUSES, CaseResult
 from harness.store import RunData
 
 GOOD = ("pass", "xfail")
@@ -90,54 +90,51 @@ class RunDiff:
 MIN_ROUNDS = 5  # per side: fewer rounds cannot show a significant change (the U test's smallest p-value)
 
 
-def _rounds(result: dict) -> list[float]:
-    return [s for s in (result.get("timing") or {}).get("rounds_ms") or [] if isinstance(s, (int, float))]
+def _numbers(values: list[float] | None) -> list[float]:
+    return [s for s in values or [] if isinstance(s, (int, float))]
 
 
 def run_kind(run: RunData) -> str:
     """`bench` for a run measured in rounds, else `conformance` (run, check, pytest)."""
-    return "bench" if (run.meta.get("options") or {}).get("command") == "bench" else "conformance"
+    return "bench" if run.meta.options.get("command") == "bench" else "conformance"
 
 
 def diff_runs(base: RunData, new: RunData, gate: Gate, allow_missing: bool = False, gate_conformance: bool = False) -> RunDiff:
     """Case by case. Two runs with no case in common are an error: nothing could be compared."""
-    key = Gate.STATS[gate.stat]
-    before = {r["id"]: r for r in base.results}
-    after = {r["id"]: r for r in new.results}
+    before: dict[str, CaseResult] = {r.id: r for r in base.results}
+    after: dict[str, CaseResult] = {r.id: r for r in new.results}
     if not set(before) & set(after):
         raise HarnessError(f"runs {base.run_id} ({len(before)} cases) and {new.run_id} ({len(after)} cases) have no case in common: "
                            "expected two runs of the same fixtures, formats and runtimes")
     out = []
     for cid in list(dict.fromkeys(list(before) + list(after))):
         a, b = before.get(cid), after.get(cid)
-        d = CaseDiff(cid, a["status"] if a else None, b["status"] if b else None)
+        d = CaseDiff(cid, a.status if a else None, b.status if b else None)
         if a and b:
-            ta, tb = a.get("timing") or {}, b.get("timing") or {}
-            va, vb = ta.get(key), tb.get(key)
-            if isinstance(va, (int, float)) and isinstance(vb, (int, float)) and va > 0:
+            va, vb = gate.value(a.timing), gate.value(b.timing)
+            if va is not None and vb is not None and va > 0:
                 d.base_ms, d.new_ms, d.ratio = va, vb, vb / va
                 # The unit of statistics is the round (an independent, interleaved measurement), never
                 # the pooled iterations of one process: between-process noise on a shared machine is far
                 # larger than within-process noise, so a test over iterations flags an A/A comparison.
-                rounds_a, rounds_b = _rounds(a), _rounds(b)
+                rounds_a, rounds_b = _numbers(a.timing.rounds_ms), _numbers(b.timing.rounds_ms)
                 d.rounds = (len(rounds_a), len(rounds_b))
                 d.judged = min(d.rounds) >= MIN_ROUNDS
                 if not d.judged and gate_conformance:
                     # Asked for: the pooled iterations of one process each (within-run noise only).
-                    samples_a, samples_b = ta.get("samples_ms") or [], tb.get("samples_ms") or []
+                    samples_a, samples_b = _numbers(a.timing.samples_ms), _numbers(b.timing.samples_ms)
                     d.judged = d.on_samples = min(len(samples_a), len(samples_b)) >= MIN_ROUNDS
                     rounds_a, rounds_b = samples_a, samples_b
                 if d.judged:
                     d.significant, d.p_value = significant_change(rounds_a, rounds_b, gate.alpha)
                     d.flagged = d.significant and d.ratio > 1 + gate.threshold
                     d.improved = d.significant and d.ratio < 1 / (1 + gate.threshold)
-            da, db = a.get("output_digest") or {}, b.get("output_digest") or {}
+            da, db = a.output_digest or {}, b.output_digest or {}
             if da and db:
                 d.numerics = "identical" if da == db else "changed"
-            for name in (a.get("metrics") or {}):
-                ma, mb = (a.get("metrics") or {}).get(name, {}), (b.get("metrics") or {}).get(name, {})
-                if isinstance(ma, dict) and isinstance(mb, dict):
-                    d.drift[name] = (ma.get("max_abs"), mb.get("max_abs"))
+            for name, ma in a.metrics.items():
+                mb = b.metrics.get(name)
+                d.drift[name] = (ma.max_abs, mb.max_abs if mb is not None else None)
         out.append(d)
     return RunDiff(base, new, gate, out, allow_missing)
 
@@ -211,13 +208,13 @@ def _n(value) -> str:
 
 
 def write_diff(diff: RunDiff, out: Path) -> dict[str, Path]:
-    from harness.report.html import _env
+    from harness.report.html import render
 
     out.mkdir(parents=True, exist_ok=True)
     paths = {"html": out / "index.html", "markdown": out / "compare.md"}
     ctx = {"diff": diff, "changed": [c for c in diff.cases if c.verdict_changed],
            "drifted": [c for c in diff.cases if c.numerics == "changed"],
            "timed": sorted((c for c in diff.cases if c.ratio), key=lambda c: c.ratio or 1, reverse=True)}
-    paths["html"].write_text(_env.get_template("compare.html.j2").render(**ctx))
-    paths["markdown"].write_text(_env.get_template("compare.md.j2").render(**ctx))
+    paths["html"].write_text(render("compare.html.j2", **ctx))
+    paths["markdown"].write_text(render("compare.md.j2", **ctx))
     return paths

@@ -1,0 +1,364 @@
+"""The stored schema: one case result (a line of results.jsonl) and a run's metadata (run.json), as
+typed records. The store (harness/store.py) is the one place that writes and reads them; reports,
+`harness compare`, merge and the pytest plugin read these records, never raw dicts.
+
+Dataclasses rather than msgspec or pydantic: a run holds at most a few thousand results, and turning
+parsed JSON into these records costs about as much as the parse itself (about 50 µs a result of 3 KB:
+a 1000-case run reads in a tenth of a second), which no reader notices. msgspec would be faster still
+but is one more pinned dependency; pydantic is slower and heavier. The standard library needs no pin,
+and mypy checks every field access. What a library would add, types checked on reading, is done here
+where it matters: numbers written as "inf"/"-inf"/"nan" become floats again, and a line without the
+keys every reader relies on is refused.
+
+Optional fields (`OMIT`) are left out of the JSON when None, so a result carries only what its case
+produced, as before. Each record also reads like its JSON object (`record["status"]`, `.get`) for
+code not yet moved to attributes; that view is read-only and gives plain values (dicts, lists).
+
+The checked-in JSON Schemas (harness/schemas/*.json) describe the same fields; tests/test_records.py
+checks that they agree, field for field."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+SCHEMA = 3  # 3: run.json's version is `schema_version` (2 called it `schema`; otherwise the same)
+READABLE = (2, 3)  # run schemas this harness reads as its own
+
+STATUSES = ("pass", "fail", "xfail", "xpass", "inconclusive", "unsupported", "error", "crash", "timeout", "skip")
+BAD_STATUSES = ("fail", "error", "crash", "timeout", "xpass")
+STAGES = ("export", "validate", "load", "run", "compare", "reference")
+CULPRITS = ("converter", "runtime", "harness", "model", "environment")
+BASELINES = ("reference", "oracle", "golden", "self")
+STATES = ("running", "complete", "interrupted", "failed")
+
+_NON_FINITE = ("inf", "-inf", "nan")
+
+
+def sanitize(value: Any) -> Any:
+    """JSON for every reader: non-finite floats become the strings "inf", "-inf", "nan"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: sanitize(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [sanitize(v) for v in value]
+    return value
+
+
+def _number(value: Any) -> Any:
+    """A number as written ("inf", "-inf", "nan" for non-finite floats) back to a number."""
+    return float(value) if isinstance(value, str) and value in _NON_FINITE else value
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, _Record):
+        return value.to_dict()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+class _Record:
+    """to_dict/to_json and a read-only mapping view, shared by the records below."""
+
+    OMIT: ClassVar[frozenset[str]] = frozenset()  # left out of the JSON when None
+
+    def to_dict(self) -> dict:
+        """The record as its JSON object, numbers as they are (non-finite floats too)."""
+        out = {}
+        omit = self.OMIT
+        for name in self.field_names():
+            value = getattr(self, name)
+            if value is None and name in omit:
+                continue
+            out[name] = _plain(value)
+        return out
+
+    def to_json(self) -> dict:
+        """The record as written: non-finite floats as "inf", "-inf", "nan"."""
+        return sanitize(self.to_dict())
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        names = _FIELD_NAMES.get(cls)
+        if names is None:
+            names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
+        return names
+
+    @classmethod
+    def _known(cls, data: dict, strict: bool) -> dict:
+        names = cls.field_names()
+        if all(k in names for k in data):
+            return dict(data)
+        unknown = [k for k in data if k not in names]
+        if strict and unknown:
+            raise TypeError(f"{cls.__name__} has no field {unknown[0]!r}: add it to harness/records.py and harness/schemas")
+        return {k: v for k, v in data.items() if k in names}
+
+    # A read-only view as the JSON object, for code that still reads results by key.
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.field_names() or (key in self.OMIT and getattr(self, key) is None):
+            raise KeyError(key)
+        return _plain(getattr(self, key))
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __contains__(self, key: object) -> bool:
+        try:
+            self[key]  # type: ignore[index]
+        except (KeyError, TypeError):
+            return False
+        return True
+
+
+@dataclass
+class Timing(_Record):
+    """Worker-measured times of a case (ms) and the statistics computed from its raw samples; a
+    benchmark measured in rounds adds the rounds' medians, p50's 95% interval over rounds and their noise."""
+
+    load_ms: float | None = None
+    first_ms: float | None = None
+    min_ms: float | None = None
+    p10_ms: float | None = None
+    p50_ms: float | None = None
+    p90_ms: float | None = None
+    p99_ms: float | None = None
+    mean_ms: float | None = None
+    stdev_ms: float | None = None
+    iqr_ms: float | None = None
+    throughput_per_s: float | None = None
+    samples_ms: list[float] | None = None
+    iterations: int | None = None
+    warmup: int | None = None
+    threads: int | None = None
+    rounds: int | None = None
+    rounds_ms: list[float] | None = None
+    p50_ci_ms: list[float] | None = None
+    round_cv: float | None = None
+
+    OMIT: ClassVar[frozenset[str]] = frozenset(
+        ("load_ms", "first_ms", "min_ms", "p10_ms", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "stdev_ms", "iqr_ms",
+         "throughput_per_s", "samples_ms", "iterations", "warmup", "threads", "rounds", "rounds_ms", "p50_ci_ms", "round_cv"))
+
+    @classmethod
+    def from_json(cls, data: Any, strict: bool = False) -> Timing:
+        if not isinstance(data, dict):
+            return cls()
+        values: dict[str, Any] = {k: [_number(x) for x in v] if isinstance(v, list) else _number(v) for k, v in cls._known(data, strict).items()}
+        return cls(**values)
+
+    def stat(self, name: str) -> float | None:
+        """A statistic by its field name (`p50_ms`), when it is a number."""
+        value = getattr(self, name, None)
+        return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+@dataclass
+class OutputMetrics(_Record):
+    """One output against its baseline (harness/compare.py computes them)."""
+
+    shape: list = field(default_factory=list)
+    ref_shape: list | None = None
+    dtype: str = ""
+    shape_mismatch: bool | None = None
+    max_abs: float | None = None
+    max_rel: float | None = None
+    mean_abs: float | None = None
+    rmse: float | None = None
+    max_ulp: int | None = None
+    cosine: float | None = None
+    snr_db: float | None = None
+    frac_out_of_tol: float | None = None
+    nan_mismatch: int | None = None
+    inf_mismatch: int | None = None
+    required_atol: float | None = None
+    required_rtol: float | None = None
+    error_hist: list[int] | None = None
+    top1: float | None = None
+    top2: float | None = None
+    top3: float | None = None
+    top4: float | None = None
+    top5: float | None = None
+    dtype_mismatch: bool | None = None
+    expected_dtype: str | None = None
+    mismatched: int | None = None  # string outputs: elements unequal to the baseline's (compared exactly)
+
+    OMIT: ClassVar[frozenset[str]] = frozenset(
+        ("ref_shape", "shape_mismatch", "max_abs", "max_rel", "mean_abs", "rmse", "max_ulp", "cosine", "snr_db", "frac_out_of_tol",
+         "nan_mismatch", "inf_mismatch", "required_atol", "required_rtol", "error_hist", "top1", "top2", "top3", "top4", "top5",
+         "dtype_mismatch", "expected_dtype", "mismatched"))
+
+    @classmethod
+    def from_json(cls, data: Any, strict: bool = False) -> OutputMetrics:
+        if not isinstance(data, dict):
+            return cls()
+        return cls(**{k: _number(v) for k, v in cls._known(data, strict).items()})
+
+    def number(self, name: str) -> float | None:
+        """A metric by name when it is a number (absent, or not one: None)."""
+        value = getattr(self, name, None)
+        return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+Metrics = dict[str, OutputMetrics]  # per output name
+
+
+def _metrics(data: Any, strict: bool) -> Metrics:
+    return {k: OutputMetrics.from_json(v, strict) for k, v in data.items() if isinstance(v, dict)} if isinstance(data, dict) else {}
+
+
+# What every reader of a result relies on: a line without these is not a case result.
+IDENTITY = {"id": str, "fixture": str, "format": str, "runtime": str, "batch": int, "status": str}
+
+
+@dataclass
+class CaseResult(_Record):
+    """One case: fixture × format × runtime × device × batch (× threads), its verdict and, for a
+    non-pass, where it happened (stage), who is to blame (culprit) and the evidence; the metrics per
+    output, the timing with raw samples. `status` is None only while the engine builds it."""
+
+    id: str
+    fixture: str
+    format: str
+    runtime: str
+    device: str = "cpu"
+    batch: int = 1
+    threads: int = 0
+    status: str | None = None
+    reason: str | None = None
+    stage: str | None = None
+    culprit: str | None = None
+    summary: str | None = None
+    baseline: str | None = None
+    metrics: Metrics = field(default_factory=dict)
+    oracle_metrics: Metrics = field(default_factory=dict)
+    timing: Timing = field(default_factory=Timing)
+    peak_rss_bytes: int | None = None
+    error: str | None = None
+    evidence: dict = field(default_factory=dict)
+    artifact: dict | None = None
+    # Only where the case produced them:
+    inputs_variant: int | None = None  # 1: the fixture's second input distribution
+    flops: float | None = None
+    gflops: float | None = None
+    output_digest: dict[str, str] | None = None
+    tolerance: dict[str, dict] | None = None  # per output: class, rule and its bounds
+    stderr_tail: str | None = None
+    divergence: dict | None = None  # `harness check --bisect`: the first diverging layer
+    pair: dict | None = None  # paired benchmark: B against A
+
+    OMIT: ClassVar[frozenset[str]] = frozenset(
+        ("inputs_variant", "flops", "gflops", "output_digest", "tolerance", "stderr_tail", "divergence", "pair"))
+
+    @classmethod
+    def from_json(cls, data: Any, strict: bool = False) -> CaseResult:
+        """A result from its JSON object. Raises ValueError for an object that is not a case result
+        (one of IDENTITY missing or of the wrong type). `strict` (results made in this process):
+        an unknown key is a TypeError, so nothing a producer adds is lost without a field for it;
+        otherwise (reading a run) unknown keys are ignored."""
+        if not isinstance(data, dict):
+            raise ValueError("not a case result: expected a JSON object")
+        for key, kind in IDENTITY.items():
+            value = data.get(key)
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise ValueError(f"not a case result: {key!r} missing or not a{'n' if kind is int else ''} {kind.__name__}")
+        known = cls._known(data, strict)
+        known["metrics"] = _metrics(known.get("metrics"), strict)
+        known["oracle_metrics"] = _metrics(known.get("oracle_metrics"), strict)
+        known["timing"] = Timing.from_json(known.get("timing"), strict)
+        for key in ("flops", "gflops"):
+            if key in known:
+                known[key] = _number(known[key])
+        for key in ("evidence",):
+            if not isinstance(known.get(key), dict):
+                known[key] = {}
+        return cls(**known)
+
+    @property
+    def max_abs(self) -> float | None:
+        """The largest absolute error over the outputs (finite or not), None when none was measured."""
+        values = [v for m in self.metrics.values() for v in [m.number("max_abs")] if v is not None]
+        return max(values) if values else None
+
+
+@dataclass
+class RunMeta(_Record):
+    """run.json: the machine, every runtime's versions, the options, the planned cases, the run's state
+    and summary, and what benchmarks add (the machine's GEMM peak, paired statistics, shards merged)."""
+
+    schema_version: int | None = SCHEMA
+    run_id: str = ""
+    state: str = "running"
+    reason: str | None = None
+    started: str | None = None
+    finished: str | None = None
+    wall_s: float | None = None
+    environment: dict = field(default_factory=dict)
+    runtimes: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)
+    planned: list[dict] = field(default_factory=list)
+    summary: dict = field(default_factory=dict)
+    machine_peak_gflops: dict | None = None
+    machine_blas: list[dict] | None = None
+    machine_peak_notes: list[str] | None = None
+    shards: list[dict] | None = None
+    pairs: list[dict] | None = None
+    repaired_artifacts: list[dict] | None = None
+    resumed: list[str] | None = None
+
+    OMIT: ClassVar[frozenset[str]] = frozenset(
+        ("wall_s", "machine_peak_gflops", "machine_blas", "machine_peak_notes", "shards", "pairs", "repaired_artifacts", "resumed"))
+
+    @classmethod
+    def from_json(cls, data: dict) -> RunMeta:
+        """run.json as written by schema 2 or 3 (2 names the version `schema`); fields of the wrong
+        kind are read as absent. The version is kept as found: callers decide what they accept."""
+        data = dict(data)
+        if "schema_version" not in data:
+            data["schema_version"] = data.pop("schema", None)
+        known = cls._known(data, strict=False)
+        for name, kind in (("run_id", str), ("state", str), ("environment", dict), ("runtimes", dict), ("options", dict),
+                           ("planned", list), ("summary", dict)):
+            if name in known and not isinstance(known[name], kind):
+                del known[name]
+        known["planned"] = [c for c in known.get("planned", []) if isinstance(c, dict) and "id" in c]
+        return cls(**known)
+
+    def set(self, key: str, value: Any) -> None:
+        if key not in self.field_names():
+            raise KeyError(f"run.json has no field {key!r}: add it to harness/records.py and harness/schemas/run.schema.json")
+        setattr(self, key, value)
+
+
+def schema_problem(meta: RunMeta) -> str | None:
+    """Why a run's numbers may not mean what this harness's mean (None: its schema is readable)."""
+    if meta.schema_version in READABLE:
+        return None
+    return f"run schema {meta.schema_version!r}, this harness reads schema{'s' if len(READABLE) > 1 else ''} {', '.join(map(str, READABLE))}"
+
+
+def summarize(results: list[CaseResult], allow_inconclusive: bool = False) -> dict:
+    """run.json's summary: cases, counts per verdict, and whether the verdicts are good."""
+    counts = {s: 0 for s in STATUSES}
+    for r in results:
+        status = r.status or "error"
+        counts[status] = counts.get(status, 0) + 1
+    bad = BAD_STATUSES + (() if allow_inconclusive else ("inconclusive",))
+    return {"cases": len(results), "counts": {k: v for k, v in counts.items() if v}, "ok": not any(counts[s] for s in bad)}
+
+
+def metrics_of(judged: dict[str, dict]) -> Metrics:
+    """The comparator's metrics per output (harness/compare.py) as records; a metric without a field
+    in OutputMetrics is a TypeError, so none is dropped on the way to results.jsonl."""
+    return _metrics(judged, strict=True)
