@@ -16,7 +16,7 @@ import os
 import re
 import shutil
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,18 +25,19 @@ from harness import compare
 from harness.artifact import Artifact, one_line
 from harness.bench import latency_stats
 from harness.errors import HarnessError, unknown
-from harness.export import Exporter, check_format, formats_for
+from harness.export import FORMATS, Exporter, check_format, formats_for
 from harness.fixtures import Fixture, all_fixtures, describe, format_class, get_fixture
+
+# The verdict vocabulary and the summary are the stored schema's (harness/records.py); re-exported here.
+from harness.records import BAD_STATUSES, CULPRITS, STAGES, STATUSES, CaseResult, Timing, metrics_of, summarize
 from harness.runners import RUNTIMES, RpcError, WorkerCrash, WorkerPool, WorkerTimeout, check_runtime
 
-STATUSES = ("pass", "fail", "xfail", "xpass", "inconclusive", "unsupported", "error", "crash", "timeout", "skip")
-BAD_STATUSES = ("fail", "error", "crash", "timeout", "xpass")
-STAGES = ("export", "validate", "load", "run", "compare", "reference")
-CULPRITS = ("converter", "runtime", "harness", "model", "environment")
 REFERENCE = ("savedmodel", "tf")
-QUANTISED = ("tflite_fp16", "tflite_dynamic", "tflite_int8")  # their error is the converter's choice
+# Formats judged below float32 (the registry's tolerance class): their error is the converter's choice.
+QUANTISED = tuple(name for name, spec in FORMATS.items() if spec.tolerance_class != "float32")
 DISK_ERRORS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
 OTHER_INPUT_SETS = 3  # at most this many more input sets to tell an input-independent output
+CHECKPOINT_MISMATCH = "checkpoint does not match the model's code"  # the tf worker's words (runners/tf.py MISMATCH)
 
 
 @dataclass(frozen=True)
@@ -270,68 +271,63 @@ class Engine:
         return self.exporter.get(fixture, fmt)
 
     # --- running -------------------------------------------------------------------------------
-    def run_case(self, case: Case) -> dict:
-        """The case's result; never raises for a problem of the case itself (a bug in the harness
-        becomes an `error` result, stage where it happened, culprit `harness`, with its traceback)."""
+    def run_case(self, case: Case) -> CaseResult:
+        """The case's result, the typed record the store writes; never raises for a problem of the case
+        itself (a bug in the harness becomes an `error` result, stage where it happened, culprit
+        `harness`, with its traceback)."""
         result = self._blank(case)
         try:
             return self._run_case(case, result)
         except HarnessError as e:
-            return self._finish(case, result, "error", error=str(e), stage=result.get("stage") or "run", culprit="environment")
+            return self._finish(case, result, "error", error=str(e), stage=result.stage or "run", culprit="environment")
         except OSError as e:
             if e.errno in DISK_ERRORS:
                 raise  # a full or read-only disk stops the run (state failed), not just this case
             import traceback
 
-            return self._finish(case, result, "error", error=f"{type(e).__name__}: {e}", stage=result.get("stage") or "run",
+            return self._finish(case, result, "error", error=f"{type(e).__name__}: {e}", stage=result.stage or "run",
                                 culprit="environment", evidence={"traceback": traceback.format_exc()})
         except Exception as e:
             import traceback
 
             return self._finish(case, result, "error", error=f"internal error: {type(e).__name__}: {e}",
-                                stage=result.get("stage") or "run", culprit="harness", evidence={"traceback": traceback.format_exc()})
+                                stage=result.stage or "run", culprit="harness", evidence={"traceback": traceback.format_exc()})
 
     @staticmethod
-    def _blank(case: Case) -> dict:
-        return {
-            "id": case.id, "fixture": case.fixture, "format": case.format, "runtime": case.runtime,
-            "device": case.device, "batch": case.batch, "threads": case.threads, "status": None, "reason": None,
-            "stage": None, "culprit": None, "summary": None, "baseline": None,
-            "metrics": {}, "oracle_metrics": {}, "timing": {}, "peak_rss_bytes": None, "error": None, "evidence": {},
-            "artifact": None,
-        }
+    def _blank(case: Case) -> CaseResult:
+        return CaseResult(case.id, case.fixture, case.format, case.runtime, case.device, case.batch, case.threads)
 
-    def _run_case(self, case: Case, result: dict) -> dict:
+    def _run_case(self, case: Case, result: CaseResult) -> CaseResult:
         """The case; when it fails in a way a damaged artifact would explain (load failed, the worker
         crashed, outputs disagree), every file of its artifact and of the reference is hashed: a
         damaged one (same size and mtime, so the fast check missed it) is exported again and the case
         run once more, so the cache's fault is never blamed on a runtime."""
-        first = self._run_case_once(case, dict(result))
-        if first["status"] not in ("error", "crash", "fail") or first.get("stage") not in ("load", "run", "compare"):
+        first = self._run_case_once(case, replace(result))
+        if first.status not in ("error", "crash", "fail") or first.stage not in ("load", "run", "compare"):
             return first
         fixture = self.fixtures[case.fixture]
-        damaged = [(fmt, why) for fmt in dict.fromkeys([case.format, REFERENCE[0]])
+        damaged = [(fmt, why) for fmt in dict.fromkeys([case.format, fixture.reference[0]])
                    for why in [self.exporter.verify_fully(fixture, fmt)] if why]
         if not damaged:
             return first
         for fmt, _ in damaged:
-            if fmt == REFERENCE[0]:
+            if fmt == fixture.reference[0]:
                 self._references = {k: v for k, v in self._references.items() if k[0] != fixture.name}
         self._loaded = {k: v for k, v in self._loaded.items() if k[1] not in {self.artifact(fixture, f).key for f, _ in damaged}}
         return self._run_case_once(case, result)
 
-    def _run_case_once(self, case: Case, result: dict) -> dict:
+    def _run_case_once(self, case: Case, result: CaseResult) -> CaseResult:
         fixture = self.fixtures[case.fixture]
         avail = self._availability[case.runtime]
         if not avail.ok:
             return self._finish(case, result, "skip", reason=f"runtime {case.runtime} unavailable: {avail.reason} (fix: {avail.fix})",
                                 stage="load", culprit="environment")
-        result["stage"] = "export"
+        result.stage = "export"
         art = self.artifact(fixture, case.format)
-        result["artifact"] = {"key": art.key, "dir": str(art.dir), "export_s": art.export_s}
-        repaired = [r for r in self.exporter.repairs if r["fixture"] == fixture.name and r["format"] in (case.format, REFERENCE[0])]
+        result.artifact = {"key": art.key, "dir": str(art.dir), "export_s": art.export_s}
+        repaired = [r for r in self.exporter.repairs if r["fixture"] == fixture.name and r["format"] in (case.format, fixture.reference[0])]
         if repaired:
-            result["artifact"]["repaired"] = [f"{r['format']}: {r['problem']}" for r in repaired]
+            result.artifact["repaired"] = [f"{r['format']}: {r['problem']}" for r in repaired]
         if art.status != "ok":
             evidence = {k: art.extra[k] for k in ("traceback", "op", "converter_log") if k in art.extra}
             if art.extra.get("unsupported"):
@@ -344,14 +340,14 @@ class Engine:
             return self._finish(case, result, "error", error=f"export to {case.format} failed: {art.error}", stage=art.stage,
                                 culprit=art.culprit, evidence=evidence, summary=art.error_summary)
 
-        result["stage"] = "reference"
+        result.stage = "reference"
         ref = self._reference(fixture, case.batch)
         if ref.error is not None:
-            return self._finish(case, result, "error", error=f"reference ({REFERENCE[0]} on {REFERENCE[1]}) failed: {ref.error}",
+            return self._finish(case, result, "error", error=f"reference ({fixture.reference[0]} on {fixture.reference[1]}) failed: {ref.error}",
                                 stage=ref.stage, culprit=ref.culprit, evidence=dict(ref.evidence))
         assert ref.inputs is not None and ref.outputs is not None
         if ref.variant:
-            result["inputs_variant"] = ref.variant
+            result.inputs_variant = ref.variant
 
         try:
             outputs, raw = self._execute(case, art, ref.inputs)
@@ -361,8 +357,10 @@ class Engine:
                 status = "unsupported" if e.kind == "unsupported" else "error"
                 culprit = "harness" if e.kind in ("bad_input", "bad_request") else "runtime"
                 evidence = {"kind": e.kind, **self._blocked(e)}
-                if "blocked" in evidence:
-                    culprit = "model"  # the sandbox or a containment check stopped what the model tried
+                if "blocked" in evidence or (e.kind == "load_failed" and CHECKPOINT_MISMATCH in str(e)):
+                    # The sandbox or a containment check stopped what the model tried, or a checkpoint
+                    # does not fit the model's code (a variable missing, unexpected or of another shape).
+                    culprit = "model"
                 takes = (self.pool.info.get(self._worker_key(case)) or {}).get("formats")
                 if e.kind == "unsupported" and takes is not None and case.format not in takes:
                     # The runtime table promised this format and the worker refuses it: a drift in our
@@ -374,14 +372,14 @@ class Engine:
             status = "timeout" if isinstance(e, WorkerTimeout) else "crash"
             culprit = "environment" if "could not start" in str(e) else "runtime"
             return self._finish(case, result, status, error=str(e), stderr=getattr(e, "stderr_tail", ""), stage=stage, culprit=culprit)
-        result["stage"] = "compare"
-        result["timing"] = raw["timing"]
-        result["peak_rss_bytes"] = raw["peak_rss_bytes"]
-        if fixture.flops and raw["timing"].get("p50_ms"):
-            result["flops"] = fixture.flops(case.batch)
-            result["gflops"] = result["flops"] / (raw["timing"]["p50_ms"] * 1e6)
+        result.stage = "compare"
+        result.timing = Timing.from_json(raw["timing"], strict=True)
+        result.peak_rss_bytes = raw["peak_rss_bytes"]
+        if fixture.flops and result.timing.p50_ms:
+            result.flops = fixture.flops(case.batch)
+            result.gflops = result.flops / (result.timing.p50_ms * 1e6)
         # Digests of the exact output bytes: two runs can tell "bit-identical" from "changed".
-        result["output_digest"] = {k: hashlib.sha256(np.ascontiguousarray(v).tobytes()).hexdigest()[:16] for k, v in outputs.items()}
+        result.output_digest = {k: hashlib.sha256(np.ascontiguousarray(v).tobytes()).hexdigest()[:16] for k, v in outputs.items()}
 
         reference = ref.outputs
         # The precision the runtime computes in, where its worker says (TF.js WebGL: float16 textures).
@@ -396,19 +394,19 @@ class Engine:
         if fixture.golden is not None and not ref.variant:
             # The user's golden outputs for the user's inputs: every case is judged against them.
             baseline, against = "golden", {k: np.asarray(v) for k, v in fixture.golden.items()}
-        elif (case.format, case.runtime) == REFERENCE:
+        elif (case.format, case.runtime) == fixture.reference:
             # The reference judged against itself proves nothing: judge it against the oracle.
             baseline, against = ("oracle", oracle) if oracle is not None else ("self", reference)
         else:
             baseline, against = "reference", reference
         dtypes = {k: v.dtype for k, v in reference.items()}
         judgement = compare.judge(against, outputs, tolerances, fixture.classifier_outputs, dtypes=dtypes)
-        result["baseline"] = baseline
-        result["metrics"] = judgement.metrics
-        result["tolerance"] = {name: {"class": format_class(case.format, precision), "rule": describe(tol), **{k: v for k, v in asdict(tol).items() if v is not None}}
+        result.baseline = baseline
+        result.metrics = metrics_of(judgement.metrics)
+        result.tolerance = {name: {"class": format_class(case.format, precision), "rule": describe(tol), **{k: v for k, v in asdict(tol).items() if v is not None}}
                                for name, tol in tolerances.items()}
         if oracle is not None and baseline != "oracle":
-            result["oracle_metrics"] = compare.judge(oracle, outputs, tolerances, fixture.classifier_outputs).metrics
+            result.oracle_metrics = metrics_of(compare.judge(oracle, outputs, tolerances, fixture.classifier_outputs).metrics)
         if not judgement.passed:
             culprit = "converter" if case.format in QUANTISED else "runtime"
             error, evidence = "; ".join(judgement.reasons), {}
@@ -436,8 +434,9 @@ class Engine:
         except _Staged as staged:
             raise staged.error from None
 
-    def _finish(self, case: Case, result: dict, status: str, reason: str | None = None, error: str | None = None, stderr: str | None = None,
-                stage: str | None = None, culprit: str | None = None, evidence: dict | None = None, summary: str | None = None) -> dict:
+    def _finish(self, case: Case, result: CaseResult, status: str, reason: str | None = None, error: str | None = None,
+                stderr: str | None = None, stage: str | None = None, culprit: str | None = None, evidence: dict | None = None,
+                summary: str | None = None) -> CaseResult:
         deviation = next((d for d in self.deviations if d.matches(case)), None)
         if deviation is not None and status not in ("skip", "inconclusive"):
             if deviation.expects(status, error):
@@ -445,16 +444,16 @@ class Engine:
             elif status == "pass":
                 status, reason = "xpass", f"listed as a known deviation ({deviation.reason}) but passed"
                 stage, culprit = "compare", "harness"
-        result["status"] = status
-        result["reason"] = reason
-        result["error"] = error
-        result["stage"] = None if status == "pass" else stage
-        result["culprit"] = None if status == "pass" else culprit
-        result["summary"] = None if status == "pass" else (summary or one_line(error or reason or status))
+        result.status = status
+        result.reason = reason
+        result.error = error
+        result.stage = None if status == "pass" else stage
+        result.culprit = None if status == "pass" else culprit
+        result.summary = None if status == "pass" else (summary or one_line(error or reason or status))
         if evidence:
-            result["evidence"] = {**result.get("evidence", {}), **evidence}
+            result.evidence = {**result.evidence, **evidence}
         if stderr:
-            result["stderr_tail"] = stderr
+            result.stderr_tail = stderr
         return result
 
     # --- the reference -------------------------------------------------------------------------
@@ -473,16 +472,19 @@ class Engine:
         return self._references[key]
 
     def _compute_reference(self, fixture: Fixture, batch: int) -> Reference:
-        art = self.artifact(fixture, REFERENCE[0])
+        ref_format, ref_runtime = fixture.reference  # TF on the SavedModel; a given .onnx/.tflite/TF.js model: its own runtime
+        art = self.artifact(fixture, ref_format)
         if art.status != "ok":
-            return Reference(error=f"export to {REFERENCE[0]} failed: {art.error}", stage=art.stage, culprit=art.culprit)
-        avail = self._availability[REFERENCE[1]]
+            return Reference(error=f"export to {ref_format} failed: {art.error}", stage=art.stage, culprit=art.culprit)
+        avail = self._availability[ref_runtime]
         if not avail.ok:
-            return Reference(error=f"runtime {REFERENCE[1]} unavailable: {avail.reason} (fix: {avail.fix})", culprit="environment")
-        case = Case(fixture.name, REFERENCE[0], REFERENCE[1], "cpu", batch)
-        tolerances = {name: fixture.tolerance(REFERENCE[0], name) for name in fixture.outputs}
+            return Reference(error=f"runtime {ref_runtime} unavailable: {avail.reason} (fix: {avail.fix})", culprit="environment")
+        case = Case(fixture.name, ref_format, ref_runtime, "cpu", batch)
+        tolerances = {name: fixture.tolerance(ref_format, name) for name in fixture.outputs}
         ref = Reference()
-        for variant in (0, 1) if fixture.generate_alt else (0,):
+        # The user's own inputs (check --inputs) are the inputs: never swapped for the second distribution,
+        # which would also drop their golden outputs from the judgement.
+        for variant in (0, 1) if fixture.generate_alt and fixture.given_inputs is None else (0,):
             inputs = fixture.make_inputs(batch, variant=variant)
             try:
                 outputs = self._reference_call(case, art, inputs)
@@ -626,14 +628,6 @@ class Engine:
         self.pool.discard(wkey)
         for key in [k for k in self._loaded if k[0] == wkey]:
             del self._loaded[key]
-
-
-def summarize(results: list[dict], allow_inconclusive: bool = False) -> dict:
-    counts = {s: 0 for s in STATUSES}
-    for r in results:
-        counts[r["status"]] = counts.get(r["status"], 0) + 1
-    bad = BAD_STATUSES + (() if allow_inconclusive else ("inconclusive",))
-    return {"cases": len(results), "counts": {k: v for k, v in counts.items() if v}, "ok": not any(counts[s] for s in bad)}
 
 
 __all__ = ["BAD_STATUSES", "CULPRITS", "STAGES", "Reference", "Case", "Deviation", "Engine", "Options", "Selection", "STATUSES", "load_deviations", "matrix", "summarize"]

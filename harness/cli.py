@@ -13,6 +13,7 @@ import click
 from rich.console import Console
 
 from harness.errors import HarnessError
+from harness.records import CaseResult
 
 # Our own messages go to the real stderr; framework and converter noise (C++ logs on fd 2, Python
 # warnings) goes to a log file unless -v (see _quiet).
@@ -49,17 +50,22 @@ def _quiet() -> None:
     """Send fd 2 (TensorFlow's C++ and absl logs, converters' prints) and Python's stderr to a log file,
     keeping the real stderr for our own one-line messages. Where no log can be written, nothing moves."""
     global LOG, _real_stderr
-    from harness.export import cache_root
+    import platformdirs
 
-    folder = cache_root().parent / "logs"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        LOG = folder / "harness.log"
-        if LOG.exists() and LOG.stat().st_size > 20 * 2**20:
-            LOG.unlink()
-        log = open(LOG, "a", encoding="utf-8", errors="replace", buffering=1)
-    except OSError:
-        LOG = None
+    # Per project (what was run here), like reports/: .harness/logs of the working folder; where that
+    # cannot be written, the per-user log folder. The export cache alone is shared by projects.
+    log = None
+    for folder in (Path(".harness/logs").resolve(), platformdirs.user_log_path("harness", appauthor=False)):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            LOG = folder / "harness.log"
+            if LOG.exists() and LOG.stat().st_size > 20 * 2**20:
+                LOG.unlink()
+            log = open(LOG, "a", encoding="utf-8", errors="replace", buffering=1)
+            break
+        except OSError:
+            LOG = None
+    if log is None:
         return
     log.write(f"--- harness {' '.join(sys.argv[1:])} (pid {os.getpid()}) ---\n")
     real = os.dup(2)
@@ -209,7 +215,7 @@ def _run_options(f):
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per artifact (fixture, format, status, key, dir, error): "
               "the cache lookup other languages' tests use.")
 def export(fixtures: tuple[str, ...], formats: tuple[str, ...], force: bool, as_json: bool) -> None:
-    """Export fixtures to formats, into the content-addressed cache (.harness/cache)."""
+    """Export fixtures to formats, into the content-addressed cache (per user, or HARNESS_CACHE)."""
     from harness.cases import Selection
     from harness.export import Exporter, formats_for
     from harness.fixtures import all_fixtures
@@ -218,7 +224,7 @@ def export(fixtures: tuple[str, ...], formats: tuple[str, ...], force: bool, as_
     sel.validate()
     exporter = Exporter(refresh=force)
     jobs = [(fx, fmt) for name, fx in all_fixtures().items() if not sel.fixtures or name in sel.fixtures
-            for fmt in formats_for(fx) if not sel.formats or fmt in sel.formats]
+            for fmt in formats_for(fx, sel.formats) if not sel.formats or fmt in sel.formats]
     start = time.perf_counter()
     arts = _export_all(exporter, jobs)
     if as_json:
@@ -307,9 +313,9 @@ def _export_all(exporter, jobs):
     return arts
 
 
-def _timing_summary(result: dict) -> dict:
+def _timing_summary(result: CaseResult) -> dict:
     """The timing of a result without its raw samples (they stay in results.jsonl)."""
-    return {k: v for k, v in (result.get("timing") or {}).items() if k not in ("samples_ms",)}
+    return {k: v for k, v in result.timing.to_dict().items() if k not in ("samples_ms",)}
 
 
 def _execute(cases, fixtures, options, reports: Path, run_options: dict, *, bench: bool = False, bisect: bool = False,
@@ -336,28 +342,28 @@ def _execute(cases, fixtures, options, reports: Path, run_options: dict, *, benc
     results = outcome.results
     if output == "json":
         for r in results:
-            click.echo(json.dumps(sanitize({k: v for k, v in r.items() if k != "timing"} | {"timing": _timing_summary(r)})))
+            click.echo(json.dumps(sanitize({k: v for k, v in r.to_dict().items() if k != "timing"} | {"timing": _timing_summary(r)})))
     elif results and not quiet:
         print_matrix(results, out)
         print_latency(results, out)
     say = err if output == "json" else out  # JSON lines alone on stdout
     if results and output != "json":
-        print_causes([r for r in results if not quiet or r["status"] not in ("skip", "xfail", "unsupported")], out)
+        print_causes([r for r in results if not quiet or r.status not in ("skip", "xfail", "unsupported")], out)
     for r in results:
-        d = r.get("divergence")
+        d = r.divergence
         if d and d.get("supported"):
-            say.print(f"  first divergence of {r['id']}: at layer {d['layer_index']} {d['layer']} "
+            say.print(f"  first divergence of {r.id}: at layer {d['layer_index']} {d['layer']} "
                       f"(ok up to {d['previous']}): {d.get('error') or d['status']}", highlight=False, soft_wrap=True)
         elif d:
-            say.print(f"  first divergence of {r['id']}: not searched: {d['why']}", highlight=False)
+            say.print(f"  first divergence of {r.id}: not searched: {d['why']}", highlight=False)
     if bench and results:
         from harness.report.terminal import print_bench, print_pairs
 
         print_bench(results, outcome.peaks, say)
         if outcome.pairs:
             print_pairs(outcome.pairs, run_options.get("pair") or ["A", "B"], say)
-    for r in outcome.repairs:
-        say.print(f"[yellow]re-exported[/] {r['artifact']} (damaged in the cache): {r['problem']}", highlight=False, soft_wrap=True)
+    for repair in outcome.repairs:
+        say.print(f"[yellow]re-exported[/] {repair['artifact']} (damaged in the cache): {repair['problem']}", highlight=False, soft_wrap=True)
     summary = outcome.summary
     assert outcome.run_dir is not None  # the CLI always writes a run folder
     counts = ", ".join(f"{v} {k}" for k, v in summary["counts"].items())
@@ -589,18 +595,31 @@ def bench(fixtures, formats, runtimes, batch, threads_, warmup, iterations, min_
 @click.option("--atol", multiple=True, help="Absolute tolerance of float32 formats: NUMBER, or OUTPUT=NUMBER for one output (repeatable).")
 @click.option("--rtol", multiple=True, help="Relative tolerance of float32 formats: NUMBER, or OUTPUT=NUMBER (repeatable).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the generated inputs.")
+@click.option("--custom-objects", "custom_files", multiple=True, type=click.Path(path_type=Path), metavar="FILE.py",
+              help="A Keras model's custom layers: a Python file run before loading (its CUSTOM_OBJECTS dict, the classes it defines "
+                   "or registers with keras.saving.register_keras_serializable). Repeatable.")
+@click.option("--import", "import_modules", multiple=True, metavar="MODULE",
+              help="A module to import before loading a Keras model (it registers or defines the custom layers); from the working "
+                   "folder or the venv. Repeatable.")
 @_run_options
 @_sandbox_option("bwrap")
-def check(path, signature, tag, formats, runtimes, batch, bisect, inputs_path, expected_path, atol, rtol, seed, warmup, iterations, threads,
-          timeout, reports, keep_tensors, refresh, allow_inconclusive, output, quiet, sandbox) -> None:
-    """Check your own SavedModel folder or Keras .keras/.h5 file: inputs generated from its signature,
-    exported to every format, run in every runtime, judged against TensorFlow."""
+def check(path, signature, tag, formats, runtimes, batch, bisect, inputs_path, expected_path, atol, rtol, seed, custom_files, import_modules,
+          warmup, iterations, threads, timeout, reports, keep_tensors, refresh, allow_inconclusive, output, quiet, sandbox) -> None:
+    """Check your own model: a SavedModel folder or Keras .keras/.h5 file (inputs generated from its
+    signature, exported to every format, run in every runtime, judged against TensorFlow), or an .onnx,
+    .tflite or TF.js model.json (run as it is in every runtime of its format, judged against ort, litert
+    or the first TF.js runtime, or against --expected)."""
     from harness.cases import Options, Selection, matrix
     from harness.fixtures import user_fixture, with_user_options
+    from harness_runners.custom import CustomObjects
 
     sel = Selection(formats=_split(formats), runtimes=_split(runtimes), batches=_batches(batch))
     sel.validate()
-    fx = user_fixture(path, signature, tag)
+    for f in custom_files:
+        if not f.is_file():
+            raise HarnessError(f"--custom-objects {f}: no such file (expected a Python file defining the custom layers)")
+    custom = CustomObjects(tuple(f.resolve() for f in custom_files), tuple(import_modules))
+    fx = user_fixture(path, signature, tag, custom or None)
     if inputs_path is not None and sel.batches:
         raise HarnessError("--batch does not apply with --inputs: the batch is your inputs' first dimension")
     fx = with_user_options(fx, inputs_path, expected_path, atol, rtol, seed)
@@ -610,6 +629,7 @@ def check(path, signature, tag, formats, runtimes, batch, bisect, inputs_path, e
     run_options = {"command": "check", "path": str(Path(path).resolve()), "signature": signature, "tag": tag,
                    "inputs": str(inputs_path.resolve()) if inputs_path else None, "expected": str(expected_path.resolve()) if expected_path else None,
                    "atol": list(atol), "rtol": list(rtol), "seed": seed,
+                   "custom_objects": [str(f) for f in custom.files], "import": list(custom.modules),
                    "formats": sel.formats, "runtimes": sel.runtimes, "batches": sel.batches, "warmup": warmup,
                    "iterations": iterations, "threads": threads, "timeout": timeout, "keep_tensors": keep_tensors, "bisect": bisect,
                    "sandbox": sandbox}
@@ -637,15 +657,23 @@ def merge(runs: tuple[str, ...], reports: Path, name: str | None) -> None:
 @click.argument("run", default="latest")
 @click.option("--reports", default="reports", show_default=True, type=click.Path(path_type=Path), help="Reports folder (runs/, history/).")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Where to write (default: the run folder).")
-def report(run: str, reports: Path, out_dir: Path | None) -> None:
+@click.option("--fuzz", "fuzz_path", type=click.Path(path_type=Path),
+              help="Fuzz results for the fuzzing section: harness fuzz --json FILE, or a folder of regression cases "
+                   "(default: the newest REPORTS/fuzz/*.json).")
+@click.option("--no-fuzz", is_flag=True, help="Leave the fuzzing section out.")
+def report(run: str, reports: Path, out_dir: Path | None, fuzz_path: Path | None, no_fuzz: bool) -> None:
     """Write index.html (self-contained), report.md and summary.json for a run (default: latest)."""
+    from harness.report import fuzz_section
     from harness.report.html import write_report
     from harness.store import resolve_run
 
     folder = resolve_run(run, reports)
-    paths = write_report(folder, reports, out_dir)
+    section = None if no_fuzz else fuzz_section.load(reports, fuzz_path)
+    paths = write_report(folder, reports, out_dir, fuzz=section)
     for kind, path in paths.items():
         click.echo(f"{kind}: {path}")
+    if section is not None:
+        fuzz_section.print_section(section, out)
 
 
 @main.command()
@@ -663,14 +691,13 @@ def compare(base: str, new: str, fail_on: str, alpha: float, reports: Path, out_
     """What changed between two runs: verdicts, numerics, latency. Exit 1 on a regression."""
     from harness.bench import Gate
     from harness.report.diff import diff_runs, print_diff, write_diff
-    from harness.store import SCHEMA, read_run, resolve_run
+    from harness.store import check_schema, read_run, resolve_run
 
     gate = Gate.parse(fail_on, alpha)
     a, b = read_run(resolve_run(base, reports)), read_run(resolve_run(new, reports))
     for label, run in (("baseline", a), ("new run", b)):
         # Numbers from another schema may not mean the same thing: refuse rather than mis-compare.
-        if run.meta.get("schema") != SCHEMA:
-            raise HarnessError(f"{label} {run.folder} has schema {run.meta.get('schema')!r} (or no readable run.json): expected schema {SCHEMA}")
+        check_schema(run.meta, f"{label} {run.folder}")
     diff = diff_runs(a, b, gate, allow_missing, gate_conformance)
     print_diff(diff, out)
     paths = write_diff(diff, out_dir or reports / "compare" / f"{a.run_id}_vs_{b.run_id}")
@@ -754,8 +781,10 @@ def fuzz(levels, fixtures, runtimes, formats, max_examples, time_budget, seed, s
                   + (f", {s['rejected']} rejected" if s["rejected"] else "") + (f"; set aside: {s['set_aside']}" if s["set_aside"] else "")
                   + "".join(f"; {n}" for n in s["notes"]),
                   highlight=False, markup=False)
-    for f in report.findings:
-        out.print(f"finding: {f.line()} [{f.culprit}] {f.folder or ''}", highlight=False, markup=False)
+    if report.findings:
+        from harness.report.fuzz_section import from_summary, print_section
+
+        print_section(from_summary(data, str(json_out or "this run")), out)
     out.print(f"fuzz: {len(report.findings)} finding(s) in {data['seconds']} s", highlight=False)
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
@@ -782,11 +811,14 @@ def nightly(reports: Path, fail_on: str, fixtures: tuple[str, ...], runtimes: tu
     base = [sys.executable, "-m", "harness.cli"]
     only_fixtures = [arg for v in fixtures for arg in ("-f", v)]
     limit = only_fixtures + [arg for v in runtimes for arg in ("-r", v)]
+    # The fuzz step comes before the reports: both show its findings (the newest reports/fuzz/*.json, this one).
+    fuzz_json = reports / "fuzz" / "latest.json"
+    with_fuzz = [] if fuzz_budget else ["--no-fuzz"]
     steps = [["export", *only_fixtures], ["run", "--reports", str(reports), *limit],
-             ["report", "latest", "--reports", str(reports)], ["bench", "--reports", str(reports), *limit],
              # A fixed budget of differential fuzzing, seeded by the date (reproducible, new ground each night).
              ["fuzz", "--max-examples", "30", "--time-budget", f"{fuzz_budget:g}", "--seed", time.strftime("%Y%m%d", time.gmtime()),
-              "--json", str(reports / "fuzz" / "latest.json"), *limit]]
+              "--json", str(fuzz_json), *limit],
+             ["report", "latest", "--reports", str(reports), *with_fuzz], ["bench", "--reports", str(reports), *limit]]
     if fuzz_budget == 0:
         steps = [s for s in steps if s[0] != "fuzz"]
     codes = {}
@@ -805,7 +837,7 @@ def nightly(reports: Path, fail_on: str, fixtures: tuple[str, ...], runtimes: tu
     history.mkdir(parents=True, exist_ok=True)
     previous = sorted(p for p in history.iterdir() if p.is_dir())
     shutil.copytree(bench_run, history / bench_run.name, ignore=shutil.ignore_patterns("tensors"))
-    codes["report-bench"] = subprocess.run(base + ["report", str(bench_run), "--reports", str(reports)], stderr=_real_stderr).returncode
+    codes["report-bench"] = subprocess.run(base + ["report", str(bench_run), "--reports", str(reports), *with_fuzz], stderr=_real_stderr).returncode
     if previous:
         codes["compare"] = subprocess.run(base + ["compare", str(previous[-1]), str(bench_run), "--fail-on", fail_on, "--reports", str(reports)],
                                           stderr=_real_stderr).returncode

@@ -9,14 +9,18 @@ from __future__ import annotations
 import hashlib
 import importlib
 import pkgutil
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from harness.errors import HarnessError, unknown
+
+if TYPE_CHECKING:
+    from harness_runners.custom import CustomObjects
 
 Inputs = dict[str, np.ndarray]
 
@@ -41,13 +45,8 @@ class Tolerance:
     min_top1: float | None = None
 
 
-# The format class decides which tolerance applies (design: conformance policy).
-FORMAT_CLASS: dict[str, str] = {
-    "tflite_fp16": "float16",
-    "tflite_dynamic": "dynamic-range",
-    "tflite_int8": "int8",
-}
-
+# The format class decides which tolerance applies (design: conformance policy); each format declares
+# its class once, in the format registry (harness.export.FORMATS, FormatSpec.tolerance_class).
 DEFAULT_TOLERANCES: dict[str, Tolerance] = {
     "float32": Tolerance(atol=1e-5, rtol=1e-5),
     "float16": Tolerance(atol=2e-3, rtol=2e-3),
@@ -72,7 +71,11 @@ def format_class(fmt: str, precision: str | None = None) -> str:
     """The tolerance class of a format, run by a runtime that computes in `precision` (its worker's
     `info.precision`, when it says): a float32 format computed in float16 (TF.js WebGL without float32
     render targets) is judged as float16."""
-    cls = FORMAT_CLASS.get(fmt, "float32")
+    # Imported here: harness.export imports this module (its import needs no TensorFlow either).
+    from harness.export import FORMATS
+
+    spec = FORMATS.get(fmt)
+    cls = spec.tolerance_class if spec is not None else "float32"
     return "float16" if precision == "float16" and cls == "float32" else cls
 
 
@@ -84,7 +87,8 @@ class Fixture:
     name: str
     description: str
     # "module" (build returns a tf.Module and its signature fn), "keras" (a keras.Model), "graph" (build
-    # writes a SavedModel folder, e.g. a TF1 graph, and returns its path) or "user" (a user's SavedModel).
+    # writes a SavedModel folder, e.g. a TF1 graph, and returns its path), "user" (a user's SavedModel)
+    # or "given" (a user's .onnx, .tflite or TF.js model: build returns its path).
     kind: str
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[str, ...]
@@ -115,6 +119,13 @@ class Fixture:
     golden: dict[str, np.ndarray] | None = None
     seed: int = 0
     source: Path | None = None  # the file that defines it; its bytes go into the cache key
+    # `harness check --custom-objects/--import`: the code a Keras model's custom layers come from, copied
+    # into its .keras/.h5 artifacts for the tf worker (harness_runners.custom).
+    custom_objects: CustomObjects | None = None
+    # A given .onnx/.tflite/TF.js model (kind "given"): its one format, handed out as it is (no
+    # export), and the (format, runtime) whose outputs are the reference instead of TF on the SavedModel.
+    formats: tuple[str, ...] | None = None
+    reference: tuple[str, str] = ("savedmodel", "tf")
     source_digest: str | None = None  # set for models that do not come from a fixture file
 
     def make_inputs(self, batch: int, seed: int = 0, variant: int = 0) -> Inputs:
@@ -127,7 +138,7 @@ class Fixture:
         rng = np.random.default_rng([seed, batch] if variant == 0 else [seed, batch, variant])
         generate = self.generate_alt if variant and self.generate_alt else self.generate
         out = generate(rng, batch)
-        return {k: np.ascontiguousarray(v) for k, v in out.items()}
+        return {k: np.asarray(v, order="C") for k, v in out.items()}  # C order, and a scalar stays 0-d
 
     def tolerance(self, fmt: str, output: str, precision: str | None = None) -> Tolerance:
         cls = format_class(fmt, precision)
@@ -228,15 +239,26 @@ def _generator(specs: tuple[TensorSpec, ...], alt: bool = False) -> Callable[[np
     return generate
 
 
-def user_fixture(path: Path, signature: str = "serving_default", tag: str = "serve") -> Fixture:
-    """A fixture for a model author's own SavedModel folder or Keras `.keras`/`.h5` file, with inputs
-    generated from its signature (`harness check`)."""
+EXPECTED_SOURCES = "a SavedModel folder, a .keras/.h5 file, an .onnx or .tflite file or a TF.js model.json"
+
+
+def user_fixture(path: Path, signature: str = "serving_default", tag: str = "serve", custom_objects: CustomObjects | None = None) -> Fixture:
+    """A fixture for a model author's own model (`harness check`): a SavedModel folder or Keras
+    `.keras`/`.h5` file (exported to every format, judged against TF on the SavedModel), or an `.onnx`,
+    `.tflite` or TF.js `model.json` (run as it is by every runtime of its format, see `given_fixture`),
+    with inputs generated from its signature. `custom_objects`: the code of a Keras model's custom layers."""
     path = Path(path)
     if not path.exists():
-        raise HarnessError(f"model not found: {path} does not exist (expected a SavedModel folder or a .keras/.h5 file)")
+        raise HarnessError(f"model not found: {path} does not exist (expected {EXPECTED_SOURCES})")
+    if path.suffix.lower() in (".onnx", ".tflite", ".json") or (path.is_dir() and (path / "model.json").is_file()):
+        if custom_objects:
+            raise HarnessError(f"--custom-objects and --import apply to a Keras .keras/.h5 model: {path} is not one")
+        return given_fixture(path, signature)
     name = "check-" + "".join(c if c.isalnum() or c in "-_" else "_" for c in path.resolve().name.split(".")[0])
     digest = _digest_path(path)
     if path.is_dir():
+        if custom_objects:
+            raise HarnessError(f"--custom-objects and --import apply to a Keras .keras/.h5 model: {path} is a SavedModel folder")
         from harness.export.common import read_signature
 
         ins, outs = read_signature(path, signature, tag)
@@ -251,26 +273,131 @@ def user_fixture(path: Path, signature: str = "serving_default", tag: str = "ser
         )
         return fx
     if path.suffix not in (".keras", ".h5"):
-        raise HarnessError(f"cannot check {path}: expected a SavedModel folder or a .keras/.h5 file")
+        raise HarnessError(f"cannot check {path}: expected {EXPECTED_SOURCES}")
     from harness.export.common import import_tf
+    from harness_runners.custom import CustomObjectsError
 
     import_tf()
     import keras
 
     try:
-        model = keras.models.load_model(str(path), compile=False)
+        objects = custom_objects.load() if custom_objects else {}
+    except CustomObjectsError as e:
+        raise HarnessError(str(e)) from None
+    try:
+        model = keras.models.load_model(str(path), compile=False, custom_objects=objects)
     except Exception as e:
-        raise HarnessError(f"cannot load Keras model {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+        raise HarnessError(_keras_load_error(path, e, bool(custom_objects))) from None
     inputs = tuple(
         TensorSpec(t.name, np.dtype(t.dtype).name, tuple(None if d is None else int(d) for d in t.shape)) for t in model.inputs
     )
+    if custom_objects:  # the custom code is part of what every artifact is made from
+        digest = hashlib.sha256(f"{digest}\0{custom_objects.digest()}".encode()).hexdigest()
     return Fixture(
         name=name, description=f"user Keras model {path}", kind="keras", inputs=inputs,
         outputs=tuple(f"output_{i}" for i in range(len(model.outputs))),
-        build=lambda: keras.models.load_model(str(path), compile=False), generate=_generator(inputs),
+        build=lambda: keras.models.load_model(str(path), compile=False, custom_objects=objects), generate=_generator(inputs),
         generate_alt=_generator(inputs, alt=True),
-        source_digest=digest,
+        source_digest=digest, custom_objects=custom_objects or None,
     )
+
+
+# Keras' words for a class its registry lacks (.keras: "Could not locate class 'Scale'"; .h5: "Unknown layer: 'Scale'").
+_UNKNOWN_CLASS = re.compile(r"Could not locate (?:class|function) '([^']+)'|Unknown (?:layer|object|class|activation|loss|metric)\w*: '?([\w>.]+)'?")
+
+
+def _keras_load_error(path: Path, e: BaseException, had_custom: bool) -> str:
+    """One line for a Keras model that does not load; an unknown (custom) class is named, with the fix."""
+    text = str(e)
+    m = _UNKNOWN_CLASS.search(text)
+    if m:
+        cls = m.group(1) or m.group(2)
+        if had_custom:
+            return (f"cannot load Keras model {path}: unknown class {cls!r}: the given --custom-objects/--import define no {cls!r} "
+                    "(expected a CUSTOM_OBJECTS entry or a class registered with keras.saving.register_keras_serializable)")
+        return (f"cannot load Keras model {path}: unknown class {cls!r} (a custom layer or object): expected --custom-objects FILE.py "
+                f"defining it (its CUSTOM_OBJECTS dict or a class registered with keras.saving.register_keras_serializable) or --import MODULE")
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"cannot load Keras model {path}: {type(e).__name__}: {first}"
+
+
+# The runtime whose outputs are the reference for a given model of each format family.
+_GIVEN_REFERENCE = {"onnx": "ort", "tflite": "litert"}
+
+
+def given_fixture(path: Path, signature: str = "serving_default") -> Fixture:
+    """A user's `.onnx`, `.tflite` or TF.js `model.json` (or its folder): the file is the artifact of its
+    format (copied into the cache as it is, validated, never converted), run by every runtime that
+    loads that format; inputs are generated from the model's own signature (read by harness inspect);
+    the reference is ort (ONNX), litert (TFLite) or the first TF.js runtime, unless golden outputs are
+    given. Quantised TFLite tensors are fed and judged as the real values they stand for."""
+    from harness.inspect_model import inspect
+
+    if path.is_dir():
+        path = path / "model.json"
+    info = inspect(path)
+    kind = info["kind"]
+    if kind not in ("onnx", "tflite", "tfjs"):
+        raise HarnessError(f"cannot check {path}: a {kind} file (expected {EXPECTED_SOURCES})")
+    fmt = _given_format(info)
+    sigs = info["signatures"]
+    keys = [s.get("key") for s in sigs]
+    if kind == "tflite" and len(sigs) > 1:
+        if signature not in keys:
+            raise unknown("signature", signature, [str(k) for k in keys])
+        sig = sigs[keys.index(signature)]
+    elif sigs:
+        sig = sigs[0]
+    else:
+        raise HarnessError(f"cannot check {path}: it declares no inputs and outputs (expected a model with a signature)")
+    inputs = []
+    for t in sig["inputs"]:
+        if t["shape"] is None:
+            raise HarnessError(f"input {t['name']!r} of {path} has unknown rank: expected a known rank")
+        shape = tuple(d if isinstance(d, int) else None for d in t["shape"])  # a symbol (ONNX) is a dynamic dimension
+        dtype = "float32" if t.get("scale") is not None else t["dtype"]  # quantised: fed as the real values
+        inputs.append(TensorSpec(t["name"], dtype, shape))
+    specs = tuple(inputs)
+    for s in specs:
+        if s.dtype in ("unknown", "string", "bytes", "resource", "variant") or not _numeric(s.dtype):
+            raise HarnessError(f"input {s.name!r} of {path} has dtype {s.dtype}: expected a numeric or boolean dtype")
+    first = [s.shape[0] if s.shape else None for s in specs]
+    batchable = all(d is None for d in first) if specs else False
+    from harness.runners import RUNTIMES
+
+    family = "tfjs" if kind == "tfjs" else kind
+    runtime = _GIVEN_REFERENCE.get(family) or next(r for r, spec in RUNTIMES.items() if fmt in spec.formats)
+    stem = path.parent.name if path.name == "model.json" else path.name.split(".")[0]
+    name = "check-" + "".join(c if c.isalnum() or c in "-_" else "_" for c in stem)
+    if kind == "tfjs":  # model.json and the shards it lists, not whatever else shares its folder
+        from harness.export.given import shards
+
+        files = [_digest_path(path), *(_digest_path(path.parent / shard) + shard for shard in shards(path))]
+    else:
+        files = [_digest_path(path)]
+    digest = hashlib.sha256("\0".join(["given", fmt, *files]).encode()).hexdigest()
+    return Fixture(
+        name=name, description=f"user {fmt} model {path}", kind="given", inputs=specs,
+        outputs=tuple(t["name"] for t in sig["outputs"]), build=lambda: path, generate=_generator(specs),
+        generate_alt=_generator(specs, alt=True), batchable=batchable, batches=(1, 4) if batchable else (1,),
+        signature=str(sig.get("key") or "serving_default"), source_digest=digest, formats=(fmt,), reference=(fmt, runtime),
+    )
+
+
+def _numeric(dtype: str) -> bool:
+    try:
+        return np.dtype(dtype).kind in "fiub"
+    except TypeError:
+        return False
+
+
+def _given_format(info: dict) -> str:
+    """The harness format a given model is run as: inspect's name for it; an ONNX model of another opset
+    runs as onnx18 from opset 18 on, as onnx13 below (both are every ONNX runtime's)."""
+    fmt = str(info.get("format") or "")
+    if info["kind"] == "onnx" and fmt not in ("onnx13", "onnx18"):
+        return "onnx18" if int((info.get("opsets") or {}).get("ai.onnx") or 13) >= 18 else "onnx13"
+    return fmt
 
 
 def signature_variant(fx: Fixture, saved_model: Path, signature: str, tag: str) -> Fixture:
@@ -337,7 +464,7 @@ def load_tensors(path: Path, names: tuple[str, ...], what: str) -> dict[str, np.
         raise HarnessError(f"cannot read {what}s from {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} ({expected})") from None
     if set(out) != set(names):
         raise HarnessError(f"{path} holds {what}s {sorted(out)}, the model's are {sorted(names)}: expected one array per {what}, by name")
-    return {k: np.ascontiguousarray(out[k]) for k in names}
+    return {k: np.asarray(out[k], order="C") for k in names}
 
 
 def parse_tolerances(values: tuple[str, ...], option: str, outputs: tuple[str, ...]) -> tuple[float | None, dict[str, float]]:

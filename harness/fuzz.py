@@ -28,12 +28,14 @@ import fnmatch
 import hashlib
 import json
 import math
+import re
+import secrets
 import shutil
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -167,6 +169,11 @@ def input_strategy(fx: Fixture, batches: tuple[int, ...] = BATCHES, max_patches:
                 values = _float_values(dom)
                 if base is not None:
                     scale = draw_(st.sampled_from(float_scale))
+                    largest = float(np.abs(base[s.name]).max(initial=0.0))
+                    if largest * abs(scale) > dom.max_abs:
+                        # At most the domain's largest magnitude: x1e30 inputs to a matmul overflow every
+                        # float32 product, and a float64 answer says nothing of what a float32 runtime should give.
+                        scale = math.copysign(dom.max_abs / largest, scale)
                     with np.errstate(over="ignore", under="ignore"):
                         arr = (base[s.name].astype(np.float64) * scale).astype(dt)
                     if dom.low is not None or dom.high is not None:
@@ -241,11 +248,14 @@ class Finding:
     max_abs: float | None = None
     max_rel: float | None = None
     required_atol: float | None = None
+    required_rtol: float | None = None
     op: str | None = None  # the first diverging layer's op, or the fixture's name for a non-Keras fixture
     layer: dict | None = None
     folder: str | None = None
     flaky: bool = False
     also: list[str] = field(default_factory=list)  # other format~runtime pairs that disagree on the same example
+    tolerance: dict | None = None  # the rule the pair was judged by, per output (as the result stores it)
+    cause: str | None = None  # what makes it this finding and not another (Causes.of)
 
     def line(self) -> str:
         size = f"max_abs {self.max_abs:.3g} max_rel {self.max_rel:.3g}" if self.max_abs is not None else (self.error or "")[:120]
@@ -262,8 +272,64 @@ class _OutOfBudget(BaseException):
     does not treat it as a failure to shrink, it stops the search."""
 
 
-def disagrees(result: dict) -> bool:
+class Result(Protocol):
+    """A case result as the fuzzer reads it: the engine's record (or its JSON object), by key."""
+
+    def __getitem__(self, key: str) -> Any: ...
+
+    def get(self, key: str, default: Any = None) -> Any: ...
+
+
+def disagrees(result: Result) -> bool:
     return result["status"] in ("fail", "crash", "timeout") or (result["status"] == "error" and result.get("stage") in ("run", "reference"))
+
+
+def agrees_with_oracle(result: Result) -> bool:
+    """A fail against the TF reference by an output that agrees with the float64 oracle: the reference is
+    the outlier (its own case fails against the oracle), not this pair."""
+    return result["status"] == "fail" and bool((result.get("evidence") or {}).get("agrees_with_oracle"))
+
+
+_PATH = re.compile(r"(?<![\w.`])/(?:[\w.@+~-]+/)+[\w.@+~-]*")
+
+
+class Causes:
+    """One finding per (format, runtime) pair and cause (the model level: many generated models hit the
+    same converter or runtime problem). An error's cause is its message without what differs from model
+    to model (paths, names, numbers); a numeric disagreement's is the op of its first diverging layer,
+    and a later one on the same pair is that cause again when its model has that op. A pair stays in the
+    search after a finding, so it can still show another cause."""
+
+    def __init__(self, op_labels: Callable[[Fixture], set[str]], op_label: Callable[[Fixture, str | None], str | None]):
+        self.op_labels = op_labels  # the ops of a model, as labels
+        self.op_label = op_label  # the label of a finding's first diverging layer, None when unknown
+        self.known: dict[tuple[str, str], set[str]] = {}
+
+    @staticmethod
+    def message(result: Result) -> str:
+        text = str(result.get("error") or result.get("summary") or "")
+        text = _PATH.sub("…", text.replace(str(result["id"]), "<case>"))
+        text = re.sub(r"fuzzmodel-[0-9a-f]+(~n\d+)?", "<model>", text)
+        text = re.sub(r"\bn\d+_[a-z]+", "<layer>", text)
+        text = re.sub(r"[-+]?\d+(\.\d+)?(e[-+]?\d+)?", "#", text)
+        return f"{result['status']}@{result.get('stage')}: " + " ".join(text.split())[:300]
+
+    def of(self, fx: Fixture, result: Result, op: str | None) -> str:
+        if result["status"] == "fail":
+            return f"fail: {self.op_label(fx, op) or '(whole model)'}"
+        return self.message(result)
+
+    def seen(self, fx: Fixture, result: Result) -> bool:
+        known = self.known.get((result["format"], result["runtime"]))
+        if not known:
+            return False
+        if result["status"] == "fail":
+            ops = {c.removeprefix("fail: ") for c in known if c.startswith("fail: ")}
+            return "(whole model)" in ops or bool(ops & self.op_labels(fx))
+        return self.message(result) in known
+
+    def add(self, pair: tuple[str, str], cause: str) -> None:
+        self.known.setdefault(pair, set()).add(cause)
 
 
 @dataclass
@@ -323,6 +389,9 @@ class Fuzzer:
                              deviations=load_deviations())
         self.findings: list[Finding] = []
         self.stats: dict[str, Stats] = {}
+        # The first diverging layer of a generated model (fuzz_models sets it: judged against the float64
+        # oracle layer by layer, so it also finds where the TF reference itself goes wrong).
+        self.divergence: Callable[[Fixture, Example, tuple[str, str]], dict] | None = None
 
     def close(self) -> None:
         self.engine.close()
@@ -368,13 +437,13 @@ class Fuzzer:
         return replace(fx, generate=pinned_generator(example.inputs), generate_alt=None, **extra)
 
     def run_example(self, fx: Fixture, example: Example, pairs: list[tuple[str, str]], keep: Path | None = None,
-                    override: bool = True) -> list[dict]:
+                    override: bool = True) -> list[Result]:
         """Every pair's result for the example (the reference case runs last, so its outputs are the
         example's when they are kept)."""
         from harness.cases import REFERENCE, Case
 
         self.register(self.with_inputs(fx, example, override))
-        results = []
+        results: list[Result] = []
         ordered = [p for p in pairs if p != REFERENCE] + [p for p in pairs if p == REFERENCE]
         for fmt, runtime in ordered:
             case = Case(fx.name, fmt, runtime, "cpu", example.batch)
@@ -423,9 +492,10 @@ class Fuzzer:
     def search(self, key: str, fx_for: Callable[[Any], tuple[Fixture, Example]], strategy, pairs: list[tuple[str, str]],
                budget: Budget, stats: Stats, level: str, nonfinite_ok: Callable[[Fixture], bool],
                oracle_ok: Callable[[Fixture, Example], bool] | None = None,
-               is_bad: Callable[[dict], bool] = disagrees) -> list[Finding]:
+               is_bad: Callable[[Result], bool] = disagrees, causes: Causes | None = None) -> list[Finding]:
         """Hypothesis searches `strategy` for a value whose example makes a pair disagree; on a find,
-        the pair is set aside and the search goes on until the budget or the pairs run out."""
+        the pair is set aside (with `causes`: its cause is, and the pair searched on) and the search goes
+        on until the budget or the pairs run out."""
         from hypothesis import HealthCheck, Phase, given, settings
         from hypothesis import seed as hseed
         from hypothesis.database import DirectoryBasedExampleDatabase
@@ -440,17 +510,20 @@ class Fuzzer:
             rounds += 1
             start = time.monotonic()
 
-            body = self._body(state, active, budget, stats, level, fx_for, nonfinite_ok, oracle_ok, is_bad)
+            body = self._body(state, active, budget, stats, level, fx_for, nonfinite_ok, oracle_ok, is_bad, causes)
             # One database key per set of pairs still searched: a later round (fewer pairs) replaying an example
             # of an earlier one would find it passing and delete it; this way it is replayed first next run.
-            body._hypothesis_internal_add_digest = f"{key}:{sorted(active)}".encode()  # type: ignore[attr-defined]
+            known = sorted((p, c) for p, cs in causes.known.items() for c in cs) if causes else []
+            body._hypothesis_internal_add_digest = f"{key}:{sorted(active)}:{known}".encode()  # type: ignore[attr-defined]
             test = settings(
                 max_examples=budget.max_examples, deadline=None, database=database, print_blob=False,
                 suppress_health_check=list(HealthCheck), report_multiple_bugs=False,
                 phases=(Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink),
             )(given(strategy)(body))
-            if budget.seed is not None:
-                test = hseed(budget.seed + rounds - 1)(test)  # another round, other examples
+            # Another round, other examples. Without --seed a random one, given explicitly: hypothesis would
+            # otherwise print "You can reproduce this failure by adding @seed(...)" when the budget stops it.
+            base_seed = budget.seed if budget.seed is not None else secrets.randbits(64)
+            test = hseed(base_seed + rounds - 1)(test)
             out_of_time = False
             try:
                 test()
@@ -473,20 +546,24 @@ class Fuzzer:
             if state["last"] is None:
                 break  # the search ended without a disagreement: these pairs agree within the budget
             fx, example, _ = state["last"]
-            finding = self.record(level, fx, example, state["target"], active, flaky=bool(state.get("flaky")), is_bad=is_bad)
+            finding = self.record(level, fx, example, state["target"], active, flaky=bool(state.get("flaky")), is_bad=is_bad,
+                                  causes=causes)
             found.append(finding)
             self.findings.append(finding)
-            # Every pair that disagrees on the minimal example is set aside with it: one cause, one finding.
-            for pair in [state["target"], *(tuple(a.split("~", 1)) for a in finding.also)]:
-                if pair in active:
-                    active.remove(pair)
+            # Every pair that disagrees on the minimal example is set aside with it (one cause, one finding);
+            # with `causes`, only that cause is.
+            if causes is None:
+                for pair in [state["target"], *(tuple(a.split("~", 1)) for a in finding.also)]:
+                    if pair in active:
+                        active.remove(pair)
             if out_of_time:
                 break
         return found
 
     def _body(self, state: dict[str, Any], active: list[tuple[str, str]], budget: Budget, stats: Stats, level: str,
               fx_for: Callable[[Any], tuple[Fixture, Example]], nonfinite_ok: Callable[[Fixture], bool],
-              oracle_ok: Callable[[Fixture, Example], bool] | None, is_bad: Callable[[dict], bool]) -> Callable[[Any], None]:
+              oracle_ok: Callable[[Fixture, Example], bool] | None, is_bad: Callable[[Result], bool],
+              causes: Causes | None = None) -> Callable[[Any], None]:
         """The hypothesis test of one search round: run the example, raise Disagreement on a disagreement
         (after the first, only for the pair that disagreed first, which alone is run while shrinking)."""
         from hypothesis import reject
@@ -512,7 +589,7 @@ class Fuzzer:
             if not nonfinite_ok(fx) and not self.reference_finite(fx.name, example.batch):
                 stats.rejected += 1
                 reject()
-            bad = [r for r in results if is_bad(r)]
+            bad = self.bad(fx, results, is_bad, causes)
             if state["target"]:
                 bad = [r for r in bad if (r["format"], r["runtime"]) == state["target"]]
             if bad:
@@ -523,6 +600,15 @@ class Fuzzer:
                 state["last"] = (fx, example, bad[0])
                 raise Disagreement(f"{bad[0]['id']}: {bad[0]['status']}: {bad[0].get('summary')}")
         return body
+
+    @staticmethod
+    def bad(fx: Fixture, results: list[Result], is_bad: Callable[[Result], bool], causes: Causes | None = None) -> list[Result]:
+        """The results that disagree, the reference first: a pair that agrees with the float64 oracle is
+        not one of them (the reference is), nor is a cause already found."""
+        from harness.cases import REFERENCE
+
+        out = [r for r in results if is_bad(r) and not agrees_with_oracle(r) and not (causes is not None and causes.seen(fx, r))]
+        return sorted(out, key=lambda r: (r["format"], r["runtime"]) != REFERENCE)
 
     def fuzz_inputs(self, fx: Fixture, budget: Budget) -> list[Finding]:
         from harness.fixtures import format_class
@@ -551,7 +637,7 @@ class Fuzzer:
 
     # --- a disagreement, saved ------------------------------------------------------------------------
     def record(self, level: str, fx: Fixture, example: Example, target: tuple[str, str], pairs: list[tuple[str, str]],
-               flaky: bool = False, is_bad: Callable[[dict], bool] = disagrees) -> Finding:
+               flaky: bool = False, is_bad: Callable[[Result], bool] = disagrees, causes: Causes | None = None) -> Finding:
         """Replay the minimal example through every pair, keep every output, find the first diverging
         layer (Keras models) and write the regression case."""
         from harness.cases import REFERENCE, Case
@@ -573,7 +659,15 @@ class Fuzzer:
             from harness.layer_search import first_divergence
 
             try:
-                layer = first_divergence(self.engine, self.engine.fixtures[fx.name], Case(fx.name, target[0], target[1], "cpu", example.batch))
+                if self.divergence is not None and getattr(fx, "_fuzz_spec", None) is not None:
+                    layer = self.divergence(fx, example, target)
+                elif target == REFERENCE:
+                    # The reference is judged against the fixture's oracle, which has no output per layer:
+                    # a cut model's reference would be judged against itself and pass at every layer.
+                    layer = {"supported": False, "why": "the TF reference disagrees with the fixture's oracle, which gives no "
+                                                        "output per layer to find where"}
+                else:
+                    layer = first_divergence(self.engine, self.engine.fixtures[fx.name], Case(fx.name, target[0], target[1], "cpu", example.batch))
                 op = layer.get("layer")
             except Exception as e:  # the search is evidence; its failure must not lose the finding
                 layer = {"supported": False, "why": f"{type(e).__name__}: {e}"}
@@ -583,9 +677,16 @@ class Fuzzer:
             level=level, fixture=fx.name, format=target[0], runtime=target[1], status=mine["status"], stage=mine.get("stage"),
             culprit=mine.get("culprit"), error=mine.get("error"), example=repr(example), batch=example.batch,
             max_abs=worst.get("max_abs"), max_rel=worst.get("max_rel"), required_atol=worst.get("required_atol"),
+            required_rtol=worst.get("required_rtol"),
             op=op, layer=layer, folder=str(folder) if folder else None, flaky=flaky,
-            also=[f"{r['format']}~{r['runtime']}" for r in results if is_bad(r) and (r["format"], r["runtime"]) != target],
+            also=[f"{r['format']}~{r['runtime']}" for r in self.bad(fx, results, is_bad, causes) if (r["format"], r["runtime"]) != target],
+            tolerance=mine.get("tolerance"),
         )
+        if causes is not None:
+            finding.cause = causes.of(fx, mine, op)
+            for r in self.bad(fx, results, is_bad, causes):  # the same example's other disagreements: the same cause
+                causes.add((r["format"], r["runtime"]), causes.of(fx, r, op))
+            causes.add(target, finding.cause)
         if folder is not None:
             if fx.oracle is not None:
                 (folder / "oracle").mkdir(exist_ok=True)
@@ -696,9 +797,13 @@ class Report:
     findings: list[Finding]
     stats: dict[str, Stats]
     seconds: float
+    options: dict[str, Any] = field(default_factory=dict)  # what was asked for: levels, pairs, budget, seed
+    finished: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
     def to_json(self) -> dict:
+        """The summary the report's fuzzing section reads (harness/report/fuzz_section.py)."""
         return sanitize({
+            "schema": "harness-fuzz/1", "finished": self.finished, "options": self.options,
             "seconds": round(self.seconds, 1),
             "findings": [{k: v for k, v in f.__dict__.items()} for f in self.findings],
             "stats": {k: {"examples": s.examples, "rejected": s.rejected, "seconds": round(s.seconds, 1), "case_runs": s.case_runs,
@@ -743,7 +848,10 @@ def fuzz(levels: Iterable[str] = ("inputs",), fixtures: Iterable[str] | None = N
 
             log(f"models ({total.left():.0f} s)")
             fuzz_models(fuzzer, Budget(models or max_examples, total.left(), seed))
-        return Report(fuzzer.findings, fuzzer.stats, time.monotonic() - start)
+        options = {"levels": levels, "fixtures": names if "inputs" in levels else [], "runtimes": fuzzer.runtimes, "formats": fuzzer.formats,
+                   "max_examples": max_examples, "time_budget_s": time_budget_s, "seed": seed, "scale_atol": scale_atol,
+                   "save": str(save_dir) if save_dir else None}
+        return Report(fuzzer.findings, fuzzer.stats, time.monotonic() - start, options)
     finally:
         fuzzer.close()
 

@@ -8,9 +8,17 @@ output. Shapes are tracked while drawing, so every drawn spec builds. Weights ar
 The float64 oracle is the **TF reference in float64**: the same spec built with every layer in float64
 (`dtype="float64"`), given the float32 model's weights, run by Keras/TensorFlow on the CPU in this process.
 No NumPy oracle is written per op; TF's float64 kernels are the independent, more precise computation.
-The value search draws inputs (seed, distribution, scale) and scales them down, up to four times by 10,
-until every intermediate of the float64 model is finite and within float32 range; an example that
-cannot be made so is rejected, so every comparison is between finite numbers.
+The value search (`value_search`, after NNSmith's) draws inputs (seed, distribution, scale) and, while
+an intermediate of the float64 model is not finite or beyond float32 range, searches over the input's
+scale and offset (x·s + o: scaling down first, then shifting to other regions, for models whose valid
+region does not contain small inputs: an offset in a Rescaling, an exponential) within a small budget
+of float64 evaluations; an example that cannot be made so is rejected, so every comparison is between
+finite numbers.
+
+At this level one finding is kept per (format, runtime) pair and cause (harness.fuzz.Causes): a model
+hitting a converter error or runtime problem already found is not a new finding, and the pair is still
+searched for other causes. A numeric finding's first diverging node is found against the float64
+model node by node (`first_diverging_node`), so a wrong TF reference is located too.
 """
 
 from __future__ import annotations
@@ -18,7 +26,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import time
+import re
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -28,8 +37,10 @@ from harness.fixtures import Fixture, Inputs, TensorSpec, set_weights
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "relu6", "elu", "selu", "softplus", "softsign", "silu", "gelu", "hard_sigmoid",
                "hard_silu", "leaky_relu", "exponential", "softmax", "log_softmax", "mish")
 IMAGE_OPS = ("conv", "dwconv", "dense", "act", "pool", "gpool", "add", "mul", "sub", "max", "concat", "flatten", "permute",
-             "reshape", "upsample", "resize")
-VECTOR_OPS = ("dense", "act", "add", "mul", "sub", "max", "concat", "reshape")
+             "reshape", "upsample", "resize", "rescale")
+VECTOR_OPS = ("dense", "act", "add", "mul", "sub", "max", "concat", "reshape", "rescale")
+RESCALE_SCALES = (1.0, 2.0, 0.5, 1 / 255)  # keras.layers.Rescaling as preprocessing uses it: x·scale + offset
+RESCALE_OFFSETS = (0.0, -1.0, 1.0, 5.0)
 SIDES = (4, 1, 3, 5, 7, 8)
 INTERMEDIATE_LIMIT = 1e30  # float64 intermediates beyond this would overflow or lose all precision in float32
 
@@ -77,6 +88,10 @@ def spec_strategy(max_nodes: int = 6):
                 out = (*s[:-1], node["units"])
             elif op == "act":
                 node["fn"] = d(st.sampled_from(ACTIVATIONS))
+                out = s
+            elif op == "rescale":
+                node["scale"] = d(st.sampled_from(RESCALE_SCALES))
+                node["offset"] = d(st.sampled_from(RESCALE_OFFSETS))
                 out = s
             elif op == "gpool":
                 node["mode"] = d(st.sampled_from(["avg", "max"]))
@@ -148,6 +163,8 @@ def build(spec: dict, dtype: str = "float32", outputs: str = "last"):
             y = layers.Dense(n["units"], dtype=dtype, name=name)(a)
         elif op == "act":
             y = layers.Activation(n["fn"], dtype=dtype, name=name)(a)
+        elif op == "rescale":
+            y = layers.Rescaling(n["scale"], n["offset"], dtype=dtype, name=name)(a)
         elif op in ("add", "mul", "sub", "max"):
             cls = {"add": layers.Add, "mul": layers.Multiply, "sub": layers.Subtract, "max": layers.Maximum}[op]
             y = cls(dtype=dtype, name=name)([a, b])
@@ -240,16 +257,41 @@ def model_fixture(spec: dict) -> Fixture:
     return fx
 
 
-def finite_inputs(spec: dict, x: np.ndarray, tries: int = 4) -> tuple[np.ndarray, float] | None:
-    """The value search: `x`, scaled down by 10 up to `tries` times until every float64 intermediate is
-    finite and within float32 range; with the scale used, or None."""
-    scale = 1.0
-    for _ in range(tries + 1):
-        ok = all(np.all(np.isfinite(o)) and float(np.max(np.abs(o), initial=0.0)) < INTERMEDIATE_LIMIT
-                 for o in intermediates(spec, x * scale))
-        if ok:
-            return (x * scale).astype(np.float32), scale
-        scale /= 10.0
+def valid(spec: dict, x: np.ndarray) -> bool:
+    """Whether every float64 intermediate of the model is finite and within float32 range for `x`."""
+    if not (np.all(np.isfinite(x)) and float(np.max(np.abs(x), initial=0.0)) < INTERMEDIATE_LIMIT):
+        return False
+    with np.errstate(all="ignore"):
+        return all(np.all(np.isfinite(o)) and float(np.max(np.abs(o), initial=0.0)) < INTERMEDIATE_LIMIT for o in intermediates(spec, x))
+
+
+@dataclass(frozen=True)
+class Found:
+    """Inputs the value search found valid: x·scale + offset, and how many float64 evaluations it took."""
+
+    values: np.ndarray
+    scale: float
+    offset: float
+    tries: int
+
+
+SEARCH_SCALES = (1.0, 0.1, 0.01, 1e-3, 1e-4)
+SEARCH_OFFSETS = (-1.0, 1.0, -10.0, 10.0, -100.0, 100.0, -1000.0, 1000.0)
+SEARCH_BUDGET = 24  # float64 evaluations of the model (each a few milliseconds)
+
+
+def value_search(spec: dict, x: np.ndarray, budget: int = SEARCH_BUDGET) -> Found | None:
+    """Input values for which the float64 model stays finite (NNSmith's value search, gradient-free): the
+    drawn `x` as it is, then x·s for s down to 1e-4 (overflow grows with magnitude), then x·s + o, shifting
+    the values to other regions (offsets of ±1 to ±1000, at scales 1, 0.1, 0.01): a model whose valid
+    region lies away from zero (a Rescaling offset before an exponential) has no valid input near zero,
+    so scaling down alone cannot find one. At most `budget` evaluations; None if nothing was valid."""
+    candidates = [(s, 0.0) for s in SEARCH_SCALES] + [(s, o) for o in SEARCH_OFFSETS for s in SEARCH_SCALES[:3]]
+    for tries, (scale, offset) in enumerate(candidates[:budget], 1):
+        with np.errstate(all="ignore"):
+            values = (x * scale + offset).astype(np.float32)
+        if valid(spec, values.astype(np.float64)):
+            return Found(values, scale, offset, tries)
     return None
 
 
@@ -261,7 +303,94 @@ def model_strategy(max_nodes: int = 6):
                      st.sampled_from(["normal", "uniform"]), st.sampled_from([1.0, 10.0, 100.0, 0.01, 1e4]))
 
 
-def model_disagrees(result: dict) -> bool:
+def op_label(node: dict) -> str:
+    """What an op is, for telling causes apart: the op with its function or mode (act/softsign, pool/max)."""
+    kind = node.get("fn") or node.get("mode")
+    return f"{node['op']}/{kind}" if kind else str(node["op"])
+
+
+def op_labels(fx: Fixture) -> set[str]:
+    spec = getattr(fx, "_fuzz_spec", None)
+    return {op_label(n) for n in spec["nodes"]} if spec else set()
+
+
+def finding_label(fx: Fixture, op: str | None) -> str | None:
+    """The label of a finding's first diverging node ("n3_max (Maximum)" -> "max"), None when unknown."""
+    spec = getattr(fx, "_fuzz_spec", None)
+    m = re.match(r"n(\d+)_", op or "")
+    if spec is None or m is None or not 1 <= int(m.group(1)) <= len(spec["nodes"]):
+        return None
+    return op_label(spec["nodes"][int(m.group(1)) - 1])
+
+
+def ancestors(spec: dict) -> list[int]:
+    """The nodes (1-based, in order) the output depends on: a node off that path cannot be where it diverges."""
+    need, stack = set(), [len(spec["nodes"])]
+    while stack:
+        i = stack.pop()
+        if i and i not in need:
+            need.add(i)
+            stack.extend(spec["nodes"][i - 1]["in"])
+    return sorted(need)
+
+
+def node_fixture(spec: dict, index: int) -> Fixture:
+    """The generated model cut after node `index` (1-based), with the full model's weights, and the float64
+    model's output of that node as its oracle."""
+    base = model_fixture(spec)
+    name = f"n{index}_{spec['nodes'][index - 1]['op']}"
+
+    def build():
+        import keras
+
+        full = _built(spec)
+        return keras.Model(full.inputs, full.get_layer(name).output)
+
+    def oracle(inputs: Inputs) -> dict[str, np.ndarray]:
+        return {"output_0": intermediates(spec, inputs["x"])[index - 1]}
+
+    digest = hashlib.sha256(f"{base.source_digest}:{index}".encode()).hexdigest()
+    fx = replace(base, name=f"{base.name}~n{index}", description=f"{base.description} (cut after {name})"[:300], build=build,
+                 oracle=oracle, source_digest=digest)
+    fx._fuzz_spec = spec  # type: ignore[attr-defined]
+    return fx
+
+
+def first_diverging_node(fuzzer, fx: Fixture, example, target: tuple[str, str]) -> dict:
+    """Where a generated model first diverges in the target pair: a binary search over the nodes the output
+    depends on, each cut model run in the pair on the example's inputs and judged as the whole model was
+    (the reference against the float64 oracle of that node, the others against the reference). The same
+    answer as harness/layer_search.py's for a pair other than the reference, and an answer for it too."""
+    from harness.fuzz import disagrees
+
+    spec = fx._fuzz_spec  # type: ignore[attr-defined]
+    path = ancestors(spec)
+    probes: dict[int, Any] = {}
+
+    def probe(i: int):
+        if i not in probes:
+            probes[i] = fuzzer.run_example(node_fixture(spec, path[i]), example, [target])[0]
+        return probes[i]
+
+    lo, hi = 0, len(path) - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if disagrees(probe(mid)):
+            hi = mid
+        else:
+            lo = mid + 1
+    found = probe(lo)
+    names = {i: f"n{i}_{spec['nodes'][i - 1]['op']} ({op_label(spec['nodes'][i - 1])})" for i in path}
+    return {"supported": True, "layer_index": path[lo] - 1, "layer": names[path[lo]],
+            "previous": names[path[lo - 1]] if lo > 0 else "(model inputs)", "status": found["status"], "error": found.get("error"),
+            "metrics": found.get("metrics"), "probes": {names[path[i]]: r["status"] for i, r in sorted(probes.items())},
+            "judged": "against the float64 model's node" if target == REFERENCE_PAIR else "against the TF reference of the cut model"}
+
+
+REFERENCE_PAIR = ("savedmodel", "tf")  # harness.cases.REFERENCE, without importing the engine here
+
+
+def model_disagrees(result) -> bool:
     from harness.fuzz import disagrees
 
     # At this level a converter or runtime that cannot export, validate or load a valid model is a finding too.
@@ -272,8 +401,10 @@ def model_disagrees(result: dict) -> bool:
 def fuzz_models(fuzzer, budget, max_nodes: int = 6) -> list:
     """Generated models through every float format and selected runtime, until the budget is spent."""
     from harness.cases import REFERENCE, Selection, matrix
-    from harness.fuzz import QUANTISED, Example, Stats
+    from harness.fuzz import QUANTISED, Causes, Example, Stats
     from harness.runners import RUNTIMES
+
+    assert REFERENCE == REFERENCE_PAIR, "fuzz_models.REFERENCE_PAIR must name the engine's reference"
 
     stats: Stats = fuzzer.stats.setdefault("models", Stats())
     probe = model_fixture({"input": [4], "nodes": [{"op": "dense", "in": [0], "units": 2, "shape": [2]}], "seed": 0})
@@ -295,13 +426,13 @@ def fuzz_models(fuzzer, budget, max_nodes: int = 6) -> list:
             rng = np.random.default_rng(seed)
             shape = (batch, *spec["input"])
             x = rng.standard_normal(shape) if dist == "normal" else rng.uniform(0.0, 1.0, shape)
-            found = finite_inputs(spec, x * scale)
+            found = value_search(spec, x * scale)
             if found is None:
                 prepared[key] = None
             else:
-                values, used = found
-                how = f"{describe(spec)}; inputs {dist} seed {seed} x{scale * used:g}"
-                prepared[key] = (fx, Example(batch, {"x": values}, how))
+                shift = f" {found.offset:+g}" if found.offset else ""
+                how = f"{describe(spec)}; inputs {dist} seed {seed} x{scale * found.scale:g}{shift}"
+                prepared[key] = (fx, Example(batch, {"x": found.values}, how))
         return prepared[key]
 
     def fx_for(value):
@@ -313,12 +444,10 @@ def fuzz_models(fuzzer, budget, max_nodes: int = 6) -> list:
             reject()
         return got
 
-    start = time.monotonic()
-    found = fuzzer.search(f"models:{sorted(pairs)}", fx_for, model_strategy(max_nodes), pairs, budget, stats, "model",
-                          lambda _f: True, None, is_bad=model_disagrees)
-    del start
-    return found
+    fuzzer.divergence = lambda fx, example, target: first_diverging_node(fuzzer, fx, example, target)
+    return fuzzer.search(f"models:{sorted(pairs)}", fx_for, model_strategy(max_nodes), pairs, budget, stats, "model",
+                         lambda _f: True, None, is_bad=model_disagrees, causes=Causes(op_labels, finding_label))
 
 
-__all__ = ["ACTIVATIONS", "IMAGE_OPS", "VECTOR_OPS", "build", "describe", "finite_inputs", "fuzz_models", "model_fixture",
-           "model_strategy", "spec_strategy"]
+__all__ = ["ACTIVATIONS", "IMAGE_OPS", "VECTOR_OPS", "Found", "ancestors", "build", "describe", "first_diverging_node", "fuzz_models",
+           "model_fixture", "model_strategy", "node_fixture", "op_label", "spec_strategy", "value_search"]

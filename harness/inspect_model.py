@@ -239,11 +239,11 @@ def _tf_shape(shape_proto) -> list | None:
 
 def _read_savedmodel(pb: Path, info: dict, signature: str | None, tag: str | None) -> None:
     from harness.export.common import import_tf
-    from harness.export.validate import ConverterFault, _check_savedmodel
+    from harness.export.validate import ConverterFault, check_savedmodel
 
     folder = pb.parent
     try:
-        _check_savedmodel(folder, "savedmodel")
+        check_savedmodel(folder, "savedmodel")
     except ConverterFault as e:
         raise _corrupt("SavedModel", folder, f"is not a complete SavedModel: {e.summary}", "a SavedModel folder with a whole saved_model.pb") from None
     info["path"] = str(folder)
@@ -303,11 +303,11 @@ def _read_savedmodel(pb: Path, info: dict, signature: str | None, tag: str | Non
 
 def _read_frozen(path: Path, info: dict, signature: str | None, tag: str | None) -> None:
     from harness.export.common import import_tf
-    from harness.export.validate import ConverterFault, _check_frozen
+    from harness.export.validate import ConverterFault, check_frozen
 
     expected = "a serialised TensorFlow GraphDef"
     try:
-        _check_frozen(path, "frozen_graph")
+        check_frozen(path, "frozen_graph")
     except ConverterFault as e:
         raise _corrupt("frozen graph", path, f"is not a complete GraphDef: {e.summary}", expected) from None
     tf = import_tf()
@@ -347,11 +347,11 @@ def _read_frozen(path: Path, info: dict, signature: str | None, tag: str | None)
 
 
 def _read_keras(path: Path, info: dict, signature: str | None, tag: str | None) -> None:
-    from harness.export.validate import ConverterFault, _check_keras
+    from harness.export.validate import ConverterFault, check_keras
 
     expected = "a Keras 3 .keras zip with a config.json"
     try:
-        _check_keras(path, "keras")
+        check_keras(path, "keras")
     except ConverterFault as e:
         raise _corrupt(".keras file", path, f"is not readable: {e.summary}", expected) from None
     try:
@@ -366,11 +366,11 @@ def _read_keras(path: Path, info: dict, signature: str | None, tag: str | None) 
 
 
 def _read_h5(path: Path, info: dict, signature: str | None, tag: str | None) -> None:
-    from harness.export.validate import ConverterFault, _check_h5
+    from harness.export.validate import ConverterFault, check_h5
 
     expected = "a Keras .h5 model with a model_config attribute"
     try:
-        _check_h5(path, "h5")
+        check_h5(path, "h5")
     except ConverterFault as e:
         raise _corrupt(".h5 file", path, f"is not a Keras model: {e.summary}", expected) from None
     import h5py
@@ -547,7 +547,7 @@ def _infer(layer: dict, ins: list[list | None]) -> list | None:
 def _read_tflite(path: Path, info: dict, signature: str | None, tag: str | None) -> None:
     from ai_edge_litert import schema_py_generated as schema
 
-    from harness.export.validate import FLEX_PREFIX, ConverterFault, _check_tflite
+    from harness.export.validate import FLEX_PREFIX, ConverterFault, check_tflite
 
     expected = "a TFLite flatbuffer"
     buf = path.read_bytes()
@@ -618,7 +618,7 @@ def _read_tflite(path: Path, info: dict, signature: str | None, tag: str | None)
     info["quantization"] = quant
     info["format"] = {"int8": "tflite_int8", "int16x8": "tflite_int8", "float16": "tflite_fp16", "dynamic-range": "tflite_dynamic"}.get(quant["scheme"] or "", "tflite")
     try:
-        _check_tflite(path, info["format"])  # LiteRT's own verifier and allocation: nothing runs
+        check_tflite(path, info["format"])  # LiteRT's own verifier and allocation: nothing runs
         info["litert_loads"] = True
     except ConverterFault as e:
         info["litert_loads"] = False
@@ -710,7 +710,7 @@ def _read_onnx(path: Path, info: dict, signature: str | None, tag: str | None) -
     import onnx
     import onnx.checker
 
-    from harness.export.validate import _node_issues, _onnx_summary, _opset_map
+    from harness.export.validate import node_issues, onnx_summary, opset_map
 
     expected = "an ONNX ModelProto"
     try:
@@ -719,7 +719,7 @@ def _read_onnx(path: Path, info: dict, signature: str | None, tag: str | None) -
         raise _corrupt("ONNX model", path, f"does not parse ({_first_line(e)})", expected) from None
     if not model.opset_import and not model.graph.node and not model.graph.input:
         raise _corrupt("ONNX model", path, "holds no graph and no opset import", expected)
-    opsets = _opset_map(model.opset_import)
+    opsets = opset_map(model.opset_import)
     info["opsets"] = {(d or "ai.onnx"): v for d, v in sorted(opsets.items())}
     version = opsets.get("")
     info["format"] = {13: "onnx13", 18: "onnx18"}.get(version or 0)
@@ -749,12 +749,12 @@ def _read_onnx(path: Path, info: dict, signature: str | None, tag: str | None) -
         info["checker"] = {"ok": False, "message": " ".join(message.split())[:500]}
     # The same node walk the ONNX exporter's validation does: standard domains, schema at the opset.
     local = {(f.domain, f.name) for f in model.functions}
-    issues = _node_issues(model.graph.node, opsets, local, "main graph")
+    issues = node_issues(model.graph.node, opsets, local, "main graph")
     for f in model.functions:
-        issues += _node_issues(f.node, {**opsets, **_opset_map(f.opset_import)}, local, f"function {f.domain}::{f.name}")
+        issues += node_issues(f.node, {**opsets, **opset_map(f.opset_import)}, local, f"function {f.domain}::{f.name}")
     onnx_runtimes = _runtimes_taking(("onnx13", "onnx18"))
     if issues:
-        _problem(info, _onnx_summary(issues).replace("converter emitted ", "the graph has ", 1), onnx_runtimes)
+        _problem(info, onnx_summary(issues).replace("converter emitted ", "the graph has ", 1), onnx_runtimes)
     elif not info["checker"]["ok"]:
         _problem(info, f"onnx.checker rejects it: {info['checker']['message'][:200]}", onnx_runtimes)
     if info["format"] not in ("onnx13", "onnx18"):
@@ -775,7 +775,7 @@ def _tfjs_shape(shape: Any) -> list | None:
 
 
 def _read_tfjs(path: Path, info: dict, signature: str | None, tag: str | None) -> None:
-    from harness.export.validate import ConverterFault, _check_tfjs, _shard_path
+    from harness.export.validate import ConverterFault, check_tfjs, shard_path
 
     expected = "a TF.js model.json with a modelTopology"
     try:
@@ -796,7 +796,7 @@ def _read_tfjs(path: Path, info: dict, signature: str | None, tag: str | None) -
     info["tfjs_format"] = declared
     info["generated_by"], info["converted_by"] = meta.get("generatedBy"), meta.get("convertedBy")
     try:
-        _check_tfjs(path, fmt)  # shards present, inside the folder, of the sizes the manifest says
+        check_tfjs(path, fmt)  # shards present, inside the folder, of the sizes the manifest says
     except ConverterFault as e:
         _problem(info, e.summary, _runtimes_taking((fmt,)))
     manifest: list = meta["weightsManifest"] if isinstance(meta.get("weightsManifest"), list) else []
@@ -808,7 +808,7 @@ def _read_tfjs(path: Path, info: dict, signature: str | None, tag: str | None) -
         for shard in group.get("paths") or []:
             shards += 1
             try:
-                file = _shard_path(path.parent, shard, g)
+                file = shard_path(path.parent, shard, g)
             except ConverterFault:
                 continue
             if file.is_file():

@@ -11,9 +11,14 @@ kind that is unavailable fails instead of skipping: a missing piece must not hid
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from harness.records import CaseResult
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -26,9 +31,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="Timed iterations per case (default 3 for conformance, 50 with --benchmark-only).")
     group.addoption("--harness-store", default="", help="Also write a run folder under this reports directory.")
     group.addoption("--harness-allow-inconclusive", action="store_true", help="Inconclusive cases pass instead of failing.")
+    group.addoption("--harness-model", action="append", default=[], metavar="PATH[::KEY=VALUE...]",
+                    help="Your own model (as `harness check` takes it), one test per case; repeatable. Options of check after "
+                         "'::': inputs=, expected=, atol=, rtol= (NUMBER or OUTPUT=NUMBER), seed=, custom-objects=, import=, "
+                         "signature=, tag=, e.g. model.keras::atol=1e-4::custom-objects=layers.py")
+    group.addoption("--harness-sandbox", default="bwrap", choices=["bwrap", "docker", "none"],
+                    help="Where the workers of --harness-model cases run (default bwrap, as harness check).")
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("--harness-model", None):
+        # The test that --harness-model parametrises lives in the harness: collect it too.
+        here = str(Path(__file__).with_name("pytest_models.py"))
+        if here not in config.args:
+            config.args.append(here)
     # One run id per session: with pytest-xdist (`-n 2`) every worker process writes its own part
     # (<id>-gw0, <id>-gw1, ...) and the controller merges them into one run <id> at the end.
     if not hasattr(config, "workerinput"):
@@ -80,6 +96,10 @@ def _selection(config: pytest.Config):
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "harness_model_case" in metafunc.fixturenames:
+        cases = _model_cases(metafunc.config)
+        metafunc.parametrize("harness_model_case", cases, ids=[c.id for c in cases])
+        return
     if "harness_case" not in metafunc.fixturenames:
         return
     from harness.cases import matrix
@@ -127,12 +147,12 @@ def harness_benchmark(harness_run, benchmark):
     and `--benchmark-json` work on the worker's timings."""
     from harness.bench import replay_into
 
-    def run(case) -> dict:
+    def run(case) -> CaseResult:
         result = harness_run(case)
-        timing = result["timing"]
-        replay_into(benchmark, timing.get("samples_ms") or [], {
-            "case": case.id, "load_ms": timing.get("load_ms"), "first_ms": timing.get("first_ms"),
-            "peak_rss_bytes": result.get("peak_rss_bytes"), "gflops": result.get("gflops"), "threads": timing.get("threads"),
+        timing = result.timing
+        replay_into(benchmark, timing.samples_ms or [], {
+            "case": case.id, "load_ms": timing.load_ms, "first_ms": timing.first_ms,
+            "peak_rss_bytes": result.peak_rss_bytes, "gflops": result.gflops, "threads": timing.threads,
         })
         return result
 
@@ -141,25 +161,159 @@ def harness_benchmark(harness_run, benchmark):
 
 @pytest.fixture
 def harness_run(harness_engine):
-    """Runs a case and turns its verdict into the test's outcome; returns the result dict on pass."""
+    """Runs a case and turns its verdict into the test's outcome; returns the result (a CaseResult) on pass."""
 
-    def run(case) -> dict:
-        from harness.runners.table import RUNTIMES
+    def run(case) -> CaseResult:
+        return _outcome(case, harness_engine.run_case(case), harness_engine.allow_inconclusive)
 
-        result = harness_engine.run_case(case)
-        status = result["status"]
-        if status == "pass" or (status == "inconclusive" and harness_engine.allow_inconclusive):
-            return result
-        if status == "skip" and os.environ.get("CI") == "true" and RUNTIMES[case.runtime].required_in_ci:
-            pytest.fail(f"{case.id}: runtime {case.runtime} is required in CI on this machine kind but unavailable: {result['reason']}",
-                        pytrace=False)
-        if status in ("skip", "unsupported"):
-            pytest.skip(result.get("reason") or result.get("error") or status)
-        if status == "xfail":
-            pytest.xfail(result["reason"])
-        detail = result.get("error") or result.get("reason") or ""
-        where = f" at {result['stage']} ({result['culprit']})" if result.get("stage") else ""
-        tail = result.get("stderr_tail")
-        raise pytest.fail.Exception(f"{case.id}: {status}{where}: {detail}" + (f"\n--- worker stderr ---\n{tail}" if tail else ""), pytrace=False)
+    return run
+
+
+def _outcome(case, result: CaseResult, allow_inconclusive: bool) -> CaseResult:
+    """The verdict as the test's outcome: the result on pass, else skip, xfail or a failure with the cause."""
+    from harness.runners.table import RUNTIMES
+
+    status = result.status
+    if status == "pass" or (status == "inconclusive" and allow_inconclusive):
+        return result
+    if status == "skip" and os.environ.get("CI") == "true" and RUNTIMES[case.runtime].required_in_ci:
+        pytest.fail(f"{case.id}: runtime {case.runtime} is required in CI on this machine kind but unavailable: {result.reason}",
+                    pytrace=False)
+    if status in ("skip", "unsupported"):
+        pytest.skip(result.reason or result.error or str(status))
+    if status == "xfail":
+        pytest.xfail(result.reason or "")
+    detail = result.error or result.reason or ""
+    where = f" at {result.stage} ({result.culprit})" if result.stage else ""
+    tail = result.stderr_tail
+    raise pytest.fail.Exception(f"{case.id}: {status}{where}: {detail}" + (f"\n--- worker stderr ---\n{tail}" if tail else ""), pytrace=False)
+
+
+# --- the user's own models (--harness-model) ------------------------------------------------------
+
+MODEL_KEYS = ("inputs", "expected", "atol", "rtol", "seed", "custom-objects", "import", "signature", "tag")
+
+
+@dataclass(frozen=True)
+class ModelLoadError:
+    """A --harness-model that could not be read: one failing test carrying the one-line cause."""
+
+    path: str
+    message: str
+
+    @property
+    def id(self) -> str:
+        return f"{Path(self.path).name}-load"
+
+
+def parse_model(spec: str, base: Path):
+    """`PATH::key=value::...` → (path, options for harness.fixtures); relative paths are the invocation folder's."""
+    from harness.errors import HarnessError
+
+    path, *pairs = spec.split("::")
+    opts: dict[str, list[str]] = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or key not in MODEL_KEYS:
+            raise HarnessError(f"--harness-model {spec}: {pair!r} is not KEY=VALUE with KEY one of {', '.join(MODEL_KEYS)}")
+        opts.setdefault(key, []).append(value)
+    for key in ("inputs", "expected", "seed", "signature", "tag"):
+        if len(opts.get(key, [])) > 1:
+            raise HarnessError(f"--harness-model {spec}: {key}= given twice: expected it once")
+    return base / path, opts
+
+
+def load_model(spec: str, base: Path):
+    """The fixture `harness check` would make of one --harness-model."""
+    from harness.fixtures import user_fixture, with_user_options
+    from harness_runners.custom import CustomObjects
+
+    path, opts = parse_model(spec, base)
+    one = {k: v[0] for k, v in opts.items()}
+    custom = CustomObjects(tuple((base / f).resolve() for f in opts.get("custom-objects", [])), tuple(opts.get("import", [])))
+    fx = user_fixture(path, one.get("signature", "serving_default"), one.get("tag", "serve"), custom or None)
+    try:
+        seed = int(one.get("seed", "0"))
+    except ValueError:
+        from harness.errors import HarnessError
+
+        raise HarnessError(f"--harness-model {spec}: seed={one['seed']} is not an integer") from None
+    return with_user_options(fx, base / one["inputs"] if "inputs" in one else None, base / one["expected"] if "expected" in one else None,
+                             tuple(opts.get("atol", [])), tuple(opts.get("rtol", [])), seed)
+
+
+def _models(config: pytest.Config) -> dict:
+    """The --harness-model fixtures by name (a model that cannot be read: a ModelLoadError), read once."""
+    if not hasattr(config, "_harness_models"):
+        from harness.errors import HarnessError
+
+        base = config.invocation_params.dir
+        models: dict = {}
+        for spec in config.getoption("--harness-model"):
+            try:
+                fx = load_model(spec, base)
+            except HarnessError as e:
+                models[spec] = ModelLoadError(spec.split("::")[0], str(e))
+                continue
+            name, n = fx.name, 2
+            while name in models:  # two models of the same file name
+                name, n = f"{fx.name}-{n}", n + 1
+            from dataclasses import replace
+
+            models[name] = replace(fx, name=name) if name != fx.name else fx
+        config._harness_models = models  # type: ignore[attr-defined]
+    return config._harness_models  # type: ignore[attr-defined]
+
+
+def _model_cases(config: pytest.Config) -> list:
+    from harness.cases import matrix
+    from harness.errors import HarnessError
+
+    models = _models(config)
+    fixtures = {k: v for k, v in models.items() if not isinstance(v, ModelLoadError)}
+    sel = _selection(config)
+    sel.fixtures = None  # --harness-fixtures names the built-in fixtures
+    try:
+        cases: list = matrix(sel, fixtures)
+    except HarnessError as e:
+        raise pytest.UsageError(str(e)) from None
+    return cases + [v for v in models.values() if isinstance(v, ModelLoadError)]
+
+
+@pytest.fixture(scope="session")
+def harness_model_engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """The orchestrator of the --harness-model cases: workers sandboxed as in harness check (--harness-sandbox)."""
+    from harness.cases import Options
+    from harness.errors import HarnessError
+    from harness.orchestrator import Orchestrator
+    from harness.sandbox import require
+
+    config = request.config
+    sandbox = config.getoption("--harness-sandbox")
+    if sandbox != "none":
+        try:
+            require("bwrap")
+            if sandbox == "docker":
+                require("docker")
+        except HarnessError as e:
+            pytest.fail(f"--harness-sandbox {sandbox}: {e}", pytrace=False)
+    fixtures = {k: v for k, v in _models(config).items() if not isinstance(v, ModelLoadError)}
+    iterations = config.getoption("--harness-iterations") or 3
+    orch = Orchestrator([], fixtures, Options(iterations=iterations, warmup=2, sandbox=sandbox), None, {"command": "pytest"},
+                        scratch=tmp_path_factory.mktemp("harness-model-tensors"),  # no layer search: harness check --bisect does it
+                        allow_inconclusive=config.getoption("--harness-allow-inconclusive"))
+    yield orch
+    orch.close("complete")
+
+
+@pytest.fixture
+def harness_model_run(request: pytest.FixtureRequest):
+    """Runs a --harness-model case (or reports why its model could not be read) as `harness_run` does."""
+
+    def run(case) -> CaseResult:
+        if isinstance(case, ModelLoadError):
+            pytest.fail(f"{case.path}: {case.message}", pytrace=False)
+        engine = request.getfixturevalue("harness_model_engine")
+        return _outcome(case, engine.run_case(case), engine.allow_inconclusive)
 
     return run

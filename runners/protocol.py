@@ -142,7 +142,7 @@ class Worker:
         except ProtocolError:
             raise
         except Exception as e:
-            raise ProtocolError("load_failed", f"{type(e).__name__}: {_one_line(e)}") from None
+            raise ProtocolError("load_failed", f"{type(e).__name__}: {one_line(e)}") from None
         load_ns = time.perf_counter_ns() - start
         self.counter += 1
         handle = f"h{self.counter}"
@@ -199,7 +199,7 @@ class Worker:
         except ProtocolError:
             raise
         except Exception as e:
-            raise ProtocolError("run_failed", f"{type(e).__name__}: {_one_line(e)}") from None
+            raise ProtocolError("run_failed", f"{type(e).__name__}: {one_line(e)}") from None
 
         output_dir.mkdir(parents=True, exist_ok=True)
         outputs = {}
@@ -293,7 +293,7 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def _one_line(e: BaseException) -> str:
+def one_line(e: BaseException) -> str:
     """One line, never cut: the decisive part of a runtime's message is often at its end
     ("No Op registered for Erfc"), and the harness keeps error texts whole."""
     return " ".join(part.strip() for part in str(e).splitlines() if part.strip())

@@ -221,8 +221,8 @@ def test_bench_refuses_to_run_while_another_holds_the_lock(tmp_path):
     from filelock import FileLock
 
     # bench takes .harness/bench.lock relative to its working folder: run it in tmp_path, with the
-    # repository's code and its warm artifact cache.
-    env = {"PYTHONPATH": str(REPO), "HARNESS_CACHE": str(REPO / ".harness" / "cache")}
+    # repository's code (the export cache is per user, or HARNESS_CACHE: the same from any folder).
+    env = {"PYTHONPATH": str(REPO)}
     args = ["bench", "-f", "pow", "-F", "onnx13", "-r", "ort", "--no-sweep", "-b", "1", "--threads", "1", "--min-time", "0.01",
             "-n", "3", "--reports", str(tmp_path / "reports")]
     (tmp_path / ".harness").mkdir()
@@ -256,7 +256,7 @@ def selftest_gate(tmp_path_factory):
     The reports folder has a long name, as a user's may, and the terminal is 100 columns."""
     tmp = tmp_path_factory.mktemp("gate")
     reports = tmp / ("reports-of-the-nightly-benchmark-machine-" + "x" * 40)
-    env = {"PYTHONPATH": str(REPO), "HARNESS_CACHE": str(REPO / ".harness" / "cache"), "COLUMNS": "100"}
+    env = {"PYTHONPATH": str(REPO), "COLUMNS": "100"}
     proc = run_cli("selftest", "gate", "--reports", str(reports), cwd=tmp, env=env)
     return proc, reports
 

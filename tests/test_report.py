@@ -322,7 +322,7 @@ def damaged(two_runs, tmp_path_factory):
     broken = tmp / "broken"
     shutil.copytree(runs[0], broken)
     meta = json.loads((broken / "run.json").read_text())
-    meta["schema"], meta["finished"], meta["state"] = 99, None, "running"
+    meta["schema_version"], meta["finished"], meta["state"] = 99, None, "running"
     (broken / "run.json").write_text(json.dumps(meta))
     with open(broken / "results.jsonl", "a") as f:
         f.write('{"id": "half-writ')
@@ -365,7 +365,7 @@ def _finished_run(tmp_path, results=None):
 
 def test_read_run_of_a_sound_run_has_no_problems(tmp_path):
     run = read_run(_finished_run(tmp_path))
-    assert run.problems == [] and [r["id"] for r in run.results] == ["a"] and run.meta["schema"] == SCHEMA
+    assert run.problems == [] and [r["id"] for r in run.results] == ["a"] and run.meta.schema_version == SCHEMA
 
 
 def _append(path, text):
@@ -389,7 +389,7 @@ def test_read_run_of_a_damaged_folder(tmp_path, damage, problem, ids, meta_known
     run = read_run(folder)
     assert len(run.problems) == 1 and problem in run.problems[0], run.problems
     assert [r["id"] for r in run.results] == ids
-    assert (run.meta.get("schema") == SCHEMA) is meta_known and run.run_id == folder.name
+    assert (run.meta.schema_version == SCHEMA) is meta_known is run.has_meta and run.run_id == folder.name
 
 
 def test_read_run_of_no_folder(tmp_path):
@@ -411,7 +411,8 @@ def test_report_of_a_run_without_run_json(two_runs, tmp_path):
 
 def test_report_of_results_without_fixture_format_runtime(tmp_path):
     """A line with only an id and a status is named as unreadable; the rest of the run is rendered."""
-    folder = _finished_run(tmp_path, [_result("a", "pass"), {"id": "b", "status": "pass"}])
+    folder = _finished_run(tmp_path, [_result("a", "pass")])
+    _append(folder / "results.jsonl", '{"id": "b", "status": "pass"}\n')  # the store writes case results only
     proc = run_cli("report", str(folder), "--reports", str(tmp_path / "reports"))
     assert proc.returncode == 0, proc.stderr
     md = (folder / "report.md").read_text()
@@ -480,11 +481,11 @@ def test_compare_refuses_a_baseline_of_another_schema(two_runs, tmp_path):
     old = tmp_path / "old"
     shutil.copytree(runs[0], old)
     meta = json.loads((old / "run.json").read_text())
-    meta["schema"] = 0
+    meta["schema_version"] = 0
     (old / "run.json").write_text(json.dumps(meta))
     proc = run_cli("compare", str(old), str(runs[1]))
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [f"harness: error: baseline {old} has schema 0 (or no readable run.json): expected schema {SCHEMA}"]
+    assert proc.stderr.strip().splitlines() == [f"harness: error: baseline {old}: run schema 0, this harness reads schemas 2, 3 (or no readable run.json)"]
 
 
 def test_compare_exits_1_on_a_verdict_regression(two_runs, tmp_path):

@@ -74,6 +74,7 @@ TRUNCATED = {
     "onnx18": ("model.onnx", r"model\.onnx is not a readable ONNX model: Unable to parse proto from file: .*model\.onnx"),
     "tfjs_graph": ("tfjs/model.json", r"TF\.js model\.json is not valid JSON: "),
     "tfjs_layers": ("tfjs_layers/model.json", r"TF\.js model\.json is not valid JSON: "),
+    "checkpoint": ("checkpoint/ckpt.index", r"ckpt\.index is not a complete checkpoint index: it does not end in the table magic \(\d+ bytes\)"),
 }
 
 

@@ -60,8 +60,12 @@ func dtypeByName(name string) (dtype, bool) {
 }
 
 // NewArray makes an Array from a flat typed slice; it panics on an element type the worker does not
-// know (a programming error, not bad input).
+// know (a programming error, not bad input). A []string is a string tensor, dtype "bytes" (one Go
+// string of raw bytes per element, as NumPy's fixed-width |S<n> holds them).
 func NewArray(shape []int64, data any) *Array {
+	if _, ok := data.([]string); ok {
+		return &Array{DType: "bytes", Shape: shape, Data: data}
+	}
 	t := reflect.TypeOf(data)
 	for _, d := range dtypes {
 		if t.Kind() == reflect.Slice && t.Elem() == d.elem {
@@ -198,9 +202,13 @@ func ReadNpy(path string) (arr *Array, err error) {
 }
 
 // WriteNpy writes an array as .npy format 1.0, little-endian, C order, header padded to 64 bytes as
-// NumPy writes it. It does not use npyio's writer: that one writes format 2.0, and only 1-D arrays
-// from a flat slice, while the protocol asks for format 1.0 and outputs are N-dimensional.
+// NumPy writes it; a string tensor (dtype "bytes") as fixed-width |S<n>. It does not use npyio's
+// writer: that one writes format 2.0, and only 1-D arrays from a flat slice, while the protocol asks
+// for format 1.0 and outputs are N-dimensional.
 func WriteNpy(path string, a *Array) error {
+	if strs, ok := a.Data.([]string); ok && a.DType == "bytes" {
+		return writeFixedBytes(path, a.Shape, strs)
+	}
 	return WriteNpyRaw(path, a.DType, a.Shape, a.Bytes())
 }
 
@@ -217,6 +225,12 @@ func WriteNpyRaw(path, dtypeName string, shape []int64, data []byte) error {
 	if dt.bytes == 1 {
 		order = "|"
 	}
+	return writeNpyFile(path, order+dt.code, shape, data)
+}
+
+// writeNpyFile writes a .npy format 1.0 file of descr ("<f4", "|S12"), C order, header padded to 64
+// bytes as NumPy writes it, then the data as given.
+func writeNpyFile(path, descr string, shape []int64, data []byte) error {
 	dims := make([]string, len(shape))
 	for i, d := range shape {
 		dims[i] = strconv.FormatInt(d, 10)
@@ -225,7 +239,7 @@ func WriteNpyRaw(path, dtypeName string, shape []int64, data []byte) error {
 	if len(shape) == 1 {
 		tuple = "(" + dims[0] + ",)"
 	}
-	header := fmt.Sprintf("{'descr': '%s%s', 'fortran_order': False, 'shape': %s, }", order, dt.code, tuple)
+	header := fmt.Sprintf("{'descr': '%s', 'fortran_order': False, 'shape': %s, }", descr, tuple)
 	// magic (6) + version (2) + header length (2) + header + '\n' is a multiple of 64.
 	pad := 63 - (10+len(header))%64
 	header += strings.Repeat(" ", pad) + "\n"
@@ -235,6 +249,24 @@ func WriteNpyRaw(path, dtypeName string, shape []int64, data []byte) error {
 	buf.WriteString(header)
 	buf.Write(data)
 	return os.WriteFile(path, buf.Bytes(), 0o644)
+}
+
+// writeFixedBytes writes a string tensor as NumPy's fixed-width bytes, descr "|S<width>": width is
+// the longest element (at least 1, as NumPy has no |S0), each element NUL-padded to it. Trailing NUL
+// bytes of an element do not survive (NumPy strips them on reading), as with every |S array.
+func writeFixedBytes(path string, shape []int64, strs []string) error {
+	if int64(len(strs)) != numElements(shape) {
+		return fmt.Errorf("%d strings for shape %v, expected %d", len(strs), shape, numElements(shape))
+	}
+	width := 1
+	for _, s := range strs {
+		width = max(width, len(s))
+	}
+	data := make([]byte, len(strs)*width)
+	for i, s := range strs {
+		copy(data[i*width:], s)
+	}
+	return writeNpyFile(path, "|S"+strconv.Itoa(width), shape, data)
 }
 
 // readFixedBytes reads the data of a NumPy fixed-width bytes array (descr "|S<width>", how the harness

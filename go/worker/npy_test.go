@@ -192,3 +192,64 @@ func TestReadNpyFixedBytes(t *testing.T) {
 		t.Fatalf("want a truncation error, got %v", err)
 	}
 }
+
+// String tensors of any rank: NumPy's N-dimensional |S arrays read as flat C-order strings, and what
+// Go writes (a string output of a model) NumPy reads back as the same |S array, 0-d and empty too.
+func TestFixedBytesAnyRank(t *testing.T) {
+	dir := t.TempDir()
+	runPython(t, `import sys, numpy as np; np.save(sys.argv[1], np.array([[b"a", b"bc\x00d", b""], [b"efgh", b"i", b"jk"]], dtype=bytes))`,
+		filepath.Join(dir, "in.npy"))
+	arr, err := ReadNpy(filepath.Join(dir, "in.npy"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if arr.DType != "bytes" || !reflect.DeepEqual(arr.Shape, []int64{2, 3}) || !reflect.DeepEqual(arr.Data, []string{"a", "bc\x00d", "", "efgh", "i", "jk"}) {
+		t.Fatalf("got %s %v %q", arr.DType, arr.Shape, arr.Data)
+	}
+	arrays := map[string]*Array{
+		"grid":   NewArray([]int64{2, 2, 1}, []string{"x", "\n\x05yz", "", "long string"}),
+		"scalar": NewArray([]int64{}, []string{"one"}),
+		"blank":  NewArray([]int64{2}, []string{"", ""}),
+		"empty":  NewArray([]int64{0, 3}, []string{}),
+	}
+	for name, a := range arrays {
+		if a.DType != "bytes" {
+			t.Fatalf("%s: dtype %s, want bytes", name, a.DType)
+		}
+		if err := WriteNpy(filepath.Join(dir, name+".npy"), a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := WriteNpy(filepath.Join(dir, "bad.npy"), NewArray([]int64{3}, []string{"a"})); err == nil || !strings.Contains(err.Error(), "1 strings for shape [3], expected 3") {
+		t.Errorf("a short string array: got %v, want an error", err)
+	}
+	runPython(t, `
+import sys, numpy as np
+d = sys.argv[1]
+want = {
+    "grid": np.array([[[b"x"], [b"\n\x05yz"]], [[b""], [b"long string"]]], dtype="S11"),
+    "scalar": np.array(b"one", dtype="S3"),
+    "blank": np.array([b"", b""], dtype="S1"),
+    "empty": np.zeros((0, 3), dtype="S1"),
+}
+for name, w in want.items():
+    path = f"{d}/{name}.npy"
+    with open(path, "rb") as f:
+        assert np.lib.format.read_magic(f) == (1, 0), name
+        np.lib.format.read_array_header_1_0(f)
+        assert f.tell() % 64 == 0, (name, f.tell())
+    got = np.load(path, allow_pickle=False)
+    assert got.dtype == w.dtype and got.shape == w.shape, (name, got.dtype, got.shape)
+    assert np.array_equal(got, w), (name, got, w)
+print("ok")
+`, dir)
+	// What NumPy wrote, Go reads and writes back byte for byte.
+	if err := WriteNpy(filepath.Join(dir, "again.npy"), arr); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := os.ReadFile(filepath.Join(dir, "in.npy"))
+	b, _ := os.ReadFile(filepath.Join(dir, "again.npy"))
+	if !reflect.DeepEqual(a, b) {
+		t.Errorf("a |S4 array read and written again differs from NumPy's file:\n%q\n%q", a, b)
+	}
+}

@@ -43,6 +43,9 @@ class FormatSpec:
     # Whether the format carries a SavedModel's assets (a vocabulary file behind a lookup table);
     # a derived format that cannot is `unsupported` for a model that has them, with the reason.
     holds_assets: bool = False
+    # Which tolerances judge it (harness.fixtures.DEFAULT_TOLERANCES, read by fixtures.format_class):
+    # float32, float16, dynamic-range or int8 (design: conformance policy).
+    tolerance_class: str = "float32"
 
 
 FORMATS: dict[str, FormatSpec] = {
@@ -53,14 +56,18 @@ FORMATS: dict[str, FormatSpec] = {
         FormatSpec("h5", "keras", keras_only=True),
         FormatSpec("frozen_graph", "frozen"),
         FormatSpec("tflite", "tflite"),
-        FormatSpec("tflite_fp16", "tflite"),
-        FormatSpec("tflite_dynamic", "tflite"),
-        FormatSpec("tflite_int8", "tflite"),
+        FormatSpec("tflite_fp16", "tflite", tolerance_class="float16"),
+        FormatSpec("tflite_dynamic", "tflite", tolerance_class="dynamic-range"),
+        FormatSpec("tflite_int8", "tflite", tolerance_class="int8"),
         FormatSpec("tflite_select", "tflite", opt_in=True),
         FormatSpec("onnx13", "onnx", options=(("opset", 13),)),
         FormatSpec("onnx18", "onnx", options=(("opset", 18),)),
         FormatSpec("tfjs_graph", "tfjs"),
         FormatSpec("tfjs_layers", "tfjs", keras_only=True),
+        # The fixture's variables as a TF2 tf.train.Checkpoint or a TF1 Saver checkpoint, restored by
+        # the tf worker into the fixture's code (harness/export/checkpoint.py); run by TF, so judged at
+        # the SavedModel's precision (float32).
+        FormatSpec("checkpoint", "checkpoint", opt_in=True),
     ]
 }
 
@@ -76,7 +83,9 @@ def check_format(name: str) -> FormatSpec:
 
 def formats_for(fixture: Fixture, named: list[str] | None = None) -> list[str]:
     """The formats a fixture is exported to: every format its kind allows, opt-in ones only where the
-    fixture lists them or `named` (the selection's formats) does."""
+    fixture lists them or `named` (the selection's formats) does. A given model has its own format only."""
+    if fixture.formats is not None:
+        return list(fixture.formats)
     return [f for f, spec in FORMATS.items()
             if (not spec.keras_only or fixture.kind == "keras") and (not spec.opt_in or f in fixture.extra_formats or f in (named or []))]
 
@@ -92,7 +101,16 @@ def converter_versions() -> dict[str, str]:
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("HARNESS_CACHE", ".harness/cache")).resolve()
+    """The export cache: HARNESS_CACHE, else a per-user cache folder shared by every project (Linux:
+    $XDG_CACHE_HOME/harness/exports, ~/.cache/harness/exports). Artifacts are content-addressed (the
+    model's digest, the converters' versions), so projects can share them safely. Resolved: workers,
+    sandboxes and containers get the real path, not a link."""
+    given = os.environ.get("HARNESS_CACHE")
+    if given:
+        return Path(given).expanduser().resolve()
+    import platformdirs
+
+    return (platformdirs.user_cache_path("harness", appauthor=False) / "exports").resolve()
 
 
 class Exporter:
@@ -122,7 +140,7 @@ class Exporter:
             fixture.signature,  # a user SavedModel: the function exported, and the tag set it lives in
             fixture.tag,
             fmt,
-            self._family_source_hash(spec.family),
+            self._family_source_hash("given" if fixture.kind == "given" else spec.family),
             json.dumps(self.versions, sort_keys=True),
         ):
             h.update(part.encode())
@@ -167,7 +185,7 @@ class Exporter:
 
     def _source_digest(self, fixture: Fixture, fmt: str) -> str:
         spec = check_format(fmt)
-        if fmt == "savedmodel" or spec.keras_only:
+        if fmt == "savedmodel" or spec.keras_only or fixture.kind == "given":
             return fixture.digest()
         return _digest_of(self.get(fixture, "savedmodel"))
 
@@ -211,7 +229,7 @@ class Exporter:
             if folder.exists():  # damaged, stale or refreshed: replace it
                 shutil.rmtree(folder)
             source = None
-            if fmt != "savedmodel" and not spec.keras_only:
+            if fmt != "savedmodel" and not spec.keras_only and fixture.kind != "given":  # a given model is handed out as it is
                 source = self.get(fixture, "savedmodel")
             fresh = self._export(fixture, spec, folder, source)
             self._fresh.add(folder)
@@ -244,18 +262,21 @@ class Exporter:
                     if assets:
                         raise FormatLimit(f"the format cannot hold the SavedModel's assets ({', '.join(assets)}): it keeps no files beside "
                                           "the graph, so the lookup tables they initialise would be empty")
-                module = importlib.import_module(f"harness.export.{spec.family}")
+                module = importlib.import_module(f"harness.export.{'given' if fixture.kind == 'given' else spec.family}")
                 export: Callable = module.export
                 said = _ConverterLog()
                 try:
                     with said, contextlib.redirect_stdout(said.printed):
                         export(fixture, spec, tmp, source, art)
+                        if fixture.custom_objects and spec.family == "keras":  # for the tf worker (harness_runners.custom)
+                            art.extra["custom_objects"] = fixture.custom_objects.stage(tmp)
                 finally:
                     if said.lines:
                         art.extra["converter_log"] = said.lines
                 from harness.export.validate import validate
 
-                validate(spec.name, tmp, art)
+                if fixture.kind != "given":  # a given model was validated as the user's (harness/export/given.py)
+                    validate(spec.name, tmp, art)
             except Exception as e:  # a converter's failure is a result, recorded with its whole message
                 if _disk_full(e):
                     code = errno.EROFS if "Read-only" in str(e) else errno.ENOSPC

@@ -16,6 +16,7 @@ upstream message as `detail`, and the offending op where there is one:
   shards hold exactly the bytes the `weights` entries describe.
 - SavedModel, Keras, `.h5`, frozen graph: cheap structural checks (main file present, non-empty, and
   not truncated where that can be told without TensorFlow).
+- Checkpoint: the manifest names the code, the `.index` table is whole, every data shard exists.
 
 This module never imports TensorFlow (the checks use onnx, ai_edge_litert, h5py and the standard
 library), so validating costs milliseconds and works in a process that has no TensorFlow.
@@ -23,6 +24,7 @@ library), so validating costs milliseconds and works in a process that has no Te
 
 from __future__ import annotations
 
+import glob
 import json
 import mmap
 import re
@@ -146,7 +148,7 @@ def _protobuf_wellformed(path: Path, what: str) -> None:
 # --- SavedModel, Keras, h5, frozen graph -----------------------------------------------------------
 
 
-def _check_savedmodel(path: Path, fmt: str) -> None:
+def check_savedmodel(path: Path, fmt: str) -> None:
     if not path.is_dir():
         raise ConverterFault(f"converter wrote no SavedModel folder ({path.name} is missing)")
     pb, pbtxt = path / "saved_model.pb", path / "saved_model.pbtxt"
@@ -156,12 +158,12 @@ def _check_savedmodel(path: Path, fmt: str) -> None:
     _protobuf_wellformed(pb, "SavedModel protobuf")
 
 
-def _check_frozen(path: Path, fmt: str) -> None:
+def check_frozen(path: Path, fmt: str) -> None:
     _main_file(path, "frozen graph")
     _protobuf_wellformed(path, "GraphDef protobuf")
 
 
-def _check_keras(path: Path, fmt: str) -> None:
+def check_keras(path: Path, fmt: str) -> None:
     _main_file(path, ".keras file")
     try:
         with zipfile.ZipFile(path) as z:
@@ -175,7 +177,7 @@ def _check_keras(path: Path, fmt: str) -> None:
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
-def _check_h5(path: Path, fmt: str) -> None:
+def check_h5(path: Path, fmt: str) -> None:
     _main_file(path, ".h5 file")
     try:
         import h5py
@@ -214,7 +216,7 @@ class _NodeIssue:
     declared: int | None = None
 
 
-def _opset_map(opset_import: Iterable) -> dict[str, int]:
+def opset_map(opset_import: Iterable) -> dict[str, int]:
     return {("" if o.domain == "ai.onnx" else o.domain): o.version for o in opset_import}
 
 
@@ -227,7 +229,7 @@ def _first_since(op: str, domain: str) -> int | None:
     return min(s.since_version for s in onnx.defs.get_all_schemas_with_history() if s.name == op and s.domain == domain)
 
 
-def _node_issues(nodes: Iterable, opsets: dict[str, int], local: set[tuple[str, str]], where: str) -> list[_NodeIssue]:
+def node_issues(nodes: Iterable, opsets: dict[str, int], local: set[tuple[str, str]], where: str) -> list[_NodeIssue]:
     import onnx
     import onnx.defs
 
@@ -251,10 +253,10 @@ def _node_issues(nodes: Iterable, opsets: dict[str, int], local: set[tuple[str, 
             issues.append(_NodeIssue(node.op_type, domain, "other_domain", label))
         for attr in node.attribute:  # If/Loop/Scan bodies are graphs held in attributes
             if attr.type == onnx.AttributeProto.GRAPH:
-                issues += _node_issues(attr.g.node, opsets, local, f"{label} attribute {attr.name}")
+                issues += node_issues(attr.g.node, opsets, local, f"{label} attribute {attr.name}")
             elif attr.type == onnx.AttributeProto.GRAPHS:
                 for k, g in enumerate(attr.graphs):
-                    issues += _node_issues(g.node, opsets, local, f"{label} attribute {attr.name}[{k}]")
+                    issues += node_issues(g.node, opsets, local, f"{label} attribute {attr.name}[{k}]")
     return issues
 
 
@@ -262,7 +264,7 @@ def _qualified(issue: _NodeIssue) -> str:
     return issue.op if not issue.domain else f"{issue.domain}::{issue.op}"
 
 
-def _onnx_summary(issues: list[_NodeIssue]) -> str:
+def onnx_summary(issues: list[_NodeIssue]) -> str:
     parts = []
     for kind in ("foreign", "too_new", "no_opset", "contrib", "other_domain"):
         these = [i for i in issues if i.kind == kind]
@@ -301,15 +303,15 @@ def _check_onnx(path: Path, fmt: str) -> None:
         raise ConverterFault(f"{path.name} is not a readable ONNX model: {_first_line(message)}",
                              detail=f"{message}\n(onnx.load: {type(e).__name__}: {e})") from None
 
-    opsets = _opset_map(model.opset_import)
+    opsets = opset_map(model.opset_import)
     local = {(f.domain, f.name) for f in model.functions}
-    issues = _node_issues(model.graph.node, opsets, local, "main graph")
+    issues = node_issues(model.graph.node, opsets, local, "main graph")
     for f in model.functions:
-        issues += _node_issues(f.node, {**opsets, **_opset_map(f.opset_import)}, local, f"function {f.domain}::{f.name}")
+        issues += node_issues(f.node, {**opsets, **opset_map(f.opset_import)}, local, f"function {f.domain}::{f.name}")
     if issues:
         listing = "\n".join(f"  {_qualified(i)} ({i.kind}) at {i.where}" for i in issues)
         detail = (f"onnx.checker: {checker_msg}\n" if checker_msg else "onnx.checker: passed\n") + f"offending nodes:\n{listing}"
-        raise ConverterFault(_onnx_summary(issues), detail=detail, op=issues[0].op)
+        raise ConverterFault(onnx_summary(issues), detail=detail, op=issues[0].op)
     if checker_msg:
         op = re.search(r"OpType: (\S+)", checker_msg)
         raise ConverterFault(f"ONNX checker rejects {path.name}: {_first_line(checker_msg)}", detail=checker_msg,
@@ -337,7 +339,7 @@ def _custom_ops(path: Path) -> list[str]:
         return []
 
 
-def _check_tflite(path: Path, fmt: str) -> None:
+def check_tflite(path: Path, fmt: str) -> None:
     from ai_edge_litert.interpreter import Interpreter
 
     _main_file(path, "TFLite model")
@@ -371,7 +373,7 @@ TFJS_DTYPE_BYTES = {
 TFJS_FORMATS = {"tfjs_graph": "graph-model", "tfjs_layers": "layers-model"}
 
 
-def _shard_path(model_dir: Path, shard: object, group: int) -> Path:
+def shard_path(model_dir: Path, shard: object, group: int) -> Path:
     """The shard's file, refused if the manifest points anywhere but into the model folder: TF.js
     resolves paths against model.json's URL, and no worker follows a path out of its artifact."""
     if not isinstance(shard, str) or not shard:
@@ -407,7 +409,7 @@ def _weight_bytes(weight: object, group: int) -> int | None:
     return count * TFJS_DTYPE_BYTES[dtype]
 
 
-def _check_tfjs(path: Path, fmt: str) -> None:
+def check_tfjs(path: Path, fmt: str) -> None:
     _main_file(path, "TF.js model.json")
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
@@ -429,7 +431,7 @@ def _check_tfjs(path: Path, fmt: str) -> None:
             raise ConverterFault(f"TF.js weightsManifest[{g}] needs a list of paths and a list of weights")
         held = 0
         for shard in group["paths"]:
-            file = _shard_path(model_dir, shard, g)
+            file = shard_path(model_dir, shard, g)
             if not file.is_file():
                 raise ConverterFault(f"TF.js weight shard {shard} listed in {path.name} is missing")
             held += file.stat().st_size
@@ -444,18 +446,61 @@ def _check_tfjs(path: Path, fmt: str) -> None:
                 detail=f"shards: {group['paths']}; weights: {[(w.get('name'), w.get('shape'), w.get('dtype')) for w in group['weights']]}")
 
 
+# --- checkpoints ------------------------------------------------------------------------------------
+
+# The last 8 bytes of a TensorFlow table (a checkpoint's .index), little-endian.
+_TABLE_MAGIC = (0xDB4775248B80FB57).to_bytes(8, "little")
+
+
+def _check_checkpoint(path: Path, fmt: str) -> None:
+    """A checkpoint folder: checkpoint.json names the code and the prefix; the .index is a whole table
+    (its footer ends in the table magic), every data shard it is split into exists, and a TF1 Saver's
+    .meta graph is a complete protobuf. Values are checked by TensorFlow (checksums) when restored."""
+    if not path.is_dir():
+        raise ConverterFault(f"converter wrote no checkpoint folder ({path.name} is missing)")
+    manifest = path / "checkpoint.json"
+    _main_file(manifest, "checkpoint manifest")
+    try:
+        meta = json.loads(manifest.read_text(encoding="utf-8"))
+        style, module, prefix = meta["style"], meta["module"], meta["prefix"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConverterFault(f"checkpoint.json is not a checkpoint manifest: {_first_line(e) if not isinstance(e, KeyError) else f'no {e}'}") from None
+    if style not in ("tf1", "tf2") or not str(module).startswith("harness_fixtures.") or not _inside(path / str(prefix), path):
+        raise ConverterFault(f"checkpoint.json names style {style!r}, module {module!r}, prefix {prefix!r}: expected tf1 or tf2, "
+                             "a module under harness_fixtures and a prefix inside the folder")
+    index = path / f"{prefix}.index"
+    _main_file(index, "checkpoint index")
+    with index.open("rb") as f:
+        f.seek(max(0, index.stat().st_size - 8))
+        if f.read(8) != _TABLE_MAGIC:
+            raise ConverterFault(f"{index.name} is not a complete checkpoint index: it does not end in the table magic "
+                                 f"({index.stat().st_size} bytes)")
+    shards = sorted(path.glob(f"{glob.escape(str(prefix))}.data-*-of-*"))
+    if not shards:
+        raise ConverterFault(f"converter wrote no checkpoint data ({prefix}.data-*-of-* is missing)")
+    count = int(shards[0].name.rsplit("-of-", 1)[1])
+    missing = [f"{prefix}.data-{i:05d}-of-{count:05d}" for i in range(count) if not (path / f"{prefix}.data-{i:05d}-of-{count:05d}").is_file()]
+    if missing:
+        raise ConverterFault(f"checkpoint data shard {_plural(missing, 'is', 'are')} missing")
+    if style == "tf1":
+        graph = path / f"{prefix}.meta"
+        _main_file(graph, "checkpoint meta graph")
+        _protobuf_wellformed(graph, "MetaGraphDef protobuf")
+
+
 _CHECKS: dict[str, Callable[[Path, str], None]] = {
-    "savedmodel": _check_savedmodel,
-    "keras": _check_keras,
-    "h5": _check_h5,
-    "frozen_graph": _check_frozen,
-    "tflite": _check_tflite,
-    "tflite_fp16": _check_tflite,
-    "tflite_dynamic": _check_tflite,
-    "tflite_int8": _check_tflite,
-    "tflite_select": _check_tflite,
+    "savedmodel": check_savedmodel,
+    "keras": check_keras,
+    "h5": check_h5,
+    "frozen_graph": check_frozen,
+    "tflite": check_tflite,
+    "tflite_fp16": check_tflite,
+    "tflite_dynamic": check_tflite,
+    "tflite_int8": check_tflite,
+    "tflite_select": check_tflite,
     "onnx13": _check_onnx,
     "onnx18": _check_onnx,
-    "tfjs_graph": _check_tfjs,
-    "tfjs_layers": _check_tfjs,
+    "tfjs_graph": check_tfjs,
+    "tfjs_layers": check_tfjs,
+    "checkpoint": _check_checkpoint,
 }

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import jinja2
 
-from harness.cases import BAD_STATUSES, STATUSES
+from harness.records import BAD_STATUSES, STATUSES, CaseResult, Timing, sanitize
+from harness.report.fuzz_section import FuzzSection
 from harness.report.terminal import CODES, min_snr, snr_judged
-from harness.store import RunData, read_run, sanitize
+from harness.store import RunData, read_run
 
 METRIC_KEYS = ("max_abs", "max_rel", "mean_abs", "rmse", "max_ulp", "cosine", "snr_db", "frac_out_of_tol",
                "nan_mismatch", "inf_mismatch", "required_atol", "required_rtol", "top1", "top5", "top3")
@@ -54,26 +55,28 @@ _env.filters["num"] = _num
 _env.filters["mib"] = _bytes
 
 
-def max_error(result: dict) -> float | None:
-    values = [v for m in (result.get("metrics") or {}).values() if isinstance(m, dict)
-              for v in [m.get("max_abs")] if isinstance(v, (int, float))]
-    return max(values) if values else None
+def max_error(result: CaseResult) -> float | None:
+    return result.max_abs
 
 
-def _p(result: dict, key: str):
-    value = (result.get("timing") or {}).get(key)
-    return value if isinstance(value, (int, float)) else None
+def _p(result: CaseResult, key: str) -> float | None:
+    return result.timing.stat(key)
+
+
+def render(template: str, **context) -> str:
+    """One of the report's templates (harness/report/templates), with its filters."""
+    return _env.get_template(template).render(**context)
 
 
 def summary(run: RunData) -> dict:
     counts: dict[str, int] = {}
     for r in run.results:
-        counts[r["status"]] = counts.get(r["status"], 0) + 1
+        counts[str(r.status)] = counts.get(str(r.status), 0) + 1
     return {
         "run_id": run.run_id,
-        "started": run.meta.get("started"),
-        "finished": run.meta.get("finished"),
-        "environment": run.meta.get("environment", {}),
+        "started": run.meta.started,
+        "finished": run.meta.finished,
+        "environment": run.meta.environment,
         "state": run.state,
         "planned": len(run.planned),
         "missing": run.missing,
@@ -81,11 +84,11 @@ def summary(run: RunData) -> dict:
         "counts": counts,
         "ok": run.state == "complete" and not run.missing and not any(counts.get(s) for s in BAD_STATUSES + ("inconclusive",)),
         "problems": run.problems,
-        "failing": [{"id": r["id"], "status": r["status"], "stage": r.get("stage"), "culprit": r.get("culprit"), "summary": r.get("summary"),
-                     "error": r.get("error")} for r in run.results if r["status"] in BAD_STATUSES + ("inconclusive",)],
+        "failing": [{"id": r.id, "status": r.status, "stage": r.stage, "culprit": r.culprit, "summary": r.summary,
+                     "error": r.error} for r in run.results if r.status in BAD_STATUSES + ("inconclusive",)],
         "results": [
-            {"id": r["id"], "status": r["status"], "p50_ms": _p(r, "p50_ms"), "first_ms": _p(r, "first_ms"),
-             "max_abs": max_error(r), "peak_rss_bytes": r.get("peak_rss_bytes")}
+            {"id": r.id, "status": r.status, "p50_ms": _p(r, "p50_ms"), "first_ms": _p(r, "first_ms"),
+             "max_abs": max_error(r), "peak_rss_bytes": r.peak_rss_bytes}
             for r in run.results
         ],
     }
@@ -153,41 +156,37 @@ class _Strings:
         return self._index[text]
 
 
-def _details(r: dict, strings: _Strings) -> dict:
+def _details(r: CaseResult, strings: _Strings) -> dict:
     """What a case's dialog shows, read when the dialog opens (never rendered ahead)."""
     d: dict = {}
     for key in ("stage", "culprit", "baseline", "summary", "reason", "error", "stderr_tail"):
-        if r.get(key):
-            d[key] = strings(str(r[key]))
-    evidence = r.get("evidence") if isinstance(r.get("evidence"), dict) else {}
-    if evidence:
-        d["evidence"] = [[k, strings(v)] for k, v in evidence.items() if v not in (None, "", [], {})]
-    repaired = (r.get("artifact") or {}).get("repaired") if isinstance(r.get("artifact"), dict) else None
+        if getattr(r, key):
+            d[key] = strings(str(getattr(r, key)))
+    if r.evidence:
+        d["evidence"] = [[k, strings(v)] for k, v in r.evidence.items() if v not in (None, "", [], {})]
+    repaired = r.artifact.get("repaired") if isinstance(r.artifact, dict) else None
     if repaired:
         d["repaired"] = strings(repaired)
-    if isinstance(r.get("tolerance"), dict):
-        d["tolerance"] = {name: strings(t) for name, t in r["tolerance"].items()}
-    if isinstance(r.get("divergence"), dict):
-        d["divergence"] = strings(r["divergence"])
-    for key in ("inputs_variant", "pair"):
-        if r.get(key):
-            d[key] = strings(r[key])
+    if isinstance(r.tolerance, dict):
+        d["tolerance"] = {name: strings(t) for name, t in r.tolerance.items()}
+    if isinstance(r.divergence, dict):
+        d["divergence"] = strings(r.divergence)
+    if r.inputs_variant:
+        d["inputs_variant"] = strings(r.inputs_variant)
+    if r.pair:
+        d["pair"] = strings(r.pair)
     outputs = []
-    oracle: dict = r["oracle_metrics"] if isinstance(r.get("oracle_metrics"), dict) else {}
-    for name, m in (r.get("metrics") or {}).items():
-        if not isinstance(m, dict):
-            continue
-        o: dict = oracle[name] if isinstance(oracle.get(name), dict) else {}
-        outputs.append(_trim([name, m.get("shape"), _trim([_r(m.get(k)) if k in m else None for k in METRIC_KEYS]),
-                              m.get("error_hist") if isinstance(m.get("error_hist"), list) else None,
-                              _trim([_r(o.get(k)) for k in ORACLE_KEYS]) or None]))
+    for name, m in r.metrics.items():
+        o = r.oracle_metrics.get(name)
+        outputs.append(_trim([name, m.shape, _trim([_r(getattr(m, k)) for k in METRIC_KEYS]), m.error_hist,
+                              _trim([_r(getattr(o, k, None)) for k in ORACLE_KEYS]) or None]))
     if outputs:
         d["outputs"] = outputs
-    timing = r.get("timing") if isinstance(r.get("timing"), dict) else {}
-    if timing:
-        d["timing"] = _trim([_r(timing.get(k)) for k in TIMING_KEYS])
-        d["samples"] = len(timing.get("samples_ms") or [])
-        ci = timing.get("p50_ci_ms")
+    timing = r.timing
+    if timing != Timing():
+        d["timing"] = _trim([_r(getattr(timing, k)) for k in TIMING_KEYS])
+        d["samples"] = len(timing.samples_ms or [])
+        ci = timing.p50_ci_ms
         if isinstance(ci, list) and len(ci) == 2:
             d["p50_ci"] = [_r(v) for v in ci]
     return d
@@ -201,7 +200,7 @@ def page_data(run: RunData, history: list[RunData]) -> dict:
     from harness.runners.table import in_table_order
 
     results = run.results
-    runtimes = in_table_order(r["runtime"] for r in results)  # columns by language, as the table lists them
+    runtimes = in_table_order(r.runtime for r in results)  # columns by language, as the table lists them
     names: dict[str, dict[str, int]] = {"fixture": {}, "format": {}, "runtime": {rt: i for i, rt in enumerate(runtimes)}, "device": {},
                                         "status": {s: i for i, s in enumerate(STATUSES)}}
 
@@ -217,11 +216,11 @@ def page_data(run: RunData, history: list[RunData]) -> dict:
     for r in results:
         judged = snr_judged(r)
         snr = min_snr(r)
-        row = {"id": r["id"], "fixture": index("fixture", r["fixture"]), "format": index("format", r["format"]), "runtime": index("runtime", r["runtime"]),
-               "device": index("device", r.get("device") or "cpu"), "batch": r.get("batch"), "threads": r.get("threads") or 0,
-               "status": index("status", r["status"]), "snr_judged": int(judged), "max_abs": _r(max_error(r)), "min_snr": _r(snr),
-               "peak_rss_bytes": r.get("peak_rss_bytes") if isinstance(r.get("peak_rss_bytes"), int) else None,
-               "gflops": _r(r.get("gflops")), "flops": _r(r.get("flops"), 6)}
+        row = {"id": r.id, "fixture": index("fixture", r.fixture), "format": index("format", r.format), "runtime": index("runtime", r.runtime),
+               "device": index("device", r.device or "cpu"), "batch": r.batch, "threads": r.threads or 0,
+               "status": index("status", r.status), "snr_judged": int(judged), "max_abs": _r(max_error(r)), "min_snr": _r(snr),
+               "peak_rss_bytes": r.peak_rss_bytes if isinstance(r.peak_rss_bytes, int) else None,
+               "gflops": _r(r.gflops), "flops": _r(r.flops, 6)}
         row["judged"] = row["min_snr"] if judged else row["max_abs"]  # the number the rule judged: the box shows it
         for key in ("load_ms", "first_ms", "p10_ms", "p50_ms", "p90_ms", "p99_ms"):
             row[key] = _r(_p(r, key))
@@ -234,16 +233,16 @@ def page_data(run: RunData, history: list[RunData]) -> dict:
         "devices": list(names["device"]), "codes": {rt: CODES.get(rt, rt) for rt in runtimes},
         "colours": {rt: plots.runtime_colour(rt) for rt in runtimes}, "status_colours": plots.STATUS_COLOURS,
         "hist_labels": ["<1e-10"] + [f"1e{k}" for k in ERROR_HIST_DECADES[1:]] + ["≥100"],
-        "peaks": {str(k): _r(v) for k, v in (run.meta.get("machine_peak_gflops") or {}).items()},
+        "peaks": {str(k): _r(v) for k, v in (run.meta.machine_peak_gflops or {}).items()},
         "cases": rows, "details": details, "strings": strings.items, "history": None,
     }
     if len(history) >= 2:
-        counts = {s: [sum(1 for r in h.results if r["status"] == s) for h in history] for s in STATUSES}
+        counts = {s: [sum(1 for r in h.results if r.status == s) for h in history] for s in STATUSES}
         p50: dict[str, list] = {}
-        for rt in in_table_order(r["runtime"] for h in history for r in h.results):
+        for rt in in_table_order(r.runtime for h in history for r in h.results):
             values = []
             for h in history:
-                xs = sorted(v for r in h.results if r["runtime"] == rt for v in [_p(r, "p50_ms")] if v)
+                xs = sorted(v for r in h.results if r.runtime == rt for v in [_p(r, "p50_ms")] if v)
                 values.append(_r(xs[len(xs) // 2]) if xs else None)
             p50[rt] = values
             data["colours"].setdefault(rt, plots.runtime_colour(rt))
@@ -259,24 +258,24 @@ def _json_for_script(data: dict) -> str:
 def _context(run: RunData, history: list[RunData], previous: RunData | None) -> dict:
     memory: dict[str, float] = {}
     for r in run.results:
-        if isinstance(r.get("peak_rss_bytes"), (int, float)):
-            memory[r["runtime"]] = max(memory.get(r["runtime"], 0), r["peak_rss_bytes"])
+        if isinstance(r.peak_rss_bytes, (int, float)):
+            memory[r.runtime] = max(memory.get(r.runtime, 0), r.peak_rss_bytes)
     return {
-        "run": run, "meta": run.meta, "env": run.meta.get("environment", {}), "runtimes_meta": run.meta.get("runtimes", {}),
+        "run": run, "meta": run.meta, "env": run.meta.environment, "runtimes_meta": run.meta.runtimes,
         "memory": memory, "history_runs": len(history), "history_limit": HISTORY_RUNS, "summary": summary(run), "statuses": STATUSES,
         "changes": latency_changes(previous, run) if previous else [], "previous": previous.run_id if previous else None,
-        "options": run.meta.get("options", {}), "data_json": _json_for_script(page_data(run, history)),
+        "options": run.meta.options, "data_json": _json_for_script(page_data(run, history)),
     }
 
 
 def latency_changes(base: RunData, new: RunData, limit: int = 10) -> list[dict]:
     """Biggest p50 ratios between two runs over the cases they share (largest change first)."""
-    before = {r["id"]: _p(r, "p50_ms") for r in base.results}
-    out = []
+    before = {r.id: _p(r, "p50_ms") for r in base.results}
+    out: list[dict] = []
     for r in new.results:
-        a, b = before.get(r["id"]), _p(r, "p50_ms")
+        a, b = before.get(r.id), _p(r, "p50_ms")
         if a and b:
-            out.append({"id": r["id"], "base_ms": a, "new_ms": b, "ratio": b / a})
+            out.append({"id": r.id, "base_ms": a, "new_ms": b, "ratio": b / a})
     out.sort(key=lambda c: abs(math.log(c["ratio"])), reverse=True)
     return out[:limit]
 
@@ -307,12 +306,13 @@ def previous_run(run: RunData, reports: Path) -> RunData | None:
     return read_run(runs / earlier[-1]) if earlier else None
 
 
-def write_report(folder: Path, reports: Path = Path("reports"), out: Path | None = None) -> dict[str, Path]:
+def write_report(folder: Path, reports: Path = Path("reports"), out: Path | None = None, fuzz: FuzzSection | None = None) -> dict[str, Path]:
     run = read_run(folder)
     out = out or run.folder
     out.mkdir(parents=True, exist_ok=True)
     history = history_runs(reports)
     ctx = _context(run, history, previous_run(run, reports))
+    ctx["fuzz"] = fuzz  # the differential-fuzzing section (harness/report/fuzz_section.py), when there are fuzz results
     paths = {"html": out / "index.html", "markdown": out / "report.md", "json": out / "summary.json"}
     paths["html"].write_text(_env.get_template("index.html.j2").render(**ctx), encoding="utf-8")
     paths["markdown"].write_text(_env.get_template("report.md.j2").render(**ctx), encoding="utf-8")

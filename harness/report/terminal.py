@@ -7,6 +7,8 @@ import re
 from rich.console import Console
 from rich.table import Table
 
+from harness.records import CaseResult
+
 STYLE = {
     "pass": "green", "xfail": "yellow", "skip": "dim", "unsupported": "dim", "inconclusive": "bold cyan",
     "fail": "bold red", "error": "red", "crash": "bold magenta", "timeout": "magenta", "xpass": "bold yellow",
@@ -15,9 +17,8 @@ STYLE = {
 ORDER = ["crash", "timeout", "error", "fail", "xpass", "inconclusive", "xfail", "unsupported", "skip", "pass"]
 
 
-def _max_error(result: dict) -> float | None:
-    values = [m.get("max_abs") for m in result.get("metrics", {}).values() if isinstance(m.get("max_abs"), (int, float))]
-    return max(values) if values else None
+def _max_error(result: CaseResult) -> float | None:
+    return result.max_abs
 
 
 # Short verdicts, so that eleven runtime columns read at 100 columns; the causes are listed below the table.
@@ -30,30 +31,25 @@ CODES = {"tf": "tf", "litert": "lrt", "ort": "ort", "node-tfjs-cpu": "n.cpu", "n
          "browser-ort-wasm": "b.ort", "browser-ort-webgpu": "b.ogp"}
 
 
-def _worst(results: list[dict]) -> dict:
-    return min(results, key=lambda r: ORDER.index(r["status"]) if r["status"] in ORDER else 0)
+def _worst(results: list[CaseResult]) -> CaseResult:
+    return min(results, key=lambda r: ORDER.index(r.status) if r.status in ORDER else 0)
 
 
-def snr_judged(result: dict) -> bool:
+def snr_judged(result: CaseResult) -> bool:
     """Judged by SNR (quantised formats): its box shows the SNR, not an absolute error."""
-    rules = (result.get("tolerance") or {}).values()
+    rules = (result.tolerance or {}).values()
     return bool(rules) and all("atol" not in t and "rtol" not in t for t in rules)
 
 
-def min_snr(result: dict) -> float | None:
-    values = []
-    for m in (result.get("metrics") or {}).values():
-        v = m.get("snr_db") if isinstance(m, dict) else None
-        v = float("inf") if v == "inf" else v
-        if isinstance(v, (int, float)):
-            values.append(float(v))
+def min_snr(result: CaseResult) -> float | None:
+    values = [float(v) for m in result.metrics.values() for v in [m.number("snr_db")] if v is not None]
     return min(values) if values else None
 
 
-def cell(results: list[dict]) -> str:
+def cell(results: list[CaseResult]) -> str:
     """The worst verdict over the batches, and for a pass what it was judged by: the largest error's
     order of magnitude, or the lowest SNR for quantised formats (judged by SNR)."""
-    status = _worst(results)["status"]
+    status = _worst(results).status or ""
     text = f"[{STYLE.get(status, '')}]{SHORT.get(status, status)}[/]"
     if status == "pass" and all(snr_judged(r) for r in results):
         snrs = [s for s in (min_snr(r) for r in results) if s is not None]
@@ -85,23 +81,23 @@ def _ms(v: float) -> str:
     return f"{v * 1000:.1g}µ" if v * 1000 < 10 else f"{v * 1000:.0f}µ"
 
 
-def p50_cell(results: list[dict]) -> str:
+def p50_cell(results: list[CaseResult]) -> str:
     """p50 (ms) at the smallest batch that was timed."""
-    timed = [r for r in results if isinstance((r.get("timing") or {}).get("p50_ms"), (int, float))]
+    timed = [(r.batch, p50) for r in results for p50 in [r.timing.stat("p50_ms")] if p50 is not None]
     if not timed:
         return ""
-    return _ms(min(timed, key=lambda r: r["batch"])["timing"]["p50_ms"])
+    return _ms(min(timed, key=lambda t: t[0])[1])
 
 
-def _grid(results: list[dict], title: str, render, console: Console) -> None:
+def _grid(results: list[CaseResult], title: str, render, console: Console) -> None:
     from rich import box
 
     from harness.runners.table import in_table_order
 
-    runtimes = in_table_order(r["runtime"] for r in results)  # columns by language, as the table lists them
-    rows: dict[tuple[str, str], dict[str, list[dict]]] = {}
+    runtimes = in_table_order(r.runtime for r in results)  # columns by language, as the table lists them
+    rows: dict[tuple[str, str], dict[str, list[CaseResult]]] = {}
     for r in results:
-        rows.setdefault((r["fixture"], r["format"]), {}).setdefault(r["runtime"], []).append(r)
+        rows.setdefault((r.fixture, r.format), {}).setdefault(r.runtime, []).append(r)
     cells = {key: {rt: render(rs) for rt, rs in by_rt.items()} for key, by_rt in rows.items()}
 
     def make(group: list[str], part: str = "") -> Table:
@@ -128,11 +124,11 @@ def _grid(results: list[dict], title: str, render, console: Console) -> None:
         console.print(make(group, f" ({i + 1}/{len(groups)})" if len(groups) > 1 else ""))
 
 
-def print_matrix(results: list[dict], console: Console | None = None,
+def print_matrix(results: list[CaseResult], console: Console | None = None,
                  title: str = "verdicts") -> None:
     console = console or Console()
     _grid(results, title, cell, console)
-    runtimes = list(dict.fromkeys(r["runtime"] for r in results))
+    runtimes = list(dict.fromkeys(r.runtime for r in results))
     legend = [f"{CODES[rt]}={rt}" for rt in CODES if rt in runtimes and CODES[rt] != rt]
     if legend:
         console.print("runtimes: " + ", ".join(legend), highlight=False, soft_wrap=False)
@@ -140,37 +136,37 @@ def print_matrix(results: list[dict], console: Console | None = None,
                   "format is judged by SNR; ERR error, T/O timeout, INC inconclusive, xf xfail, n/a unsupported", highlight=False)
 
 
-def print_latency(results: list[dict], console: Console | None = None) -> None:
+def print_latency(results: list[CaseResult], console: Console | None = None) -> None:
     """p50 per case (ms, worker-measured, smallest timed batch; µ: microseconds), laid out like the verdicts."""
-    if any(isinstance((r.get("timing") or {}).get("p50_ms"), (int, float)) for r in results):
+    if any(r.timing.stat("p50_ms") is not None for r in results):
         _grid(results, "p50 ms", p50_cell, console or Console())
 
 
 _PATH = re.compile(r"(?<![\w.`])/(?:[\w.@+-]+/)+[\w.@+-]*")
 
 
-def cause(result: dict) -> str:
+def cause(result: CaseResult) -> str:
     """What a non-pass result says, without what differs from case to case (paths, case ids)."""
-    status = result["status"]
-    text = (result.get("reason") if status in ("xfail", "xpass", "skip", "inconclusive") else None) or result.get("summary") \
-        or result.get("error") or result.get("reason") or ""
+    status = result.status
+    text = (result.reason if status in ("xfail", "xpass", "skip", "inconclusive") else None) or result.summary \
+        or result.error or result.reason or ""
     text = text.splitlines()[0] if text else ""
-    return _PATH.sub("…", text.replace(result["id"], "<case>"))
+    return _PATH.sub("…", text.replace(result.id, "<case>"))
 
 
-def print_causes(results: list[dict], console: Console | None = None) -> None:
+def print_causes(results: list[CaseResult], console: Console | None = None) -> None:
     """Non-pass results grouped by identical cause, worst first: one line per cause, naming the
     formats and runtimes it covers, its stage and culprit."""
     console = console or Console()
-    groups: dict[tuple, list[dict]] = {}
+    groups: dict[tuple, list[CaseResult]] = {}
     for r in results:
-        if r["status"] == "pass":
+        if r.status == "pass":
             continue
-        groups.setdefault((r["status"], r.get("stage"), r.get("culprit"), cause(r)), []).append(r)
+        groups.setdefault((r.status, r.stage, r.culprit, cause(r)), []).append(r)
     for (status, stage, culprit, text), members in sorted(groups.items(), key=lambda kv: (ORDER.index(kv[0][0]) if kv[0][0] in ORDER else 0, -len(kv[1]))):
-        fixtures = ", ".join(dict.fromkeys(r["fixture"] for r in members))
-        formats = "/".join(dict.fromkeys(r["format"] for r in members))
-        runtimes = ", ".join(dict.fromkeys(r["runtime"] for r in members))
+        fixtures = ", ".join(dict.fromkeys(r.fixture for r in members))
+        formats = "/".join(dict.fromkeys(r.format for r in members))
+        runtimes = ", ".join(dict.fromkeys(r.runtime for r in members))
         where = f" at {stage}" if stage else ""
         who = f", {culprit}" if culprit else ""
         n = len(members)
@@ -178,23 +174,23 @@ def print_causes(results: list[dict], console: Console | None = None) -> None:
                       f"({fixtures}: {formats} on {runtimes}) — {text}", highlight=False)
 
 
-def print_bench(results: list[dict], peaks: dict, console: Console | None = None) -> None:
+def print_bench(results: list[CaseResult], peaks: dict, console: Console | None = None) -> None:
     """Latency, throughput and GFLOP/s per case, against the machine's GEMM peak at that thread count."""
     console = console or Console()
     table = Table(title="benchmark (worker-measured; peak = NumPy float32 GEMM on this machine)")
     for col in ("case", "load ms", "first ms", "p50 ms", "p90 ms", "p99 ms", "iqr ms", "n", "per s", "GFLOP/s", "% peak", "RSS MiB"):
         table.add_column(col, justify="right" if col != "case" else "left")
     for r in results:
-        t = r.get("timing") or {}
-        if not t.get("p50_ms"):
+        t = r.timing
+        if not t.p50_ms:
             continue
-        peak = peaks.get(str(t.get("threads") or 0)) or peaks.get(str(max((int(k) for k in peaks), default=0)))
-        gf = r.get("gflops")
+        peak = peaks.get(str(t.threads or 0)) or peaks.get(str(max((int(k) for k in peaks), default=0)))
+        gf = r.gflops
         table.add_row(
-            r["id"], f"{t.get('load_ms', 0):.1f}", f"{t.get('first_ms', 0):.3g}", f"{t['p50_ms']:.3g}", f"{t.get('p90_ms', 0):.3g}",
-            f"{t.get('p99_ms', 0):.3g}", f"{t.get('iqr_ms', 0):.2g}", str(t.get("iterations", "")), f"{t.get('throughput_per_s', 0):.4g}",
-            f"{gf:.3g}" if gf else "", f"{100 * gf / peak:.1f}" if gf and peak else "",
-            f"{(r.get('peak_rss_bytes') or 0) / 2**20:.0f}",
+            r.id, f"{t.load_ms or 0:.1f}", f"{t.first_ms or 0:.3g}", f"{t.p50_ms:.3g}", f"{t.p90_ms or 0:.3g}",
+            f"{t.p99_ms or 0:.3g}", f"{t.iqr_ms or 0:.2g}", str(t.iterations if t.iterations is not None else ""),
+            f"{t.throughput_per_s or 0:.4g}", f"{gf:.3g}" if gf else "", f"{100 * gf / peak:.1f}" if gf and peak else "",
+            f"{(r.peak_rss_bytes or 0) / 2**20:.0f}",
         )
     console.print(table)
     console.print("machine peak GFLOP/s by threads: " + ", ".join(f"{k}: {v:.1f}" if v else f"{k}: ?" for k, v in peaks.items()), highlight=False)

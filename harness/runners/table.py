@@ -205,8 +205,8 @@ class DockerRuntime(GoRuntime):
 RUNTIMES: dict[str, RuntimeSpec] = {
     r.name: r
     for r in [
-        PythonRuntime("tf", "python", ("savedmodel", "keras", "h5", "frozen_graph"),
-                      "Python TensorFlow: SavedModel signatures, Keras .keras/.h5, frozen graphs",
+        PythonRuntime("tf", "python", ("savedmodel", "keras", "h5", "frozen_graph", "checkpoint"),
+                      "Python TensorFlow: SavedModel signatures, Keras .keras/.h5, frozen graphs, checkpoints restored into the fixture's code",
                       python_module="harness_runners.tf", import_name="tensorflow", dist="tensorflow-cpu"),
         PythonRuntime("litert", "python", ("tflite", "tflite_fp16", "tflite_dynamic", "tflite_int8", "tflite_select"),
                       "LiteRT (ai_edge_litert) signature runner",

@@ -42,7 +42,7 @@ export function artifact(fixture, format) {
   const harness = join(REPO, '.venv', 'bin', 'harness');
   const args = ['export', '-f', fixture, '-F', format, '--json'];
   const what = `harness ${args.join(' ')}`;
-  // cwd: the CLI's default cache (.harness/cache) is relative to where it runs.
+  // cwd: the repository (the CLI finds the per-user export cache, or HARNESS_CACHE, from anywhere).
   const r = spawnSync(harness, args, { cwd: REPO, encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
   const stderrTail = () => (r.stderr ?? '').trim().split('\n').slice(-20).join('\n');
   if (r.error) throw new Error(`${what}: ${r.error.message} (make setup creates ${harness})`);

@@ -101,7 +101,7 @@ func artifact(t *testing.T, fixture, format string) string {
 }
 
 // exportArtifact runs `harness export -f FIXTURE -F FORMAT --json` from the repository root (the
-// CLI's default cache is relative to it). TensorFlow's noise on stderr is shown only on failure.
+// CLI finds the per-user export cache, or HARNESS_CACHE). TensorFlow's noise on stderr is shown only on failure.
 func exportArtifact(harness, fixture, format string) lookup {
 	args := []string{"export", "-f", fixture, "-F", format, "--json"}
 	what := "harness " + strings.Join(args, " ")

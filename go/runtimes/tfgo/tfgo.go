@@ -12,6 +12,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"reflect"
 	goruntime "runtime"
 	"slices"
 	"strconv"
@@ -225,14 +226,9 @@ func (s *session) Prepare(feeds map[string]*worker.Array) (worker.Feeds, error) 
 	prepared := feedMap{}
 	for name, arr := range feeds {
 		if strs, ok := arr.Data.([]string); ok && arr.DType == "bytes" {
-			// String tensors (serialized tf.Example protos), one-dimensional as signatures take them:
-			// the bindings cannot reshape a string tensor.
-			if len(arr.Shape) != 1 {
-				return nil, worker.Errorf(worker.Unsupported, "go-tfgo feeds string inputs of rank 1 only: input %s has shape %v", name, arr.Shape)
-			}
-			t, err := tf.NewTensor(strs)
+			t, err := StringTensor(arr.Shape, strs)
 			if err != nil {
-				return nil, worker.Errorf(worker.BadInput, "cannot make a string tensor of shape %v: %v", arr.Shape, err)
+				return nil, worker.Errorf(worker.BadInput, "input %s: %v", name, err)
 			}
 			prepared[s.inputs[name]] = t
 			continue
@@ -250,6 +246,66 @@ func (s *session) Prepare(feeds map[string]*worker.Array) (worker.Feeds, error) 
 	return prepared, nil
 }
 
+// StringTensor makes a TensorFlow string tensor of any rank from flat C-order elements. The bindings
+// cannot reshape a string tensor (TF_TensorBitcastFrom refuses a type without a fixed size), so the
+// elements are nested into [][]...string first and tf.NewTensor reads the shape from the nesting; a
+// scalar is a plain string. tf.NewTensor infers the shape from the first element of each level, so a
+// shape with a zero before its last dimension ([0, 3]) cannot be told apart from [0, 0] and is refused.
+func StringTensor(shape []int64, strs []string) (*tf.Tensor, error) {
+	n := int64(1)
+	for _, d := range shape {
+		n *= d
+	}
+	if int64(len(strs)) != n {
+		return nil, fmt.Errorf("%d strings for shape %v, expected %d", len(strs), shape, n)
+	}
+	var value any
+	if len(shape) == 0 {
+		value = strs[0]
+	} else {
+		value = nest(reflect.ValueOf(strs), shape).Interface()
+	}
+	t, err := tf.NewTensor(value)
+	if err != nil {
+		return nil, fmt.Errorf("cannot make a string tensor of shape %v: %v", shape, err)
+	}
+	if !slices.Equal(t.Shape(), shape) {
+		return nil, fmt.Errorf("cannot make an empty string tensor of shape %v: the bindings make it %v (they read the shape from nested slices)", shape, t.Shape())
+	}
+	return t, nil
+}
+
+// nest groups a flat slice by the shape's inner dimensions: [6]string with shape [2, 3] becomes [][]string{{3}, {3}}.
+func nest(flat reflect.Value, shape []int64) reflect.Value {
+	if len(shape) <= 1 {
+		return flat
+	}
+	inner := int64(1)
+	for _, d := range shape[1:] {
+		inner *= d
+	}
+	typ := flat.Type() // []string, then [][]string, ... one level per dimension
+	for range shape[1:] {
+		typ = reflect.SliceOf(typ)
+	}
+	out := reflect.MakeSlice(typ, int(shape[0]), int(shape[0]))
+	for i := range int(shape[0]) {
+		out.Index(i).Set(nest(flat.Slice(int(int64(i)*inner), int(int64(i+1)*inner)), shape[1:]))
+	}
+	return out
+}
+
+// flatten is nest undone: the C-order elements of a string tensor's Value() (a string, []string, [][]string, ...).
+func flatten(v reflect.Value, out []string) []string {
+	if v.Kind() == reflect.String {
+		return append(out, v.String())
+	}
+	for i := range v.Len() {
+		out = flatten(v.Index(i), out)
+	}
+	return out
+}
+
 type feedMap map[tf.Output]*tf.Tensor
 
 // Release does nothing: the bindings free tensors with finalizers.
@@ -259,10 +315,11 @@ func (feedMap) Release() {}
 // copy into Go memory a Go program makes to read a result.
 func (s *session) Run(feeds worker.Feeds) (worker.Result, error) {
 	tensors := s.model.Exec(s.outputs, feeds.(feedMap))
-	for _, t := range tensors {
-		_ = t.Value()
+	values := make([]any, len(tensors))
+	for i, t := range tensors {
+		values[i] = t.Value()
 	}
-	return &result{tensors: tensors, names: s.names}, nil
+	return &result{tensors: tensors, values: values, names: s.names}, nil
 }
 
 // Close drops the model. tfgo has no Close: its finalizer closes the TensorFlow session, so a
@@ -274,16 +331,22 @@ func (s *session) Close() {
 
 type result struct {
 	tensors []*tf.Tensor
+	values  []any // each tensor's Value(), read in Run: what a string output is written from
 	names   []string
 }
 
 // Release does nothing: the bindings free tensors with finalizers.
 func (r *result) Release() {}
 
-// Outputs copies each tensor's bytes out (WriteContentsTo) into an array for the .npy writer.
+// Outputs copies each tensor's bytes out (WriteContentsTo) into an array for the .npy writer; a
+// string tensor, which has no flat byte form, from its Value(), as dtype "bytes" (written as |S<n>).
 func (r *result) Outputs() (map[string]*worker.Array, error) {
 	out := map[string]*worker.Array{}
 	for i, t := range r.tensors {
+		if t.DataType() == tf.String {
+			out[r.names[i]] = worker.NewArray(append([]int64{}, t.Shape()...), flatten(reflect.ValueOf(r.values[i]), nil))
+			continue
+		}
 		name, ok := dtypes[t.DataType()]
 		if !ok {
 			return nil, fmt.Errorf("output '%s' has TensorFlow dtype %d, which the worker does not write", r.names[i], t.DataType())

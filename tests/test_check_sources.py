@@ -1,0 +1,125 @@
+"""`harness check` on an .onnx, a .tflite and a TF.js model.json: the file itself is the artifact (no
+conversion), run by every runtime that loads its format, judged against ort / litert / the first TF.js
+runtime, or against --expected golden outputs."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from harness.fixtures import get_fixture
+from harness.runners import RUNTIMES
+
+
+@pytest.fixture(scope="module")
+def given(exporter, tmp_path_factory):
+    """The mlp fixture's ONNX, int8 TFLite and TF.js graph model, copied out of the cache as a user's files."""
+    folder = tmp_path_factory.mktemp("given")
+    fx = get_fixture("mlp")
+    out = {}
+    for fmt, name in (("onnx13", "mlp.onnx"), ("tflite_int8", "mlp_int8.tflite"), ("tfjs_graph", "web")):
+        art = exporter.get(fx, fmt)
+        assert art.status == "ok", art.error
+        if fmt == "tfjs_graph":
+            shutil.copytree(art.model_path.parent, folder / name)
+            out[fmt] = folder / name / "model.json"
+        else:
+            shutil.copyfile(art.model_path, folder / name)
+            out[fmt] = folder / name
+    return out
+
+
+def _results(proc) -> list[dict]:
+    return [json.loads(line) for line in proc.stdout.splitlines()]
+
+
+def test_onnx_runs_on_every_onnx_runtime(given, tmp_path):
+    # The full matrix: make test's quick one leaves the browser runtimes only their onnx18 cases.
+    proc = run_cli("check", str(given["onnx13"]), "-o", "json", cwd=tmp_path, env={"HARNESS_MATRIX": "full"})
+    results = _results(proc)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert {r["format"] for r in results} == {"onnx13"}  # the file's own format, nothing converted
+    assert {r["runtime"] for r in results} == {name for name, spec in RUNTIMES.items() if "onnx13" in spec.formats}
+    assert {r["status"] for r in results} <= {"pass", "skip"}, [(r["id"], r["status"], r["error"]) for r in results]
+    by_runtime = {r["runtime"]: r for r in results if r["batch"] == 1}
+    assert by_runtime["ort"]["status"] == "pass" and by_runtime["ort"]["baseline"] == "self"  # ort is the reference
+    others = [r for r in results if r["runtime"] != "ort" and r["status"] == "pass"]
+    assert all(r["baseline"] == "reference" for r in others)
+    # The cached artifact is the given file, byte for byte.
+    art = results[0]["artifact"]["dir"]
+    assert open(f"{art}/model.onnx", "rb").read() == given["onnx13"].read_bytes()
+
+
+def test_tflite_runs_on_litert(given, tmp_path):
+    proc = run_cli("check", str(given["tflite_int8"]), "-o", "json", cwd=tmp_path)
+    results = _results(proc)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [(r["format"], r["runtime"], r["batch"], r["status"]) for r in results] == [
+        ("tflite_int8", "litert", 1, "pass"), ("tflite_int8", "litert", 4, "pass")]
+
+
+def test_tfjs_model_json_runs_on_a_tfjs_runtime(given, tmp_path):
+    proc = run_cli("check", str(given["tfjs_graph"]), "-r", "node-tfjs-cpu,node-tfjs-wasm", "-b", "2", "-o", "json", cwd=tmp_path)
+    results = _results(proc)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert {(r["format"], r["runtime"]) for r in results} == {("tfjs_graph", "node-tfjs-cpu"), ("tfjs_graph", "node-tfjs-wasm")}
+    assert {r["status"] for r in results} <= {"pass", "skip"}, [(r["id"], r["error"]) for r in results]
+
+
+def test_golden_outputs_judge_every_runtime(given, tmp_path):
+    """--expected: ort, the reference, is judged against the golden outputs too; wrong ones fail every case."""
+    import onnxruntime
+
+    inputs = get_fixture("mlp").make_inputs(3, seed=7)
+    session = onnxruntime.InferenceSession(str(given["onnx13"]), providers=["CPUExecutionProvider"])
+    golden = dict(zip([o.name for o in session.get_outputs()], session.run(None, inputs)))  # by the graph's output names
+    np.savez(tmp_path / "in.npz", **inputs)
+    np.savez(tmp_path / "good.npz", **golden)
+    np.savez(tmp_path / "bad.npz", **{k: v + 0.5 for k, v in golden.items()})
+    args = ("check", str(given["onnx13"]), "-r", "ort,node-ort", "--inputs", str(tmp_path / "in.npz"), "-o", "json")
+    good = run_cli(*args, "--expected", str(tmp_path / "good.npz"), cwd=tmp_path)
+    assert good.returncode == 0, good.stderr[-3000:]
+    assert {(r["baseline"], r["status"]) for r in _results(good) if r["status"] != "skip"} == {("golden", "pass")}
+    bad = run_cli(*args, "--expected", str(tmp_path / "bad.npz"), cwd=tmp_path)
+    assert bad.returncode == 1
+    failed = [r for r in _results(bad) if r["status"] != "skip"]
+    assert failed and all(r["status"] == "fail" and r["baseline"] == "golden" and r["stage"] == "compare" for r in failed)
+
+
+@pytest.mark.parametrize("name, data, says", [
+    ("bad.onnx", b"\x08\x01garbage" * 20, "corrupt ONNX model"),
+    ("bad.tflite", b"not a flatbuffer" * 20, "corrupt TFLite model"),
+    ("model.json", b'{"format": "graph-model"}', "corrupt TF.js model"),
+])
+def test_bad_file_is_one_line(tmp_path, name, data, says):
+    (tmp_path / name).write_bytes(data)
+    proc = run_cli("check", str(tmp_path / name), cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"harness: error: {says}: {tmp_path / name}"), proc.stderr
+
+
+def _onnx(path, op: str, opset: int) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 4]) for n in ("x", "y")]
+    model = helper.make_model(helper.make_graph([helper.make_node(op, ["x"], ["y"])], "g", io[:1], io[1:]),
+                              opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8  # what the pinned ONNX Runtime reads
+    onnx.save(model, str(path))
+
+
+def test_onnx_of_another_opset_runs_and_an_invalid_one_is_the_models_fault(tmp_path):
+    _onnx(tmp_path / "relu.onnx", "Relu", 17)
+    proc = run_cli("check", str(tmp_path / "relu.onnx"), "-r", "ort", "-o", "json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert {(r["format"], r["status"]) for r in _results(proc)} == {("onnx13", "pass")}
+    _onnx(tmp_path / "bad.onnx", "NoSuchOp", 17)
+    proc = run_cli("check", str(tmp_path / "bad.onnx"), "-r", "ort", "-o", "json", cwd=tmp_path)
+    assert proc.returncode == 1
+    results = _results(proc)
+    assert results and all((r["status"], r["stage"], r["culprit"]) == ("error", "validate", "model") for r in results)
+    assert "the model holds NoSuchOp, not an ONNX op" in results[0]["error"]
