@@ -24,6 +24,21 @@ func python(t *testing.T) string {
 	return py
 }
 
+// checkWritten ends a Python script that defines `d` (the folder) and `want` (name -> array): NumPy
+// must read each file Go wrote as `want` says, with a version 1.0 header padded to 64 bytes.
+const checkWritten = `
+for name, w in want.items():
+    path = f"{d}/{name}.npy"
+    with open(path, "rb") as f:
+        assert np.lib.format.read_magic(f) == (1, 0), name
+        np.lib.format.read_array_header_1_0(f)
+        assert f.tell() % 64 == 0, (name, f.tell())
+    got = np.load(path, allow_pickle=False)
+    assert got.dtype == w.dtype and got.shape == w.shape, (name, got.dtype, got.shape)
+    assert np.array_equal(got, w), (name, got, w)
+print("ok")
+`
+
 func runPython(t *testing.T, code string, args ...string) string {
 	t.Helper()
 	out, err := exec.Command(python(t), append([]string{"-c", code}, args...)...).CombinedOutput()
@@ -123,17 +138,7 @@ want = {
     "scalar": np.float32(3.5),
     "empty": np.zeros((0, 3), np.float32),
 }
-for name, w in want.items():
-    path = f"{d}/{name}.npy"
-    with open(path, "rb") as f:
-        assert np.lib.format.read_magic(f) == (1, 0), name
-        np.lib.format.read_array_header_1_0(f)
-        assert f.tell() % 64 == 0, (name, f.tell())
-    got = np.load(path, allow_pickle=False)
-    assert got.dtype == w.dtype and got.shape == w.shape, (name, got.dtype, got.shape)
-    assert np.array_equal(got, w), (name, got, w)
-print("ok")
-`, dir)
+`+checkWritten, dir)
 }
 
 // Corrupt and missing files give errors, never a panic or silent zeros.
@@ -232,17 +237,7 @@ want = {
     "blank": np.array([b"", b""], dtype="S1"),
     "empty": np.zeros((0, 3), dtype="S1"),
 }
-for name, w in want.items():
-    path = f"{d}/{name}.npy"
-    with open(path, "rb") as f:
-        assert np.lib.format.read_magic(f) == (1, 0), name
-        np.lib.format.read_array_header_1_0(f)
-        assert f.tell() % 64 == 0, (name, f.tell())
-    got = np.load(path, allow_pickle=False)
-    assert got.dtype == w.dtype and got.shape == w.shape, (name, got.dtype, got.shape)
-    assert np.array_equal(got, w), (name, got, w)
-print("ok")
-`, dir)
+`+checkWritten, dir)
 	// What NumPy wrote, Go reads and writes back byte for byte.
 	if err := WriteNpy(filepath.Join(dir, "again.npy"), arr); err != nil {
 		t.Fatal(err)
