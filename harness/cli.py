@@ -416,7 +416,8 @@ def _sandboxed(cases, sandbox: str) -> list:
 def run(fixtures, formats, runtimes, batch, warmup, iterations, threads, timeout, reports, keep_tensors, refresh,
         allow_inconclusive, output, quiet, resume, signature, tag, shard, sandbox) -> None:
     """Run the case matrix: export (cached), run every case in its runtime's worker, judge, store."""
-    from harness.cases import Options, Selection, matrix
+    from harness.cases import Selection, matrix
+    from harness.engine import Options
     from harness.fixtures import all_fixtures
 
     if resume is not None:
@@ -447,7 +448,7 @@ def run(fixtures, formats, runtimes, batch, warmup, iterations, threads, timeout
 
 
 def _resume(which: str, reports: Path, refresh: bool, allow_inconclusive: bool) -> int:
-    from harness.cases import Options
+    from harness.engine import Options
     from harness.fixtures import all_fixtures, user_fixture
     from harness.orchestrator import newest_incomplete, resume_plan
     from harness.store import resolve_run
@@ -527,7 +528,8 @@ def bench(fixtures, formats, runtimes, batch, threads_, warmup, iterations, min_
     this machine's measured GEMM peak, at 1 thread and at all cores. One benchmark at a time."""
     from filelock import FileLock, Timeout
 
-    from harness.cases import Options, Selection, matrix
+    from harness.cases import Selection, matrix
+    from harness.engine import Options
     from harness.fixtures import all_fixtures
 
     cores = os.cpu_count() or 1
@@ -571,7 +573,7 @@ def bench(fixtures, formats, runtimes, batch, threads_, warmup, iterations, min_
         Path(".harness").mkdir(exist_ok=True)
         lock.acquire(timeout=0)
     except Timeout:
-        raise HarnessError("another benchmark is running on this machine (.harness/bench.lock is held): one at a time") from None
+        raise HarnessError("another benchmark is running in this folder (.harness/bench.lock is held): one at a time") from None
     except OSError as e:
         raise HarnessError(f"cannot take the benchmark lock .harness/bench.lock: {e.strerror or e}") from None
     try:
@@ -609,7 +611,8 @@ def check(path, signature, tag, formats, runtimes, batch, bisect, inputs_path, e
     signature, exported to every format, run in every runtime, judged against TensorFlow), or an .onnx,
     .tflite or TF.js model.json (run as it is in every runtime of its format, judged against ort, litert
     or the first TF.js runtime, or against --expected)."""
-    from harness.cases import Options, Selection, matrix
+    from harness.cases import Selection, matrix
+    from harness.engine import Options
     from harness.fixtures import user_fixture, with_user_options
     from harness_runners.custom import CustomObjects
 
@@ -690,7 +693,7 @@ def compare(base: str, new: str, fail_on: str, alpha: float, reports: Path, out_
             gate_conformance: bool) -> None:
     """What changed between two runs: verdicts, numerics, latency. Exit 1 on a regression."""
     from harness.bench import Gate
-    from harness.report.diff import diff_runs, print_diff, write_diff
+    from harness.report.compare import diff_runs, print_diff, write_diff
     from harness.store import check_schema, read_run, resolve_run
 
     gate = Gate.parse(fail_on, alpha)

@@ -18,9 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness.cases import Case, Engine, Options
-from harness.export import Exporter
-from harness.fixtures import get_fixture
+from harness.cases import Case
+from harness.engine import Options
+from harness.fixtures import all_fixtures, get_fixture
+from harness.orchestrator import Orchestrator
+from harness.records import CaseResult
 
 # The bare loop: the same library calls the workers make, nothing else.
 BARE = r"""
@@ -50,14 +52,13 @@ def fidelity(rounds: int = 5, iterations: int = 200, warmup: int = 300) -> dict:
     """Both sides get the same warm-up, long enough for steady state: ONNX Runtime keeps speeding up
     for a few hundred calls (measured: a bare loop after 5 warm-up calls is ~20% slower than after
     300), and a reused worker is warmer than a fresh process."""
-    exporter = Exporter()
     fx = get_fixture("mnist_cnn")
     out: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
-        engine = Engine(exporter, Path(tmp) / "scratch", Options(warmup=warmup, iterations=iterations), deviations=[])
+        orch = _orchestrator(Path(tmp) / "scratch", Options(warmup=warmup, iterations=iterations))
         try:
             for fmt, runtime in (("tflite", "litert"), ("onnx18", "ort")):
-                art = exporter.get(fx, fmt)
+                art = orch.exporter.get(fx, fmt)
                 inputs = {}
                 for spec in art.inputs:
                     path = Path(tmp) / f"{spec.name}.npy"
@@ -67,10 +68,9 @@ def fidelity(rounds: int = 5, iterations: int = 200, warmup: int = 300) -> dict:
                     inputs[spec.name] = str(path)
                 harness_p50, bare_p50 = [], []
                 case = Case("mnist_cnn", fmt, runtime, batch=1)
-                engine.run_case(case)  # warm the worker and load the model
+                _timed(orch.run_case(case))  # warm the worker and load the model
                 for _ in range(rounds):  # alternate, so drift on a shared machine hits both alike
-                    r = engine.run_case(case)
-                    harness_p50.append(r["timing"]["p50_ms"])
+                    harness_p50.append(_timed(orch.run_case(case)).p50_ms)
                     proc = subprocess.run([sys.executable, "-c", BARE, runtime, str(art.model_path), json.dumps(inputs), str(iterations), str(warmup)],
                                           capture_output=True, text=True, check=True)
                     bare_p50.append(statistics.median(json.loads(proc.stdout)) / 1e6)
@@ -78,30 +78,41 @@ def fidelity(rounds: int = 5, iterations: int = 200, warmup: int = 300) -> dict:
                 out[runtime] = {"harness_p50_ms": h, "bare_p50_ms": b, "ratio": h / b, "rounds": rounds, "iterations": iterations,
                                 "warmup": warmup, "harness_rounds_ms": harness_p50, "bare_rounds_ms": bare_p50}
         finally:
-            engine.close()
+            orch.close()
     return out
 
 
 def overhead(cases: int = 20) -> dict:
     """Wall time of a case minus the time inside its timed calls, workers warm, model loaded."""
-    exporter = Exporter()
     with tempfile.TemporaryDirectory() as tmp:
-        engine = Engine(exporter, Path(tmp), Options(warmup=0, iterations=10), deviations=[])
+        orch = _orchestrator(Path(tmp), Options(warmup=0, iterations=10))
         try:
             values = {}
             for fmt, runtime in (("tflite", "litert"), ("onnx18", "ort"), ("savedmodel", "tf")):
                 case = Case("mnist_cnn", fmt, runtime, batch=1)
-                engine.run_case(case)
+                _timed(orch.run_case(case))
                 per = []
                 for _ in range(cases):
                     t = time.perf_counter()
-                    r = engine.run_case(case)
+                    timing = _timed(orch.run_case(case))
                     wall = (time.perf_counter() - t) * 1000
-                    per.append(wall - r["timing"]["first_ms"] - sum(r["timing"]["samples_ms"]))
+                    per.append(wall - (timing.first_ms or 0.0) - sum(timing.samples_ms or []))
                 values[runtime] = {"median_overhead_ms": statistics.median(per), "max_overhead_ms": max(per)}
             return values
         finally:
-            engine.close()
+            orch.close()
+
+
+def _orchestrator(scratch: Path, options: Options) -> Orchestrator:
+    """The run loop every command uses, without a run folder: the self-tests time what users' runs time."""
+    return Orchestrator([], dict(all_fixtures()), options, None, {"command": "selftest"}, deviations=[], scratch=scratch)
+
+
+def _timed(result: CaseResult):
+    """The case's timing; a case that did not run is the self-test's failure, with the case's own words."""
+    if result.timing is None or result.timing.p50_ms is None:
+        raise RuntimeError(f"{result.id} did not run ({result.status}): {result.error or result.reason}")
+    return result.timing
 
 
 def startup(repeats: int = 5) -> dict:
@@ -142,7 +153,7 @@ def gate(reports: Path, rounds: int = 5) -> dict:
         """`harness compare` as a user runs it (its exit code), and what it flagged read from the same
         comparison in this process (not from its terminal output, whose lines wrap with the width)."""
         from harness.bench import Gate
-        from harness.report.diff import diff_runs
+        from harness.report.compare import diff_runs
         from harness.store import read_run
 
         proc = subprocess.run(base + ["compare", a, b, "--reports", str(reports), "--fail-on", "median:10%"], capture_output=True, text=True)
@@ -168,7 +179,7 @@ def gate_injected(reports: Path, repeats: int = 3, rounds: int = 5, slowdown: fl
     flagged. Reports the false-positive rate (A/A pairs flagged) and the false-negative rate
     (slowdowns missed); `ok` only when both are 0."""
     from harness.bench import Gate
-    from harness.report.diff import diff_runs
+    from harness.report.compare import diff_runs
     from harness.store import read_run
 
     base = [sys.executable, "-m", "harness.cli"]
@@ -191,7 +202,7 @@ def gate_injected(reports: Path, repeats: int = 3, rounds: int = 5, slowdown: fl
         a, b = bench(), bench()
         n, ratios = flagged(a, b)
         aa.append({"runs": [a, b], "flagged": n, "ratios": ratios})
-        p50 = [r["timing"]["p50_ms"] for r in read_run(reports / "runs" / b).results if (r.get("timing") or {}).get("p50_ms")]
+        p50 = [r.timing.p50_ms for r in read_run(reports / "runs" / b).results if r.timing is not None and r.timing.p50_ms]
         delay_us = max(1, round(slowdown * min(p50) * 1000)) if p50 else 1
         c = bench(delay_us)
         n, ratios = flagged(b, c)

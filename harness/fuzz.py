@@ -43,9 +43,9 @@ from harness.errors import HarnessError
 from harness.fixtures import DEFAULT_TOLERANCES, Fixture, Inputs, TensorSpec, Tolerance
 from harness.store import sanitize
 
-# Formats fuzzed by default: the float ones. Quantised formats are judged by SNR over the whole output,
-# which a single patched element cannot move, and their error is the converter's choice anyway.
-QUANTISED = ("tflite_fp16", "tflite_dynamic", "tflite_int8")
+# Formats fuzzed by default: the float ones (harness.cases.QUANTISED, from the format registry, are left
+# out). Quantised formats are judged by SNR over the whole output, which a single patched element cannot
+# move, and their error is the converter's choice anyway.
 # Runtimes fuzzed by default: every in-process-fast worker. The browser runtimes (a second a case) and
 # the Docker one are opt-in with --runtimes.
 DEFAULT_RUNTIMES = ("tf", "litert", "ort", "node-tfjs-cpu", "node-tfjs-wasm", "node-ort", "go-tfgo", "go-ort")
@@ -366,7 +366,8 @@ class Fuzzer:
                  save_dir: Path | None = None, exporter=None, log: Callable[[str], None] | None = None,
                  tolerance_override: Any = None, bisect: bool = True, database: Path | None | str = "cache",
                  scale_atol: bool = False):
-        from harness.cases import Engine, Options, load_deviations
+        from harness.cases import load_deviations
+        from harness.engine import Engine, Options
         from harness.export import Exporter, cache_root
         from harness.fixtures import all_fixtures
 
@@ -399,21 +400,12 @@ class Fuzzer:
     # --- running one example ---------------------------------------------------------------------
     def register(self, fx: Fixture) -> None:
         self.engine.fixtures[fx.name] = fx
-        forget = getattr(self.engine, "forget_reference", None)
-        if forget is not None:
-            forget(fx.name)
-        else:  # until harness/cases.py has Engine.forget_reference (proposed in the issue 16 note)
-            self.engine._references = {k: v for k, v in self.engine._references.items() if k[0] != fx.name}
+        self.engine.forget_reference(fx.name)
 
     def reference_finite(self, name: str, batch: int) -> bool:
         """Whether the TF reference of the example just run is finite everywhere (a comparison against
         NaN/Inf the fixture did not declare meaningful says nothing)."""
-        accessor = getattr(self.engine, "reference_outputs", None)  # proposed for harness/cases.py (issue 16 note)
-        if accessor is not None:
-            outputs = accessor(name, batch)
-        else:
-            ref = self.engine._references.get((name, batch))
-            outputs = None if ref is None else ref.outputs
+        outputs = self.engine.reference_outputs(name, batch)
         if outputs is None:
             return True
         return all(np.all(np.isfinite(v)) for v in outputs.values() if np.asarray(v).dtype.kind == "f")
@@ -461,7 +453,7 @@ class Fuzzer:
         """The (format, runtime) pairs to fuzz for a fixture: those of the matrix that pass, or are
         inconclusive, on the fixture's own inputs. A pair that fails there already is the conformance
         matrix's finding, not the fuzzer's; one that cannot export, load or run is set aside, with why."""
-        from harness.cases import REFERENCE, Selection, matrix
+        from harness.cases import QUANTISED, REFERENCE, Selection, matrix
         from harness.runners import RUNTIMES
 
         runtimes = [r for r in self.runtimes if r in RUNTIMES]

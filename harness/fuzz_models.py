@@ -387,7 +387,7 @@ def first_diverging_node(fuzzer, fx: Fixture, example, target: tuple[str, str]) 
             "judged": "against the float64 model's node" if target == REFERENCE_PAIR else "against the TF reference of the cut model"}
 
 
-REFERENCE_PAIR = ("savedmodel", "tf")  # harness.cases.REFERENCE, without importing the engine here
+REFERENCE_PAIR = ("savedmodel", "tf")  # harness.cases.REFERENCE, without importing the case matrix (and TF) at import time
 
 
 def model_disagrees(result) -> bool:
@@ -400,8 +400,8 @@ def model_disagrees(result) -> bool:
 
 def fuzz_models(fuzzer, budget, max_nodes: int = 6) -> list:
     """Generated models through every float format and selected runtime, until the budget is spent."""
-    from harness.cases import REFERENCE, Selection, matrix
-    from harness.fuzz import QUANTISED, Causes, Example, Stats
+    from harness.cases import QUANTISED, REFERENCE, Selection, matrix
+    from harness.fuzz import Causes, Example, Stats
     from harness.runners import RUNTIMES
 
     assert REFERENCE == REFERENCE_PAIR, "fuzz_models.REFERENCE_PAIR must name the engine's reference"

@@ -13,7 +13,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import replace
 
-from harness.cases import Case, Engine
+from harness.cases import Case
+from harness.engine import Engine
 from harness.fixtures import Fixture
 from harness.records import CaseResult
 

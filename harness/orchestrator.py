@@ -19,11 +19,12 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from harness.cases import Case, Deviation, Engine, Options, summarize
+from harness.cases import Case, Deviation
+from harness.engine import Engine, Options
 from harness.errors import HarnessError
 from harness.export import Exporter
 from harness.fixtures import Fixture
-from harness.records import CaseResult, Timing
+from harness.records import CaseResult, Timing, summarize
 from harness.store import RunStore, planned_cases, read_run
 
 

@@ -115,7 +115,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.fixture(scope="session")
 def harness_engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     """The session's orchestrator: one worker per runtime for every test, and a run folder if asked."""
-    from harness.cases import Options
+    from harness.engine import Options
     from harness.fixtures import all_fixtures
     from harness.orchestrator import Orchestrator
 
@@ -283,7 +283,7 @@ def _model_cases(config: pytest.Config) -> list:
 @pytest.fixture(scope="session")
 def harness_model_engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     """The orchestrator of the --harness-model cases: workers sandboxed as in harness check (--harness-sandbox)."""
-    from harness.cases import Options
+    from harness.engine import Options
     from harness.errors import HarnessError
     from harness.orchestrator import Orchestrator
     from harness.sandbox import require

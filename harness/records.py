@@ -166,7 +166,7 @@ class Timing(_Record):
 
 @dataclass
 class OutputMetrics(_Record):
-    """One output against its baseline (harness/compare.py computes them)."""
+    """One output against its baseline (harness/comparator.py computes them)."""
 
     shape: list = field(default_factory=list)
     ref_shape: list | None = None
@@ -359,6 +359,6 @@ def summarize(results: list[CaseResult], allow_inconclusive: bool = False) -> di
 
 
 def metrics_of(judged: dict[str, dict]) -> Metrics:
-    """The comparator's metrics per output (harness/compare.py) as records; a metric without a field
+    """The comparator's metrics per output (harness/comparator.py) as records; a metric without a field
     in OutputMetrics is a TypeError, so none is dropped on the way to results.jsonl."""
     return _metrics(judged, strict=True)

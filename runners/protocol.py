@@ -94,6 +94,30 @@ def _read_npy(path: str, name: str) -> np.ndarray:
         raise ProtocolError("bad_input", f"input {name!r}: {path} is not a valid .npy file ({e})") from None
 
 
+def read_json(path: Path, what: str, *, missing: str = "", corrupt: str = "") -> Any:
+    """The JSON document at `path`. Failures are load_failed ProtocolErrors naming it as `what`:
+    "{missing}{what} does not exist", "{corrupt}{what} is not valid JSON (<reason>)"."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ProtocolError("load_failed", f"{missing}{what} does not exist") from None
+    except ValueError as e:
+        raise ProtocolError("load_failed", f"{corrupt}{what} is not valid JSON ({one_line(e)})") from None
+
+
+def _json_kind(value: Any) -> str:
+    """What a parsed JSON value is, in words every worker's language says alike: "an array", "null"..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "an object"
+
+
 class Worker:
     def __init__(self, runtime: Runtime):
         self.runtime = runtime
@@ -121,12 +145,9 @@ class Worker:
         if device not in self.runtime.devices():
             raise ProtocolError("unsupported", f"runtime {self.runtime.name} has no device {device!r}: expected one of {self.runtime.devices()}")
         meta_path = folder / "artifact.json"
-        try:
-            artifact = json.loads(meta_path.read_text())
-        except FileNotFoundError:
-            raise ProtocolError("load_failed", f"missing artifact: {meta_path} does not exist") from None
-        except ValueError as e:
-            raise ProtocolError("load_failed", f"corrupt artifact: {meta_path} is not valid JSON ({e})") from None
+        artifact = read_json(meta_path, str(meta_path), missing="missing artifact: ", corrupt="corrupt artifact: ")
+        if not isinstance(artifact, dict):
+            raise ProtocolError("load_failed", f"corrupt artifact: {meta_path} is not a JSON object (it holds {_json_kind(artifact)})")
         if artifact.get("format") != fmt:
             raise ProtocolError("bad_request", f"artifact {folder} is format {artifact.get('format')!r}, expected {fmt!r}")
         if artifact.get("status") != "ok":

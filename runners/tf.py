@@ -4,7 +4,6 @@ checkpoints restored into the fixture's code (format `checkpoint`)."""
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import re
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from harness_runners.contain import check_artifact, check_inside, check_savedmodel_assets
-from harness_runners.protocol import ProtocolError, Runtime, Session, main, one_line
+from harness_runners.protocol import ProtocolError, Runtime, Session, main, one_line, read_json
 
 
 def _host(value) -> np.ndarray:
@@ -83,7 +82,7 @@ class _Graph1(Session):
 
 # --- checkpoints ---------------------------------------------------------------------------------------
 
-# The phrase the engine reads as the model's fault (harness/cases.py): checkpoint and code disagree.
+# The phrase the engine reads as the model's fault (harness/engine.py): checkpoint and code disagree.
 MISMATCH = "checkpoint does not match the model's code"
 FRESH_SEED = 4242  # the values every variable gets from code before the restore
 
@@ -101,13 +100,7 @@ def fresh_values(variables, read, write) -> None:
 
 
 def _manifest(folder: Path) -> dict:
-    path = folder / "checkpoint.json"
-    try:
-        meta = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ProtocolError("load_failed", f"checkpoint {folder}: checkpoint.json does not exist") from None
-    except ValueError as e:
-        raise ProtocolError("load_failed", f"checkpoint {folder}: checkpoint.json is not valid JSON ({one_line(e)})") from None
+    meta = read_json(folder / "checkpoint.json", f"checkpoint {folder}: checkpoint.json")
     missing = [k for k in ("style", "module", "prefix") if not isinstance(meta, dict) or k not in meta]
     if missing:
         raise ProtocolError("load_failed", f"checkpoint {folder}: checkpoint.json has no {', '.join(missing)} (expected a checkpoint manifest)")

@@ -5,7 +5,8 @@ print instead of logging."""
 import numpy as np
 import pytest
 
-from harness.cases import Engine, Options, Selection, matrix
+from harness.cases import Selection, matrix
+from harness.engine import Engine, Options
 from harness.errors import HarnessError
 from harness.export import Exporter, formats_for
 from harness.fixtures import Fixture, TensorSpec, get_fixture, signature_variant

@@ -11,7 +11,7 @@ import pytest
 from conftest import REPO, run_cli
 from harness.bench import Gate, ReplayTimer, latency_stats, significant_change
 from harness.errors import HarnessError
-from harness.report.diff import diff_runs
+from harness.report.compare import diff_runs
 from harness.store import RunStore, read_run
 
 

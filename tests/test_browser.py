@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from harness.cases import Case, Engine, Options, Selection, matrix
+from harness.cases import Case, Selection, matrix
+from harness.engine import Engine, Options
 from harness.fixtures import format_class, get_fixture
 from harness.runners import RUNTIMES, WorkerPool
 from harness.runners.table import BrowserRuntime

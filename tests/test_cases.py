@@ -8,7 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from harness.cases import Case, Deviation, Engine, Selection, load_deviations, matrix
+from harness.cases import Case, Deviation, Selection, load_deviations, matrix
+from harness.engine import Engine
 from harness.errors import HarnessError
 from harness.export import formats_for
 from harness.fixtures import Fixture, TensorSpec, all_fixtures
@@ -221,8 +222,8 @@ def test_every_built_in_fixture_reference_has_signal(engine):
     from harness.fixtures import all_fixtures
 
     for name, fx in all_fixtures().items():
-        if fx.bench_only:
-            continue
+        if fx.bench_only or name.startswith("fuzz-"):
+            continue  # a saved fuzz finding pins minimal inputs, and its reference may be the bug it keeps
         for batch in fx.batches:
             result = engine.run_case(Case(name, "savedmodel", "tf", batch=batch))
             assert result["status"] == "pass", (name, batch, result["status"], result.get("reason") or result.get("error"))

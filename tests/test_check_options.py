@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from harness.cases import Engine, Options, Selection, matrix
+from harness.cases import Selection, matrix
+from harness.engine import Engine, Options
 from harness.errors import HarnessError
 from harness.export import Exporter
 from harness.fixtures import load_tensors, parse_tolerances, user_fixture, with_user_options

@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import compare
+from harness import comparator
 from harness.artifact import Artifact, manifest
-from harness.cases import Engine, Options, Selection, matrix
+from harness.cases import Selection, matrix
+from harness.engine import Engine, Options
 from harness.export import Exporter, formats_for
 from harness.export.validate import ConverterFault, validate
 from harness.fixtures import get_fixture
@@ -125,9 +126,9 @@ def test_restoring_matters(tf, cache, tmp_path):
         reference = {k: v.numpy() for k, v in saved.signatures["serving_default"](**{k: tf.constant(v) for k, v in inputs.items()}).items()}
         tolerances = {k: fx.tolerance("checkpoint", k) for k in reference}
         restored = restore(tf, art, inputs)
-        assert compare.judge(reference, restored, tolerances).passed
+        assert comparator.judge(reference, restored, tolerances).passed
         unrestored = restore(tf, art, inputs, restore=False)
-        judged = compare.judge(reference, unrestored, tolerances)
+        judged = comparator.judge(reference, unrestored, tolerances)
         assert not judged.passed, name
         assert np.abs(unrestored[output] - reference[output]).max() > 0.05, name
 

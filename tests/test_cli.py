@@ -230,7 +230,7 @@ def test_bench_refuses_to_run_while_another_holds_the_lock(tmp_path):
         held = run_cli(*args, cwd=tmp_path, env=env)
     assert held.returncode == 2, held.stdout + held.stderr
     assert held.stderr.strip().splitlines() == [
-        "harness: error: another benchmark is running on this machine (.harness/bench.lock is held): one at a time"]
+        "harness: error: another benchmark is running in this folder (.harness/bench.lock is held): one at a time"]
     assert not (tmp_path / "reports").exists()
     free = run_cli(*args, cwd=tmp_path, env=env)
     assert free.returncode == 0, free.stdout + free.stderr

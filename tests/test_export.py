@@ -94,7 +94,8 @@ def test_damaged_model_file_is_re_exported_before_a_worker_gets_it(tmp_path):
     """A flipped weight byte (same size) or a truncated file in the cache is found against the digests
     artifact.json recorded, exported again, and the run says so: never blamed on the runtime."""
     from harness.artifact import damage
-    from harness.cases import Case, Engine
+    from harness.cases import Case
+    from harness.engine import Engine
 
     ex = Exporter(tmp_path / "cache")
     fx = get_fixture("mlp")
@@ -181,7 +182,8 @@ def test_a_full_cache_disk_is_one_error_and_leaves_no_temporary_folder(small_dis
 def test_damage_the_fast_check_misses_is_found_when_the_case_fails(tmp_path):
     """Same size, same mtime: the stat check passes and the worker fails to load it. Before any verdict,
     the artifact is hashed, found damaged, exported again and the case run once more."""
-    from harness.cases import Case, Engine
+    from harness.cases import Case
+    from harness.engine import Engine
 
     ex = Exporter(tmp_path / "cache")
     art = ex.get(get_fixture("pow"), "tflite")

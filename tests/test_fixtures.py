@@ -33,10 +33,13 @@ def test_oracles_are_exact_types():
 
 
 def test_unknown_fixture_names_the_known_ones():
-    known = ("argmax, conv3x3, gemm256, gemm272, gemm512, gemm64, gru_seq, lstm_seq, matmul, mlp, mnist_cnn, mobilenet_block, pow, "
-             "resize_norm, text_embed, tf1_flat, tf1_pruned, transformer_block, unet_small")
-    with pytest.raises(HarnessError, match=f"unknown fixture 'nope': expected one of {known}"):
+    built_in = ("argmax, conv3x3, gemm256, gemm272, gemm512, gemm64, gru_seq, lstm_seq, matmul, mlp, mnist_cnn, mobilenet_block, pow, "
+                "resize_norm, text_embed, tf1_flat, tf1_pruned, transformer_block, unet_small, vocab_lookup")
+    # The saved fuzz findings (fixtures/regressions, fuzz-<id>) are fixtures too, listed in the same order.
+    known = ", ".join(sorted([*built_in.split(", "), *(n for n in all_fixtures() if n.startswith("fuzz-"))]))
+    with pytest.raises(HarnessError) as info:
         get_fixture("nope")
+    assert str(info.value) == f"unknown fixture 'nope': expected one of {known}"
 
 
 def test_keras_weights_are_the_same_bytes_every_build():

@@ -52,7 +52,7 @@ def workers(tmp_path_factory):
             meta = json.loads((art.dir / "artifact.json").read_text())
             variants = {}
             for name, text in [("mislabelled", json.dumps({**meta, "format": other})), ("corrupt", '{"format": '),
-                               ("failed", json.dumps({**meta, "status": "error", "error": "converter exploded"}))]:
+                               ("array", "[1]"), ("failed", json.dumps({**meta, "status": "error", "error": "converter exploded"}))]:
                 (tmp / name).mkdir()
                 (tmp / name / "artifact.json").write_text(text)
                 variants[f"${name}_artifact"] = str(tmp / name)

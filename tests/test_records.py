@@ -158,8 +158,8 @@ def test_the_report_depends_on_the_stored_schema_not_the_engine():
     import subprocess
     import sys
 
-    code = ("import sys, harness.report.html, harness.report.diff, harness.report.terminal, harness.shard; "
-            "print(' '.join(sorted(m for m in sys.modules if m.startswith(('harness.cases', 'harness.export', 'harness.runners', "
+    code = ("import sys, harness.report.html, harness.report.compare, harness.report.terminal, harness.shard; "
+            "print(' '.join(sorted(m for m in sys.modules if m.startswith(('harness.cases', 'harness.engine', 'harness.export', 'harness.runners', "
             "'harness.orchestrator', 'tensorflow')))))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert proc.stdout.strip() == ""

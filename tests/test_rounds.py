@@ -9,7 +9,7 @@ import pytest
 from conftest import check_run_schema, run_cli
 from harness.bench import Gate, round_statistics
 from harness.records import CaseResult, Timing
-from harness.report.diff import MIN_ROUNDS, diff_runs, print_diff
+from harness.report.compare import MIN_ROUNDS, diff_runs, print_diff
 from harness.store import RunStore, read_run
 
 

@@ -5,7 +5,8 @@ import os
 
 import pytest
 
-from harness.cases import Case, Engine
+from harness.cases import Case
+from harness.engine import Engine
 from harness.runners import RUNTIMES, WorkerPool
 
 
@@ -28,11 +29,11 @@ def test_a_format_the_table_promises_but_the_worker_refuses_is_an_error_of_the_h
     """Make the table promise ort a TFLite format: the case must fail loudly, not skip as unsupported."""
     from dataclasses import replace
 
-    import harness.cases
+    import harness.engine
 
     table = dict(RUNTIMES)
     table["ort"] = replace(RUNTIMES["ort"], formats=RUNTIMES["ort"].formats + ("tflite",))
-    monkeypatch.setattr(harness.cases, "RUNTIMES", table)
+    monkeypatch.setattr(harness.engine, "RUNTIMES", table)
     engine = Engine(exporter, tmp_path, deviations=[])
     try:
         result = engine.run_case(Case("pow", "tflite", "ort"))

@@ -130,7 +130,8 @@ def test_escapes_get_an_error_verdict_and_the_run_goes_on(built, host, listener,
     """Read outside the artifact, network, memory: each `error` at stage run, culprit model, with what
     was blocked; then a harmless model passes on the same worker."""
     need("tf")
-    from harness.cases import Case, Engine, Options
+    from harness.cases import Case
+    from harness.engine import Engine, Options
     from harness.export import Exporter
     from harness.fixtures import user_fixture
 

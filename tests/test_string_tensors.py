@@ -5,7 +5,8 @@ go-tfgo and node-tfjs-node against a float64 oracle. Strings travel as NumPy fix
 
 import numpy as np
 
-from harness.cases import Engine, Options, Selection, matrix
+from harness.cases import Selection, matrix
+from harness.engine import Engine, Options
 from harness.export import Exporter
 from harness.fixtures import Fixture, TensorSpec
 

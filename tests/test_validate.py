@@ -3,6 +3,7 @@ once, at stage `validate`, naming the op. Real converters and real files only: t
 real converter output (a Keras LSTM through tf2onnx and the TFLite converter) or real artifacts that
 were cut short, lost a shard, or had one thing changed with the format's own tooling."""
 
+import copy
 import json
 import re
 import shutil
@@ -82,6 +83,21 @@ def test_every_format_has_a_check_and_an_unknown_one_is_refused(tmp_path):
     assert set(TRUNCATED) == set(FORMATS)
     with pytest.raises(HarnessError, match="unknown format 'onnx99'"):
         validate("onnx99", tmp_path, record("onnx99", "model.onnx"))
+
+
+@pytest.mark.parametrize("fmt", ["tflite_int8", "tfjs_layers", "savedmodel"])
+def test_an_export_written_outside_the_registrys_layout_is_the_harnesss_fault(fmt, mnist, tmp_path):
+    """The registry's FormatSpec.layout is where a format's model lives; an exporter that wrote it
+    elsewhere (a real, valid model under another name) is our bug, never accepted quietly."""
+    art = copy.copy(mnist(fmt))  # the cached record stays as it is for the other tests
+    assert art.path == FORMATS[fmt].layout
+    folder = copy_of(art, tmp_path)
+    moved = Path(FORMATS[fmt].layout).parent / ("other-" + Path(FORMATS[fmt].layout).name)
+    (folder / FORMATS[fmt].layout).rename(folder / moved)
+    art.path = str(moved)
+    e = fault(fmt, folder, art)
+    assert e.summary == f"the {fmt} export recorded model path {moved}, expected {FORMATS[fmt].layout} (the format registry's layout)"
+    assert e.culprit == "harness"
 
 
 @pytest.mark.parametrize("fmt", sorted(FORMATS))

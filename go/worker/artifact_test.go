@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -42,5 +43,22 @@ func TestContain(t *testing.T) {
 	if _, err := Contain(&Artifact{Path: "model"}, model); err == nil ||
 		!strings.Contains(err.Error(), "vocab.txt' resolves to "+filepath.Join(dir, "secret")+", outside the artifact folder") {
 		t.Errorf("a link out: got %v, want a refusal", err)
+	}
+}
+
+// TestJSONKind: what load says an artifact.json that is not an object holds, in the words of
+// protocol.py and protocol.js.
+func TestJSONKind(t *testing.T) {
+	for text, want := range map[string]string{
+		`[1]`: "an array", `"x"`: "a string", `3`: "a number", `-1.5e3`: "a number",
+		`null`: "null", `true`: "a boolean", `false`: "a boolean", `{}`: "an object",
+	} {
+		var v any
+		if err := json.Unmarshal([]byte(text), &v); err != nil {
+			t.Fatal(err)
+		}
+		if got := jsonKind(v); got != want {
+			t.Errorf("jsonKind(%s) = %q, want %q", text, got, want)
+		}
 	}
 }

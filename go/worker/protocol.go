@@ -290,6 +290,13 @@ func (w *Worker) load(params map[string]json.RawMessage) (any, error) {
 	} else if err != nil {
 		return nil, Errorf(LoadFailed, "unreadable artifact: %s (%v)", metaPath, err)
 	}
+	var doc any
+	if err := json.Unmarshal(text, &doc); err != nil {
+		return nil, Errorf(LoadFailed, "corrupt artifact: %s is not valid JSON (%v)", metaPath, err)
+	}
+	if _, ok := doc.(map[string]any); !ok {
+		return nil, Errorf(LoadFailed, "corrupt artifact: %s is not a JSON object (it holds %s)", metaPath, jsonKind(doc))
+	}
 	art := &Artifact{}
 	if err := json.Unmarshal(text, art); err != nil {
 		return nil, Errorf(LoadFailed, "corrupt artifact: %s is not valid JSON (%v)", metaPath, err)

@@ -35,6 +35,10 @@ from harness.fixtures import Fixture
 class FormatSpec:
     name: str
     family: str  # module in harness.export
+    # The model's path inside its artifact folder (a file, or a folder for a SavedModel or a checkpoint):
+    # the exporter writes it there and records it as the artifact's `path`, which validation checks and
+    # every worker loads (workers read the path from artifact.json, never a layout of their own).
+    layout: str
     keras_only: bool = False
     options: tuple[tuple[str, object], ...] = ()
     # A converter option users reach for only when they need it (Select TF ops): in the matrix of the
@@ -51,23 +55,23 @@ class FormatSpec:
 FORMATS: dict[str, FormatSpec] = {
     f.name: f
     for f in [
-        FormatSpec("savedmodel", "savedmodel", holds_assets=True),
-        FormatSpec("keras", "keras", keras_only=True),
-        FormatSpec("h5", "keras", keras_only=True),
-        FormatSpec("frozen_graph", "frozen"),
-        FormatSpec("tflite", "tflite"),
-        FormatSpec("tflite_fp16", "tflite", tolerance_class="float16"),
-        FormatSpec("tflite_dynamic", "tflite", tolerance_class="dynamic-range"),
-        FormatSpec("tflite_int8", "tflite", tolerance_class="int8"),
-        FormatSpec("tflite_select", "tflite", opt_in=True),
-        FormatSpec("onnx13", "onnx", options=(("opset", 13),)),
-        FormatSpec("onnx18", "onnx", options=(("opset", 18),)),
-        FormatSpec("tfjs_graph", "tfjs"),
-        FormatSpec("tfjs_layers", "tfjs", keras_only=True),
+        FormatSpec("savedmodel", "savedmodel", "saved_model", holds_assets=True),
+        FormatSpec("keras", "keras", "model.keras", keras_only=True),
+        FormatSpec("h5", "keras", "model.h5", keras_only=True),
+        FormatSpec("frozen_graph", "frozen", "model.pb"),
+        FormatSpec("tflite", "tflite", "model.tflite"),
+        FormatSpec("tflite_fp16", "tflite", "model.tflite", tolerance_class="float16"),
+        FormatSpec("tflite_dynamic", "tflite", "model.tflite", tolerance_class="dynamic-range"),
+        FormatSpec("tflite_int8", "tflite", "model.tflite", tolerance_class="int8"),
+        FormatSpec("tflite_select", "tflite", "model.tflite", opt_in=True),
+        FormatSpec("onnx13", "onnx", "model.onnx", options=(("opset", 13),)),
+        FormatSpec("onnx18", "onnx", "model.onnx", options=(("opset", 18),)),
+        FormatSpec("tfjs_graph", "tfjs", "tfjs/model.json"),
+        FormatSpec("tfjs_layers", "tfjs", "tfjs_layers/model.json", keras_only=True),
         # The fixture's variables as a TF2 tf.train.Checkpoint or a TF1 Saver checkpoint, restored by
         # the tf worker into the fixture's code (harness/export/checkpoint.py); run by TF, so judged at
         # the SavedModel's precision (float32).
-        FormatSpec("checkpoint", "checkpoint", opt_in=True),
+        FormatSpec("checkpoint", "checkpoint", "checkpoint", opt_in=True),
     ]
 }
 
@@ -140,6 +144,7 @@ class Exporter:
             fixture.signature,  # a user SavedModel: the function exported, and the tag set it lives in
             fixture.tag,
             fmt,
+            repr(spec),  # the registry's entry: converter options and layout
             self._family_source_hash("given" if fixture.kind == "given" else spec.family),
             json.dumps(self.versions, sort_keys=True),
         ):

@@ -27,7 +27,6 @@ from harness.fixtures import Fixture
 
 MANIFEST = "checkpoint.json"
 PREFIX = "ckpt"
-FOLDER = "checkpoint"
 
 
 def code_module(fixture: Fixture):
@@ -55,7 +54,7 @@ def export(fixture: Fixture, spec, out: Path, source: Artifact | None, art: Arti
     tf = import_tf()
     assert source is not None
     module = code_module(fixture)
-    folder = out / FOLDER
+    folder = out / spec.layout
     folder.mkdir()
     prefix = str(folder / PREFIX)
     if fixture.kind in ("keras", "module"):
@@ -99,7 +98,7 @@ def export(fixture: Fixture, spec, out: Path, source: Artifact | None, art: Arti
         "prefix": PREFIX,
         "variables": {name: shape for name, shape in variables},
     }, indent=2))
-    art.path = FOLDER
+    art.path = spec.layout
     art.signature = source.signature
     # The worker feeds and returns tensors by signature key, as the SavedModel's signature names them.
     art.inputs = [IOSpec(name=s.name, stored_name=s.name, dtype=s.dtype, shape=s.shape) for s in source.inputs]

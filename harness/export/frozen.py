@@ -17,8 +17,8 @@ def export(fixture: Fixture, spec, out: Path, source: Artifact | None, art: Arti
     loaded = tf.saved_model.load(str(source.model_path), tags=tag_set(source.extra.get("tag", "serve")))
     fn = loaded.signatures[source.signature]
     frozen = convert_variables_to_constants_v2(fn)
-    (out / "model.pb").write_bytes(frozen.graph.as_graph_def().SerializeToString())
-    art.path = "model.pb"
+    (out / spec.layout).write_bytes(frozen.graph.as_graph_def().SerializeToString())
+    art.path = spec.layout
 
     # Inputs: the signature's keyword arguments, in the order of the frozen function's placeholders.
     _, kwargs = fn.structured_input_signature

@@ -18,17 +18,15 @@ def export(fixture: Fixture, spec, out: Path, source: Artifact | None, art: Arti
     from harness.inspect_model import inspect
 
     given = Path(fixture.build())
+    model = out / spec.layout  # where the format's exporter would have written it
+    model.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(given, model)
     if spec.name.startswith("tfjs"):
-        (out / "tfjs").mkdir()
-        shutil.copyfile(given, out / "tfjs" / "model.json")
         for shard in shards(given):
-            target = out / "tfjs" / shard
+            target = model.parent / shard
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(given.parent / shard, target)
-        art.path = "tfjs/model.json"
-    else:
-        art.path = "model" + given.suffix.lower()
-        shutil.copyfile(given, out / art.path)
+    art.path = spec.layout
     try:
         validate(spec.name, out, art)
     except ConverterFault as e:

@@ -13,11 +13,10 @@ from harness.fixtures import Fixture
 def export(fixture: Fixture, spec, out: Path, source: Artifact | None, art: Artifact) -> None:
     import_tf()
     model = fixture.build()
-    filename = "model.keras" if spec.name == "keras" else "model.h5"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # h5 is "legacy"; that is the point of testing it
-        model.save(str(out / filename))
-    art.path = filename
+        model.save(str(out / spec.layout))  # the suffix (.keras or .h5) picks Keras's file format
+    art.path = spec.layout
     # Keras calls take inputs by the model's input names and return outputs in model order; the
     # signature names are those the SavedModel export gives (`output_0`, ...), as the fixture declares.
     art.inputs = [

@@ -29,8 +29,8 @@ def export(fixture: Fixture, spec, out: Path, source: Artifact | None, art: Arti
         opset=opset,
         output_path=None,
     )
-    onnx.save(model, str(out / "model.onnx"))
-    art.path = "model.onnx"
+    onnx.save(model, str(out / spec.layout))
+    art.path = spec.layout
     art.extra["opset"] = opset
     graph_inputs = [i.name for i in model.graph.input]
     graph_outputs = [o.name for o in model.graph.output]

@@ -12,7 +12,7 @@ from harness.fixtures import Fixture
 
 def export(fixture: Fixture, spec, out: Path, source: Artifact | None, art: Artifact) -> None:
     tf = import_tf()
-    target = out / "saved_model"
+    target = out / spec.layout
     if fixture.kind == "keras":
         model = fixture.build()
         model.export(str(target), format="tf_saved_model", verbose=False)
@@ -27,7 +27,7 @@ def export(fixture: Fixture, spec, out: Path, source: Artifact | None, art: Arti
         shutil.copytree(fixture.build(), target)
     else:
         raise ValueError(f"fixture kind {fixture.kind!r}")
-    art.path = "saved_model"
+    art.path = spec.layout
     art.signature = fixture.signature
     art.extra["tag"] = fixture.tag
     art.inputs, art.outputs = read_signature(target, art.signature, fixture.tag)

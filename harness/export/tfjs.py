@@ -37,15 +37,15 @@ def _import_converter():
 def export(fixture: Fixture, spec, out: Path, source: Artifact | None, art: Artifact) -> None:
     import_tf()
     if spec.name == "tfjs_layers":
-        return _export_layers(fixture, out, art)
+        return _export_layers(fixture, out / spec.layout, art)
     assert source is not None
     conv = _import_converter()
-    target = out / "tfjs"
+    target = (out / spec.layout).parent
     conv.convert_tf_saved_model(
         str(source.model_path), str(target), signature_def=source.signature, saved_model_tags=source.extra.get("tag", "serve")
     )
-    art.path = "tfjs/model.json"
-    meta = json.loads((target / "model.json").read_text())
+    art.path = spec.layout
+    meta = json.loads((out / spec.layout).read_text())
     signature = meta.get("signature") or meta.get("userDefinedMetadata", {}).get("signature", {})
     art.extra["tfjs_signature"] = signature
     # TF.js keeps graph tensor names (`x:0`, `Identity:0`). With one output the signature keeps its key;
@@ -77,22 +77,24 @@ def _identity_order(name: str) -> tuple[int, str]:
     return (1 << 30, name)
 
 
-def _export_layers(fixture: Fixture, out: Path, art: Artifact) -> None:
-    """A Keras model as a TF.js layers model, converted from its `.h5` save (the converter's Keras
-    path). The model's inputs go to `predict` in order; outputs come back in order."""
+def _export_layers(fixture: Fixture, model_json: Path, art: Artifact) -> None:
+    """A Keras model as a TF.js layers model at `model_json` (its artifact folder's layout), converted
+    from its `.h5` save (the converter's Keras path). The model's inputs go to `predict` in order;
+    outputs come back in order."""
     import warnings
 
     _import_converter()
     from tensorflowjs.converters import converter
 
     model = fixture.build()
+    out = model_json.parent.parent
     h5 = out / "model.h5"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model.save(str(h5))
-    converter.dispatch_keras_h5_to_tfjs_layers_model_conversion(str(h5), output_dir=str(out / "tfjs_layers"))
+    converter.dispatch_keras_h5_to_tfjs_layers_model_conversion(str(h5), output_dir=str(model_json.parent))
     h5.unlink()
-    art.path = "tfjs_layers/model.json"
+    art.path = str(model_json.relative_to(out))
     art.inputs = [IOSpec(name=s.name, stored_name=str(i), dtype=s.dtype, shape=list(s.shape)) for i, s in enumerate(fixture.inputs)]
     art.outputs = [
         IOSpec(name=name, stored_name=str(i), dtype="float32", shape=[None, *[None if d is None else int(d) for d in t.shape[1:]]])

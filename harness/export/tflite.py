@@ -49,9 +49,9 @@ def export(fixture: Fixture, spec, out: Path, source: Artifact | None, art: Arti
     with warnings.catch_warnings():
         # The calibrator uses tf.lite.Interpreter internally and warns that it is deprecated.
         warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
-        (out / "model.tflite").write_bytes(conv.convert())
-    art.path = "model.tflite"
-    art.inputs, art.outputs = _signature_io(out / "model.tflite", source)
+        (out / spec.layout).write_bytes(conv.convert())
+    art.path = spec.layout
+    art.inputs, art.outputs = _signature_io(out / spec.layout, source)
 
 
 def _signature_io(path: Path, source: Artifact) -> tuple[list[IOSpec], list[IOSpec]]:

@@ -74,6 +74,12 @@ def validate(fmt: str, folder: Path, art: Artifact) -> None:
     path = folder / art.path
     if not _inside(path, folder):
         raise ConverterFault(f"the {fmt} export's model path {art.path} leaves its artifact folder", culprit="harness")
+    from harness.export import FORMATS
+
+    layout = FORMATS[fmt].layout if fmt in FORMATS else art.path
+    if art.path != layout:
+        raise ConverterFault(f"the {fmt} export recorded model path {art.path}, expected {layout} (the format registry's layout)",
+                             culprit="harness")
     _CHECKS[fmt](path, fmt)
 
 

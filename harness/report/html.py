@@ -195,7 +195,7 @@ def _details(r: CaseResult, strings: _Strings) -> dict:
 def page_data(run: RunData, history: list[RunData]) -> dict:
     """The run as the page's script reads it: names once, one array per case (CASE_FIELDS), the
     details of each case apart (opened lazily), long texts once (strings)."""
-    from harness.compare import ERROR_HIST_DECADES
+    from harness.comparator import ERROR_HIST_DECADES
     from harness.report import plots
     from harness.runners.table import in_table_order
 

@@ -78,6 +78,13 @@ export function oneLine(e, limit = Infinity) {
   return text.length <= limit ? text : text.slice(0, limit - 3) + '...';
 }
 
+/** What a parsed JSON value is, in the words every worker says alike: 'an array', 'null'... @param {unknown} v */
+function jsonKind(v) {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'an array';
+  return { boolean: 'a boolean', number: 'a number', string: 'a string' }[typeof v] ?? 'an object';
+}
+
 /** @param {unknown} e */
 function errorName(e) {
   return e instanceof Error ? e.constructor.name || e.name : typeof e;
@@ -190,6 +197,9 @@ export class Worker {
     } catch (e) {
       if (/** @type {any} */ (e).code === 'ENOENT') throw new ProtocolError('load_failed', `missing artifact: ${metaPath} does not exist`);
       throw new ProtocolError('load_failed', `corrupt artifact: ${metaPath} is not valid JSON (${oneLine(e)})`);
+    }
+    if (typeof artifact !== 'object' || artifact === null || Array.isArray(artifact)) {
+      throw new ProtocolError('load_failed', `corrupt artifact: ${metaPath} is not a JSON object (it holds ${jsonKind(artifact)})`);
     }
     if (artifact.format !== fmt) {
       throw new ProtocolError('bad_request', `artifact ${folder} is format ${pyRepr(artifact.format)}, expected ${pyRepr(fmt)}`);

@@ -71,14 +71,31 @@ export function readBack(tf, inputs, names, outputs, sync = true) {
 /** @param {any} out @returns {any[]} */
 const list = (out) => (Array.isArray(out) ? out : [out]);
 
-/** A TF.js graph model, fed and fetched by the converter's tensor names (`x:0`, `Identity:0`). */
-export class GraphSession {
+/** What both kinds of TF.js model share: the model, its output names, outputs read back to the host. */
+class TfjsSession {
   /** @param {any} tf @param {any} model @param {string[]} outputs @param {boolean} [sync] */
   constructor(tf, model, outputs, sync = true) {
     this.tf = tf;
     this.model = model;
     this.outputs = outputs;
     this.sync = sync;
+  }
+
+  /** @param {Record<string, any>} inputs @param {any} out */
+  toHost(inputs, out) {
+    return readBack(this.tf, inputs, this.outputs, list(out), this.sync);
+  }
+
+  close() {
+    this.model.dispose();
+  }
+}
+
+/** A TF.js graph model, fed and fetched by the converter's tensor names (`x:0`, `Identity:0`). */
+export class GraphSession extends TfjsSession {
+  /** @param {any} tf @param {any} model @param {string[]} outputs @param {boolean} [sync] */
+  constructor(tf, model, outputs, sync = true) {
+    super(tf, model, outputs, sync);
     this.async = false;
   }
 
@@ -98,30 +115,23 @@ export class GraphSession {
       }
       throw e;
     }
-    return readBack(this.tf, inputs, this.outputs, list(out), this.sync);
+    return this.toHost(inputs, out);
   }
 
   /** @param {Record<string, NdArray>} feeds */
   async runAsync(feeds) {
     const inputs = toTensors(this.tf, feeds);
     const out = await guarded(this.tf, inputs, () => this.model.executeAsync(inputs, this.outputs));
-    return readBack(this.tf, inputs, this.outputs, list(out), this.sync);
-  }
-
-  close() {
-    this.model.dispose();
+    return this.toHost(inputs, out);
   }
 }
 
 /** A TF.js layers model (a converted Keras model): inputs to `predict` in order, outputs in order. */
-export class LayersSession {
+export class LayersSession extends TfjsSession {
   /** @param {any} tf @param {any} model @param {string[]} inputs @param {string[]} outputs @param {boolean} [sync] */
   constructor(tf, model, inputs, outputs, sync = true) {
-    this.tf = tf;
-    this.model = model;
+    super(tf, model, outputs, sync);
     this.inputs = inputs;
-    this.outputs = outputs;
-    this.sync = sync;
   }
 
   /** @param {Record<string, NdArray>} feeds */
@@ -129,10 +139,6 @@ export class LayersSession {
     const inputs = toTensors(this.tf, feeds);
     const ordered = this.inputs.map((n) => inputs[n]);
     const out = guarded(this.tf, inputs, () => this.model.predict(ordered.length === 1 ? ordered[0] : ordered));
-    return readBack(this.tf, inputs, this.outputs, list(out), this.sync);
-  }
-
-  close() {
-    this.model.dispose();
+    return this.toHost(inputs, out);
   }
 }
