@@ -696,7 +696,9 @@ class Fuzzer:
                             for r in results},
                 "found": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
-            (folder / "case.json").write_text(json.dumps(record, indent=1, default=_json_default))
+            # Committed with the fixture: the export cache's place on this machine is written as $HARNESS_CACHE.
+            text = json.dumps(record, indent=1, default=_json_default)
+            (folder / "case.json").write_text(text.replace(json.dumps(str(self.exporter.root))[1:-1], "$HARNESS_CACHE"))
             (folder / "deviation.toml").write_text(
                 "# Paste into fixtures/deviations.toml once triaged (converter, runtime, tolerance), or fix the bug.\n"
                 f"[[deviation]]\nfixture = \"fuzz-{ident}\"\nformat = \"{target[0]}\"\nruntime = \"{target[1]}\"\n"

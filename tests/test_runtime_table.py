@@ -10,6 +10,19 @@ from harness.engine import Engine
 from harness.runners import RUNTIMES, WorkerPool
 
 
+def test_the_runtime_table_names_only_registered_formats_and_every_format_has_a_runtime():
+    """The format registry (harness/export FORMATS) is the one list of formats: a name the table
+    misspells would never make a case, and a format no runtime loads would never be judged."""
+    from harness.export import FORMATS
+
+    for name, spec in RUNTIMES.items():
+        assert set(spec.formats) <= set(FORMATS), f"{name} lists formats the registry lacks: {sorted(set(spec.formats) - set(FORMATS))}"
+        quick = getattr(spec, "quick_formats", None) or ()
+        assert set(quick) <= set(spec.formats), f"{name}: quick formats {sorted(set(quick) - set(spec.formats))} it does not load"
+    loaded = {fmt for spec in RUNTIMES.values() for fmt in spec.formats}
+    assert loaded == set(FORMATS), f"formats no runtime loads: {sorted(set(FORMATS) - loaded)}"
+
+
 @pytest.mark.parametrize("name", list(RUNTIMES))
 def test_worker_formats_match_the_runtime_table(name):
     spec = RUNTIMES[name]
