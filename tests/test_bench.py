@@ -181,3 +181,21 @@ def test_injected_delay_is_inside_every_timed_call(tmp_path):
     [r] = [json.loads(x) for x in (tmp_path / "latest" / "results.jsonl").read_text().splitlines()]
     assert min(r["timing"]["samples_ms"]) >= 2.0
     assert json.loads((tmp_path / "latest" / "run.json").read_text())["options"]["delay_us"] == 2000
+
+
+def test_selftest_overhead_runs_cases_through_the_orchestrator():
+    """`harness selftest fidelity`'s overhead figure runs real cases through the Orchestrator and reads
+    typed records; a case that did not run is the self-test's failure in its own words, never a 0."""
+    from harness import fidelity
+
+    values = fidelity.overhead(cases=2)
+    assert set(values) == {"litert", "ort", "tf"}
+    for runtime, v in values.items():
+        # The wall time of a case includes at least its timed calls: what is left over is not negative.
+        assert 0 <= v["median_overhead_ms"] <= v["max_overhead_ms"], (runtime, v)
+
+    from harness.records import CaseResult
+
+    with pytest.raises(RuntimeError, match=r"^pow-onnx13-ort-cpu-b1 did not run \(error\): export to onnx13 failed: boom$"):
+        fidelity._timed(CaseResult("pow-onnx13-ort-cpu-b1", "pow", "onnx13", "ort", "cpu", 1, 0, status="error",
+                                   error="export to onnx13 failed: boom"))
