@@ -370,11 +370,12 @@ def _execute(cases, fixtures, options, reports: Path, run_options: dict, *, benc
     if summary["cases"]:
         say.print(f"{summary['cases']} cases: {counts}", highlight=False)
     if outcome.state == "complete":
-        say.print(f"results: {outcome.run_dir / 'results.jsonl'}  (reports/latest -> {outcome.run_dir.name})", highlight=False)
+        say.print(f"results: {outcome.run_dir / 'results.jsonl'}  ({reports / 'latest'} -> {outcome.run_dir.name})", highlight=False)
     else:
         missing = outcome.planned - len(results)
         err.print(f"harness: run {outcome.state} ({outcome.reason}): {len(results)} of {outcome.planned} cases ran, {missing} missing; "
-                  f"results kept in {outcome.run_dir}; reports/latest not moved; finish it with: harness run --resume {outcome.run_dir.name}",
+                  f"results kept in {outcome.run_dir}; {reports / 'latest'} not moved; finish it with: harness run --resume {outcome.run_dir.name}"
+                  + (f" --reports {reports}" if reports != Path("reports") else ""),
                   highlight=False, soft_wrap=True)
     if summary["counts"].get("inconclusive") and not allow_inconclusive and outcome.state == "complete":
         say.print("inconclusive cases fail the run (--allow-inconclusive to accept them)", highlight=False)
@@ -652,7 +653,7 @@ def merge(runs: tuple[str, ...], reports: Path, name: str | None) -> None:
     folder, summary = merge_runs([resolve_run(r, reports) for r in runs], reports, name)
     counts = ", ".join(f"{v} {k}" for k, v in summary["counts"].items())
     click.echo(f"{summary['cases']} cases: {counts}")
-    click.echo(f"merged run: {folder}  (reports/latest -> {folder.name}; harness report to see it)")
+    click.echo(f"merged run: {folder}  ({reports / 'latest'} -> {folder.name}; harness report to see it)")
     sys.exit(0 if summary["ok"] else 1)
 
 

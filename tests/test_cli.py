@@ -292,3 +292,32 @@ def test_selftest_gate_summary_is_compares_own(selftest_gate):
     for key in ("aa", "slowed"):
         summary = out[key]["summary"]
         assert summary.startswith(f"{out[key]['flagged']} latency regression(s), 0 verdict regression(s)"), summary
+
+
+def test_a_run_from_another_folder_with_a_relative_reports_folder_reaches_every_worker(tmp_path, monkeypatch):
+    """Workers start in the repository, not where the harness was started: a relative reports folder
+    (the default, `reports`) must reach them as an absolute, existing scratch folder. Before, the
+    containerised worker mounted `reports/runs/…/tensors` relative to the repository and every
+    go-tfgo@docker case crashed in `info`; the summary line named `reports/latest` for any --reports."""
+    from harness.runners import RUNTIMES
+    from harness.runners.table import WorkerContext
+
+    monkeypatch.chdir(tmp_path)
+    ctx = WorkerContext(Path("cache"), Path("reports/runs/x/tensors"))
+    assert ctx.artifacts == tmp_path / "cache" and ctx.scratch == tmp_path / "reports/runs/x/tensors" and ctx.scratch.is_dir()
+
+    runtimes = ["go-tfgo", "go-tfgo@docker"]
+    for name in runtimes:
+        avail = RUNTIMES[name].availability()
+        if not avail.ok:
+            if os.environ.get("CI") == "true" and RUNTIMES[name].required_in_ci:
+                pytest.fail(f"runtime {name} is required in CI but unavailable: {avail.reason}")
+            pytest.skip(f"runtime {name} unavailable: {avail.reason} (fix: {avail.fix})")
+    proc = run_cli("run", "-f", "pow", "-F", "savedmodel", "-r", ",".join(runtimes), "-n", "2", "--reports", "out",
+                   cwd=tmp_path, env={"PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    from harness.store import read_run
+
+    run = read_run((tmp_path / "out" / "latest").resolve())
+    assert {(r.runtime, r.status) for r in run.results} == {(name, "pass") for name in runtimes}, [r.summary for r in run.results]
+    assert f"(out/latest -> {run.folder.name})" in proc.stdout

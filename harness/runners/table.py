@@ -28,10 +28,17 @@ GO_IMAGE = os.environ.get("HARNESS_GO_IMAGE", "harness-go-worker:latest")
 
 @dataclass(frozen=True)
 class WorkerContext:
-    """What a worker's command may depend on: the folders it must see (containers mount them)."""
+    """What a worker's command may depend on: the folders it must see (containers mount them). Held
+    absolute, the scratch folder made: workers start in the repository, not where the harness was
+    started, and a container or sandbox can only mount a folder that exists."""
 
     artifacts: Path
     scratch: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "artifacts", Path(self.artifacts).resolve())
+        object.__setattr__(self, "scratch", Path(self.scratch).resolve())
+        self.scratch.mkdir(parents=True, exist_ok=True)
 
 
 @dataclass(frozen=True)
