@@ -114,6 +114,11 @@ class _Record:
         except KeyError:
             return default
 
+    def number(self, name: str) -> float | None:
+        """A field by name when it is a number (absent, or not one: None)."""
+        value = getattr(self, name, None)
+        return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
     def __contains__(self, key: object) -> bool:
         try:
             self[key]  # type: ignore[index]
@@ -147,10 +152,6 @@ class Timing(_Record):
     p50_ci_ms: list[float] | None = None
     round_cv: float | None = None
 
-    OMIT: ClassVar[frozenset[str]] = frozenset(
-        ("load_ms", "first_ms", "min_ms", "p10_ms", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "stdev_ms", "iqr_ms",
-         "throughput_per_s", "samples_ms", "iterations", "warmup", "threads", "rounds", "rounds_ms", "p50_ci_ms", "round_cv"))
-
     @classmethod
     def from_json(cls, data: Any, strict: bool = False) -> Timing:
         if not isinstance(data, dict):
@@ -160,8 +161,7 @@ class Timing(_Record):
 
     def stat(self, name: str) -> float | None:
         """A statistic by its field name (`p50_ms`), when it is a number."""
-        value = getattr(self, name, None)
-        return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        return self.number(name)
 
 
 @dataclass
@@ -194,21 +194,16 @@ class OutputMetrics(_Record):
     expected_dtype: str | None = None
     mismatched: int | None = None  # string outputs: elements unequal to the baseline's (compared exactly)
 
-    OMIT: ClassVar[frozenset[str]] = frozenset(
-        ("ref_shape", "shape_mismatch", "max_abs", "max_rel", "mean_abs", "rmse", "max_ulp", "cosine", "snr_db", "frac_out_of_tol",
-         "nan_mismatch", "inf_mismatch", "required_atol", "required_rtol", "error_hist", "top1", "top2", "top3", "top4", "top5",
-         "dtype_mismatch", "expected_dtype", "mismatched"))
-
     @classmethod
     def from_json(cls, data: Any, strict: bool = False) -> OutputMetrics:
         if not isinstance(data, dict):
             return cls()
         return cls(**{k: _number(v) for k, v in cls._known(data, strict).items()})
 
-    def number(self, name: str) -> float | None:
-        """A metric by name when it is a number (absent, or not one: None)."""
-        value = getattr(self, name, None)
-        return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+# Every statistic of a timing is optional; every metric but the output's shape and dtype.
+Timing.OMIT = frozenset(Timing.field_names())
+OutputMetrics.OMIT = frozenset(OutputMetrics.field_names()) - {"shape", "dtype"}
 
 
 Metrics = dict[str, OutputMetrics]  # per output name

@@ -265,9 +265,9 @@ def rewrite_results(folder: Path, change: Callable[[CaseResult], CaseResult]) ->
 
 
 def read_run(folder: Path) -> RunData:
-    folder = Path(folder)
     """A run folder, read as well as it can be: what could not be read is listed in `problems`. A run of
     another schema is read too (a report shows what it can, saying so); compare, merge and resume refuse it."""
+    folder = Path(folder)
     problems: list[str] = []
     meta: RunMeta | None = None
     meta_path = folder / "run.json"

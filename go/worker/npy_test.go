@@ -7,22 +7,9 @@ import (
 	"reflect"
 	"strings"
 	"testing"
-)
 
-// python returns the venv's Python (with NumPy), which the tests use to write and read .npy files
-// the way the harness does; without it they are skipped with the reason.
-func python(t *testing.T) string {
-	t.Helper()
-	venv := os.Getenv("HARNESS_VENV")
-	if venv == "" {
-		venv = "../../.venv"
-	}
-	py := filepath.Join(venv, "bin", "python")
-	if _, err := os.Stat(py); err != nil {
-		t.Skipf("no venv Python at %s (make setup): %v", py, err)
-	}
-	return py
-}
+	"harness/go/internal/testenv"
+)
 
 // checkWritten ends a Python script that defines `d` (the folder) and `want` (name -> array): NumPy
 // must read each file Go wrote as `want` says, with a version 1.0 header padded to 64 bytes.
@@ -41,7 +28,7 @@ print("ok")
 
 func runPython(t *testing.T, code string, args ...string) string {
 	t.Helper()
-	out, err := exec.Command(python(t), append([]string{"-c", code}, args...)...).CombinedOutput()
+	out, err := exec.Command(testenv.Python(t), append([]string{"-c", code}, args...)...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("python failed: %v\n%s", err, out)
 	}

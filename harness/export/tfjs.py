@@ -37,7 +37,7 @@ def _import_converter():
 def export(fixture: Fixture, spec, out: Path, source: Artifact | None, art: Artifact) -> None:
     import_tf()
     if spec.name == "tfjs_layers":
-        return _export_layers(fixture, out / spec.layout, art)
+        return _export_layers(fixture, out, spec.layout, art)
     assert source is not None
     conv = _import_converter()
     target = (out / spec.layout).parent
@@ -77,24 +77,22 @@ def _identity_order(name: str) -> tuple[int, str]:
     return (1 << 30, name)
 
 
-def _export_layers(fixture: Fixture, model_json: Path, art: Artifact) -> None:
-    """A Keras model as a TF.js layers model at `model_json` (its artifact folder's layout), converted
-    from its `.h5` save (the converter's Keras path). The model's inputs go to `predict` in order;
-    outputs come back in order."""
+def _export_layers(fixture: Fixture, out: Path, layout: str, art: Artifact) -> None:
+    """A Keras model as a TF.js layers model at `layout` in `out`, converted from its `.h5` save (the
+    converter's Keras path). The model's inputs go to `predict` in order; outputs come back in order."""
     import warnings
 
     _import_converter()
     from tensorflowjs.converters import converter
 
     model = fixture.build()
-    out = model_json.parent.parent
     h5 = out / "model.h5"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model.save(str(h5))
-    converter.dispatch_keras_h5_to_tfjs_layers_model_conversion(str(h5), output_dir=str(model_json.parent))
+    converter.dispatch_keras_h5_to_tfjs_layers_model_conversion(str(h5), output_dir=str((out / layout).parent))
     h5.unlink()
-    art.path = str(model_json.relative_to(out))
+    art.path = layout
     art.inputs = [IOSpec(name=s.name, stored_name=str(i), dtype=s.dtype, shape=list(s.shape)) for i, s in enumerate(fixture.inputs)]
     art.outputs = [
         IOSpec(name=name, stored_name=str(i), dtype="float32", shape=[None, *[None if d is None else int(d) for d in t.shape[1:]]])

@@ -17,6 +17,7 @@ import (
 	"sync"
 	"testing"
 
+	"harness/go/internal/testenv"
 	"harness/go/worker"
 )
 
@@ -35,15 +36,6 @@ func TestMain(m *testing.M) {
 	workerPath, _ = filepath.Abs("../../.build/harness-worker")
 	ortPath, _ = filepath.Abs("../../.build/harness-worker-ort")
 	os.Exit(m.Run())
-}
-
-func repoRoot() string { p, _ := filepath.Abs("../../.."); return p }
-
-func venv() string {
-	if v := os.Getenv("HARNESS_VENV"); v != "" {
-		return v
-	}
-	return filepath.Join(repoRoot(), ".venv")
 }
 
 // skipOrFail skips the test with the reason; under CI=true a piece a test needs (the harness CLI,
@@ -82,7 +74,7 @@ var (
 // test process; HARNESS_CACHE is honoured by the CLI.
 func artifact(t *testing.T, fixture, format string) string {
 	t.Helper()
-	harness := filepath.Join(venv(), "bin", "harness")
+	harness := filepath.Join(testenv.Venv(), "bin", "harness")
 	if _, err := os.Stat(harness); err != nil {
 		skipOrFail(t, "no harness CLI at %s to find the %s %s artifact (make setup)", harness, fixture, format)
 	}
@@ -109,7 +101,7 @@ func exportArtifact(harness, fixture, format string) lookup {
 		what = "HARNESS_CACHE=" + cache + " " + what
 	}
 	cmd := exec.Command(harness, args...)
-	cmd.Dir = repoRoot()
+	cmd.Dir = testenv.RepoRoot()
 	var stdout, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	runErr := cmd.Run()

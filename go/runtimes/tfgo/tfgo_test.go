@@ -14,6 +14,7 @@ import (
 	"strings"
 	"testing"
 
+	"harness/go/internal/testenv"
 	"harness/go/worker"
 )
 
@@ -21,14 +22,7 @@ import (
 // read_signature) with the venv's Python; without it the test is skipped with the reason.
 func stringModel(t *testing.T) (*worker.Artifact, string) {
 	t.Helper()
-	venv := os.Getenv("HARNESS_VENV")
-	if venv == "" {
-		venv = "../../../.venv"
-	}
-	py := filepath.Join(venv, "bin", "python")
-	if _, err := os.Stat(py); err != nil {
-		t.Skipf("no venv Python at %s (make setup): %v", py, err)
-	}
+	py := testenv.Python(t)
 	dir := t.TempDir()
 	code := `
 import json, os, sys
