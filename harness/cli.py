@@ -803,7 +803,10 @@ def fuzz(levels, fixtures, runtimes, formats, max_examples, time_budget, seed, s
 @click.option("--runtimes", "-r", multiple=True, help="Limit run and bench to these runtimes.")
 @click.option("--fuzz-budget", default=600.0, show_default=True, type=click.FloatRange(min=0),
               help="Seconds of differential fuzzing (harness fuzz); 0 skips the step.")
-def nightly(reports: Path, fail_on: str, fixtures: tuple[str, ...], runtimes: tuple[str, ...], fuzz_budget: float) -> None:
+@click.option("--fuzz-seed", default=None, type=int, help="Seed of the fuzzing step (default: today's date, YYYYMMDD, in UTC): "
+                                                           "a night's search again.")
+def nightly(reports: Path, fail_on: str, fixtures: tuple[str, ...], runtimes: tuple[str, ...], fuzz_budget: float,
+            fuzz_seed: int | None) -> None:
     """Export, run, bench, report, and compare the bench run against the previous one kept under
     reports/history/ (then keep this one there). Exit 1 on a failed case or a regression."""
     import shutil
@@ -820,7 +823,8 @@ def nightly(reports: Path, fail_on: str, fixtures: tuple[str, ...], runtimes: tu
     with_fuzz = [] if fuzz_budget else ["--no-fuzz"]
     steps = [["export", *only_fixtures], ["run", "--reports", str(reports), *limit],
              # A fixed budget of differential fuzzing, seeded by the date (reproducible, new ground each night).
-             ["fuzz", "--max-examples", "30", "--time-budget", f"{fuzz_budget:g}", "--seed", time.strftime("%Y%m%d", time.gmtime()),
+             ["fuzz", "--max-examples", "30", "--time-budget", f"{fuzz_budget:g}",
+              "--seed", str(fuzz_seed) if fuzz_seed is not None else time.strftime("%Y%m%d", time.gmtime()),
               "--json", str(fuzz_json), *limit],
              ["report", "latest", "--reports", str(reports), *with_fuzz], ["bench", "--reports", str(reports), *limit]]
     if fuzz_budget == 0:
