@@ -130,13 +130,14 @@ def doctor(as_json: bool, strict: bool) -> None:
     """Every runtime and converter: available or not, why, how to fix, version. Imports no framework."""
     from importlib import metadata
 
-    from harness.runners.table import RUNTIMES
+    from harness.runners.table import every_runtime
 
     rows: list[dict[str, Any]] = []
-    for name, spec in RUNTIMES.items():
+    for spec in every_runtime():  # each runtime, then the variants it takes as RUNTIME@NAME
         a = spec.availability()
-        rows.append({"name": name, "kind": "runtime", "language": spec.language, "available": a.ok, "version": a.version,
-                     "formats": list(spec.formats), "reason": a.reason, "fix": a.fix})
+        rows.append({"name": spec.name, "kind": "variant" if spec.variant else "runtime", "language": spec.language,
+                     "available": a.ok, "version": a.version, "formats": list(spec.formats), "reason": a.reason, "fix": a.fix,
+                     **({"description": spec.variant.description} if spec.variant else {})})
     for dist, role in [("tensorflow-cpu", "exporter: savedmodel, keras, h5, frozen_graph, tflite*"), ("tf2onnx", "exporter: onnx13, onnx18"), ("tensorflowjs", "exporter: tfjs_graph")]:
         try:
             version, ok, reason = metadata.version(dist), True, ""

@@ -20,13 +20,14 @@ import numpy as np
 
 from harness import comparator
 from harness.artifact import Artifact, one_line
+from harness.availability import Availability
 from harness.bench import latency_stats
 from harness.cases import QUANTISED, Case, Deviation, load_deviations
 from harness.errors import HarnessError
 from harness.export import Exporter
 from harness.fixtures import Fixture, all_fixtures, describe, format_class
 from harness.records import CaseResult, Timing, metrics_of
-from harness.runners import RUNTIMES, RpcError, WorkerCrash, WorkerPool, WorkerTimeout
+from harness.runners import RUNTIMES, RpcError, WorkerCrash, WorkerPool, WorkerTimeout, check_runtime
 
 DISK_ERRORS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
 OTHER_INPUT_SETS = 3  # at most this many more input sets to tell an input-independent output
@@ -97,7 +98,7 @@ class Engine:
         self._loaded: dict[tuple[str, str], _Loaded] = {}
         self._references: dict[tuple[str, int], Reference] = {}
         self._input_files: dict[tuple, str] = {}
-        self._availability = {name: spec.availability() for name, spec in RUNTIMES.items()}
+        self._availability = {name: spec.availability() for name, spec in RUNTIMES.items()}  # variants added as cases name them
         self.builds: dict[str, str | None] = {}  # variant -> another build of the runtime (paired benchmarks)
 
     def close(self) -> None:
@@ -117,9 +118,9 @@ class Engine:
             shutil.rmtree(self.scratch, ignore_errors=True)
 
     def runtime_versions(self) -> dict:
-        # Worker keys are the runtime, or runtime@t<threads> for a thread setting (go-tfgo@docker is a
-        # runtime), with ~A/~B for the builds of a paired benchmark (each recorded with its own versions).
-        info = {re.sub(r"@t\d+", "", key): value for key, value in self.pool.info.items()}
+        # Worker keys are the runtime, or runtime#t<threads> for a thread setting, with ~A/~B for the
+        # builds of a paired benchmark (each recorded with its own versions).
+        info = {re.sub(r"#t\d+", "", key): value for key, value in self.pool.info.items()}
         out = {
             name: (info.get(name) or {"available": a.ok, "version": a.version, "reason": a.reason})
             for name, a in self._availability.items()
@@ -128,6 +129,12 @@ class Engine:
             if "~" in key:
                 out[key] = {**value, "build": self.builds.get(key.split("~")[1])}
         return out
+
+    def availability(self, runtime: str) -> Availability:
+        """Whether `runtime` (a table entry or a variant) runs here, asked once per engine."""
+        if runtime not in self._availability:
+            self._availability[runtime] = check_runtime(runtime).availability()
+        return self._availability[runtime]
 
     def artifact(self, fixture: Fixture, fmt: str) -> Artifact:
         """The artifact, verified against its recorded sizes and mtimes each time a case needs it (a
@@ -182,7 +189,7 @@ class Engine:
 
     def _run_case_once(self, case: Case, result: CaseResult) -> CaseResult:
         fixture = self.fixtures[case.fixture]
-        avail = self._availability[case.runtime]
+        avail = self.availability(case.runtime)
         if not avail.ok:
             return self._finish(case, result, "skip", reason=f"runtime {case.runtime} unavailable: {avail.reason} (fix: {avail.fix})",
                                 stage="load", culprit="environment")
@@ -340,7 +347,7 @@ class Engine:
         art = self.artifact(fixture, ref_format)
         if art.status != "ok":
             return Reference(error=f"export to {ref_format} failed: {art.error}", stage=art.stage, culprit=art.culprit)
-        avail = self._availability[ref_runtime]
+        avail = self.availability(ref_runtime)
         if not avail.ok:
             return Reference(error=f"runtime {ref_runtime} unavailable: {avail.reason} (fix: {avail.fix})", culprit="environment")
         case = Case(fixture.name, ref_format, ref_runtime, "cpu", batch)
@@ -394,7 +401,7 @@ class Engine:
     def _worker_key(self, case: Case) -> str:
         # Thread settings can be process-wide (TensorFlow's are fixed at first use): one worker per setting.
         threads = self._threads(case)
-        key = case.runtime if not threads else f"{case.runtime}@t{threads}"
+        key = case.runtime if not threads else f"{case.runtime}#t{threads}"
         return key + (f"~{case.variant}" if case.variant else "")
 
     def _load(self, case: Case, art: Artifact) -> _Loaded:

@@ -454,9 +454,9 @@ class Fuzzer:
         inconclusive, on the fixture's own inputs. A pair that fails there already is the conformance
         matrix's finding, not the fuzzer's; one that cannot export, load or run is set aside, with why."""
         from harness.cases import QUANTISED, REFERENCE, Selection, matrix
-        from harness.runners import RUNTIMES
+        from harness.runners import check_runtime
 
-        runtimes = [r for r in self.runtimes if r in RUNTIMES]
+        runtimes = [check_runtime(r).name for r in self.runtimes]
         formats = [f for f in (self.formats or []) if f]
         cases = matrix(Selection(fixtures=[fx.name], formats=formats or None, runtimes=runtimes, batches=[1]),
                        {fx.name: fx})
@@ -464,7 +464,7 @@ class Fuzzer:
         for c in cases:
             if not self.formats and c.format in QUANTISED:
                 continue
-            if not RUNTIMES[c.runtime].availability().ok:
+            if not check_runtime(c.runtime).availability().ok:
                 stats.set_aside[f"{c.format}~{c.runtime}"] = "runtime unavailable"
                 continue
             found.append((c.format, c.runtime))

@@ -402,16 +402,16 @@ def fuzz_models(fuzzer, budget, max_nodes: int = 6) -> list:
     """Generated models through every float format and selected runtime, until the budget is spent."""
     from harness.cases import QUANTISED, REFERENCE, Selection, matrix
     from harness.fuzz import Causes, Example, Stats
-    from harness.runners import RUNTIMES
+    from harness.runners import check_runtime
 
     assert REFERENCE == REFERENCE_PAIR, "fuzz_models.REFERENCE_PAIR must name the engine's reference"
 
     stats: Stats = fuzzer.stats.setdefault("models", Stats())
     probe = model_fixture({"input": [4], "nodes": [{"op": "dense", "in": [0], "units": 2, "shape": [2]}], "seed": 0})
-    runtimes = [r for r in fuzzer.runtimes if r in RUNTIMES]
+    runtimes = [check_runtime(r).name for r in fuzzer.runtimes]
     pairs = []
     for c in matrix(Selection(fixtures=[probe.name], formats=fuzzer.formats, runtimes=runtimes, batches=[1]), {probe.name: probe}):
-        if (fuzzer.formats or c.format not in QUANTISED) and RUNTIMES[c.runtime].availability().ok:
+        if (fuzzer.formats or c.format not in QUANTISED) and check_runtime(c.runtime).availability().ok:
             pairs.append((c.format, c.runtime))
     if REFERENCE not in pairs:
         pairs.append(REFERENCE)

@@ -207,7 +207,8 @@ def containerized(runtime: str) -> bool:
     """Runtimes whose worker is in a container already (go-tfgo@docker): their own sandbox."""
     from harness.runners.table import RUNTIMES
 
-    return runtime in RUNTIMES and _containerized(RUNTIMES[runtime])
+    root = runtime if runtime in RUNTIMES else runtime.partition("@")[0]
+    return root in RUNTIMES and _containerized(RUNTIMES[root])
 
 
 def check_kind(kind: str) -> str:

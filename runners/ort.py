@@ -1,11 +1,15 @@
-"""Runtime `ort`: ONNX Runtime, CPU execution provider, on the ONNX formats."""
+"""Runtime `ort`: ONNX Runtime, CPU execution provider, on the ONNX formats.
+
+Variants (harness/runners/table.py) set HARNESS_ORT_GRAPH_OPTIMIZATION: `all` (ONNX Runtime's
+default) or `disabled` (`ort@noopt`: every graph optimisation off, the kernels run the graph as written)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from harness_runners.contain import check_artifact, check_onnx_external_data
-from harness_runners.protocol import Runtime, Session, main
+from harness_runners.protocol import ProtocolError, Runtime, Session, main
 
 
 class _Session(Session):
@@ -27,6 +31,16 @@ class ORT(Runtime):
         self.ort = onnxruntime
         onnxruntime.set_default_logger_severity(3)
 
+    def _optimization(self):
+        level = os.environ.get("HARNESS_ORT_GRAPH_OPTIMIZATION", "all")
+        levels = {"all": self.ort.GraphOptimizationLevel.ORT_ENABLE_ALL, "disabled": self.ort.GraphOptimizationLevel.ORT_DISABLE_ALL}
+        if level not in levels:
+            raise ProtocolError("bad_request", f"HARNESS_ORT_GRAPH_OPTIMIZATION={level!r}: expected one of {list(levels)}")
+        return level, levels[level]
+
+    def settings(self):
+        return {"providers": ["CPUExecutionProvider"], "graph_optimization": self._optimization()[0]}
+
     def versions(self):
         import numpy
 
@@ -36,6 +50,7 @@ class ORT(Runtime):
         root = check_artifact(artifact, model_path)
         check_onnx_external_data(root, model_path)
         options = self.ort.SessionOptions()
+        options.graph_optimization_level = self._optimization()[1]
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1

@@ -54,6 +54,11 @@ class Runtime(ABC):
     def devices(self) -> list[str]:
         return ["cpu"]
 
+    def settings(self) -> dict:
+        """What this worker really runs with where a variant can change it (providers, kernels,
+        optimisation level, ISA cap), as `info` reports it; empty when nothing can change."""
+        return {}
+
     def address(self, fmt: str) -> str:
         """Which artifact.json field names tensors for this runtime: `stored_name` (the format's own
         names) or `name` (the signature's keys, for runtimes that call signatures by key)."""
@@ -132,6 +137,7 @@ class Worker:
             "versions": self.runtime.versions(),
             "devices": self.runtime.devices(),
             "formats": list(self.runtime.formats),
+            "settings": self.runtime.settings(),
             "pid": os.getpid(),
         }
 

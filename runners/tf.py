@@ -274,6 +274,10 @@ class TF(Runtime):
         # A checkpoint's model is built from code and called the same way.
         return "name" if fmt in ("savedmodel", "checkpoint") else "stored_name"
 
+    def settings(self):
+        # oneDNN is on by default on x86 (TF 2.21); `tf@onednn-off` sets TF_ENABLE_ONEDNN_OPTS=0 before TF loads.
+        return {"onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") != "0"}
+
     def versions(self):
         import keras
 

@@ -54,3 +54,49 @@ def test_a_format_the_table_promises_but_the_worker_refuses_is_an_error_of_the_h
         engine.close()
     assert (result["status"], result["stage"], result["culprit"]) == ("error", "load", "harness")
     assert "the runtime table lists format tflite for ort, but its worker takes only ['onnx13', 'onnx18']" in result["error"]
+
+
+# --- RUNTIME@NAME: variants of a runtime on this machine ------------------------------------------------
+
+def test_a_variant_resolves_to_its_runtime_with_its_environment_and_bad_names_are_one_line():
+    from harness.errors import HarnessError
+    from harness.runners import check_runtime
+
+    spec = check_runtime("ort@noopt")
+    assert (spec.name, spec.root, spec.formats) == ("ort@noopt", "ort", RUNTIMES["ort"].formats)
+    assert spec.env == {"HARNESS_ORT_GRAPH_OPTIMIZATION": "disabled"} and RUNTIMES["ort"].env == {}
+    with pytest.raises(HarnessError, match=r"^unknown variant 'fast' of runtime ort: expected one of noopt$"):
+        check_runtime("ort@fast")
+    with pytest.raises(HarnessError, match=r"^unknown variant 'x' of runtime node-ort: node-ort has no variants"):
+        check_runtime("node-ort@x")
+    with pytest.raises(HarnessError, match=r"^unknown runtime 'nope@x'"):
+        check_runtime("nope@x")
+    assert check_runtime("go-tfgo@docker") is RUNTIMES["go-tfgo@docker"]  # an entry of its own, not a variant
+
+
+def test_variants_make_cases_only_when_named_and_inherit_their_runtimes_known_deviations():
+    from harness.cases import Deviation, Selection, matrix
+
+    default = {c.runtime for c in matrix(Selection(fixtures=["mlp"]))}
+    assert not any("@" in r and r not in RUNTIMES for r in default), "a variant ran without being asked for"
+    named = matrix(Selection(fixtures=["mlp"], runtimes=["ort@noopt", "ort"], formats=["onnx13"]))
+    assert [c.id for c in named] == ["mlp-onnx13-ort-cpu-b1", "mlp-onnx13-ort-cpu-b4", "mlp-onnx13-ort@noopt-cpu-b1", "mlp-onnx13-ort@noopt-cpu-b4"]
+    of_ort = Deviation("mlp", "onnx13", "ort", ("fail",), "why")
+    of_noopt = Deviation("mlp", "onnx13", "ort@noopt", ("fail",), "why")
+    assert of_ort.matches(named[2]) and of_noopt.matches(named[2]) and not of_noopt.matches(named[0])
+
+
+def test_a_variants_worker_runs_with_its_settings_and_is_judged_against_the_same_reference(exporter, tmp_path):
+    """ort@noopt's worker really turns graph optimisations off (its info says what the session got) and
+    tf@onednn-off really starts TF without oneDNN; both are judged against the default tf reference."""
+    engine = Engine(exporter, tmp_path, deviations=[])
+    try:
+        results = [engine.run_case(Case("mnist_cnn", fmt, rt)) for fmt, rt in
+                   [("onnx13", "ort"), ("onnx13", "ort@noopt"), ("savedmodel", "tf@onednn-off")]]
+        info = engine.runtime_versions()
+    finally:
+        engine.close()
+    assert [r.status for r in results] == ["pass"] * 3, [r.error for r in results]
+    assert info["ort"]["settings"]["graph_optimization"] == "all"
+    assert info["ort@noopt"]["settings"]["graph_optimization"] == "disabled"
+    assert info["tf@onednn-off"]["settings"] == {"onednn": False} and info["tf"]["settings"] == {"onednn": True}

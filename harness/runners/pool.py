@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 from harness.runners.client import WorkerClient
-from harness.runners.table import REPO, RUNTIMES, WorkerContext
+from harness.runners.table import REPO, WorkerContext, check_runtime
 from harness.sandbox import Sandbox, Wrapped, containerized, grant_container_read
 
 START_TIMEOUT_S = 120.0
@@ -37,10 +37,12 @@ class WorkerPool:
             return worker
         if worker is not None:
             worker.kill()
-        launch = RUNTIMES[runtime].launch(self.context, build)
+        spec = check_runtime(runtime)
+        launch = spec.launch(self.context, build)
         env = dict(os.environ)
         env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        env.update(spec.env)  # a variant's settings (harness/runners/table.py Variant)
         env.update(launch.env)
         wrapped = Wrapped(launch.command)
         if self.sandbox.active and not containerized(runtime):

@@ -12,7 +12,8 @@ import secrets
 import shutil
 import socket
 import sys
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 
@@ -49,6 +50,21 @@ class Launch:
 
 
 @dataclass(frozen=True)
+class Variant:
+    """Another kernel back-end or configuration of a runtime on this machine, named `RUNTIME@NAME`
+    (`tf@onednn-off`, `ort@noopt`): the base runtime's worker started with `env` added. A worker reads
+    its variant's settings from that environment and reports what it really ran with in `info`.
+    `missing` says why the variant cannot run here (None when it can): a library or device absent."""
+
+    name: str
+    description: str
+    env: dict[str, str] = field(default_factory=dict)
+    missing: Callable[[], str | None] | None = None
+    fix: str = ""
+    emulated: bool = False  # timings recorded but never compared or charted beside native ones
+
+
+@dataclass(frozen=True)
 class RuntimeSpec:
     name: str
     language: str
@@ -58,14 +74,45 @@ class RuntimeSpec:
     # In CI (CI=true) an unavailable runtime that is required on this machine kind fails its cases
     # instead of skipping them (make setup and .ci/run install every one of them here).
     required_in_ci: bool = True
+    variants: tuple[Variant, ...] = ()  # what `RUNTIME@NAME` may name on this runtime
+    # Set on a qualified runtime (`resolve("ort@noopt")`): the runtime it derives from, the variant it
+    # runs, and the environment its worker gets on top of the base's.
+    base: str | None = None
+    variant: Variant | None = None
+
+    @property
+    def root(self) -> str:
+        """The table entry this runtime derives from (itself for a base runtime)."""
+        return self.base or self.name
+
+    @property
+    def env(self) -> dict[str, str]:
+        return dict(self.variant.env) if self.variant else {}
+
+    @property
+    def emulated(self) -> bool:
+        return bool(self.variant and self.variant.emulated)
+
+    def qualified(self, variant: Variant) -> RuntimeSpec:
+        """This runtime running `variant`: same worker, formats and tolerances; its own name and environment."""
+        return replace(self, name=f"{self.name}@{variant.name}", base=self.name, variant=variant, required_in_ci=False)
 
     def launch(self, ctx: WorkerContext, build: str | None = None) -> Launch:
         """How to start the worker. `build` names another build of the runtime for paired benchmarks:
         a Python interpreter (another venv), a Node worker.js (another checkout's js/), a Go worker binary."""
         raise NotImplementedError
 
-    def availability(self) -> Availability:
+    def installed(self) -> Availability:
+        """Whether the runtime's own toolchain is here (each kind of runtime says how it knows)."""
         raise NotImplementedError
+
+    def availability(self) -> Availability:
+        """installed(), then whatever a variant needs on this machine (a library, a device, an emulator)."""
+        a = self.installed()
+        if not a.ok or self.variant is None or self.variant.missing is None:
+            return a
+        why = self.variant.missing()
+        return a if why is None else Availability(False, a.version, why, self.variant.fix)
 
 
 @dataclass(frozen=True)
@@ -77,7 +124,7 @@ class PythonRuntime(RuntimeSpec):
     def launch(self, ctx: WorkerContext, build: str | None = None) -> Launch:
         return Launch([build or sys.executable, "-m", self.python_module])
 
-    def availability(self) -> Availability:
+    def installed(self) -> Availability:
         fix = "make setup   (installs the pinned requirements into .venv)"
         try:
             version = metadata.version(self.dist)
@@ -106,7 +153,7 @@ class NodeRuntime(RuntimeSpec):
     def launch(self, ctx: WorkerContext, build: str | None = None) -> Launch:
         return Launch([shutil.which("node") or "node", build or str(REPO / "js" / "src" / "worker.js"), "--runtime", self.name])
 
-    def availability(self) -> Availability:
+    def installed(self) -> Availability:
         fix = "make setup   (runs js/setup.sh: npm ci --ignore-scripts and the tfjs-node build against the wheel)"
         if not shutil.which("node"):
             return Availability(False, None, "node is not on PATH", "install Node.js 20")
@@ -140,7 +187,7 @@ class GoRuntime(RuntimeSpec):
     def launch(self, ctx: WorkerContext, build: str | None = None) -> Launch:
         return Launch([build or str(GO_BUILD / self.binary), "--runtime", self.name])
 
-    def availability(self) -> Availability:
+    def installed(self) -> Availability:
         if not shutil.which("go") and not (GO_BUILD / self.binary).exists():
             return Availability(False, None, "go is not on PATH and the worker is not built", "install Go, then make setup")
         gone = _missing([str(GO_BUILD / self.binary), *self.libraries])
@@ -198,7 +245,7 @@ class DockerRuntime(GoRuntime):
         return Launch(["bash", script, "run", self.inner, str(ctx.artifacts), str(ctx.scratch)], env=env,
                       cleanup=["bash", script, "kill", name])
 
-    def availability(self) -> Availability:
+    def installed(self) -> Availability:
         fix = "make docker   (installs docker.io, starts dockerd, builds the base and worker images; .ci/run does it)"
         if not Path("/usr/bin/docker").exists() and not shutil.which("docker"):
             return Availability(False, None, "no Docker client is installed", fix)
@@ -214,12 +261,16 @@ RUNTIMES: dict[str, RuntimeSpec] = {
     for r in [
         PythonRuntime("tf", "python", ("savedmodel", "keras", "h5", "frozen_graph", "checkpoint"),
                       "Python TensorFlow: SavedModel signatures, Keras .keras/.h5, frozen graphs, checkpoints restored into the fixture's code",
-                      python_module="harness_runners.tf", import_name="tensorflow", dist="tensorflow-cpu"),
+                      python_module="harness_runners.tf", import_name="tensorflow", dist="tensorflow-cpu",
+                      variants=(Variant("onednn-off", "oneDNN kernels off (TF_ENABLE_ONEDNN_OPTS=0): TensorFlow's own Eigen kernels",
+                                        env={"TF_ENABLE_ONEDNN_OPTS": "0"}),)),
         PythonRuntime("litert", "python", ("tflite", "tflite_fp16", "tflite_dynamic", "tflite_int8", "tflite_select"),
                       "LiteRT (ai_edge_litert) signature runner",
                       python_module="harness_runners.litert", import_name="ai_edge_litert", dist="ai-edge-litert"),
         PythonRuntime("ort", "python", ("onnx13", "onnx18"), "ONNX Runtime, CPU execution provider",
-                      python_module="harness_runners.ort", import_name="onnxruntime", dist="onnxruntime"),
+                      python_module="harness_runners.ort", import_name="onnxruntime", dist="onnxruntime",
+                      variants=(Variant("noopt", "every graph optimisation off (ORT_DISABLE_ALL): the kernels run the graph as exported",
+                                        env={"HARNESS_ORT_GRAPH_OPTIMIZATION": "disabled"}),)),
         NodeRuntime("node-tfjs-cpu", "node", ("tfjs_graph", "tfjs_layers"), "TF.js (@tensorflow/tfjs) cpu backend",
                     requires=("@tensorflow/tfjs/package.json",), package="@tensorflow/tfjs"),
         NodeRuntime("node-tfjs-wasm", "node", ("tfjs_graph", "tfjs_layers"), "TF.js wasm backend",
@@ -244,13 +295,34 @@ RUNTIMES: dict[str, RuntimeSpec] = {
 def in_table_order(names) -> list[str]:
     """Runtime names, once each, in the table's order (grouped by language); unknown names last."""
     order = list(RUNTIMES)
-    return sorted(dict.fromkeys(names), key=lambda n: (order.index(n) if n in order else len(order), n))
+
+    def key(name: str) -> tuple[int, str]:
+        root = name if name in order else name.partition("@")[0]  # a variant sorts after its runtime
+        return (order.index(root) if root in order else len(order), name)
+
+    return sorted(dict.fromkeys(names), key=key)
 
 
 def check_runtime(name: str) -> RuntimeSpec:
-    if name not in RUNTIMES:
+    """The runtime a name stands for: an entry of the table, or `RUNTIME@NAME` — a variant declared on
+    that entry. One line naming what is known when neither."""
+    if name in RUNTIMES:
+        return RUNTIMES[name]
+    base, at, qualifier = name.partition("@")
+    if not at or base not in RUNTIMES:
         raise unknown("runtime", name, list(RUNTIMES))
-    return RUNTIMES[name]
+    spec = RUNTIMES[base]
+    for variant in spec.variants:
+        if variant.name == qualifier:
+            return spec.qualified(variant)
+    known = ", ".join(v.name for v in spec.variants)
+    raise HarnessError(f"unknown variant {qualifier!r} of runtime {base}: "
+                       + (f"expected one of {known}" if known else f"{base} has no variants (harness doctor lists every RUNTIME@NAME)"))
+
+
+def every_runtime() -> list[RuntimeSpec]:
+    """Every runtime the table can name: each entry, then its variants (harness doctor lists them all)."""
+    return [s for spec in RUNTIMES.values() for s in (spec, *(spec.qualified(v) for v in spec.variants))]
 
 
 # --- browser runtimes (headless Chromium driven by js/browser/worker.js) --------------------------------
@@ -274,8 +346,8 @@ class BrowserRuntime(NodeRuntime):
     def launch(self, ctx: WorkerContext, build: str | None = None) -> Launch:
         return Launch([shutil.which("node") or "node", build or str(REPO / "js" / "browser" / "worker.js"), "--runtime", self.name])
 
-    def availability(self) -> Availability:
-        base = NodeRuntime.availability(self)
+    def installed(self) -> Availability:
+        base = NodeRuntime.installed(self)
         if not base.ok:
             return base
         chromium = _chromium()
