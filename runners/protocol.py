@@ -25,11 +25,22 @@ PROTOCOL_VERSION = 1
 
 class ProtocolError(Exception):
     """An error answered to the client: `kind` is one of bad_request, load_failed, bad_input,
-    unsupported, run_failed."""
+    unsupported, run_failed; `code` and its fields are the facts (harness/schemas/protocol.schema.json),
+    from which the harness forms the sentence. A runtime's own refusal is `ProtocolError(kind, words)`:
+    code runtime_refused, its words the detail."""
 
-    def __init__(self, kind: str, message: str):
-        super().__init__(message)
-        self.kind = kind
+    def __init__(self, kind: str, detail: str | None = None, *, code: str = "runtime_refused", field: str | None = None,
+                 expected: Any = None, got: Any = None, path: str | None = None):
+        super().__init__(detail if detail is not None else code)
+        self.kind, self.code, self.detail = kind, code, detail
+        self.facts = {k: v for k, v in (("field", field), ("expected", expected), ("got", got), ("path", path)) if v is not None}
+
+    def data(self) -> dict:
+        has_detail = self.detail is not None or self.code in _DETAIL_MAY_BE_NULL
+        return {"kind": self.kind, "code": self.code, **self.facts, **({"detail": self.detail} if has_detail else {})}
+
+
+_DETAIL_MAY_BE_NULL = {"export_failed"}  # the export's error, which a failed export may lack
 
 
 class Session(ABC):
@@ -78,49 +89,48 @@ class _Loaded:
 
 
 def _check_input(spec: dict, value: np.ndarray) -> None:
-    name = spec["name"]
+    field = f"inputs.{spec['name']}"
     # Strings travel as fixed-width bytes (`S<n>`, no pickle); the signature says only "bytes".
     if value.dtype.name != spec["dtype"] and not (spec["dtype"] == "bytes" and value.dtype.kind == "S"):
-        raise ProtocolError("bad_input", f"input {name!r} has dtype {value.dtype.name}, expected {spec['dtype']}")
+        raise ProtocolError("bad_input", code="wrong_dtype", field=field, expected=spec["dtype"], got=value.dtype.name)
     shape = spec.get("shape")
     if shape is None:
         return
     if value.ndim != len(shape) or any(d is not None and d != v for d, v in zip(shape, value.shape)):
-        want = "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
-        raise ProtocolError("bad_input", f"input {name!r} has shape {list(value.shape)}, expected {want}")
+        raise ProtocolError("bad_input", code="wrong_shape", field=field, expected=shape, got=list(value.shape))
 
 
 def _read_npy(path: str, name: str) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
     except FileNotFoundError:
-        raise ProtocolError("bad_input", f"input {name!r}: file {path} does not exist") from None
+        raise ProtocolError("bad_input", code="input_file_missing", field=f"inputs.{name}", path=path) from None
     except Exception as e:
-        raise ProtocolError("bad_input", f"input {name!r}: {path} is not a valid .npy file ({e})") from None
+        raise ProtocolError("bad_input", one_line(e), code="input_not_npy", field=f"inputs.{name}", path=path) from None
 
 
-def read_json(path: Path, what: str, *, missing: str = "", corrupt: str = "") -> Any:
-    """The JSON document at `path`. Failures are load_failed ProtocolErrors naming it as `what`:
-    "{missing}{what} does not exist", "{corrupt}{what} is not valid JSON (<reason>)"."""
+def read_json(path: Path, what: str) -> Any:
+    """A runtime's JSON document at `path` (a checkpoint's manifest). Failures are load_failed
+    ProtocolErrors in the runtime's words, naming it as `what`."""
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        raise ProtocolError("load_failed", f"{missing}{what} does not exist") from None
+        raise ProtocolError("load_failed", f"{what} does not exist") from None
     except ValueError as e:
-        raise ProtocolError("load_failed", f"{corrupt}{what} is not valid JSON ({one_line(e)})") from None
+        raise ProtocolError("load_failed", f"{what} is not valid JSON ({one_line(e)})") from None
 
 
-def _json_kind(value: Any) -> str:
-    """What a parsed JSON value is, in words every worker's language says alike: "an array", "null"..."""
+def _json_type(value: Any) -> str:
+    """The JSON type of a parsed value, as the schema names them."""
     if value is None:
         return "null"
     if isinstance(value, bool):
-        return "a boolean"
+        return "boolean"
     if isinstance(value, (int, float)):
-        return "a number"
+        return "number"
     if isinstance(value, str):
-        return "a string"
-    return "an array" if isinstance(value, list) else "an object"
+        return "string"
+    return "array" if isinstance(value, list) else "object"
 
 
 class Worker:
@@ -147,29 +157,36 @@ class Worker:
         device = params.get("device", "cpu")
         threads = int(params.get("threads", 0) or 0)
         if fmt not in self.runtime.formats:
-            raise ProtocolError("unsupported", f"runtime {self.runtime.name} does not load format {fmt!r}: expected one of {list(self.runtime.formats)}")
+            raise ProtocolError("unsupported", code="format_not_taken", field="format", expected=list(self.runtime.formats), got=fmt)
         if device not in self.runtime.devices():
-            raise ProtocolError("unsupported", f"runtime {self.runtime.name} has no device {device!r}: expected one of {self.runtime.devices()}")
+            raise ProtocolError("unsupported", code="device_not_available", field="device", expected=self.runtime.devices(), got=device)
         meta_path = folder / "artifact.json"
-        artifact = read_json(meta_path, str(meta_path), missing="missing artifact: ", corrupt="corrupt artifact: ")
+        try:
+            artifact = json.loads(meta_path.read_text())
+        except FileNotFoundError:
+            raise ProtocolError("load_failed", code="artifact_missing", path=str(meta_path)) from None
+        except ValueError as e:
+            raise ProtocolError("load_failed", one_line(e), code="artifact_not_json", path=str(meta_path)) from None
+        except OSError as e:
+            raise ProtocolError("load_failed", one_line(e), code="artifact_unreadable", path=str(meta_path)) from None
         if not isinstance(artifact, dict):
-            raise ProtocolError("load_failed", f"corrupt artifact: {meta_path} is not a JSON object (it holds {_json_kind(artifact)})")
+            raise ProtocolError("load_failed", code="artifact_not_object", path=str(meta_path), expected="object", got=_json_type(artifact))
         if artifact.get("format") != fmt:
-            raise ProtocolError("bad_request", f"artifact {folder} is format {artifact.get('format')!r}, expected {fmt!r}")
+            raise ProtocolError("bad_request", code="format_mismatch", field="format", path=str(folder), expected=fmt, got=artifact.get("format"))
         if artifact.get("status") != "ok":
-            raise ProtocolError("load_failed", f"artifact {folder} failed to export: {artifact.get('error')}")
+            raise ProtocolError("load_failed", artifact.get("error"), code="export_failed", path=str(folder))
         signature = params.get("signature") or artifact.get("signature", "serving_default")
         artifact["signature"] = signature
         model_path = folder / artifact["path"]
         if not model_path.exists():
-            raise ProtocolError("load_failed", f"missing artifact file: {model_path} does not exist")
+            raise ProtocolError("load_failed", code="model_file_missing", path=str(model_path))
         start = time.perf_counter_ns()
         try:
             session = self.runtime.load(artifact, model_path, fmt, device, threads)
         except ProtocolError:
             raise
         except Exception as e:
-            raise ProtocolError("load_failed", f"{type(e).__name__}: {one_line(e)}") from None
+            raise ProtocolError("load_failed", f"{type(e).__name__}: {one_line(e)}", code="library_error") from None
         load_ns = time.perf_counter_ns() - start
         self.counter += 1
         handle = f"h{self.counter}"
@@ -186,21 +203,16 @@ class Worker:
         output_dir = Path(_param(params, "output_dir", str))
         warmup = int(params.get("warmup", 0))
         iterations = int(params.get("iterations", 1))
-        if warmup < 0 or iterations < 0:
-            raise ProtocolError("bad_request", f"warmup and iterations must be >= 0, got {warmup} and {iterations}")
         # Self-tests only: a busy-wait of delay_us inside each timed call (an injected slowdown).
-        delay_ns = int(params.get("delay_us", 0)) * 1000
-        if delay_ns < 0:
-            raise ProtocolError("bad_request", f"delay_us must be >= 0, got {params.get('delay_us')}")
+        delay_us = int(params.get("delay_us", 0))
+        for name, count in (("warmup", warmup), ("iterations", iterations), ("delay_us", delay_us)):
+            if count < 0:
+                raise ProtocolError("bad_request", code="out_of_range", field=name, expected={"minimum": 0}, got=count)
+        delay_ns = delay_us * 1000
         expected = {s["name"] for s in loaded.inputs}
         if set(given) != expected:
-            missing, extra = sorted(expected - set(given)), sorted(set(given) - expected)
-            raise ProtocolError(
-                "bad_input",
-                f"inputs {sorted(given)} do not match the signature: expected {sorted(expected)}"
-                + (f" (missing {missing})" if missing else "")
-                + (f" (unknown {extra})" if extra else ""),
-            )
+            raise ProtocolError("bad_input", code="missing_input" if expected - set(given) else "unknown_input", field="inputs",
+                                expected=sorted(expected), got=sorted(given))
         feeds = {}
         for spec in loaded.inputs:
             value = _read_npy(given[spec["name"]], spec["name"])
@@ -226,14 +238,14 @@ class Worker:
         except ProtocolError:
             raise
         except Exception as e:
-            raise ProtocolError("run_failed", f"{type(e).__name__}: {one_line(e)}") from None
+            raise ProtocolError("run_failed", f"{type(e).__name__}: {one_line(e)}", code="library_error") from None
 
         output_dir.mkdir(parents=True, exist_ok=True)
         outputs = {}
         for spec in loaded.outputs:
             key = spec[loaded.address]
             if key not in result:
-                raise ProtocolError("run_failed", f"runtime returned {sorted(result)}, missing output {key!r} ({spec['name']!r})")
+                raise ProtocolError("run_failed", code="missing_output", field=f"outputs.{spec['name']}", expected=key, got=sorted(result))
             path = output_dir / f"{_safe(spec['name'])}.npy"
             np.save(path, np.ascontiguousarray(result[key]), allow_pickle=False)
             outputs[spec["name"]] = str(path)
@@ -253,7 +265,7 @@ class Worker:
     def _session(self, params: dict) -> _Loaded:
         handle = _param(params, "handle", str)
         if handle not in self.sessions:
-            raise ProtocolError("bad_request", f"unknown handle {handle!r}: expected one of {sorted(self.sessions)}")
+            raise ProtocolError("bad_request", code="unknown_handle", field="handle", expected=sorted(self.sessions), got=handle)
         return self.sessions[handle]
 
     # --- framing -------------------------------------------------------------------------------
@@ -269,9 +281,9 @@ class Worker:
                 try:
                     request = json.loads(line)
                 except ValueError as e:
-                    raise _RpcError(-32700, f"parse error: {e}", "bad_request") from None
+                    raise _RpcError(-32700, ProtocolError("bad_request", one_line(e), code="parse_error")) from None
                 if not isinstance(request, dict) or request.get("jsonrpc") != "2.0" or "method" not in request:
-                    raise _RpcError(-32600, "invalid request: expected a JSON-RPC 2.0 object with a method", "bad_request")
+                    raise _RpcError(-32600, ProtocolError("bad_request", code="invalid_request"))
                 req_id = request.get("id")
                 method = request["method"]
                 params = request.get("params") or {}
@@ -279,31 +291,43 @@ class Worker:
                     _write(out, {"jsonrpc": "2.0", "id": req_id, "result": {}})
                     return
                 if method not in methods:
-                    raise _RpcError(-32601, f"unknown method {method!r}: expected one of {sorted(methods) + ['shutdown']}", "bad_request")
+                    raise _RpcError(-32601, ProtocolError("bad_request", code="unknown_method", field="method", expected=METHODS, got=method))
                 if not isinstance(params, dict):
-                    raise _RpcError(-32602, "params must be an object", "bad_request")
+                    raise _RpcError(-32602, ProtocolError("bad_request", code="invalid_params", field="params", expected="object", got=_json_type(params)))
                 result = methods[method](params)
                 _write(out, {"jsonrpc": "2.0", "id": req_id, "result": result})
             except _RpcError as e:
-                _write(out, {"jsonrpc": "2.0", "id": req_id, "error": {"code": e.code, "message": str(e), "data": {"kind": e.kind}}})
+                _write(out, _error(req_id, e.code, e.error))
             except ProtocolError as e:
-                _write(out, {"jsonrpc": "2.0", "id": req_id, "error": {"code": -32000, "message": str(e), "data": {"kind": e.kind}}})
+                _write(out, _error(req_id, -32000, e))
             except Exception as e:  # a bug in the worker: say so, keep serving
                 traceback.print_exc(file=sys.stderr)
-                _write(out, {"jsonrpc": "2.0", "id": req_id, "error": {"code": -32603, "message": f"internal error: {type(e).__name__}: {e}", "data": {"kind": "run_failed"}}})
+                _write(out, _error(req_id, -32603, ProtocolError("run_failed", f"{type(e).__name__}: {one_line(e)}", code="internal_error")))
+
+
+METHODS = ["info", "load", "run", "unload", "shutdown"]
 
 
 class _RpcError(Exception):
-    def __init__(self, code: int, message: str, kind: str):
-        super().__init__(message)
-        self.code, self.kind = code, kind
+    """A framing error, with its own JSON-RPC code."""
+
+    def __init__(self, code: int, error: ProtocolError):
+        super().__init__(str(error))
+        self.code, self.error = code, error
+
+
+def _error(req_id: Any, code: int, e: ProtocolError) -> dict:
+    return {"jsonrpc": "2.0", "id": req_id, "error": {"code": code, "message": str(e), "data": e.data()}}
+
+
+_JSON_TYPE = {str: "string", dict: "object", int: "integer"}
 
 
 def _param(params: dict, name: str, kind: type):
     if name not in params:
-        raise ProtocolError("bad_request", f"missing parameter {name!r}")
+        raise ProtocolError("bad_request", code="missing_param", field=name)
     if not isinstance(params[name], kind):
-        raise ProtocolError("bad_request", f"parameter {name!r} must be a {kind.__name__}")
+        raise ProtocolError("bad_request", code="wrong_param_type", field=name, expected=_JSON_TYPE[kind], got=_json_type(params[name]))
     return params[name]
 
 

@@ -15,6 +15,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from harness.runners.errors import ErrorData
+
 
 class WorkerError(Exception):
     def __init__(self, message: str, stderr_tail: str = ""):
@@ -31,11 +33,28 @@ class WorkerTimeout(WorkerError):
 
 
 class RpcError(Exception):
-    """A JSON-RPC error the worker answered; `kind` is the protocol's data.kind."""
+    """A JSON-RPC error the worker answered: `kind` is the protocol's data.kind, `data` its facts (None for
+    an error made on the harness side or answered by a worker that gives none), and the message the
+    sentence formed from them (harness/runners/errors.py)."""
 
-    def __init__(self, kind: str, message: str):
+    def __init__(self, kind: str, message: str, data: ErrorData | None = None):
         super().__init__(message)
         self.kind = kind
+        self.data = data
+
+    @property
+    def code(self) -> str | None:
+        return self.data.code if self.data is not None else None
+
+    @classmethod
+    def from_answer(cls, error: dict, runtime: str) -> RpcError:
+        """The error object of a response; `runtime` is the worker's runtime name, for the sentence."""
+        raw = error.get("data")
+        data: dict = raw if isinstance(raw, dict) else {}
+        if "code" not in data:  # a worker older than structured errors: its own message
+            return cls(str(data.get("kind", "run_failed")), str(error.get("message", "unknown error")))
+        facts = ErrorData.from_json(data)
+        return cls(facts.kind, facts.sentence(runtime), facts)
 
 
 _EOF = object()
@@ -45,6 +64,9 @@ class WorkerClient:
     def __init__(self, name: str, command: list[str], cwd: Path | None = None, env: dict | None = None, stderr_lines: int = 200,
                  cleanup: list[str] | None = None, log: Path | None = None, on_exit: Callable[[], None] | None = None):
         self.name = name
+        # The runtime's name as its worker says it in `info` (`name` is the pool's key, which may carry a
+        # thread setting or a variant): the sentences of some errors name it.
+        self.runtime = name
         self._on_exit = on_exit  # once the process is gone, however it ended (e.g. remove its sandbox's cgroup)
         # Called with the artifact folder before each `load` (a container's uid must be able to read it).
         self.before_load: Callable[[str], None] | None = None
@@ -134,10 +156,11 @@ class WorkerClient:
             if response.get("id") != req_id:
                 continue  # a late answer to a request we gave up on
             if "error" in response:
-                err = response["error"]
-                kind = (err.get("data") or {}).get("kind", "run_failed")
-                raise RpcError(kind, err.get("message", "unknown error"))
-            return response.get("result")
+                raise RpcError.from_answer(response["error"], self.runtime)
+            result = response.get("result")
+            if method == "info" and isinstance(result, dict) and isinstance(result.get("runtime"), str):
+                self.runtime = result["runtime"]
+            return result
 
     def _crashed(self, when: str) -> WorkerCrash:
         try:
