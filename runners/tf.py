@@ -302,7 +302,8 @@ class TF(Runtime):
                 raise ProtocolError("load_failed", f"SavedModel {model_path} (tag {tag!r}): {type(e).__name__}: {one_line(e)}") from None
             sig = artifact["signature"]
             if sig not in loaded.signatures:
-                raise ProtocolError("load_failed", f"SavedModel {model_path} has no signature {sig!r}: expected one of {sorted(loaded.signatures)}")
+                raise ProtocolError("load_failed", code="unknown_signature", field="signature", path=str(model_path),
+                                    expected=sorted(loaded.signatures), got=sig)
             return _Signature(tf, loaded.signatures[sig], keep=loaded)
         if fmt == "checkpoint":
             return load_checkpoint(tf, artifact, root, model_path)

@@ -85,6 +85,7 @@ SENTENCES: dict[str, Callable[[ErrorData, str], str]] = {
     "format_mismatch": lambda e, _: f"artifact {e.path} is format {e.got!r}, expected {e.expected!r}",
     "export_failed": lambda e, _: f"artifact {e.path} failed to export: {e.detail}",
     "model_file_missing": lambda e, _: f"missing artifact file: {e.path} does not exist",
+    "unknown_signature": lambda e, _: f"SavedModel {e.path} has no signature {e.got!r}: expected one of {_names(e.expected)}",
     "missing_input": _inputs,
     "unknown_input": _inputs,
     "input_file_missing": lambda e, _: f"input {_name(e)!r}: file {e.path} does not exist",

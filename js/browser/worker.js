@@ -15,7 +15,7 @@
 
 import { existsSync } from 'node:fs';
 import { dirname, relative, sep } from 'node:path';
-import { oneLine, protectStdout, ProtocolError, pyRepr, Worker } from '../src/protocol.js';
+import { oneLine, protectStdout, ProtocolError, Worker } from '../src/protocol.js';
 import { packageVersion, requireDtypes } from '../src/runtimes/common.js';
 import { openPage, rendererPeakRss } from './chromium.js';
 import { BROWSER_RUNTIMES } from './runtimes.js';
@@ -47,7 +47,7 @@ function unwrap(answer, kind, what) {
 /** A typed array of the dtype, whatever the page's serialisation handed over. @param {string} dtype @param {any} data */
 function typed(dtype, data) {
   const Ctor = /** @type {any} */ (TYPED)[dtype];
-  if (!Ctor) throw new ProtocolError('run_failed', `the page returned dtype ${pyRepr(dtype)}, which has no .npy type here`);
+  if (!Ctor) throw new ProtocolError('run_failed', `the page returned dtype '${dtype}', which has no .npy type here`);
   if (data instanceof Ctor) return data;
   return Ctor.from(Array.isArray(data) ? data : Object.values(data));
 }

@@ -1,8 +1,9 @@
 // The worker side of the runner protocol (../../DESIGN.md, "Runner protocol"), a port of
 // runners/protocol.py: JSON-RPC 2.0, one object per line on stdin/stdout, tensors as .npy files.
 // A runtime (src/runtimes/*.js) only loads models and runs one inference; this module does the
-// rest — framing, validation of inputs against artifact.json, timing, name mapping, errors — and
-// keeps the same messages as the Python workers, so every runner reads alike in a report.
+// rest — framing, validation of inputs against artifact.json, timing, name mapping, errors. Errors
+// are facts (kind, code, field, expected, got, path, detail: ../../harness/schemas/protocol.schema.json);
+// the harness forms the sentence a person reads.
 
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -10,6 +11,7 @@ import { createInterface } from 'node:readline';
 import { readNpy, writeNpy } from './npy.js';
 
 export const PROTOCOL_VERSION = 1;
+const METHODS = ['info', 'load', 'run', 'unload', 'shutdown'];
 
 /**
  * @typedef {import('./npy.js').NdArray} NdArray
@@ -27,45 +29,32 @@ export const PROTOCOL_VERSION = 1;
  *   format's own names, the default) or `name` (the signature's keys).
  */
 
-/** An error answered to the client; `kind` is one of bad_request, load_failed, bad_input, unsupported, run_failed. */
+/**
+ * An error answered to the client: `kind` is one of bad_request, load_failed, bad_input, unsupported,
+ * run_failed; `code` and `facts` (field, expected, got, path) are what the harness forms its sentence
+ * from. A runtime's own refusal is `new ProtocolError(kind, words)`: code runtime_refused, the words
+ * its detail.
+ */
 export class ProtocolError extends Error {
-  /** @param {string} kind @param {string} message */
-  constructor(kind, message) {
-    super(message);
+  /**
+   * @param {string} kind @param {string|null|undefined} detail  a library's or runtime's own words
+   * @param {string} [code] @param {Record<string, unknown>} [facts] @param {number} [rpcCode]
+   */
+  constructor(kind, detail, code = 'runtime_refused', facts = {}, rpcCode = -32000) {
+    super(detail ?? code);
     this.name = 'ProtocolError';
-    this.kind = kind;
+    Object.assign(this, { kind, detail, code, facts, rpcCode });
+  }
+
+  /** The JSON-RPC error object. */
+  toJSON() {
+    const data = { kind: this.kind, code: this.code, ...this.facts, ...(this.detail === undefined ? {} : { detail: this.detail }) };
+    return { code: this.rpcCode, message: this.message, data };
   }
 }
 
-class RpcError extends Error {
-  /** @param {number} code @param {string} message @param {string} kind */
-  constructor(code, message, kind) {
-    super(message);
-    this.code = code;
-    this.kind = kind;
-  }
-}
-
-// --- Python-style formatting, so messages match the Python workers' word for word ---------------
-
-/** Python's repr of a str (or None for null/undefined). @param {unknown} s */
-export function pyRepr(s) {
-  if (s === null || s === undefined) return 'None';
-  if (typeof s !== 'string') return JSON.stringify(s);
-  const quote = s.includes("'") && !s.includes('"') ? '"' : "'";
-  const body = s.replace(/\\/g, '\\\\').replace(/\n/g, '\\n');
-  return quote + (quote === "'" ? body.replace(/'/g, "\\'") : body) + quote;
-}
-
-/** Python's repr of a list of str or int. @param {(string|number)[]} items */
-export function pyList(items) {
-  return '[' + items.map((x) => (typeof x === 'string' ? pyRepr(x) : String(x))).join(', ') + ']';
-}
-
-/** Python's sorted() of strings (code point order). @param {Iterable<string>} items */
-function sorted(items) {
-  return [...items].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
-}
+/** A protocol error with facts and no words. @param {string} kind @param {string} code @param {Record<string, unknown>} [facts] */
+const fail = (kind, code, facts = {}) => new ProtocolError(kind, undefined, code, facts);
 
 /** One line, never cut: the decisive part of a runtime's message is often at its end.
  * @param {unknown} e @param {number} [limit] */
@@ -78,11 +67,11 @@ export function oneLine(e, limit = Infinity) {
   return text.length <= limit ? text : text.slice(0, limit - 3) + '...';
 }
 
-/** What a parsed JSON value is, in the words every worker says alike: 'an array', 'null'... @param {unknown} v */
-function jsonKind(v) {
+/** The JSON type of a parsed value, as the schema names them. @param {unknown} v */
+function jsonType(v) {
   if (v === null) return 'null';
-  if (Array.isArray(v)) return 'an array';
-  return { boolean: 'a boolean', number: 'a number', string: 'a string' }[typeof v] ?? 'an object';
+  if (Array.isArray(v)) return 'array';
+  return { boolean: 'boolean', number: 'number', string: 'string' }[typeof v] ?? 'object';
 }
 
 /** @param {unknown} e */
@@ -95,47 +84,41 @@ function safe(name) {
   return name.replace(/[^\p{L}\p{N}\-_.]/gu, '_');
 }
 
-const PY_TYPE = { string: 'str', object: 'dict' };
-
-/** @param {Record<string, any>} params @param {string} name @param {'string'|'object'} kind */
-function param(params, name, kind) {
-  if (!(name in params)) throw new ProtocolError('bad_request', `missing parameter ${pyRepr(name)}`);
+/** @param {Record<string, any>} params @param {string} name @param {'string'|'object'} type */
+function param(params, name, type) {
+  if (!(name in params)) throw fail('bad_request', 'missing_param', { field: name });
   const value = params[name];
-  const ok = kind === 'object' ? value !== null && typeof value === 'object' && !Array.isArray(value) : typeof value === kind;
-  if (!ok) throw new ProtocolError('bad_request', `parameter ${pyRepr(name)} must be a ${PY_TYPE[kind]}`);
+  if (jsonType(value) !== type) throw fail('bad_request', 'wrong_param_type', { field: name, expected: type, got: jsonType(value) });
   return value;
 }
 
 /** @param {Record<string, any>} params @param {string} name @param {number} fallback */
 function intParam(params, name, fallback) {
   const value = params[name] ?? fallback;
-  const n = typeof value === 'string' && value.trim() !== '' ? Number(value) : value;
-  if (typeof n !== 'number' || !Number.isFinite(n)) throw new ProtocolError('bad_request', `parameter ${pyRepr(name)} must be an int`);
-  return Math.trunc(n);
+  if (!Number.isInteger(value)) throw fail('bad_request', 'wrong_param_type', { field: name, expected: 'integer', got: jsonType(value) });
+  return value;
 }
 
 /** @param {TensorSpec} spec @param {NdArray} value */
 export function checkInput(spec, value) {
-  const name = spec.name;
-  if (value.dtype !== spec.dtype) {
-    throw new ProtocolError('bad_input', `input ${pyRepr(name)} has dtype ${value.dtype}, expected ${spec.dtype}`);
-  }
+  const field = `inputs.${spec.name}`;
+  if (value.dtype !== spec.dtype) throw fail('bad_input', 'wrong_dtype', { field, expected: spec.dtype, got: value.dtype });
   const shape = spec.shape;
   if (shape === null || shape === undefined) return;
   if (value.shape.length !== shape.length || shape.some((d, i) => d !== null && d !== value.shape[i])) {
-    const want = '[' + shape.map((d) => (d === null ? '?' : String(d))).join(', ') + ']';
-    throw new ProtocolError('bad_input', `input ${pyRepr(name)} has shape ${pyList(value.shape)}, expected ${want}`);
+    throw fail('bad_input', 'wrong_shape', { field, expected: shape, got: value.shape });
   }
 }
 
-/** @param {string} path @param {string} name @returns {NdArray} */
+/** @param {unknown} path @param {string} name @returns {NdArray} */
 function readInput(path, name) {
-  if (typeof path !== 'string') throw new ProtocolError('bad_input', `input ${pyRepr(name)}: expected a path to a .npy file, got ${JSON.stringify(path)}`);
-  if (!existsSync(path)) throw new ProtocolError('bad_input', `input ${pyRepr(name)}: file ${path} does not exist`);
+  const field = `inputs.${name}`;
+  if (typeof path !== 'string') throw fail('bad_request', 'wrong_param_type', { field, expected: 'string', got: jsonType(path) });
+  if (!existsSync(path)) throw fail('bad_input', 'input_file_missing', { field, path });
   try {
     return readNpy(path);
   } catch (e) {
-    throw new ProtocolError('bad_input', `input ${pyRepr(name)}: ${path} is not a valid .npy file (${oneLine(e)})`);
+    throw new ProtocolError('bad_input', oneLine(e), 'input_not_npy', { field, path });
   }
 }
 
@@ -183,33 +166,26 @@ export class Worker {
     const device = params.device ?? 'cpu';
     const threads = intParam(params, 'threads', 0) || 0;
     const { name, formats } = this.runtime;
-    if (!formats.includes(fmt)) {
-      throw new ProtocolError('unsupported', `runtime ${name} does not load format ${pyRepr(fmt)}: expected one of ${pyList(formats)}`);
-    }
-    if (!this.devices().includes(device)) {
-      throw new ProtocolError('unsupported', `runtime ${name} has no device ${pyRepr(device)}: expected one of ${pyList(this.devices())}`);
-    }
-    const metaPath = join(folder, 'artifact.json');
+    if (!formats.includes(fmt)) throw fail('unsupported', 'format_not_taken', { field: 'format', expected: formats, got: fmt });
+    if (!this.devices().includes(device)) throw fail('unsupported', 'device_not_available', { field: 'device', expected: this.devices(), got: device });
+    const path = join(folder, 'artifact.json');
     /** @type {Artifact} */
     let artifact;
     try {
-      artifact = JSON.parse(readFileSync(metaPath, 'utf8'));
+      artifact = JSON.parse(readFileSync(path, 'utf8'));
     } catch (e) {
-      if (/** @type {any} */ (e).code === 'ENOENT') throw new ProtocolError('load_failed', `missing artifact: ${metaPath} does not exist`);
-      throw new ProtocolError('load_failed', `corrupt artifact: ${metaPath} is not valid JSON (${oneLine(e)})`);
+      if (/** @type {any} */ (e).code === 'ENOENT') throw fail('load_failed', 'artifact_missing', { path });
+      const code = e instanceof SyntaxError ? 'artifact_not_json' : 'artifact_unreadable';
+      throw new ProtocolError('load_failed', oneLine(e), code, { path });
     }
-    if (typeof artifact !== 'object' || artifact === null || Array.isArray(artifact)) {
-      throw new ProtocolError('load_failed', `corrupt artifact: ${metaPath} is not a JSON object (it holds ${jsonKind(artifact)})`);
-    }
+    if (jsonType(artifact) !== 'object') throw fail('load_failed', 'artifact_not_object', { path, expected: 'object', got: jsonType(artifact) });
     if (artifact.format !== fmt) {
-      throw new ProtocolError('bad_request', `artifact ${folder} is format ${pyRepr(artifact.format)}, expected ${pyRepr(fmt)}`);
+      throw fail('bad_request', 'format_mismatch', { field: 'format', path: folder, expected: fmt, got: artifact.format ?? null });
     }
-    if (artifact.status !== 'ok') {
-      throw new ProtocolError('load_failed', `artifact ${folder} failed to export: ${artifact.error ?? 'None'}`);
-    }
+    if (artifact.status !== 'ok') throw new ProtocolError('load_failed', artifact.error ?? null, 'export_failed', { path: folder });
     artifact.signature = params.signature || artifact.signature || 'serving_default';
     const modelPath = join(folder, artifact.path);
-    if (!existsSync(modelPath)) throw new ProtocolError('load_failed', `missing artifact file: ${modelPath} does not exist`);
+    if (!existsSync(modelPath)) throw fail('load_failed', 'model_file_missing', { path: modelPath });
 
     const start = now();
     /** @type {Session} */
@@ -218,7 +194,7 @@ export class Worker {
       session = await this.runtime.load(artifact, modelPath, fmt, device, threads);
     } catch (e) {
       if (e instanceof ProtocolError) throw e;
-      throw new ProtocolError('load_failed', `${errorName(e)}: ${oneLine(e)}`);
+      throw new ProtocolError('load_failed', `${errorName(e)}: ${oneLine(e)}`, 'library_error');
     }
     const loadNs = Number(now() - start);
     this.counter += 1;
@@ -237,23 +213,16 @@ export class Worker {
     const outputDir = param(params, 'output_dir', 'string');
     const warmup = intParam(params, 'warmup', 0);
     const iterations = intParam(params, 'iterations', 1);
-    if (warmup < 0 || iterations < 0) {
-      throw new ProtocolError('bad_request', `warmup and iterations must be >= 0, got ${warmup} and ${iterations}`);
-    }
     // Self-tests only: a busy-wait of delay_us inside each timed call (an injected slowdown).
     const delayUs = intParam(params, 'delay_us', 0);
-    if (delayUs < 0) throw new ProtocolError('bad_request', `delay_us must be >= 0, got ${delayUs}`);
-    const expected = new Set(loaded.inputs.map((s) => s.name));
-    const givenNames = Object.keys(given);
-    if (givenNames.length !== expected.size || givenNames.some((n) => !expected.has(n))) {
-      const missing = sorted([...expected].filter((n) => !(n in given)));
-      const extra = sorted(givenNames.filter((n) => !expected.has(n)));
-      throw new ProtocolError(
-        'bad_input',
-        `inputs ${pyList(sorted(givenNames))} do not match the signature: expected ${pyList(sorted(expected))}` +
-          (missing.length ? ` (missing ${pyList(missing)})` : '') +
-          (extra.length ? ` (unknown ${pyList(extra)})` : ''),
-      );
+    for (const [field, got] of Object.entries({ warmup, iterations, delay_us: delayUs })) {
+      if (got < 0) throw fail('bad_request', 'out_of_range', { field, expected: { minimum: 0 }, got });
+    }
+    const expected = loaded.inputs.map((s) => s.name);
+    const got = Object.keys(given);
+    if (got.length !== expected.length || got.some((n) => !expected.includes(n))) {
+      const code = expected.some((n) => !(n in given)) ? 'missing_input' : 'unknown_input';
+      throw fail('bad_input', code, { field: 'inputs', expected, got });
     }
     /** @type {Record<string, NdArray>} */
     const feeds = {};
@@ -291,7 +260,7 @@ export class Worker {
       }
     } catch (e) {
       if (e instanceof ProtocolError) throw e;
-      throw new ProtocolError('run_failed', `${errorName(e)}: ${oneLine(e)}`);
+      throw new ProtocolError('run_failed', `${errorName(e)}: ${oneLine(e)}`, 'library_error');
     }
 
     mkdirSync(outputDir, { recursive: true });
@@ -300,7 +269,7 @@ export class Worker {
     for (const spec of loaded.outputs) {
       const key = spec[loaded.address];
       if (!(key in result)) {
-        throw new ProtocolError('run_failed', `runtime returned ${pyList(sorted(Object.keys(result)))}, missing output ${pyRepr(key)} (${pyRepr(spec.name)})`);
+        throw fail('run_failed', 'missing_output', { field: `outputs.${spec.name}`, expected: key, got: Object.keys(result) });
       }
       const path = join(outputDir, `${safe(spec.name)}.npy`);
       writeNpy(path, result[key]);
@@ -326,7 +295,7 @@ export class Worker {
   session(params) {
     const handle = param(params, 'handle', 'string');
     const loaded = this.sessions.get(handle);
-    if (!loaded) throw new ProtocolError('bad_request', `unknown handle ${pyRepr(handle)}: expected one of ${pyList(sorted(this.sessions.keys()))}`);
+    if (!loaded) throw fail('bad_request', 'unknown_handle', { field: 'handle', expected: [...this.sessions.keys()], got: handle });
     return loaded;
   }
 
@@ -355,10 +324,10 @@ export class Worker {
         try {
           request = JSON.parse(line);
         } catch (e) {
-          throw new RpcError(-32700, `parse error: ${oneLine(e)}`, 'bad_request');
+          throw new ProtocolError('bad_request', oneLine(e), 'parse_error', {}, -32700);
         }
-        if (request === null || typeof request !== 'object' || Array.isArray(request) || request.jsonrpc !== '2.0' || !('method' in request)) {
-          throw new RpcError(-32600, 'invalid request: expected a JSON-RPC 2.0 object with a method', 'bad_request');
+        if (jsonType(request) !== 'object' || request.jsonrpc !== '2.0' || !('method' in request)) {
+          throw new ProtocolError('bad_request', undefined, 'invalid_request', {}, -32600);
         }
         id = request.id ?? null;
         const method = request.method;
@@ -368,21 +337,17 @@ export class Worker {
           return;
         }
         if (typeof method !== 'string' || !Object.hasOwn(methods, method)) {
-          throw new RpcError(-32601, `unknown method ${pyRepr(method)}: expected one of ${pyList([...sorted(Object.keys(methods)), 'shutdown'])}`, 'bad_request');
+          throw new ProtocolError('bad_request', undefined, 'unknown_method', { field: 'method', expected: METHODS, got: method }, -32601);
         }
-        if (typeof params !== 'object' || Array.isArray(params)) throw new RpcError(-32602, 'params must be an object', 'bad_request');
+        if (jsonType(params) !== 'object') {
+          throw new ProtocolError('bad_request', undefined, 'invalid_params', { field: 'params', expected: 'object', got: jsonType(params) }, -32602);
+        }
         const result = await methods[method](params);
         send({ jsonrpc: '2.0', id, result });
       } catch (e) {
-        if (e instanceof RpcError) {
-          send({ jsonrpc: '2.0', id, error: { code: e.code, message: e.message, data: { kind: e.kind } } });
-        } else if (e instanceof ProtocolError) {
-          send({ jsonrpc: '2.0', id, error: { code: -32000, message: e.message, data: { kind: e.kind } } });
-        } else {
-          // A bug in the worker or an unexpected library error: say so, keep serving.
-          console.error(e);
-          send({ jsonrpc: '2.0', id, error: { code: -32603, message: `internal error: ${errorName(e)}: ${oneLine(e)}`, data: { kind: 'run_failed' } } });
-        }
+        if (!(e instanceof ProtocolError)) console.error(e); // a bug in the worker or an unexpected library error: keep serving
+        const error = e instanceof ProtocolError ? e : new ProtocolError('run_failed', `${errorName(e)}: ${oneLine(e)}`, 'internal_error', {}, -32603);
+        send({ jsonrpc: '2.0', id, error });
       }
     }
   }

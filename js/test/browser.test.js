@@ -206,7 +206,7 @@ describe('browser worker', { skip: CHROMIUM.skip }, () => {
         assert.ok(r.samples_ns.every((/** @type {number} */ s) => s % 1000 === 0), String(r.samples_ns));
         assert.ok(r.peak_rss_bytes > 10 * 2 ** 20, `renderer peak RSS ${r.peak_rss_bytes}`);
 
-        // The same bad requests to the Node worker of the same library: the same messages.
+        // The same bad requests to the Node worker of the same library: the same facts.
         const nodeHandle = (await node.call('load', { artifact: artifact('pow', format), format })).handle;
         const wrong = join(dir, 'wrong.npy');
         writeNpy(wrong, { dtype: 'int32', shape: [4], data: Int32Array.from([1, 2, 3, 4]) });
@@ -214,10 +214,10 @@ describe('browser worker', { skip: CHROMIUM.skip }, () => {
           const mine = (await w.request('run', { handle, inputs, output_dir: out })).error;
           const theirs = (await node.request('run', { handle: nodeHandle, inputs, output_dir: out })).error;
           assert.equal(mine.data.kind, 'bad_input');
-          assert.equal(mine.message, theirs.message);
+          assert.deepEqual(mine, theirs);
         }
         const unknown = (await w.request('run', { handle: 'h99', inputs: pow, output_dir: out })).error;
-        assert.deepEqual([unknown.data.kind, unknown.message], ['bad_request', "unknown handle 'h99': expected one of ['h1']"]);
+        assert.deepEqual(unknown.data, { kind: 'bad_request', code: 'unknown_handle', field: 'handle', expected: ['h1'], got: 'h99' });
         const negative = (await w.request('run', { handle, inputs: pow, output_dir: out, iterations: -1 })).error;
         assert.equal(negative.data.kind, 'bad_request');
         await w.call('unload', { handle });

@@ -1,5 +1,5 @@
 // What is the Node worker's own: TF.js's dtype refusals, its banner kept off stdout, exit codes, the
-// process's memory. The protocol itself (framing, every error kind word for word, serving on after each)
+// process's memory. The protocol itself (framing, every error's facts, serving on after each)
 // is tests/protocol_kit, run against every worker by tests/test_protocol_kit.py.
 
 import assert from 'node:assert/strict';
@@ -61,7 +61,10 @@ test('TF.js refuses what it cannot hold and names a broken model file (the rest:
     return folder;
   };
   const empty = variant('empty', {}, false);
-  await rejects(w.call('load', { artifact: empty, format: 'tfjs_graph' }), 'load_failed', `missing artifact file: ${empty}/tfjs/model.json does not exist`);
+  await assert.rejects(w.call('load', { artifact: empty, format: 'tfjs_graph' }), (/** @type {any} */ e) => {
+    assert.deepEqual(e.data, { kind: 'load_failed', code: 'model_file_missing', path: `${empty}/tfjs/model.json` });
+    return true;
+  });
 
   // A dtype TF.js cannot hold is refused, not cast: never wrong numbers.
   const f64 = variant('f64', { inputs: meta.inputs.map((/** @type {any} */ s) => ({ ...s, dtype: 'float64' })) });

@@ -203,6 +203,7 @@ test('node-tfjs-node names the signatures a SavedModel has, as the Python tf wor
     await w.shutdown();
   }
   assert.equal(errors[0].data.kind, 'load_failed');
-  assert.match(errors[0].message, /has no signature 'nope': expected one of \['serving_default'\]$/);
+  assert.deepEqual(errors[0].data, { kind: 'load_failed', code: 'unknown_signature', field: 'signature', path: join(folder, 'saved_model'),
+    expected: ['serving_default'], got: 'nope' });
   assert.deepEqual(errors[0], errors[1]);
 });

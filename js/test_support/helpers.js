@@ -143,12 +143,12 @@ export class WorkerProcess {
     return response;
   }
 
-  /** The result, or throw the protocol error (with `.kind`). @param {string} method @param {object} [params] */
+  /** The result, or throw the protocol error (with `.kind` and the facts in `.data`). @param {string} method @param {object} [params] */
   async call(method, params) {
     const response = await this.request(method, params);
     if (response.error) {
       const e = new Error(response.error.message);
-      Object.assign(e, { kind: response.error.data?.kind, code: response.error.code });
+      Object.assign(e, { kind: response.error.data?.kind, code: response.error.code, data: response.error.data });
       throw e;
     }
     return response.result;

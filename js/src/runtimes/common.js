@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ProtocolError, pyRepr } from '../protocol.js';
+import { ProtocolError } from '../protocol.js';
 
 /** The js/ folder (the npm package root). */
 export const JS_ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -47,7 +47,7 @@ export function requireDtypes(artifact, dtypes, library) {
       if (!dtypes.includes(spec.dtype)) {
         throw new ProtocolError(
           'unsupported',
-          `${library} has no ${spec.dtype} tensors: ${kind} ${pyRepr(spec.name)} is ${spec.dtype} (it computes in ${dtypes.join(', ')} only)`,
+          `${library} has no ${spec.dtype} tensors: ${kind} '${spec.name}' is ${spec.dtype} (it computes in ${dtypes.join(', ')} only)`,
         );
       }
     }

@@ -7,7 +7,7 @@
 
 import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { oneLine, ProtocolError, pyList, pyRepr } from '../protocol.js';
+import { oneLine, ProtocolError } from '../protocol.js';
 import { packageDir, packageVersion, requireDtypes, unwrap } from './common.js';
 import { checkArtifact, checkInside } from './contain.js';
 import { GraphSession, guarded, LayersSession, readBack, toTensors } from './tfjs_calls.js';
@@ -153,12 +153,12 @@ export async function createTfjs(backend) {
           const meta = metas.find((/** @type {any} */ m) => sameSet(m.tags));
           const signatures = Object.keys(meta?.signatureDefs ?? {}).sort();
           if (meta && !signatures.includes(signature)) {
-            throw new ProtocolError('load_failed', `SavedModel ${modelPath} has no signature ${pyRepr(signature)}: expected one of ${pyList(signatures)}`);
+            throw new ProtocolError('load_failed', undefined, 'unknown_signature', { field: 'signature', path: modelPath, expected: signatures, got: signature });
           }
           model = await tf.node.loadSavedModel(modelPath, tags, signature);
         } catch (e) {
           if (e instanceof ProtocolError) throw e;
-          throw new ProtocolError('load_failed', `SavedModel ${modelPath} (tag ${pyRepr(tag)}): ${e instanceof Error ? e.constructor.name : 'Error'}: ${oneLine(e)}`);
+          throw new ProtocolError('load_failed', `SavedModel ${modelPath} (tag '${tag}'): ${e instanceof Error ? e.constructor.name : 'Error'}: ${oneLine(e)}`);
         }
         return new SavedModelSession(tf, model, artifact.outputs.map((s) => s.name));
       }
