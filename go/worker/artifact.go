@@ -32,24 +32,6 @@ type Artifact struct {
 	Extra     map[string]any `json:"extra"`
 }
 
-// jsonKind says what a value decoded into `any` is, in the words every worker says alike: "an
-// array", "null"... (protocol.py's _json_kind).
-func jsonKind(v any) string {
-	switch v.(type) {
-	case nil:
-		return "null"
-	case bool:
-		return "a boolean"
-	case float64:
-		return "a number"
-	case string:
-		return "a string"
-	case []any:
-		return "an array"
-	}
-	return "an object"
-}
-
 // ExtraString returns extra[key] when it is a non-empty string, else def (e.g. the SavedModel tag).
 func (a *Artifact) ExtraString(key, def string) string {
 	if s, ok := a.Extra[key].(string); ok && s != "" {

@@ -1,7 +1,6 @@
 package worker
 
 import (
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -46,19 +45,14 @@ func TestContain(t *testing.T) {
 	}
 }
 
-// TestJSONKind: what load says an artifact.json that is not an object holds, in the words of
-// protocol.py and protocol.js.
-func TestJSONKind(t *testing.T) {
+// TestJSONType: the JSON type load and the parameter checks name, as the protocol schema does.
+func TestJSONType(t *testing.T) {
 	for text, want := range map[string]string{
-		`[1]`: "an array", `"x"`: "a string", `3`: "a number", `-1.5e3`: "a number",
-		`null`: "null", `true`: "a boolean", `false`: "a boolean", `{}`: "an object",
+		`[1]`: "array", `"x"`: "string", `3`: "number", `-1.5e3`: "number",
+		`null`: "null", `true`: "boolean", `false`: "boolean", `{}`: "object", `{"format": `: "",
 	} {
-		var v any
-		if err := json.Unmarshal([]byte(text), &v); err != nil {
-			t.Fatal(err)
-		}
-		if got := jsonKind(v); got != want {
-			t.Errorf("jsonKind(%s) = %q, want %q", text, got, want)
+		if got := jsonType([]byte(text)); got != want {
+			t.Errorf("jsonType(%s) = %q, want %q", text, got, want)
 		}
 	}
 }

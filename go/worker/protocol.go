@@ -2,7 +2,8 @@
 // protocol"), mirroring runners/protocol.py: JSON-RPC 2.0, one object per line on stdin/stdout,
 // tensors as .npy files, inputs checked against artifact.json, timing with the monotonic clock,
 // outputs named by the signature. A runtime implements Runtime and Session; this package does the
-// rest, so every Go runtime answers with the same messages as the Python workers.
+// rest. Errors are facts (kind, code, field, expected, got, path, detail:
+// harness/schemas/protocol.schema.json); the harness forms the sentence a person reads.
 package worker
 
 import (
@@ -16,7 +17,6 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"slices"
-	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -35,18 +35,54 @@ const (
 	RunFailed   = "run_failed"
 )
 
-// Error is an error answered to the client, with its protocol kind.
+// Facts are an error's fields besides kind and code: field, expected, got, path, detail.
+type Facts map[string]any
+
+// Error is an error answered to the client: its kind, its code and the code's facts.
 type Error struct {
-	Kind    string
-	Message string
+	Kind  string
+	Code  string
+	Facts Facts
+	rpc   int // the JSON-RPC code; 0 means -32000
 }
 
-// Error returns the message, which is what the client sees.
-func (e *Error) Error() string { return e.Message }
+// Error returns the detail (a library's or runtime's own words) where there is one, else the code.
+func (e *Error) Error() string {
+	if d, ok := e.Facts["detail"].(string); ok {
+		return d
+	}
+	return e.Code
+}
 
-// Errorf makes a protocol error of the given kind.
+// MarshalJSON writes the JSON-RPC error object.
+func (e *Error) MarshalJSON() ([]byte, error) {
+	data := Facts{"kind": e.Kind, "code": e.Code}
+	maps.Copy(data, e.Facts)
+	code := e.rpc
+	if code == 0 {
+		code = -32000
+	}
+	return json.Marshal(map[string]any{"code": code, "message": e.Error(), "data": data})
+}
+
+// Errorf is a runtime's own refusal, in its own words (code runtime_refused, the words its detail).
 func Errorf(kind, format string, args ...any) *Error {
-	return &Error{Kind: kind, Message: fmt.Sprintf(format, args...)}
+	return &Error{Kind: kind, Code: "runtime_refused", Facts: Facts{"detail": fmt.Sprintf(format, args...)}}
+}
+
+// Fail makes a protocol error from its facts.
+func Fail(kind, code string, facts Facts) *Error {
+	return &Error{Kind: kind, Code: code, Facts: facts}
+}
+
+func framing(rpc int, code string, facts Facts) *Error {
+	return &Error{Kind: BadRequest, Code: code, Facts: facts, rpc: rpc}
+}
+
+// withDetail is a library's error as the detail of a protocol error.
+func withDetail(kind, code, detail string, facts Facts) *Error {
+	facts["detail"] = detail
+	return Fail(kind, code, facts)
 }
 
 // Session is a loaded model. Inputs and outputs are keyed by stored name.
@@ -118,20 +154,18 @@ func New(rt Runtime) *Worker {
 	return &Worker{rt: rt, sessions: map[string]*loaded{}}
 }
 
-type rpcError struct {
-	Code    int            `json:"code"`
-	Message string         `json:"message"`
-	Data    map[string]any `json:"data"`
-}
-
 type response struct {
 	JSONRPC string          `json:"jsonrpc"`
 	ID      json.RawMessage `json:"id"`
 	Result  any             `json:"result,omitempty"`
-	Error   *rpcError       `json:"error,omitempty"`
+	Error   *Error          `json:"error,omitempty"`
 }
 
-var methodNames = []string{"info", "load", "run", "unload"}
+var methodNames = []string{"info", "load", "run", "unload", "shutdown"}
+
+func internal(detail string) *Error {
+	return &Error{Kind: RunFailed, Code: "internal_error", Facts: Facts{"detail": detail}, rpc: -32603}
+}
 
 // Handle answers one request line. It never panics: a panic in a runtime (tfgo panics on every
 // error) becomes an error answer, and the worker keeps serving. stop is true after shutdown.
@@ -145,44 +179,44 @@ func (w *Worker) Handle(line []byte) (answer []byte, stop bool) {
 	}
 	out, merr := json.Marshal(resp)
 	if merr != nil { // a result that cannot be encoded (NaN in a float): still answer
-		out, _ = json.Marshal(response{JSONRPC: "2.0", ID: resp.ID, Error: &rpcError{-32603, "internal error: " + merr.Error(), map[string]any{"kind": RunFailed}}})
+		out, _ = json.Marshal(response{JSONRPC: "2.0", ID: resp.ID, Error: internal(merr.Error())})
 	}
 	return out, stop
 }
 
-func (w *Worker) dispatch(line []byte, id *json.RawMessage, stop *bool) (result any, rerr *rpcError) {
+func (w *Worker) dispatch(line []byte, id *json.RawMessage, stop *bool) (result any, rerr *Error) {
 	defer func() {
 		if p := recover(); p != nil {
 			fmt.Fprintf(os.Stderr, "panic: %v\n%s", p, debug.Stack())
-			result, rerr = nil, &rpcError{-32603, fmt.Sprintf("internal error: %v", p), map[string]any{"kind": RunFailed}}
+			result, rerr = nil, internal(fmt.Sprint(p))
 		}
 	}()
 	var req map[string]json.RawMessage
 	if err := json.Unmarshal(line, &req); err != nil {
 		var v any
 		if json.Unmarshal(line, &v) == nil { // valid JSON, not an object
-			return nil, &rpcError{-32600, "invalid request: expected a JSON-RPC 2.0 object with a method", map[string]any{"kind": BadRequest}}
+			return nil, framing(-32600, "invalid_request", nil)
 		}
-		return nil, &rpcError{-32700, "parse error: " + err.Error(), map[string]any{"kind": BadRequest}}
+		return nil, framing(-32700, "parse_error", Facts{"detail": err.Error()})
 	}
 	if raw, ok := req["id"]; ok {
 		*id = raw
 	}
 	var version, method string
 	if json.Unmarshal(req["jsonrpc"], &version) != nil || version != "2.0" || json.Unmarshal(req["method"], &method) != nil {
-		return nil, &rpcError{-32600, "invalid request: expected a JSON-RPC 2.0 object with a method", map[string]any{"kind": BadRequest}}
+		return nil, framing(-32600, "invalid_request", nil)
 	}
 	if method == "shutdown" {
 		*stop = true
 		return map[string]any{}, nil
 	}
 	if !slices.Contains(methodNames, method) {
-		return nil, &rpcError{-32601, fmt.Sprintf("unknown method %s: expected one of %s", pyRepr(method), pyList(append(slices.Clone(methodNames), "shutdown"))), map[string]any{"kind": BadRequest}}
+		return nil, framing(-32601, "unknown_method", Facts{"field": "method", "expected": methodNames, "got": method})
 	}
 	params := map[string]json.RawMessage{}
 	if raw, ok := req["params"]; ok && string(raw) != "null" {
 		if json.Unmarshal(raw, &params) != nil {
-			return nil, &rpcError{-32602, "params must be an object", map[string]any{"kind": BadRequest}}
+			return nil, framing(-32602, "invalid_params", Facts{"field": "params", "expected": "object", "got": jsonType(raw)})
 		}
 	}
 	var err error
@@ -199,9 +233,9 @@ func (w *Worker) dispatch(line []byte, id *json.RawMessage, stop *bool) (result 
 	if err != nil {
 		var perr *Error
 		if !errors.As(err, &perr) {
-			perr = &Error{Kind: RunFailed, Message: err.Error()}
+			perr = withDetail(RunFailed, "library_error", err.Error(), Facts{})
 		}
-		return nil, &rpcError{-32000, perr.Message, map[string]any{"kind": perr.Kind}}
+		return nil, perr
 	}
 	return result, nil
 }
@@ -259,57 +293,53 @@ func (w *Worker) info() map[string]any {
 
 func (w *Worker) load(params map[string]json.RawMessage) (any, error) {
 	var folder, format string
-	if err := param(params, "artifact", &folder, "str"); err != nil {
+	if err := param(params, "artifact", &folder, "string"); err != nil {
 		return nil, err
 	}
-	if err := param(params, "format", &format, "str"); err != nil {
+	if err := param(params, "format", &format, "string"); err != nil {
 		return nil, err
 	}
 	device := "cpu"
-	if err := optional(params, "device", &device, "str"); err != nil {
+	if err := optional(params, "device", &device, "string"); err != nil {
 		return nil, err
 	}
 	var threads *int
-	if err := optional(params, "threads", &threads, "int"); err != nil {
+	if err := optional(params, "threads", &threads, "integer"); err != nil {
 		return nil, err
 	}
 	var signature *string
-	if err := optional(params, "signature", &signature, "str"); err != nil {
+	if err := optional(params, "signature", &signature, "string"); err != nil {
 		return nil, err
 	}
 	if !slices.Contains(w.rt.Formats(), format) {
-		return nil, Errorf(Unsupported, "runtime %s does not load format %s: expected one of %s", w.rt.Name(), pyRepr(format), pyList(w.rt.Formats()))
+		return nil, Fail(Unsupported, "format_not_taken", Facts{"field": "format", "expected": w.rt.Formats(), "got": format})
 	}
 	if device != "cpu" {
-		return nil, Errorf(Unsupported, "runtime %s has no device %s: expected one of ['cpu']", w.rt.Name(), pyRepr(device))
+		return nil, Fail(Unsupported, "device_not_available", Facts{"field": "device", "expected": []string{"cpu"}, "got": device})
 	}
 	metaPath := filepath.Join(folder, "artifact.json")
 	text, err := os.ReadFile(metaPath)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, Errorf(LoadFailed, "missing artifact: %s does not exist", metaPath)
+		return nil, Fail(LoadFailed, "artifact_missing", Facts{"path": metaPath})
 	} else if err != nil {
-		return nil, Errorf(LoadFailed, "unreadable artifact: %s (%v)", metaPath, err)
+		return nil, withDetail(LoadFailed, "artifact_unreadable", err.Error(), Facts{"path": metaPath})
 	}
-	var doc any
-	if err := json.Unmarshal(text, &doc); err != nil {
-		return nil, Errorf(LoadFailed, "corrupt artifact: %s is not valid JSON (%v)", metaPath, err)
-	}
-	if _, ok := doc.(map[string]any); !ok {
-		return nil, Errorf(LoadFailed, "corrupt artifact: %s is not a JSON object (it holds %s)", metaPath, jsonKind(doc))
+	if t := jsonType(text); t != "object" {
+		if t == "" {
+			var doc any
+			return nil, withDetail(LoadFailed, "artifact_not_json", json.Unmarshal(text, &doc).Error(), Facts{"path": metaPath})
+		}
+		return nil, Fail(LoadFailed, "artifact_not_object", Facts{"path": metaPath, "expected": "object", "got": t})
 	}
 	art := &Artifact{}
 	if err := json.Unmarshal(text, art); err != nil {
-		return nil, Errorf(LoadFailed, "corrupt artifact: %s is not valid JSON (%v)", metaPath, err)
+		return nil, withDetail(LoadFailed, "artifact_not_json", err.Error(), Facts{"path": metaPath})
 	}
 	if art.Format != format {
-		return nil, Errorf(BadRequest, "artifact %s is format %s, expected %s", folder, pyRepr(art.Format), pyRepr(format))
+		return nil, Fail(BadRequest, "format_mismatch", Facts{"field": "format", "path": folder, "expected": format, "got": art.Format})
 	}
 	if art.Status != "ok" {
-		reason := "None"
-		if art.Error != nil {
-			reason = *art.Error
-		}
-		return nil, Errorf(LoadFailed, "artifact %s failed to export: %s", folder, reason)
+		return nil, Fail(LoadFailed, "export_failed", Facts{"path": folder, "detail": art.Error})
 	}
 	if signature != nil && *signature != "" {
 		art.Signature = *signature
@@ -318,7 +348,7 @@ func (w *Worker) load(params map[string]json.RawMessage) (any, error) {
 	}
 	modelPath := filepath.Join(folder, art.Path)
 	if _, err := os.Stat(modelPath); err != nil {
-		return nil, Errorf(LoadFailed, "missing artifact file: %s does not exist", modelPath)
+		return nil, Fail(LoadFailed, "model_file_missing", Facts{"path": modelPath})
 	}
 	n := 0
 	if threads != nil {
@@ -343,13 +373,13 @@ func (w *Worker) load(params map[string]json.RawMessage) (any, error) {
 func (w *Worker) loadSession(art *Artifact, modelPath string, threads int) (s Session, err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			s, err = nil, Errorf(LoadFailed, "%s", oneLine(fmt.Sprint(p)))
+			s, err = nil, withDetail(LoadFailed, "library_error", oneLine(fmt.Sprint(p)), Facts{})
 		}
 	}()
 	s, err = w.rt.Load(art, modelPath, threads)
 	var perr *Error
 	if err != nil && !errors.As(err, &perr) {
-		err = Errorf(LoadFailed, "%s", oneLine(err.Error()))
+		err = withDetail(LoadFailed, "library_error", oneLine(err.Error()), Facts{})
 	}
 	return s, err
 }
@@ -360,30 +390,25 @@ func (w *Worker) run(params map[string]json.RawMessage) (any, error) {
 		return nil, err
 	}
 	var given map[string]string
-	if err := param(params, "inputs", &given, "dict"); err != nil {
+	if err := param(params, "inputs", &given, "object"); err != nil {
 		return nil, err
 	}
 	var outputDir string
-	if err := param(params, "output_dir", &outputDir, "str"); err != nil {
+	if err := param(params, "output_dir", &outputDir, "string"); err != nil {
 		return nil, err
 	}
-	warmup, iterations := 0, 1
-	if err := optional(params, "warmup", &warmup, "int"); err != nil {
-		return nil, err
-	}
-	if err := optional(params, "iterations", &iterations, "int"); err != nil {
-		return nil, err
-	}
-	if warmup < 0 || iterations < 0 {
-		return nil, Errorf(BadRequest, "warmup and iterations must be >= 0, got %d and %d", warmup, iterations)
-	}
-	// Self-tests only: a busy-wait of delay_us inside each timed call (an injected slowdown).
-	delayUs := 0
-	if err := optional(params, "delay_us", &delayUs, "int"); err != nil {
-		return nil, err
-	}
-	if delayUs < 0 {
-		return nil, Errorf(BadRequest, "delay_us must be >= 0, got %d", delayUs)
+	// delay_us, self-tests only: a busy-wait inside each timed call (an injected slowdown).
+	warmup, iterations, delayUs := 0, 1, 0
+	for _, c := range []struct {
+		name string
+		dst  *int
+	}{{"warmup", &warmup}, {"iterations", &iterations}, {"delay_us", &delayUs}} {
+		if err := optional(params, c.name, c.dst, "integer"); err != nil {
+			return nil, err
+		}
+		if *c.dst < 0 {
+			return nil, Fail(BadRequest, "out_of_range", Facts{"field": c.name, "expected": map[string]int{"minimum": 0}, "got": *c.dst})
+		}
 	}
 	delay := time.Duration(delayUs) * time.Microsecond
 	if err := checkNames(l.art.Inputs, given); err != nil {
@@ -451,20 +476,20 @@ func (w *Worker) run(params map[string]json.RawMessage) (any, error) {
 	}
 	arrays, err := result.Outputs()
 	if err != nil {
-		return nil, Errorf(RunFailed, "%s", oneLine(err.Error()))
+		return nil, withDetail(RunFailed, "library_error", oneLine(err.Error()), Facts{})
 	}
 	if err := os.MkdirAll(outputDir, 0o755); err != nil {
-		return nil, Errorf(BadRequest, "cannot create output_dir %s: %v", outputDir, err)
+		return nil, withDetail(BadRequest, "output_dir_unwritable", err.Error(), Facts{"field": "output_dir", "path": outputDir})
 	}
 	outputs := map[string]string{}
 	for _, spec := range l.art.Outputs {
 		arr, ok := arrays[spec.StoredName]
 		if !ok {
-			return nil, Errorf(RunFailed, "runtime returned %s, missing output %s (%s)", pyList(slices.Sorted(maps.Keys(arrays))), pyRepr(spec.StoredName), pyRepr(spec.Name))
+			return nil, Fail(RunFailed, "missing_output", Facts{"field": "outputs." + spec.Name, "expected": spec.StoredName, "got": slices.Collect(maps.Keys(arrays))})
 		}
 		path := filepath.Join(outputDir, safeName(spec.Name)+".npy")
 		if err := WriteNpy(path, arr); err != nil {
-			return nil, Errorf(RunFailed, "cannot write output %s to %s: %v", pyRepr(spec.Name), path, err)
+			return nil, withDetail(RunFailed, "output_unwritable", err.Error(), Facts{"field": "outputs." + spec.Name, "path": path})
 		}
 		outputs[spec.Name] = path
 	}
@@ -477,7 +502,7 @@ func (w *Worker) unload(params map[string]json.RawMessage) (any, error) {
 		return nil, err
 	}
 	var handle string
-	_ = param(params, "handle", &handle, "str")
+	_ = param(params, "handle", &handle, "string")
 	delete(w.sessions, handle)
 	if err := guard(RunFailed, func() error { l.session.Close(); return nil }); err != nil {
 		return nil, err
@@ -487,12 +512,12 @@ func (w *Worker) unload(params map[string]json.RawMessage) (any, error) {
 
 func (w *Worker) session(params map[string]json.RawMessage) (*loaded, error) {
 	var handle string
-	if err := param(params, "handle", &handle, "str"); err != nil {
+	if err := param(params, "handle", &handle, "string"); err != nil {
 		return nil, err
 	}
 	l, ok := w.sessions[handle]
 	if !ok {
-		return nil, Errorf(BadRequest, "unknown handle %s: expected one of %s", pyRepr(handle), pyList(slices.Sorted(maps.Keys(w.sessions))))
+		return nil, Fail(BadRequest, "unknown_handle", Facts{"field": "handle", "expected": slices.Collect(maps.Keys(w.sessions)), "got": handle})
 	}
 	return l, nil
 }
@@ -522,67 +547,55 @@ func PeakRSS() int64 {
 func guard(kind string, f func() error) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			err = Errorf(kind, "%s", oneLine(fmt.Sprint(p)))
+			err = withDetail(kind, "library_error", oneLine(fmt.Sprint(p)), Facts{})
 		}
 	}()
 	err = f()
 	var perr *Error
 	if err != nil && !errors.As(err, &perr) {
-		err = Errorf(kind, "%s", oneLine(err.Error()))
+		err = withDetail(kind, "library_error", oneLine(err.Error()), Facts{})
 	}
 	return err
 }
 
-// --- input checks, with protocol.py's messages --------------------------------------------------
+// --- input checks -------------------------------------------------------------------------------
 
 func checkNames(specs []Spec, given map[string]string) error {
 	expected := make([]string, 0, len(specs))
+	missing := false
 	for _, s := range specs {
 		expected = append(expected, s.Name)
+		_, ok := given[s.Name]
+		missing = missing || !ok
 	}
-	sort.Strings(expected)
-	names := slices.Sorted(maps.Keys(given))
-	if slices.Equal(names, expected) {
+	if !missing && len(given) == len(expected) {
 		return nil
 	}
-	var missing, extra []string
-	for _, n := range expected {
-		if _, ok := given[n]; !ok {
-			missing = append(missing, n)
-		}
+	code := "unknown_input"
+	if missing {
+		code = "missing_input"
 	}
-	for _, n := range names {
-		if !slices.Contains(expected, n) {
-			extra = append(extra, n)
-		}
-	}
-	msg := fmt.Sprintf("inputs %s do not match the signature: expected %s", pyList(names), pyList(expected))
-	if len(missing) > 0 {
-		msg += fmt.Sprintf(" (missing %s)", pyList(missing))
-	}
-	if len(extra) > 0 {
-		msg += fmt.Sprintf(" (unknown %s)", pyList(extra))
-	}
-	return Errorf(BadInput, "%s", msg)
+	return Fail(BadInput, code, Facts{"field": "inputs", "expected": expected, "got": slices.Collect(maps.Keys(given))})
 }
 
 func readInput(path, name string) (*Array, error) {
 	arr, err := ReadNpy(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, Errorf(BadInput, "input %s: file %s does not exist", pyRepr(name), path)
+		return nil, Fail(BadInput, "input_file_missing", Facts{"field": "inputs." + name, "path": path})
 	}
 	if err != nil {
-		return nil, Errorf(BadInput, "input %s: %s is not a valid .npy file (%s)", pyRepr(name), path, oneLine(err.Error()))
+		return nil, withDetail(BadInput, "input_not_npy", oneLine(err.Error()), Facts{"field": "inputs." + name, "path": path})
 	}
 	return arr, nil
 }
 
 func checkInput(spec Spec, value *Array) error {
+	field := "inputs." + spec.Name
 	if value.DType != spec.DType {
-		return Errorf(BadInput, "input %s has dtype %s, expected %s", pyRepr(spec.Name), value.DType, spec.DType)
+		return Fail(BadInput, "wrong_dtype", Facts{"field": field, "expected": spec.DType, "got": value.DType})
 	}
 	if value.Data == nil {
-		return Errorf(Unsupported, "input %s has dtype %s, which this worker does not read", pyRepr(spec.Name), value.DType)
+		return Fail(Unsupported, "dtype_not_read", Facts{"field": field, "got": value.DType})
 	}
 	if spec.Shape == nil {
 		return nil
@@ -595,61 +608,54 @@ func checkInput(spec Spec, value *Array) error {
 	if ok {
 		return nil
 	}
-	dims := make([]string, len(want))
-	for i, d := range want {
-		dims[i] = "?"
-		if d != nil {
-			dims[i] = fmt.Sprint(*d)
-		}
-	}
-	have := make([]string, len(value.Shape))
-	for i, d := range value.Shape {
-		have[i] = fmt.Sprint(d)
-	}
-	return Errorf(BadInput, "input %s has shape [%s], expected [%s]", pyRepr(spec.Name), strings.Join(have, ", "), strings.Join(dims, ", "))
+	return Fail(BadInput, "wrong_shape", Facts{"field": field, "expected": want, "got": value.Shape})
 }
 
 // --- helpers ------------------------------------------------------------------------------------
 
-// param decodes a required parameter; typeName is the Python type protocol.py names in its message.
-func param(params map[string]json.RawMessage, name string, dst any, typeName string) error {
+// param decodes a required parameter; jsonType is the JSON type it must have.
+func param(params map[string]json.RawMessage, name string, dst any, typ string) error {
 	raw, ok := params[name]
 	if !ok {
-		return Errorf(BadRequest, "missing parameter %s", pyRepr(name))
+		return Fail(BadRequest, "missing_param", Facts{"field": name})
 	}
 	if string(raw) == "null" || json.Unmarshal(raw, dst) != nil {
-		return Errorf(BadRequest, "parameter %s must be a %s", pyRepr(name), typeName)
+		return Fail(BadRequest, "wrong_param_type", Facts{"field": name, "expected": typ, "got": jsonType(raw)})
 	}
 	return nil
 }
 
 // optional decodes a parameter that may be absent or null (then dst keeps its default).
-func optional(params map[string]json.RawMessage, name string, dst any, typeName string) error {
+func optional(params map[string]json.RawMessage, name string, dst any, typ string) error {
 	raw, ok := params[name]
 	if !ok || string(raw) == "null" {
 		return nil
 	}
 	if json.Unmarshal(raw, dst) != nil {
-		return Errorf(BadRequest, "parameter %s must be a %s", pyRepr(name), typeName)
+		return Fail(BadRequest, "wrong_param_type", Facts{"field": name, "expected": typ, "got": jsonType(raw)})
 	}
 	return nil
 }
 
-// pyRepr quotes a string the way Python's repr does in protocol.py's messages ('x').
-func pyRepr(s string) string {
-	if strings.Contains(s, "'") && !strings.Contains(s, `"`) {
-		return `"` + s + `"`
+// jsonType names the JSON type of a document ("" if it is not JSON), as the schema does.
+func jsonType(raw []byte) string {
+	var v any
+	if json.Unmarshal(raw, &v) != nil {
+		return ""
 	}
-	return "'" + strings.ReplaceAll(s, "'", `\'`) + "'"
-}
-
-// pyList renders a list of strings as Python prints it (['x', 'y']).
-func pyList(items []string) string {
-	quoted := make([]string, len(items))
-	for i, s := range items {
-		quoted[i] = pyRepr(s)
+	switch v.(type) {
+	case nil:
+		return "null"
+	case bool:
+		return "boolean"
+	case float64:
+		return "number"
+	case string:
+		return "string"
+	case []any:
+		return "array"
 	}
-	return "[" + strings.Join(quoted, ", ") + "]"
+	return "object"
 }
 
 // oneLine joins a multi-line library message into one line. It is never cut: the decisive part of a

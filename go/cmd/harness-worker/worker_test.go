@@ -183,11 +183,9 @@ type rpcReply struct {
 	ID     int             `json:"id"`
 	Result json.RawMessage `json:"result"`
 	Error  *struct {
-		Code    int    `json:"code"`
-		Message string `json:"message"`
-		Data    struct {
-			Kind string `json:"kind"`
-		} `json:"data"`
+		Code    int            `json:"code"`
+		Message string         `json:"message"`
+		Data    map[string]any `json:"data"`
 	} `json:"error"`
 }
 
@@ -223,7 +221,7 @@ func (c *client) ok(method string, params any, result any) {
 	c.t.Helper()
 	reply := c.call(method, params)
 	if reply.Error != nil {
-		c.t.Fatalf("%s: %s (%s)", method, reply.Error.Message, reply.Error.Data.Kind)
+		c.t.Fatalf("%s: %s %v", method, reply.Error.Message, reply.Error.Data)
 	}
 	if result != nil {
 		if err := json.Unmarshal(reply.Result, result); err != nil {
@@ -232,21 +230,34 @@ func (c *client) ok(method string, params any, result any) {
 	}
 }
 
-// fails calls and checks the error kind and that the message contains every fragment.
-func (c *client) fails(method string, params any, kind string, fragments ...string) {
+// fact is one of an error's facts as the test wants it.
+type fact = map[string]any
+
+// fails calls and checks the error's facts (harness/schemas/protocol.schema.json): each one wanted is
+// equal, except the detail (a library's or runtime's own words), which must contain the one wanted.
+func (c *client) fails(method string, params any, want fact) {
 	c.t.Helper()
 	reply := c.call(method, params)
 	if reply.Error == nil {
-		c.t.Fatalf("%s %v: succeeded, want a %s error", method, params, kind)
+		c.t.Fatalf("%s %v: succeeded, want the error %v", method, params, want)
 	}
-	if reply.Error.Data.Kind != kind {
-		c.t.Errorf("%s: kind %s, want %s (%s)", method, reply.Error.Data.Kind, kind, reply.Error.Message)
-	}
-	for _, f := range fragments {
-		if !strings.Contains(reply.Error.Message, f) {
-			c.t.Errorf("%s: message %q lacks %q", method, reply.Error.Message, f)
+	for key, w := range want {
+		got := reply.Error.Data[key]
+		if detail, ok := got.(string); key == "detail" && ok {
+			if !strings.Contains(detail, w.(string)) {
+				c.t.Errorf("%s: detail %q lacks %q", method, detail, w)
+			}
+			continue
+		}
+		if g, w := asJSON(got), asJSON(w); g != w {
+			c.t.Errorf("%s: %s is %s, want %s (%v)", method, key, g, w, reply.Error.Data)
 		}
 	}
+}
+
+func asJSON(v any) string {
+	out, _ := json.Marshal(v)
+	return string(out)
 }
 
 type loadResult struct {
@@ -376,7 +387,7 @@ func TestPow(t *testing.T) {
 				}
 			}
 			c.ok("unload", map[string]any{"handle": handle}, nil)
-			c.fails("run", map[string]any{"handle": handle, "inputs": map[string]string{"x": x, "y": y}, "output_dir": out}, "bad_request", "unknown handle 'h1'")
+			c.fails("run", map[string]any{"handle": handle, "inputs": map[string]string{"x": x, "y": y}, "output_dir": out}, fact{"kind": "bad_request", "code": "unknown_handle", "got": "h1"})
 		})
 	}
 }
@@ -414,7 +425,7 @@ func TestMnistAgreesAcrossRuntimes(t *testing.T) {
 	}
 }
 
-// Bad input gets the message protocol.py gives, and the worker keeps serving.
+// Bad input gets the facts protocol.py gives, and the worker keeps serving.
 func TestBadInputs(t *testing.T) {
 	dir := t.TempDir()
 	x := writeNpy(t, dir, "x", worker.NewArray([]int64{3}, []float32{2, 3, 4}))
@@ -431,14 +442,15 @@ func TestBadInputs(t *testing.T) {
 			run := func(inputs map[string]string) map[string]any {
 				return map[string]any{"handle": h, "inputs": inputs, "output_dir": out}
 			}
-			c.fails("run", run(map[string]string{"x": x64, "y": x}), "bad_input", "input 'x' has dtype float64, expected float32")
-			c.fails("run", run(map[string]string{"x": x2d, "y": x}), "bad_input", "input 'x' has shape [2, 2], expected [?]")
-			c.fails("run", run(map[string]string{"x": x}), "bad_input", "inputs ['x'] do not match the signature: expected ['x', 'y'] (missing ['y'])")
-			c.fails("run", run(map[string]string{"x": x, "y": x, "z": x}), "bad_input", "(unknown ['z'])")
-			c.fails("run", run(map[string]string{"x": corrupt, "y": x}), "bad_input", "input 'x': "+corrupt+" is not a valid .npy file")
-			c.fails("run", run(map[string]string{"x": x, "y": missing}), "bad_input", "input 'y': file "+missing+" does not exist")
-			c.fails("run", map[string]any{"handle": h, "inputs": map[string]string{"x": x, "y": x}, "output_dir": out, "iterations": -1}, "bad_request", "must be >= 0")
-			c.fails("run", map[string]any{"handle": h, "inputs": map[string]string{"x": x, "y": x}}, "bad_request", "missing parameter 'output_dir'")
+			c.fails("run", run(map[string]string{"x": x64, "y": x}), fact{"kind": "bad_input", "code": "wrong_dtype", "field": "inputs.x", "expected": "float32", "got": "float64"})
+			c.fails("run", run(map[string]string{"x": x2d, "y": x}), fact{"kind": "bad_input", "code": "wrong_shape", "field": "inputs.x", "expected": []any{nil}, "got": []int{2, 2}})
+			c.fails("run", run(map[string]string{"x": x}), fact{"kind": "bad_input", "code": "missing_input", "field": "inputs", "got": []string{"x"}})
+			c.fails("run", run(map[string]string{"x": x, "y": x, "z": x}), fact{"kind": "bad_input", "code": "unknown_input", "field": "inputs"})
+			c.fails("run", run(map[string]string{"x": corrupt, "y": x}), fact{"kind": "bad_input", "code": "input_not_npy", "field": "inputs.x", "path": corrupt})
+			c.fails("run", run(map[string]string{"x": x, "y": missing}), fact{"kind": "bad_input", "code": "input_file_missing", "field": "inputs.y", "path": missing})
+			c.fails("run", map[string]any{"handle": h, "inputs": map[string]string{"x": x, "y": x}, "output_dir": out, "iterations": -1},
+				fact{"kind": "bad_request", "code": "out_of_range", "field": "iterations", "expected": fact{"minimum": 0}, "got": -1})
+			c.fails("run", map[string]any{"handle": h, "inputs": map[string]string{"x": x, "y": x}}, fact{"kind": "bad_request", "code": "missing_param", "field": "output_dir"})
 			var r runResult // still serving
 			c.ok("run", run(map[string]string{"x": x, "y": x}), &r)
 			if _, got := readFloats(t, r.Outputs["pow_x_y"]); fmt.Sprint(got) != "[4 27 256]" {
@@ -478,38 +490,42 @@ func TestBadArtifacts(t *testing.T) {
 		pow := artifact(t, "pow", "savedmodel")
 		c := start(t, "go-tfgo")
 		noServe := copyArtifact(t, pow, func(m map[string]any) { m["extra"] = map[string]any{"tag": "train"} })
-		c.fails("load", map[string]any{"artifact": noServe, "format": "savedmodel"}, "load_failed", "has no meta graph with tag 'train': expected one of {serve}")
-		c.fails("load", map[string]any{"artifact": pow, "format": "savedmodel", "signature": "predict"}, "load_failed", "has no signature 'predict': expected one of ['serving_default']")
+		refused := func(detail string) fact {
+			return fact{"kind": "load_failed", "code": "runtime_refused", "detail": detail}
+		}
+		c.fails("load", map[string]any{"artifact": noServe, "format": "savedmodel"}, refused("has no meta graph with tag 'train': expected one of {serve}"))
+		c.fails("load", map[string]any{"artifact": pow, "format": "savedmodel", "signature": "predict"},
+			fact{"kind": "load_failed", "code": "unknown_signature", "field": "signature", "path": filepath.Join(pow, "saved_model"), "expected": []string{"serving_default"}, "got": "predict"})
 		badOp := copyArtifact(t, pow, renameInput("serving_default_nope:0"))
-		c.fails("load", map[string]any{"artifact": badOp, "format": "savedmodel"}, "load_failed", "input 'x': artifact.json names tensor 'serving_default_nope:0', but signature 'serving_default' has 'serving_default_x:0'")
+		c.fails("load", map[string]any{"artifact": badOp, "format": "savedmodel"}, refused("input 'x': artifact.json names tensor 'serving_default_nope:0', but signature 'serving_default' has 'serving_default_x:0'"))
 		noSigKey := copyArtifact(t, pow, func(m map[string]any) { m["outputs"].([]any)[0].(map[string]any)["name"] = "power" })
-		c.fails("load", map[string]any{"artifact": noSigKey, "format": "savedmodel"}, "load_failed", "signature 'serving_default' has no output 'power': expected one of ['pow_x_y', 'pow_y_x']")
-		c.fails("load", map[string]any{"artifact": pow, "format": "onnx13"}, "unsupported", "runtime go-tfgo does not load format 'onnx13': expected one of ['savedmodel']")
+		c.fails("load", map[string]any{"artifact": noSigKey, "format": "savedmodel"}, refused("signature 'serving_default' has no output 'power': expected one of ['pow_x_y', 'pow_y_x']"))
+		c.fails("load", map[string]any{"artifact": pow, "format": "onnx13"}, fact{"kind": "unsupported", "code": "format_not_taken", "field": "format", "expected": []string{"savedmodel"}, "got": "onnx13"})
 		c.load(pow, "savedmodel") // still serving
 	})
 	t.Run("go-ort", func(t *testing.T) {
 		pow := artifact(t, "pow", "onnx13")
 		c := start(t, "go-ort")
 		badName := copyArtifact(t, pow, renameInput("nope"))
-		c.fails("load", map[string]any{"artifact": badName, "format": "onnx13"}, "load_failed", "input 'x': ONNX model", "has no input 'nope': expected one of ['x', 'y']")
+		c.fails("load", map[string]any{"artifact": badName, "format": "onnx13"}, fact{"kind": "load_failed", "code": "runtime_refused", "detail": "has no input 'nope': expected one of ['x', 'y']"})
 		corrupt := copyArtifact(t, pow, func(map[string]any) {})
 		_ = os.WriteFile(filepath.Join(corrupt, "model.onnx"), []byte("not an onnx model"), 0o644)
-		c.fails("load", map[string]any{"artifact": corrupt, "format": "onnx13"}, "load_failed", "ONNX model "+filepath.Join(corrupt, "model.onnx"))
-		c.fails("load", map[string]any{"artifact": pow, "format": "onnx18"}, "bad_request", "is format 'onnx13', expected 'onnx18'")
-		c.fails("load", map[string]any{"artifact": pow, "format": "onnx13", "device": "gpu"}, "unsupported", "has no device 'gpu'")
+		c.fails("load", map[string]any{"artifact": corrupt, "format": "onnx13"}, fact{"kind": "load_failed", "detail": "ONNX model " + filepath.Join(corrupt, "model.onnx")})
+		c.fails("load", map[string]any{"artifact": pow, "format": "onnx18"}, fact{"kind": "bad_request", "code": "format_mismatch", "field": "format", "path": pow, "expected": "onnx18", "got": "onnx13"})
+		c.fails("load", map[string]any{"artifact": pow, "format": "onnx13", "device": "gpu"}, fact{"kind": "unsupported", "code": "device_not_available", "expected": []string{"cpu"}, "got": "gpu"})
 		c.load(pow, "onnx13")
 	})
 	t.Run("both", func(t *testing.T) {
 		c := start(t, "go-ort")
 		missing := filepath.Join(t.TempDir(), "nothing")
-		c.fails("load", map[string]any{"artifact": missing, "format": "onnx13"}, "load_failed", "missing artifact: "+filepath.Join(missing, "artifact.json")+" does not exist")
+		c.fails("load", map[string]any{"artifact": missing, "format": "onnx13"}, fact{"kind": "load_failed", "code": "artifact_missing", "path": filepath.Join(missing, "artifact.json")})
 		failed := copyArtifact(t, artifact(t, "pow", "onnx13"), func(m map[string]any) { m["status"], m["error"] = "error", "converter crashed" })
-		c.fails("load", map[string]any{"artifact": failed, "format": "onnx13"}, "load_failed", "failed to export: converter crashed")
+		c.fails("load", map[string]any{"artifact": failed, "format": "onnx13"}, fact{"kind": "load_failed", "code": "export_failed", "path": failed, "detail": "converter crashed"})
 		gone := copyArtifact(t, artifact(t, "pow", "onnx13"), func(map[string]any) {})
 		_ = os.Remove(filepath.Join(gone, "model.onnx"))
-		c.fails("load", map[string]any{"artifact": gone, "format": "onnx13"}, "load_failed", "missing artifact file: "+filepath.Join(gone, "model.onnx"))
-		c.fails("load", map[string]any{"format": "onnx13"}, "bad_request", "missing parameter 'artifact'")
-		c.fails("load", map[string]any{"artifact": 3, "format": "onnx13"}, "bad_request", "parameter 'artifact' must be a str")
+		c.fails("load", map[string]any{"artifact": gone, "format": "onnx13"}, fact{"kind": "load_failed", "code": "model_file_missing", "path": filepath.Join(gone, "model.onnx")})
+		c.fails("load", map[string]any{"format": "onnx13"}, fact{"kind": "bad_request", "code": "missing_param", "field": "artifact"})
+		c.fails("load", map[string]any{"artifact": 3, "format": "onnx13"}, fact{"kind": "bad_request", "code": "wrong_param_type", "field": "artifact", "expected": "string", "got": "number"})
 	})
 }
 
@@ -519,18 +535,18 @@ func TestFraming(t *testing.T) {
 	cases := []struct {
 		line string
 		code int
-		text string
+		name string
 	}{
-		{"this is not json", -32700, "parse error"},
-		{`[1, 2]`, -32600, "invalid request"},
-		{`{"jsonrpc": "1.0", "id": 1, "method": "info"}`, -32600, "invalid request"},
-		{`{"jsonrpc": "2.0", "id": 1, "method": "teleport"}`, -32601, "unknown method 'teleport': expected one of ['info', 'load', 'run', 'unload', 'shutdown']"},
-		{`{"jsonrpc": "2.0", "id": 1, "method": "load", "params": [1]}`, -32602, "params must be an object"},
+		{"this is not json", -32700, "parse_error"},
+		{`[1, 2]`, -32600, "invalid_request"},
+		{`{"jsonrpc": "1.0", "id": 1, "method": "info"}`, -32600, "invalid_request"},
+		{`{"jsonrpc": "2.0", "id": 1, "method": "teleport"}`, -32601, "unknown_method"},
+		{`{"jsonrpc": "2.0", "id": 1, "method": "load", "params": [1]}`, -32602, "invalid_params"},
 	}
 	for _, tc := range cases {
 		reply := c.send(tc.line)
-		if reply.Error == nil || reply.Error.Code != tc.code || reply.Error.Data.Kind != "bad_request" || !strings.Contains(reply.Error.Message, tc.text) {
-			t.Errorf("%s: got %+v, want code %d with %q", tc.line, reply.Error, tc.code, tc.text)
+		if reply.Error == nil || reply.Error.Code != tc.code || reply.Error.Data["kind"] != "bad_request" || reply.Error.Data["code"] != tc.name {
+			t.Errorf("%s: got %+v, want code %d, %s", tc.line, reply.Error, tc.code, tc.name)
 		}
 	}
 	var info map[string]any
@@ -572,7 +588,7 @@ func TestContainer(t *testing.T) {
 			t.Errorf("%s in a container: pow_x_y = %v", rt.name, got)
 		}
 		// The artifacts are mounted read-only: nothing can be written there.
-		c.fails("run", map[string]any{"handle": handle, "inputs": map[string]string{"x": x, "y": x}, "output_dir": filepath.Join(pow, "out")}, "bad_request", "cannot create output_dir")
+		c.fails("run", map[string]any{"handle": handle, "inputs": map[string]string{"x": x, "y": x}, "output_dir": filepath.Join(pow, "out")}, fact{"kind": "bad_request", "code": "output_dir_unwritable", "field": "output_dir"})
 		c.ok("shutdown", nil, nil)
 	}
 }

@@ -108,7 +108,7 @@ func (Runtime) Check(art *worker.Artifact, modelPath string) error {
 	}
 	sig, ok := signatures[art.Signature]
 	if !ok {
-		return worker.Errorf(worker.LoadFailed, "SavedModel %s has no signature '%s': expected one of %s", modelPath, art.Signature, quoted(slices.Sorted(maps.Keys(signatures))))
+		return worker.Fail(worker.LoadFailed, "unknown_signature", worker.Facts{"field": "signature", "path": modelPath, "expected": slices.Sorted(maps.Keys(signatures)), "got": art.Signature})
 	}
 	if err := checkNames("input", art.Signature, art.Inputs, sig.GetInputs()); err != nil {
 		return err
