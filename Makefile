@@ -6,9 +6,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup python node go browser sandbox docker run test lint test-python test-node test-go export doctor report bench nightly lock clean
+.PHONY: setup python node go rust browser sandbox docker run test lint test-python test-node test-go export doctor report bench nightly lock clean
 
-setup: python node go browser sandbox
+setup: python node go rust browser sandbox
 
 python: $(STAMP)
 
@@ -29,6 +29,13 @@ node: python
 # Go workers (go-tfgo, go-ort), linked against the wheel's libraries (go/build.sh, skipped when current).
 go: python
 	@if command -v go >/dev/null; then bash go/build.sh; else echo "go not found: Go runtimes will be skipped (see harness doctor)"; fi
+
+# The toy Rust worker of the protocol kit (rust/, tests/test_protocol_kit.py's rust-toy): one crate,
+# serde_json, pinned by the committed Cargo.lock (--locked). Cargo rebuilds only what changed: about a
+# minute the first time (crates download included), nothing after. Without cargo its kit cases skip.
+rust:
+	@if command -v cargo >/dev/null; then cargo build --quiet --release --locked --manifest-path rust/Cargo.toml; \
+	  else echo "cargo not found: the Rust toy worker's protocol kit cases will be skipped (install Rust >= 1.80)"; fi
 
 # Debian's Chromium drives the report page tests and the browser-* runtimes (js/browser/, through
 # playwright-core; Playwright's own browser download is not reachable).

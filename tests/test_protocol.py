@@ -1,6 +1,6 @@
 """What the Python side has of its own: signature names through ONNX, TF's signature check, a model file
 ONNX Runtime cannot parse, and the client's handling of real workers that die or hang. The protocol
-itself (framing, every error word for word) is tests/protocol_kit, run against every worker."""
+itself (framing, every error by code and field) is tests/protocol_kit, run against every worker."""
 
 import os
 import resource
