@@ -79,12 +79,6 @@ func framing(rpc int, code string, facts Facts) *Error {
 	return &Error{Kind: BadRequest, Code: code, Facts: facts, rpc: rpc}
 }
 
-// withDetail is a library's error as the detail of a protocol error.
-func withDetail(kind, code, detail string, facts Facts) *Error {
-	facts["detail"] = detail
-	return Fail(kind, code, facts)
-}
-
 // Session is a loaded model. Inputs and outputs are keyed by stored name.
 type Session interface {
 	// Prepare makes the runtime's own input tensors, once per run request, outside the timing.
@@ -233,7 +227,7 @@ func (w *Worker) dispatch(line []byte, id *json.RawMessage, stop *bool) (result 
 	if err != nil {
 		var perr *Error
 		if !errors.As(err, &perr) {
-			perr = withDetail(RunFailed, "library_error", err.Error(), Facts{})
+			perr = Fail(RunFailed, "library_error", Facts{"detail": err.Error()})
 		}
 		return nil, perr
 	}
@@ -322,18 +316,18 @@ func (w *Worker) load(params map[string]json.RawMessage) (any, error) {
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, Fail(LoadFailed, "artifact_missing", Facts{"path": metaPath})
 	} else if err != nil {
-		return nil, withDetail(LoadFailed, "artifact_unreadable", err.Error(), Facts{"path": metaPath})
+		return nil, Fail(LoadFailed, "artifact_unreadable", Facts{"path": metaPath, "detail": err.Error()})
+	}
+	var doc any
+	if err := json.Unmarshal(text, &doc); err != nil {
+		return nil, Fail(LoadFailed, "artifact_not_json", Facts{"path": metaPath, "detail": err.Error()})
 	}
 	if t := jsonType(text); t != "object" {
-		if t == "" {
-			var doc any
-			return nil, withDetail(LoadFailed, "artifact_not_json", json.Unmarshal(text, &doc).Error(), Facts{"path": metaPath})
-		}
 		return nil, Fail(LoadFailed, "artifact_not_object", Facts{"path": metaPath, "expected": "object", "got": t})
 	}
-	art := &Artifact{}
+	art := &Artifact{} // a field of another type (inputs: 3) is a corrupt artifact too, in the decoder's words
 	if err := json.Unmarshal(text, art); err != nil {
-		return nil, withDetail(LoadFailed, "artifact_not_json", err.Error(), Facts{"path": metaPath})
+		return nil, Fail(LoadFailed, "artifact_not_json", Facts{"path": metaPath, "detail": err.Error()})
 	}
 	if art.Format != format {
 		return nil, Fail(BadRequest, "format_mismatch", Facts{"field": "format", "path": folder, "expected": format, "got": art.Format})
@@ -373,13 +367,13 @@ func (w *Worker) load(params map[string]json.RawMessage) (any, error) {
 func (w *Worker) loadSession(art *Artifact, modelPath string, threads int) (s Session, err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			s, err = nil, withDetail(LoadFailed, "library_error", oneLine(fmt.Sprint(p)), Facts{})
+			s, err = nil, Fail(LoadFailed, "library_error", Facts{"detail": oneLine(fmt.Sprint(p))})
 		}
 	}()
 	s, err = w.rt.Load(art, modelPath, threads)
 	var perr *Error
 	if err != nil && !errors.As(err, &perr) {
-		err = withDetail(LoadFailed, "library_error", oneLine(err.Error()), Facts{})
+		err = Fail(LoadFailed, "library_error", Facts{"detail": oneLine(err.Error())})
 	}
 	return s, err
 }
@@ -476,10 +470,10 @@ func (w *Worker) run(params map[string]json.RawMessage) (any, error) {
 	}
 	arrays, err := result.Outputs()
 	if err != nil {
-		return nil, withDetail(RunFailed, "library_error", oneLine(err.Error()), Facts{})
+		return nil, Fail(RunFailed, "library_error", Facts{"detail": oneLine(err.Error())})
 	}
 	if err := os.MkdirAll(outputDir, 0o755); err != nil {
-		return nil, withDetail(BadRequest, "output_dir_unwritable", err.Error(), Facts{"field": "output_dir", "path": outputDir})
+		return nil, Fail(BadRequest, "output_dir_unwritable", Facts{"field": "output_dir", "path": outputDir, "detail": err.Error()})
 	}
 	outputs := map[string]string{}
 	for _, spec := range l.art.Outputs {
@@ -489,7 +483,7 @@ func (w *Worker) run(params map[string]json.RawMessage) (any, error) {
 		}
 		path := filepath.Join(outputDir, safeName(spec.Name)+".npy")
 		if err := WriteNpy(path, arr); err != nil {
-			return nil, withDetail(RunFailed, "output_unwritable", err.Error(), Facts{"field": "outputs." + spec.Name, "path": path})
+			return nil, Fail(RunFailed, "output_unwritable", Facts{"field": "outputs." + spec.Name, "path": path, "detail": err.Error()})
 		}
 		outputs[spec.Name] = path
 	}
@@ -547,13 +541,13 @@ func PeakRSS() int64 {
 func guard(kind string, f func() error) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			err = withDetail(kind, "library_error", oneLine(fmt.Sprint(p)), Facts{})
+			err = Fail(kind, "library_error", Facts{"detail": oneLine(fmt.Sprint(p))})
 		}
 	}()
 	err = f()
 	var perr *Error
 	if err != nil && !errors.As(err, &perr) {
-		err = withDetail(kind, "library_error", oneLine(err.Error()), Facts{})
+		err = Fail(kind, "library_error", Facts{"detail": oneLine(err.Error())})
 	}
 	return err
 }
@@ -584,7 +578,7 @@ func readInput(path, name string) (*Array, error) {
 		return nil, Fail(BadInput, "input_file_missing", Facts{"field": "inputs." + name, "path": path})
 	}
 	if err != nil {
-		return nil, withDetail(BadInput, "input_not_npy", oneLine(err.Error()), Facts{"field": "inputs." + name, "path": path})
+		return nil, Fail(BadInput, "input_not_npy", Facts{"field": "inputs." + name, "path": path, "detail": oneLine(err.Error())})
 	}
 	return arr, nil
 }
