@@ -268,3 +268,29 @@ def test_the_harness_reads_errors_of_older_and_newer_workers():
     new = RpcError.from_answer({"code": -32000, "message": "too_hot", "data": {"kind": "run_failed", "code": "too_hot", "got": 90}}, "ort")
     assert (new.kind, str(new), new.code) == ("run_failed", "too_hot: {'got': 90}", "too_hot")
     assert ErrorData("load_failed", "export_failed", path="/a").sentence("ort") == "artifact /a failed to export: None"
+
+
+def test_the_harness_sends_what_the_schema_defines(tmp_path, monkeypatch):
+    """Every request the engine sends in a real case (the reference's worker and the case's) is one the
+    protocol schema takes: the schema describes the harness's side too, not only the workers'."""
+    from harness.cases import Case
+    from harness.engine import Engine, Options
+
+    sent: list[dict] = []
+    call = WorkerClient.call
+
+    def checked(self, method, params=None, timeout=60.0):
+        sent.append({"jsonrpc": "2.0", "id": len(sent), "method": method, "params": params or {}})
+        return call(self, method, params, timeout)
+
+    monkeypatch.setattr(WorkerClient, "call", checked)
+    engine = Engine(Exporter(), tmp_path, Options(iterations=2, warmup=1), {"pow": get_fixture("pow")})
+    try:
+        result = engine.run_case(Case("pow", "onnx13", "ort"))
+    finally:
+        engine.close()
+    assert result["status"] == "pass", result.get("error")
+    assert {"info", "load", "run", "shutdown"} <= {r["method"] for r in sent}
+    for request in sent:
+        errors = list(REQUEST.iter_errors(request))
+        assert not errors, f"the harness sent {request}, which the protocol schema refuses: {errors[0].message}"
