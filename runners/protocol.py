@@ -23,17 +23,21 @@ import numpy as np
 PROTOCOL_VERSION = 1
 
 
+_UNSET: Any = object()
+
+
 class ProtocolError(Exception):
     """An error answered to the client: `kind` is one of bad_request, load_failed, bad_input,
     unsupported, run_failed; `code` and its fields are the facts (harness/schemas/protocol.schema.json),
     from which the harness forms the sentence. A runtime's own refusal is `ProtocolError(kind, words)`:
     code runtime_refused, its words the detail."""
 
-    def __init__(self, kind: str, detail: str | None = None, *, code: str = "runtime_refused", field: str | None = None,
-                 expected: Any = None, got: Any = None, path: str | None = None):
+    def __init__(self, kind: str, detail: str | None = None, *, code: str = "runtime_refused", field: Any = _UNSET,
+                 expected: Any = _UNSET, got: Any = _UNSET, path: Any = _UNSET):
         super().__init__(detail if detail is not None else code)
         self.kind, self.code, self.detail = kind, code, detail
-        self.facts = {k: v for k, v in (("field", field), ("expected", expected), ("got", got), ("path", path)) if v is not None}
+        # A fact given as None is a null (artifact.json naming no format), not an absent fact.
+        self.facts = {k: v for k, v in (("field", field), ("expected", expected), ("got", got), ("path", path)) if v is not _UNSET}
 
     def data(self) -> dict:
         has_detail = self.detail is not None or self.code in _DETAIL_MAY_BE_NULL
