@@ -205,14 +205,9 @@ class Worker:
         loaded = self._session(params)
         given = _param(params, "inputs", dict)
         output_dir = Path(_param(params, "output_dir", str))
-        warmup = int(params.get("warmup", 0))
-        iterations = int(params.get("iterations", 1))
+        warmup, iterations = _count(params, "warmup", 0), _count(params, "iterations", 1)
         # Self-tests only: a busy-wait of delay_us inside each timed call (an injected slowdown).
-        delay_us = int(params.get("delay_us", 0))
-        for name, count in (("warmup", warmup), ("iterations", iterations), ("delay_us", delay_us)):
-            if count < 0:
-                raise ProtocolError("bad_request", code="out_of_range", field=name, expected={"minimum": 0}, got=count)
-        delay_ns = delay_us * 1000
+        delay_ns = _count(params, "delay_us", 0) * 1000
         expected = {s["name"] for s in loaded.inputs}
         if set(given) != expected:
             raise ProtocolError("bad_input", code="missing_input" if expected - set(given) else "unknown_input", field="inputs",
@@ -333,6 +328,17 @@ def _param(params: dict, name: str, kind: type):
     if not isinstance(params[name], kind):
         raise ProtocolError("bad_request", code="wrong_param_type", field=name, expected=_JSON_TYPE[kind], got=_json_type(params[name]))
     return params[name]
+
+
+def _count(params: dict, name: str, default: int) -> int:
+    value = params.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ProtocolError("bad_request", code="wrong_param_type", field=name, expected="integer", got=_json_type(value))
+    if value < 0:
+        raise ProtocolError("bad_request", code="out_of_range", field=name, expected={"minimum": 0}, got=value)
+    return value
 
 
 def peak_rss_bytes() -> int:

@@ -40,7 +40,7 @@ class ErrorData:
 
 
 # Python's spelling of the JSON types, in the sentences people know from the harness.
-_PY_TYPE = {"string": "str", "object": "dict", "integer": "int", "number": "float", "boolean": "bool", "array": "list", "null": "None"}
+_PY_TYPE = {"string": "a str", "object": "a dict", "integer": "an int", "number": "a float", "boolean": "a bool", "array": "a list", "null": "None"}
 _A_JSON = {"null": "null", "boolean": "a boolean", "number": "a number", "integer": "a number", "string": "a string", "array": "an array",
            "object": "an object"}
 
@@ -73,7 +73,7 @@ SENTENCES: dict[str, Callable[[ErrorData, str], str]] = {
     "unknown_method": lambda e, _: f"unknown method {e.got!r}: expected one of {e.expected}",
     "invalid_params": lambda e, _: "params must be an object",
     "missing_param": lambda e, _: f"missing parameter {e.field!r}",
-    "wrong_param_type": lambda e, _: f"parameter {e.field!r} must be a {_PY_TYPE.get(e.expected, e.expected)}",
+    "wrong_param_type": lambda e, _: f"parameter {e.field!r} must be {_PY_TYPE.get(e.expected, e.expected)}",
     "out_of_range": lambda e, _: f"{e.field} must be >= {(e.expected or {}).get('minimum')}, got {e.got}",
     "unknown_handle": lambda e, _: f"unknown handle {e.got!r}: expected one of {_names(e.expected)}",
     "format_not_taken": lambda e, rt: f"runtime {rt} does not load format {e.got!r}: expected one of {e.expected}",
