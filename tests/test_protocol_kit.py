@@ -253,6 +253,7 @@ def test_protocol_case(workers, runtime, case):
 
 
 def test_every_code_of_the_schema_has_a_sentence_and_no_other():
+    jsonschema.Draft202012Validator.check_schema(SCHEMA)
     codes = SCHEMA["$defs"]["error_data"]["properties"]["code"]["enum"]
     assert sorted(SENTENCES) == sorted(codes)
     described = {c for rule in SCHEMA["$defs"]["error_data"]["allOf"] for c in
