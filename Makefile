@@ -33,8 +33,10 @@ go: python
 # The toy Rust worker of the protocol kit (rust/, tests/test_protocol_kit.py's rust-toy): one crate,
 # serde_json, pinned by the committed Cargo.lock (--locked). Cargo rebuilds only what changed: about a
 # minute the first time (crates download included), nothing after. Without cargo its kit cases skip.
+# rustup installs cargo in ~/.cargo/bin, which a non-login shell (CI) may not have on PATH.
+CARGO := $(shell command -v cargo 2>/dev/null || { test -x $(HOME)/.cargo/bin/cargo && echo $(HOME)/.cargo/bin/cargo; })
 rust:
-	@if command -v cargo >/dev/null; then cargo build --quiet --release --locked --manifest-path rust/Cargo.toml; \
+	@if [ -n "$(CARGO)" ]; then $(CARGO) build --quiet --release --locked --manifest-path rust/Cargo.toml; \
 	  else echo "cargo not found: the Rust toy worker's protocol kit cases will be skipped (install Rust >= 1.80)"; fi
 
 # Debian's Chromium drives the report page tests and the browser-* runtimes (js/browser/, through
