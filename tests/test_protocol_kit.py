@@ -28,7 +28,7 @@ SCHEMA = json.loads((REPO / "harness" / "schemas" / "protocol.schema.json").read
 WORKERS = {
     "tf": "savedmodel", "litert": "tflite", "ort": "onnx13",
     "node-tfjs-cpu": "tfjs_graph", "node-ort": "onnx13",
-    "go-tfgo": "savedmodel", "go-ort": "onnx13",
+    "go-tfgo": "savedmodel", "go-ort": "onnx13", "openvino": "onnx13",
     "browser-ort-wasm": "onnx13",
 }
 
@@ -56,7 +56,7 @@ def _formats(runtime: str) -> tuple[str, ...]:
 
 
 def _other_format(runtime: str) -> str:
-    return next(f for f in ("tflite", "onnx13", "savedmodel") if f not in _formats(runtime))
+    return next(f for f in ("tflite", "onnx13", "savedmodel", "tfjs_graph") if f not in _formats(runtime))
 
 
 def _unavailable(runtime: str) -> str | None:
