@@ -206,7 +206,19 @@ def _run_options(f):
     f = click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True,
                      help="json: one object per case on stdout (raw samples left out; they stay in results.jsonl).")(f)
     f = click.option("--quiet", "-q", is_flag=True, help="Only the causes of what did not pass and the summary line.")(f)
-    return f
+    return _machine_option(f)
+
+
+def _machine_label(_ctx, _param, value: str | None) -> str | None:
+    from harness.machine import check_label
+
+    return None if value is None else check_label(value)
+
+
+def _machine_option(f):
+    return click.option("--machine", default=None, metavar="NAME", callback=_machine_label,
+                        help="Label of this machine in the run (default: HARNESS_MACHINE, else <arch>-<CPU model>, like x86_64-amd-epyc); "
+                             "runs of different machines merge into one cross-machine run.")(f)
 
 
 @main.command()
@@ -416,7 +428,7 @@ def _sandboxed(cases, sandbox: str) -> list:
                                                           "then harness merge the N runs.")
 @_sandbox_option("none")
 def run(fixtures, formats, runtimes, batch, warmup, iterations, threads, timeout, reports, keep_tensors, refresh,
-        allow_inconclusive, output, quiet, resume, signature, tag, shard, sandbox) -> None:
+        allow_inconclusive, output, quiet, machine, resume, signature, tag, shard, sandbox) -> None:
     """Run the case matrix: export (cached), run every case in its runtime's worker, judge, store."""
     from harness.cases import Selection, matrix
     from harness.engine import Options
@@ -442,7 +454,7 @@ def run(fixtures, formats, runtimes, batch, warmup, iterations, threads, timeout
     options = Options(warmup=warmup, iterations=iterations, threads=threads, run_timeout_s=timeout, keep_tensors=keep_tensors, sandbox=sandbox)
     run_options = {"command": "run", "fixtures": sel.fixtures, "formats": sel.formats, "runtimes": sel.runtimes,
                    "batches": sel.batches, "warmup": warmup, "iterations": iterations, "threads": threads, "timeout": timeout,
-                   "keep_tensors": keep_tensors, "sandbox": sandbox, "signature": signature, "tag": tag, "shard": shard}
+                   "keep_tensors": keep_tensors, "sandbox": sandbox, "signature": signature, "tag": tag, "shard": shard, "machine": machine}
     if signature is not None or tag is not None:
         run_options["fixtures"] = _split(fixtures)  # the fixtures named, from which --resume makes the variants again
     sys.exit(_execute(cases, known, options, reports, run_options, refresh=refresh, allow_inconclusive=allow_inconclusive,
@@ -524,8 +536,9 @@ def _pair_variant(text: str) -> tuple[str, str | None]:
 @click.option("--delay-us", default=0, type=click.IntRange(min=0), hidden=True,
               help="Self-tests only: a busy-wait of this many microseconds inside each timed call (an injected slowdown).")
 @_sandbox_option("none")
+@_machine_option
 def bench(fixtures, formats, runtimes, batch, threads_, warmup, iterations, min_time, rounds, sweep, pair, timeout, reports, delay_us,
-          sandbox) -> None:
+          sandbox, machine) -> None:
     """Benchmark: latency statistics, cold start, peak memory, batch and size scaling, GFLOP/s against
     this machine's measured GEMM peak, at 1 thread and at all cores. One benchmark at a time."""
     from filelock import FileLock, Timeout
@@ -569,7 +582,8 @@ def bench(fixtures, formats, runtimes, batch, threads_, warmup, iterations, min_
                       delay_us=delay_us)
     run_options = {"command": "bench", "fixtures": sel.fixtures, "formats": sel.formats, "runtimes": sel.runtimes,
                    "batches": batches, "threads": threads, "warmup": warmup, "iterations": iterations, "min_time_s": min_time,
-                   "rounds": rounds, "timeout": timeout, "pair": list(pair) if pair else None, "sandbox": sandbox, "delay_us": delay_us}
+                   "rounds": rounds, "timeout": timeout, "pair": list(pair) if pair else None, "sandbox": sandbox, "delay_us": delay_us,
+                   "machine": machine}
     lock = FileLock(str(Path(".harness") / "bench.lock"))
     try:
         Path(".harness").mkdir(exist_ok=True)
@@ -608,7 +622,7 @@ def bench(fixtures, formats, runtimes, batch, threads_, warmup, iterations, min_
 @_run_options
 @_sandbox_option("bwrap")
 def check(path, signature, tag, formats, runtimes, batch, bisect, inputs_path, expected_path, atol, rtol, seed, custom_files, import_modules,
-          warmup, iterations, threads, timeout, reports, keep_tensors, refresh, allow_inconclusive, output, quiet, sandbox) -> None:
+          warmup, iterations, threads, timeout, reports, keep_tensors, refresh, allow_inconclusive, output, quiet, machine, sandbox) -> None:
     """Check your own model: a SavedModel folder or Keras .keras/.h5 file (inputs generated from its
     signature, exported to every format, run in every runtime, judged against TensorFlow), or an .onnx,
     .tflite or TF.js model.json (run as it is in every runtime of its format, judged against ort, litert
@@ -637,7 +651,7 @@ def check(path, signature, tag, formats, runtimes, batch, bisect, inputs_path, e
                    "custom_objects": [str(f) for f in custom.files], "import": list(custom.modules),
                    "formats": sel.formats, "runtimes": sel.runtimes, "batches": sel.batches, "warmup": warmup,
                    "iterations": iterations, "threads": threads, "timeout": timeout, "keep_tensors": keep_tensors, "bisect": bisect,
-                   "sandbox": sandbox}
+                   "sandbox": sandbox, "machine": machine}
     sys.exit(_execute(cases, fixtures, options, reports, run_options, bisect=bisect, refresh=refresh, allow_inconclusive=allow_inconclusive,
                       output=output, quiet=quiet))
 

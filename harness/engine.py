@@ -26,7 +26,7 @@ from harness.cases import QUANTISED, Case, Deviation, load_deviations
 from harness.errors import HarnessError
 from harness.export import Exporter
 from harness.fixtures import Fixture, all_fixtures, describe, format_class
-from harness.records import CaseResult, Timing, metrics_of
+from harness.records import KEPT_OUTPUT_BYTES, CaseResult, Timing, metrics_of
 from harness.runners import RUNTIMES, RpcError, WorkerCrash, WorkerPool, WorkerTimeout, check_runtime
 
 DISK_ERRORS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
@@ -100,6 +100,13 @@ class Engine:
         self._input_files: dict[tuple, str] = {}
         self._availability = {name: spec.availability() for name, spec in RUNTIMES.items()}  # variants added as cases name them
         self.builds: dict[str, str | None] = {}  # variant -> another build of the runtime (paired benchmarks)
+        # The outputs of the cases run, until the orchestrator takes them for the store (which keeps the
+        # small ones: drift between machines and back-ends is computed from them).
+        self._outputs: dict[str, dict[str, np.ndarray]] = {}
+
+    def take_outputs(self, case_id: str) -> dict[str, np.ndarray] | None:
+        """The outputs of a case run by this engine (once: they are then dropped here)."""
+        return self._outputs.pop(case_id, None)
 
     def close(self) -> None:
         self.pool.close()
@@ -251,6 +258,10 @@ class Engine:
             result.gflops = result.flops / (result.timing.p50_ms * 1e6)
         # Digests of the exact output bytes: two runs can tell "bit-identical" from "changed".
         result.output_digest = {k: hashlib.sha256(np.ascontiguousarray(v).tobytes()).hexdigest()[:16] for k, v in outputs.items()}
+        if sum(v.nbytes for v in outputs.values()) <= KEPT_OUTPUT_BYTES:
+            self._outputs[case.id] = outputs
+            while len(self._outputs) > 64:  # callers that never take them (fuzzing) hold a few at most
+                self._outputs.pop(next(iter(self._outputs)))
 
         reference = ref.outputs
         # The precision the runtime computes in, where its worker says (TF.js WebGL: float16 textures).

@@ -212,8 +212,9 @@ class Orchestrator:
             self.store.set("pairs", self.pairs)
 
     def _store(self, result: CaseResult) -> None:
+        outputs = self.engine.take_outputs(result.id)
         if self.store is not None:
-            self.store.add(result)
+            self.store.add(result, outputs)
         self.results.append(result)
 
     def _prepare(self, progress: Callable[[str, int, int], None] | None) -> None:

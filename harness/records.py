@@ -23,8 +23,17 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
-SCHEMA = 3  # 3: run.json's version is `schema_version` (2 called it `schema`; otherwise the same)
-READABLE = (2, 3)  # run schemas this harness reads as its own
+# 3: run.json's version is `schema_version` (2 called it `schema`; otherwise the same).
+# 4: run.json's `machine` (harness/machine.py) and each result's `machine` label; a run merged from
+# several machines suffixes its case ids with `@<machine>` (the machine is part of a case's identity
+# there) and `machines` lists every machine's identity. A schema-3 run reads as one of an unlabelled machine.
+SCHEMA = 4
+READABLE = (2, 3, 4)  # run schemas this harness reads as its own
+
+# A case's outputs up to this size are kept beside its result (outputs/<case id>.npz in the run folder):
+# drift between machines and back-ends needs the values, not only their digests, and a default run's
+# outputs are a few KiB each. Larger ones keep their digest (bit-identical or not) and metrics only.
+KEPT_OUTPUT_BYTES = 256 * 1024
 
 STATUSES = ("pass", "fail", "xfail", "xpass", "inconclusive", "unsupported", "error", "crash", "timeout", "skip")
 BAD_STATUSES = ("fail", "error", "crash", "timeout", "xpass")
@@ -252,9 +261,11 @@ class CaseResult(_Record):
     stderr_tail: str | None = None
     divergence: dict | None = None  # `harness check --bisect`: the first diverging layer
     pair: dict | None = None  # paired benchmark: B against A
+    machine: str | None = None  # the label of the machine it ran on (run.json `machine`; schema 4)
+    emulated: str | None = None  # the emulator its worker ran under (qemu-aarch64): its timings are not native
 
     OMIT: ClassVar[frozenset[str]] = frozenset(
-        ("inputs_variant", "flops", "gflops", "output_digest", "tolerance", "stderr_tail", "divergence", "pair"))
+        ("inputs_variant", "flops", "gflops", "output_digest", "tolerance", "stderr_tail", "divergence", "pair", "machine", "emulated"))
 
     @classmethod
     def from_json(cls, data: Any, strict: bool = False) -> CaseResult:
@@ -311,9 +322,12 @@ class RunMeta(_Record):
     pairs: list[dict] | None = None
     repaired_artifacts: list[dict] | None = None
     resumed: list[str] | None = None
+    machine: dict | None = None  # where it ran: label, arch, cpu, ISA features, cores, memory, accelerators
+    machines: dict | None = None  # a run merged from several machines: label -> identity
 
     OMIT: ClassVar[frozenset[str]] = frozenset(
-        ("wall_s", "machine_peak_gflops", "machine_blas", "machine_peak_notes", "shards", "pairs", "repaired_artifacts", "resumed"))
+        ("wall_s", "machine_peak_gflops", "machine_blas", "machine_peak_notes", "shards", "pairs", "repaired_artifacts", "resumed",
+         "machine", "machines"))
 
     @classmethod
     def from_json(cls, data: dict) -> RunMeta:

@@ -16,31 +16,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
+
 from harness.errors import HarnessError
-from harness.records import READABLE, SCHEMA, STATES, CaseResult, RunMeta, sanitize, schema_problem
+from harness.machine import identify
+from harness.records import KEPT_OUTPUT_BYTES, READABLE, SCHEMA, STATES, CaseResult, RunMeta, sanitize, schema_problem
 
 __all__ = ["READABLE", "SCHEMA", "STATES", "CaseResult", "RunData", "RunMeta", "RunStore", "check_schema", "environment", "git_commit",
-           "new_run_id", "planned_cases", "read_run", "resolve_run", "sanitize"]
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _memory_bytes() -> int | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
+           "new_run_id", "planned_cases", "read_outputs", "read_run", "resolve_run", "sanitize"]
 
 
 def git_commit(cwd: Path | None = None) -> str | None:
@@ -54,17 +37,23 @@ def git_commit(cwd: Path | None = None) -> str | None:
         return None
 
 
-def environment() -> dict:
+def environment(machine: dict | None = None) -> dict:
+    """The software around a run; cpu, cores and memory repeat the machine's identity (run.json
+    `machine`, harness/machine.py) for readers of schema 3."""
+    machine = machine or identify()
     return {
-        "cpu": _cpu_model(),
-        "cores": os.cpu_count(),
-        "memory_bytes": _memory_bytes(),
+        "cpu": machine["cpu"],
+        "cores": machine["cores"],
+        "memory_bytes": machine["memory_bytes"],
         "os": platform.platform(),
         "machine": platform.machine(),
         "hostname": platform.node(),
         "python": platform.python_version(),
         "commit": git_commit(),
     }
+
+
+OUTPUTS = "outputs"  # a run folder's kept outputs, one .npz per case
 
 
 def new_run_id() -> str:
@@ -89,6 +78,7 @@ class RunStore:
                 self.meta.schema_version = SCHEMA
                 self.meta.state, self.meta.reason, self.meta.finished = "running", None, None
                 self.meta.resumed = [*(self.meta.resumed or []), datetime.now(UTC).isoformat()]
+                self._check_same_machine()
                 _drop_partial_line(self.dir / "results.jsonl")
             else:
                 self.run_id = run_id if run_id is not None else new_run_id()
@@ -96,8 +86,9 @@ class RunStore:
                     raise HarnessError(f"run name {self.run_id!r} is not valid: expected a non-empty name without '/' that does not start with '.'")
                 self.dir = reports / "runs" / self.run_id
                 self.dir.mkdir(parents=True, exist_ok=False)
+                machine = identify(options.get("machine"))
                 self.meta = RunMeta(SCHEMA, self.run_id, "running", started=datetime.now(UTC).isoformat(),
-                                    environment=environment(), options=options, planned=planned or [])
+                                    environment=environment(machine), options=options, planned=planned or [], machine=machine)
             self._write_meta()
             self._results = open(self.dir / "results.jsonl", "a", encoding="utf-8")
         except FileExistsError:
@@ -105,6 +96,17 @@ class RunStore:
         except OSError as e:
             raise HarnessError(f"cannot write a run folder under {reports}: {e.strerror or e} (expected a writable folder with free space)") from None
         self._t0 = time.monotonic()
+
+    def _check_same_machine(self) -> None:
+        """A run resumed on another kind of machine would mix two machines' numbers under one label."""
+        recorded = self.meta.machine
+        if not recorded:
+            return
+        here = identify(recorded.get("label"))
+        for key in ("arch", "cpu"):
+            if recorded.get(key) != here[key]:
+                raise HarnessError(f"cannot resume {self.dir} here: it ran on machine {recorded.get('label')} ({key} {recorded.get(key)}), "
+                                   f"this machine has {key} {here[key]} (expected the same machine; start a new run here and harness merge the two)")
 
     @property
     def tensors(self) -> Path:
@@ -114,10 +116,20 @@ class RunStore:
     def logs(self) -> Path:
         return self.dir / "logs"
 
-    def add(self, result: CaseResult | dict) -> None:
-        """Append one result (a dict is read as a CaseResult first: a key without a field is an error)."""
+    @property
+    def outputs(self) -> Path:
+        return self.dir / OUTPUTS
+
+    def add(self, result: CaseResult | dict, outputs: dict | None = None) -> None:
+        """Append one result (a dict is read as a CaseResult first: a key without a field is an error).
+        Its outputs, when given and small (records.KEPT_OUTPUT_BYTES), are kept in outputs/<id>.npz,
+        written before the result line: a result that says it ran has its outputs there."""
         if not isinstance(result, CaseResult):
             result = CaseResult.from_json(result, strict=True)
+        if outputs:
+            self.add_outputs(result.id, outputs)
+        if result.machine is None and self.meta.machine:
+            result.machine = self.meta.machine.get("label")  # every result says where it ran (merge keeps it)
         line = json.dumps(result.to_json()) + "\n"
         # A signal arriving now is delivered after the line is complete, never in the middle of it.
         blocked = _block_signals()
@@ -126,6 +138,16 @@ class RunStore:
             self._results.flush()
         finally:
             _unblock_signals(blocked)
+
+    def add_outputs(self, case_id: str, outputs: dict) -> None:
+        arrays = {k: np.asarray(v) for k, v in outputs.items()}
+        if sum(v.nbytes for v in arrays.values()) > KEPT_OUTPUT_BYTES or any(v.dtype.kind not in "biufS" for v in arrays.values()):
+            return
+        self.outputs.mkdir(exist_ok=True)
+        tmp = self.outputs / f".{case_id}.npz.tmp"
+        with open(tmp, "wb") as f:
+            np.savez(f, allow_pickle=False, **arrays)  # type: ignore[arg-type]  # (names are the outputs)
+        os.replace(tmp, self.outputs / f"{case_id}.npz")
 
     def set(self, key: str, value) -> None:
         """Another top-level entry of run.json (e.g. the machine's measured peak GFLOP/s): a field of RunMeta."""
@@ -262,6 +284,17 @@ def rewrite_results(folder: Path, change: Callable[[CaseResult], CaseResult]) ->
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(json.dumps(change(r).to_json()) + "\n" for r in run.results), encoding="utf-8")
     os.replace(tmp, path)
+
+
+def read_outputs(folder: Path, case_id: str) -> dict[str, np.ndarray] | None:
+    """A case's kept outputs (outputs/<id>.npz), or None when the run did not keep them (too large, an
+    older run) or they cannot be read."""
+    path = Path(folder) / OUTPUTS / f"{case_id}.npz"
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError):
+        return None
 
 
 def read_run(folder: Path) -> RunData:
