@@ -146,7 +146,7 @@ class RunStore:
         self.outputs.mkdir(exist_ok=True)
         tmp = self.outputs / f".{case_id}.npz.tmp"
         with open(tmp, "wb") as f:
-            np.savez(f, allow_pickle=False, **arrays)  # type: ignore[arg-type]  # (names are the outputs)
+            np.savez(f, allow_pickle=False, **arrays)
         os.replace(tmp, self.outputs / f"{case_id}.npz")
 
     def set(self, key: str, value) -> None:
