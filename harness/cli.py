@@ -719,6 +719,13 @@ def compare(base: str, new: str, fail_on: str, alpha: float, reports: Path, out_
         check_schema(run.meta, f"{label} {run.folder}")
     diff = diff_runs(a, b, gate, allow_missing, gate_conformance)
     print_diff(diff, out)
+    if diff.across_machines:
+        from harness.report.agreement import agreement, print_agreement
+        from harness.store import read_outputs
+
+        folder = {id(r): run.folder for run in (a, b) for r in run.results}
+        groups = agreement(a.results + b.results, lambda r: read_outputs(folder[id(r)], r.id), many_machines=True)
+        print_agreement(groups, out, "agreement across the two machines")
     paths = write_diff(diff, out_dir or reports / "compare" / f"{a.run_id}_vs_{b.run_id}")
     out.print(f"html: {paths['html']}\nmarkdown: {paths['markdown']}", highlight=False)
     sys.exit(0 if diff.ok else 1)

@@ -350,6 +350,20 @@ class RunMeta(_Record):
         setattr(self, key, value)
 
 
+MACHINE_SEP = "@"  # a cross-machine run's case id: <case id>@<machine label>
+
+
+def with_machine(case_id: str, label: str) -> str:
+    """The case's id in a run merged from several machines."""
+    return f"{case_id}{MACHINE_SEP}{label}"
+
+
+def case_key(result: CaseResult) -> str:
+    """The case's id without its machine: what one case is called on every machine."""
+    suffix = f"{MACHINE_SEP}{result.machine}"
+    return result.id[: -len(suffix)] if result.machine and result.id.endswith(suffix) else result.id
+
+
 def schema_problem(meta: RunMeta) -> str | None:
     """Why a run's numbers may not mean what this harness's mean (None: its schema is readable)."""
     if meta.schema_version in READABLE:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 from harness.errors import HarnessError
@@ -59,54 +60,106 @@ def shard(cases: list, k: int, n: int) -> list:
     return assign(cases, n)[k - 1]
 
 
+def machine_of(meta) -> dict:
+    """A run's machine identity; a schema-3 run (no `machine`) is known by its environment's CPU."""
+    from harness.machine import short_model
+
+    if meta.machine:
+        return meta.machine
+    env = meta.environment
+    arch, cpu = env.get("machine") or "unknown", env.get("cpu") or "unknown"
+    return {"label": f"{arch}-{short_model(cpu)}", "arch": arch, "cpu": cpu, "features": [], "cores": env.get("cores")}
+
+
 def merge(folders: list[Path], reports: Path, name: str | None = None) -> tuple[Path, dict]:
-    """One run made of the shards' runs: every result once, the planned cases of all, the shards listed
-    in run.json. Refused: an incomplete shard (finish it with `harness run --resume`), shards of
-    different commits or schemas, a case in two shards, and a shard that is not a sharded run of the
-    same matrix (`--shard K/N` with the same N)."""
-    from harness.records import summarize
-    from harness.store import RunStore, check_schema, read_run
+    """One run made of several: the shards of one machine (`harness run --shard K/N`), the runs of
+    several machines, or both. Every result once, the planned cases of all, the runs merged listed in
+    run.json. Runs of more than one machine make a cross-machine run: the machine is then part of each
+    case's identity (ids end in `@<machine>`, run.json `machines` has each machine's identity).
+
+    Refused, each in one line: an incomplete run (finish it with `harness run --resume`), runs of
+    different commits or schemas, a case twice on one machine, one label for two different machines,
+    and a machine's shards that are not every shard of one split (`--shard K/N` with the same N)."""
+    from harness.records import summarize, with_machine
+    from harness.store import RunStore, check_schema, read_outputs, read_run
 
     if len(folders) < 2:
-        raise HarnessError("harness merge takes two or more runs: expected the runs of every shard")
+        raise HarnessError("harness merge takes two or more runs: expected the runs of every shard, or of every machine")
     runs = [read_run(f) for f in folders]
-    seen: dict[str, str] = {}
     commits = set()
+    machines: dict[str, dict] = {}  # label -> identity
+    of_machine: dict[str, list] = defaultdict(list)  # label -> its (unmerged) runs
     for run in runs:
         check_schema(run.meta, f"cannot merge {run.folder}")
         if run.state != "complete" or run.missing:
             raise HarnessError(f"cannot merge {run.folder}: it is {run.state} with {len(run.missing)} case(s) missing "
-                               "(expected complete shards: finish it with harness run --resume)")
-        for r in run.results:
-            if r.id in seen:
-                raise HarnessError(f"cannot merge: case {r.id} is in {seen[r.id]} and in {run.run_id} (expected each case in one shard)")
-            seen[r.id] = run.run_id
+                               "(expected complete runs: finish it with harness run --resume)")
         commit = run.meta.environment.get("commit")
         if commit:
             commits.add(commit)
+        for label, identity in (run.meta.machines or {machine_of(run.meta)["label"]: machine_of(run.meta)}).items():
+            known = machines.setdefault(label, identity)
+            for key in ("arch", "cpu"):
+                if known.get(key) != identity.get(key):
+                    raise HarnessError(f"cannot merge: machine {label} is {known.get(key)} in one run and {identity.get(key)} in {run.run_id} "
+                                       f"(expected one label per machine: run one of them again with --machine OTHER_NAME)")
+        if not run.meta.machines:
+            of_machine[machine_of(run.meta)["label"]].append(run)
     if len(commits) > 1:
         raise HarnessError(f"cannot merge runs of different commits: {sorted(commits)}")
-    shards: list[str] = [str(run.meta.options.get("shard") or "") for run in runs]
-    if all(shards):
-        totals = {parse_shard(s)[1] for s in shards}
-        parts = sorted(parse_shard(s)[0] for s in shards)
-        if len(totals) > 1:
-            raise HarnessError(f"cannot merge shards of different splits: {sorted(shards)}")
-        if parts != list(range(1, totals.pop() + 1)):
-            raise HarnessError(f"cannot merge: shards {sorted(shards)} are not every shard of the split, each once")
+    across = len(machines) > 1
+
+    def ident(run, case_id: str, label: str | None) -> str:
+        # In a cross-machine run the machine is part of the case's identity; a merged one has it already.
+        return with_machine(case_id, label) if across and not run.meta.machines and label else case_id
+
+    seen: dict[str, str] = {}
+    for run in runs:
+        label = machine_of(run.meta)["label"]
+        for r in run.results:
+            cid = ident(run, r.id, r.machine or label)
+            if cid in seen:
+                where = f" on machine {r.machine or label}" if across else ""
+                raise HarnessError(f"cannot merge: case {r.id} is in {seen[cid]} and in {run.run_id}{where} "
+                                   f"(expected each case in one shard{' per machine' if across else ''})")
+            seen[cid] = run.run_id
+    for label, group in of_machine.items():
+        shards: list[str] = [str(run.meta.options.get("shard") or "") for run in group]
+        if len(group) > 1 and all(shards):
+            on = f" of machine {label}" if len(machines) > 1 else ""
+            totals = {parse_shard(s)[1] for s in shards}
+            parts = sorted(parse_shard(s)[0] for s in shards)
+            if len(totals) > 1:
+                raise HarnessError(f"cannot merge shards{on} of different splits: {sorted(shards)}")
+            if parts != list(range(1, totals.pop() + 1)):
+                raise HarnessError(f"cannot merge: shards{on} {sorted(shards)} are not every shard of the split, each once")
     first = runs[0].meta
     options = {**first.options, "command": "merge", "shard": None, "shards": [run.run_id for run in runs]}
-    planned = [c for run in runs for c in run.planned]
+    planned = [{**c, "id": ident(run, c["id"], machine_of(run.meta)["label"]), "machine": c.get("machine", machine_of(run.meta)["label"])}
+               for run in runs for c in run.planned]
     store = RunStore(reports, options, run_id=name, planned=planned)
+    # Where the cases ran, not where they were merged (CI merges on yet another runner).
+    store.set("machine", None if across else next(iter(machines.values())))
     runtimes: dict = {}
+    results = []
     for run in runs:
-        runtimes.update(run.meta.runtimes)
+        label = machine_of(run.meta)["label"]
+        for rt, info in run.meta.runtimes.items():
+            # Across machines each machine's versions are kept (an Arm64 runner's build is another build).
+            runtimes[f"{rt} on {label}" if across and not run.meta.machines else rt] = info
         for r in run.results:
+            cid = ident(run, r.id, r.machine or label)
+            outputs = read_outputs(run.folder, r.id)
+            r = replace(r, id=cid, machine=r.machine or label)
+            if outputs is not None:
+                store.add_outputs(cid, outputs)
             store.add(r)
+            results.append(r)
     store.set_runtimes(runtimes)
-    store.set("shards", [{"run_id": run.run_id, "shard": run.meta.options.get("shard"),
+    if across:
+        store.set("machines", machines)
+    store.set("shards", [{"run_id": run.run_id, "shard": run.meta.options.get("shard"), "machine": machine_of(run.meta)["label"],
                           "environment": run.meta.environment, "wall_s": run.meta.wall_s} for run in runs])
-    results = [r for run in runs for r in run.results]
     summary = summarize(results, allow_inconclusive=bool(options.get("allow_inconclusive")))
     store.finish(summary, "complete")
     return store.dir, summary

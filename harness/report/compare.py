@@ -33,6 +33,7 @@ class CaseDiff:
     improved: bool = False  # faster beyond the gate
     judged: bool = False  # both runs have enough rounds for a latency verdict
     on_samples: bool = False  # judged on pooled iterations (--gate-conformance), not on rounds
+    not_judged: str = ""  # why latency is shown but never judged: other machines, or an emulated worker
     rounds: tuple[int, int] = (0, 0)
     numerics: str = ""  # "identical", "changed", "" (unknown)
     drift: dict[str, tuple] = field(default_factory=dict)  # output -> (base max_abs, new max_abs)
@@ -58,6 +59,16 @@ class RunDiff:
     gate: Gate
     cases: list[CaseDiff]
     allow_missing: bool = False
+
+    @property
+    def machines(self) -> tuple[str | None, str | None]:
+        """The machine labels of the two runs (None: not recorded, or several in a merged run)."""
+        return tuple((run.meta.machine or {}).get("label") for run in (self.base, self.new))  # type: ignore[return-value]
+
+    @property
+    def across_machines(self) -> bool:
+        a, b = self.machines
+        return a != b
 
     @property
     def only_base(self) -> list[str]:
@@ -112,6 +123,12 @@ def diff_runs(base: RunData, new: RunData, gate: Gate, allow_missing: bool = Fal
         d = CaseDiff(cid, a.status if a else None, b.status if b else None)
         if a and b:
             va, vb = gate.value(a.timing), gate.value(b.timing)
+            if a.emulated or b.emulated:
+                # An emulated worker's time is the emulator's: never set beside another time.
+                va = vb = None
+                d.not_judged = f"emulated ({a.emulated or b.emulated}): timings not compared"
+            elif (a.machine or "") != (b.machine or "") and a.machine and b.machine:
+                d.not_judged = f"other machines ({a.machine}, {b.machine}): shown, not judged"
             if va is not None and vb is not None and va > 0:
                 d.base_ms, d.new_ms, d.ratio = va, vb, vb / va
                 # The unit of statistics is the round (an independent, interleaved measurement), never
@@ -119,8 +136,8 @@ def diff_runs(base: RunData, new: RunData, gate: Gate, allow_missing: bool = Fal
                 # larger than within-process noise, so a test over iterations flags an A/A comparison.
                 rounds_a, rounds_b = _numbers(a.timing.rounds_ms), _numbers(b.timing.rounds_ms)
                 d.rounds = (len(rounds_a), len(rounds_b))
-                d.judged = min(d.rounds) >= MIN_ROUNDS
-                if not d.judged and gate_conformance:
+                d.judged = min(d.rounds) >= MIN_ROUNDS and not d.not_judged
+                if not d.judged and gate_conformance and not d.not_judged:
                     # Asked for: the pooled iterations of one process each (within-run noise only).
                     samples_a, samples_b = _numbers(a.timing.samples_ms), _numbers(b.timing.samples_ms)
                     d.judged = d.on_samples = min(len(samples_a), len(samples_b)) >= MIN_ROUNDS
@@ -149,6 +166,12 @@ def print_diff(diff: RunDiff, console) -> None:
         console.print(f"[yellow]note:[/] comparing a {kinds[0]} run ({diff.base.run_id}) with a {kinds[1]} run ({diff.new.run_id}): "
                       "their timings were measured differently (rounds of a benchmark vs a few iterations of a conformance run)",
                       highlight=False, soft_wrap=True)
+    if diff.across_machines:
+        console.print(f"[yellow]note:[/] the runs are of different machines ({diff.machines[0] or 'unlabelled'} → "
+                      f"{diff.machines[1] or 'unlabelled'}): latency is shown, never judged as a regression", highlight=False, soft_wrap=True)
+    emulated = sum(1 for c in diff.cases if c.not_judged.startswith("emulated"))
+    if emulated:
+        console.print(f"[yellow]note:[/] {emulated} case(s) ran under an emulator: their timings are not compared", highlight=False)
     if any(c.on_samples for c in diff.cases):
         console.print("[yellow]note:[/] --gate-conformance: cases without rounds are judged on their pooled iterations, "
                       "which sees only the noise within one process", highlight=False, soft_wrap=True)
@@ -175,7 +198,7 @@ def print_diff(diff: RunDiff, console) -> None:
             table.add_row(c.id, "; ".join(f"{k}: {_n(a)} → {_n(b)}" for k, (a, b) in c.drift.items()))
         console.print(table)
     timed = sorted((c for c in diff.cases if c.ratio), key=lambda c: c.ratio or 1, reverse=True)
-    unjudged = [c for c in timed if not c.judged]
+    unjudged = [c for c in timed if not c.judged and not c.not_judged]
     if unjudged:
         console.print(f"latency: {len(unjudged)} case(s) not judged: fewer than {MIN_ROUNDS} rounds on a side "
                       f"(`harness bench --rounds N` measures rounds; one run is one round; --gate-conformance judges "
@@ -186,6 +209,7 @@ def print_diff(diff: RunDiff, console) -> None:
             table.add_column(col)
         for c in timed:
             flag = "[red]REGRESSION[/]" if c.flagged else ("[green]faster[/]" if c.improved else ("" if c.judged else "[dim]not judged[/]"))
+            flag = f"[dim]{c.not_judged}[/]" if c.not_judged else flag
             table.add_row(c.id, _n(c.base_ms), _n(c.new_ms), f"{c.ratio:.2f}×", f"{c.rounds[0]}/{c.rounds[1]}", _n(c.p_value), flag)
         console.print(table)
     missing = diff.missing

@@ -14,9 +14,10 @@ from pathlib import Path
 import jinja2
 
 from harness.records import BAD_STATUSES, STATUSES, CaseResult, Timing, sanitize
+from harness.report.agreement import agreement, drift_rows, machines_of
 from harness.report.fuzz_section import FuzzSection
 from harness.report.terminal import CODES, min_snr, snr_judged
-from harness.store import RunData, read_run
+from harness.store import RunData, read_outputs, read_run
 
 METRIC_KEYS = ("max_abs", "max_rel", "mean_abs", "rmse", "max_ulp", "cosine", "snr_db", "frac_out_of_tol",
                "nan_mismatch", "inf_mismatch", "required_atol", "required_rtol", "top1", "top5", "top3")
@@ -223,7 +224,7 @@ def page_data(run: RunData, history: list[RunData]) -> dict:
                "gflops": _r(r.gflops), "flops": _r(r.flops, 6)}
         row["judged"] = row["min_snr"] if judged else row["max_abs"]  # the number the rule judged: the box shows it
         for key in ("load_ms", "first_ms", "p10_ms", "p50_ms", "p90_ms", "p99_ms"):
-            row[key] = _r(_p(r, key))
+            row[key] = None if r.emulated else _r(_p(r, key))  # an emulator's times are never charted beside native ones
         rows.append([row[f] for f in CASE_FIELDS])
         details.append(_details(r, strings))
 
@@ -273,6 +274,8 @@ def latency_changes(base: RunData, new: RunData, limit: int = 10) -> list[dict]:
     before = {r.id: _p(r, "p50_ms") for r in base.results}
     out: list[dict] = []
     for r in new.results:
+        if r.emulated:
+            continue
         a, b = before.get(r.id), _p(r, "p50_ms")
         if a and b:
             out.append({"id": r.id, "base_ms": a, "new_ms": b, "ratio": b / a})
@@ -313,8 +316,10 @@ def write_report(folder: Path, reports: Path = Path("reports"), out: Path | None
     history = history_runs(reports)
     ctx = _context(run, history, previous_run(run, reports))
     ctx["fuzz"] = fuzz  # the differential-fuzzing section (harness/report/fuzz_section.py), when there are fuzz results
+    ctx["machines"] = machines_of(run.results)
+    ctx["agreement"] = drift_rows(agreement(run.results, lambda r: read_outputs(run.folder, r.id), len(ctx["machines"]) > 1))
     paths = {"html": out / "index.html", "markdown": out / "report.md", "json": out / "summary.json"}
     paths["html"].write_text(_env.get_template("index.html.j2").render(**ctx), encoding="utf-8")
     paths["markdown"].write_text(_env.get_template("report.md.j2").render(**ctx), encoding="utf-8")
-    paths["json"].write_text(json.dumps(sanitize(ctx["summary"]), indent=2), encoding="utf-8")
+    paths["json"].write_text(json.dumps(sanitize({**ctx["summary"], "agreement": ctx["agreement"]}), indent=2), encoding="utf-8")
     return paths
