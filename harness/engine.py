@@ -198,6 +198,11 @@ class Engine:
         fixture = self.fixtures[case.fixture]
         avail = self.availability(case.runtime)
         if not avail.ok:
+            variant = check_runtime(case.runtime).variant
+            if variant is not None and variant.hardware:
+                # A GPU or an arithmetic this machine does not have: the path cannot run here at all.
+                cannot = f"{case.runtime} cannot run on this machine: {avail.reason}" + (f" (it needs {avail.fix})" if avail.fix else "")
+                return self._finish(case, result, "unsupported", reason=cannot, error=cannot, stage="load", culprit="environment")
             return self._finish(case, result, "skip", reason=f"runtime {case.runtime} unavailable: {avail.reason} (fix: {avail.fix})",
                                 stage="load", culprit="environment")
         result.stage = "export"
@@ -265,7 +270,11 @@ class Engine:
 
         reference = ref.outputs
         # The precision the runtime computes in, where its worker says (TF.js WebGL: float16 textures).
-        precision = (self.pool.info.get(self._worker_key(case)) or {}).get("precision")
+        info = self.pool.info.get(self._worker_key(case)) or {}
+        precision = info.get("precision") or (info.get("settings") or {}).get("precision")
+        if check_runtime(case.runtime).emulated:
+            # Recorded, and marked: an emulator's timings are never compared with native ones.
+            result.emulated = (info.get("settings") or {}).get("emulator") or "emulated"
         tolerances = {name: fixture.tolerance(case.format, name, precision) for name in reference}
         oracle = fixture.oracle(ref.inputs) if fixture.oracle else None
         if oracle is not None:

@@ -50,6 +50,8 @@ class Tolerance:
 DEFAULT_TOLERANCES: dict[str, Tolerance] = {
     "float32": Tolerance(atol=1e-5, rtol=1e-5),
     "float16": Tolerance(atol=2e-3, rtol=2e-3),
+    # A float32 format computed in bfloat16 (openvino@bf16): 8 significant bits, four times float16's error.
+    "bfloat16": Tolerance(atol=1e-2, rtol=1e-2),
     "dynamic-range": Tolerance(min_snr_db=30.0, min_top1=1.0),
     "int8": Tolerance(min_snr_db=15.0, min_top1=0.75),
 }
@@ -70,13 +72,13 @@ def describe(tol: Tolerance) -> str:
 def format_class(fmt: str, precision: str | None = None) -> str:
     """The tolerance class of a format, run by a runtime that computes in `precision` (its worker's
     `info.precision`, when it says): a float32 format computed in float16 (TF.js WebGL without float32
-    render targets) is judged as float16."""
+    render targets, openvino@f16) is judged as float16, one computed in bfloat16 (openvino@bf16) as bfloat16."""
     # Imported here: harness.export imports this module (its import needs no TensorFlow either).
     from harness.export import FORMATS
 
     spec = FORMATS.get(fmt)
     cls = spec.tolerance_class if spec is not None else "float32"
-    return "float16" if precision == "float16" and cls == "float32" else cls
+    return precision if precision in ("float16", "bfloat16") and cls == "float32" else cls
 
 
 @dataclass

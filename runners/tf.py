@@ -276,7 +276,8 @@ class TF(Runtime):
 
     def settings(self):
         # oneDNN is on by default on x86 (TF 2.21); `tf@onednn-off` sets TF_ENABLE_ONEDNN_OPTS=0 before TF loads.
-        return {"onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") != "0"}
+        # `tf@avx2` caps oneDNN's instruction set with ONEDNN_MAX_CPU_ISA (read by oneDNN when it starts).
+        return {"onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") != "0", "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL")}
 
     def versions(self):
         import keras

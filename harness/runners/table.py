@@ -62,6 +62,13 @@ class Variant:
     missing: Callable[[], str | None] | None = None
     fix: str = ""
     emulated: bool = False  # timings recorded but never compared or charted beside native ones
+    # What `missing` names is hardware this machine lacks (a GPU, bf16 arithmetic): its cases are
+    # `unsupported` here, not skipped as an install step would be.
+    hardware: bool = False
+    # Another way to start the worker (the arm64 root under emulation) instead of the base runtime's
+    # command: given the worker folders, the command line. Added for variants that run elsewhere than
+    # this interpreter; the environment still applies.
+    command: Callable[[WorkerContext], list[str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +129,10 @@ class PythonRuntime(RuntimeSpec):
     dist: str = ""  # the distribution that provides it
 
     def launch(self, ctx: WorkerContext, build: str | None = None) -> Launch:
+        if self.variant is not None and self.variant.command is not None:
+            if build:
+                raise HarnessError(f"runtime {self.name} runs in its own environment: expected no other build (=PATH) of it")
+            return Launch(self.variant.command(ctx))
         return Launch([build or sys.executable, "-m", self.python_module])
 
     def installed(self) -> Availability:
@@ -256,6 +267,102 @@ class DockerRuntime(GoRuntime):
         return Availability(True, GO_IMAGE)
 
 
+# --- what variants need on this machine ------------------------------------------------------------
+
+def _features() -> set[str]:
+    from harness.machine import identify
+
+    return set(identify()["features"])
+
+
+def _x86_only() -> str | None:
+    import platform
+
+    return None if platform.machine() in ("x86_64", "AMD64") else f"oneDNN's ISA cap AVX2 is an x86 setting; this machine is {platform.machine()}"
+
+
+def _cpu_lacks(precision: str) -> Callable[[], str | None]:
+    """OpenVINO's CPU plugin honours a bf16 hint with AVX-512 (avx512_core) or AMX, an f16 hint with
+    AVX512-FP16 or AMX-FP16; elsewhere it computes in f32 (the worker refuses that too, at load)."""
+    needs = {"bf16": ({"avx512bw", "avx512vl", "avx512dq"}, {"amx_bf16"}), "f16": ({"avx512_fp16"}, {"amx_fp16"})}[precision]
+
+    def missing() -> str | None:
+        have = _features()
+        if needs[0] <= have or needs[1] <= have:
+            return None
+        from harness.machine import identify
+
+        return (f"this CPU ({identify()['cpu']}; {', '.join(sorted(have)) or 'no listed features'}) has neither "
+                f"{' + '.join(sorted(needs[0]))} nor {' + '.join(sorted(needs[1]))}: OpenVINO would compute in f32, not {precision}")
+    return missing
+
+
+def _gpu_missing() -> str | None:
+    from harness.machine import identify
+
+    if any(a["vendor"] == "nvidia" for a in identify()["accelerators"]):
+        return None
+    return "no NVIDIA GPU here (no /proc/driver/nvidia, no NVIDIA render node)"
+
+
+_ORT_PROVIDERS: list[str] = []
+
+
+def _ort_providers() -> list[str]:
+    """The execution providers of the installed onnxruntime build, asked once (a subprocess: availability
+    never imports a framework into the harness)."""
+    if not _ORT_PROVIDERS:
+        import subprocess
+
+        try:
+            out = subprocess.run([sys.executable, "-c", "import onnxruntime; print(','.join(onnxruntime.get_available_providers()))"],
+                                 capture_output=True, text=True, timeout=60)
+            _ORT_PROVIDERS.extend(out.stdout.strip().split(",") if out.returncode == 0 else ["?"])
+        except (OSError, subprocess.SubprocessError):
+            _ORT_PROVIDERS.append("?")
+    return _ORT_PROVIDERS
+
+
+def _ort_provider_missing(provider: str, gpu: bool = False) -> Callable[[], str | None]:
+    def missing() -> str | None:
+        why = [w for w in [_gpu_missing() if gpu else None] if w]
+        have = _ort_providers()
+        if provider not in have:
+            why.append(f"the onnxruntime build here has {', '.join(have)}, not {provider}")
+        return "; ".join(why) or None
+    return missing
+
+
+def _tf_gpu_missing() -> str | None:
+    why = [w for w in [_gpu_missing()] if w]
+    try:
+        metadata.version("tensorflow-cpu")
+        why.append("tensorflow-cpu is installed: it has no CUDA kernels (a tensorflow[and-cuda] build has)")
+    except metadata.PackageNotFoundError:
+        pass
+    return "; ".join(why) or None
+
+
+ARM64 = REPO / "arm64" / "arm64.sh"
+
+
+def _arm64_missing() -> str | None:
+    import subprocess
+
+    try:
+        out = subprocess.run(["bash", str(ARM64), "check"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"{ARM64} check could not run: {e}"
+    return None if out.returncode == 0 else (out.stdout.strip() or out.stderr.strip() or "the arm64 root is not ready")
+
+
+def _arm64_variant(module: str) -> Variant:
+    """The runtime's aarch64 wheel in the arm64 Debian root, run through qemu-user (arm64/arm64.sh)."""
+    return Variant("arm64", "the aarch64 wheel in an arm64 Debian root under qemu-user emulation (arm64/arm64.sh): "
+                            "real Arm kernels' numbers, the emulator's timings", missing=_arm64_missing, fix="make arm64   (about 10 minutes, once)",
+                   emulated=True, command=lambda ctx: ["bash", str(ARM64), "run", module, str(ctx.artifacts), str(ctx.scratch)])
+
+
 RUNTIMES: dict[str, RuntimeSpec] = {
     r.name: r
     for r in [
@@ -263,17 +370,44 @@ RUNTIMES: dict[str, RuntimeSpec] = {
                       "Python TensorFlow: SavedModel signatures, Keras .keras/.h5, frozen graphs, checkpoints restored into the fixture's code",
                       python_module="harness_runners.tf", import_name="tensorflow", dist="tensorflow-cpu",
                       variants=(Variant("onednn-off", "oneDNN kernels off (TF_ENABLE_ONEDNN_OPTS=0): TensorFlow's own Eigen kernels",
-                                        env={"TF_ENABLE_ONEDNN_OPTS": "0"}),)),
+                                        env={"TF_ENABLE_ONEDNN_OPTS": "0"}),
+                                Variant("avx2", "oneDNN capped at AVX2 (ONEDNN_MAX_CPU_ISA=AVX2): what a machine without AVX-512 or AMX runs",
+                                        env={"ONEDNN_MAX_CPU_ISA": "AVX2"}, missing=_x86_only, hardware=True),
+                                Variant("gpu", "TensorFlow on an NVIDIA GPU (a tensorflow[and-cuda] build)", missing=_tf_gpu_missing,
+                                        fix="an NVIDIA GPU and a tensorflow[and-cuda] build (harness build add)", hardware=True))),
         PythonRuntime("litert", "python", ("tflite", "tflite_fp16", "tflite_dynamic", "tflite_int8", "tflite_select"),
                       "LiteRT (ai_edge_litert) signature runner",
-                      python_module="harness_runners.litert", import_name="ai_edge_litert", dist="ai-edge-litert"),
+                      python_module="harness_runners.litert", import_name="ai_edge_litert", dist="ai-edge-litert",
+                      variants=(Variant("reference", "the builtin kernels without the default XNNPACK delegate (op resolver "
+                                        "BUILTIN_WITHOUT_DEFAULT_DELEGATES)", env={"HARNESS_LITERT_OP_RESOLVER": "builtin-without-default-delegates"}),
+                                Variant("builtin-ref", "TFLite's reference kernels (op resolver BUILTIN_REF): what inference_diff compares a delegate to",
+                                        env={"HARNESS_LITERT_OP_RESOLVER": "builtin-ref"}),
+                                _arm64_variant("litert"))),
         PythonRuntime("ort", "python", ("onnx13", "onnx18"), "ONNX Runtime, CPU execution provider",
                       python_module="harness_runners.ort", import_name="onnxruntime", dist="onnxruntime",
                       variants=(Variant("noopt", "every graph optimisation off (ORT_DISABLE_ALL): the kernels run the graph as exported",
-                                        env={"HARNESS_ORT_GRAPH_OPTIMIZATION": "disabled"}),)),
+                                        env={"HARNESS_ORT_GRAPH_OPTIMIZATION": "disabled"}),
+                                Variant("xnnpack", "the XNNPACK execution provider (where the onnxruntime build has it)",
+                                        env={"HARNESS_ORT_PROVIDERS": "XnnpackExecutionProvider"}, missing=_ort_provider_missing("XnnpackExecutionProvider"),
+                                        fix="an onnxruntime build with XNNPACK (harness build add)"),
+                                Variant("cuda", "the CUDA execution provider (an onnxruntime-gpu build, an NVIDIA GPU)",
+                                        env={"HARNESS_ORT_PROVIDERS": "CUDAExecutionProvider"}, hardware=True,
+                                        missing=_ort_provider_missing("CUDAExecutionProvider", gpu=True),
+                                        fix="an NVIDIA GPU and an onnxruntime-gpu build (harness build add)"),
+                                Variant("tensorrt", "the TensorRT execution provider (an onnxruntime-gpu build with TensorRT, an NVIDIA GPU)",
+                                        env={"HARNESS_ORT_PROVIDERS": "TensorrtExecutionProvider,CUDAExecutionProvider"}, hardware=True,
+                                        missing=_ort_provider_missing("TensorrtExecutionProvider", gpu=True),
+                                        fix="an NVIDIA GPU, TensorRT and an onnxruntime-gpu build (harness build add)"),
+                                _arm64_variant("ort"))),
         PythonRuntime("openvino", "python", ("onnx13", "onnx18", "tflite", "tflite_fp16", "savedmodel"),
                       "OpenVINO CPU plugin, reading ONNX, TFLite and SavedModel files itself",
-                      python_module="harness_runners.openvino", import_name="openvino", dist="openvino"),
+                      python_module="harness_runners.openvino", import_name="openvino", dist="openvino",
+                      variants=(Variant("bf16", "INFERENCE_PRECISION_HINT bf16: computed in bfloat16, judged as bfloat16",
+                                        env={"HARNESS_OPENVINO_PRECISION": "bf16"}, missing=_cpu_lacks("bf16"), hardware=True,
+                                        fix="a CPU with AVX-512 (avx512bw, avx512vl, avx512dq) or AMX"),
+                                Variant("f16", "INFERENCE_PRECISION_HINT f16: computed in float16, judged as float16",
+                                        env={"HARNESS_OPENVINO_PRECISION": "f16"}, missing=_cpu_lacks("f16"), hardware=True,
+                                        fix="a CPU with AVX512-FP16 or AMX-FP16 (Sapphire Rapids or newer)"))),
         NodeRuntime("node-tfjs-cpu", "node", ("tfjs_graph", "tfjs_layers"), "TF.js (@tensorflow/tfjs) cpu backend",
                     requires=("@tensorflow/tfjs/package.json",), package="@tensorflow/tfjs"),
         NodeRuntime("node-tfjs-wasm", "node", ("tfjs_graph", "tfjs_layers"), "TF.js wasm backend",
@@ -360,6 +494,17 @@ class BrowserRuntime(NodeRuntime):
         return base
 
 
+def _browser_gpu_missing() -> str | None:
+    from harness.machine import identify
+
+    gpus = identify()["accelerators"]
+    where = "no GPU here (no NVIDIA driver, no /dev/dri render node)" if not gpus else f"GPU {gpus[0]['name']} ({gpus[0]['driver']}) is here"
+    # Never claimed: the page would run on SwiftShader whatever the variant says.
+    return f"{where}; the browser worker launches Chromium on SwiftShader only (js/browser/chromium.js has no GPU launch yet)"
+
+
+_BROWSER_GPU = (Variant("gpu", "WebGL/WebGPU on the machine's GPU instead of SwiftShader", missing=_browser_gpu_missing, hardware=True,
+                        fix="a machine with a GPU, and a GPU launch in js/browser/chromium.js"),)
 _BROWSER_NEEDS = ("playwright-core/package.json", "serve-static/package.json")
 _QUICK_TFJS = ("tfjs_graph", "tfjs_layers")
 _QUICK_ORT = ("onnx18",)  # the runtime is the same for both opsets; the Node and Python ones cover onnx13
@@ -371,15 +516,15 @@ for _r in [
                              "@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-threaded-simd.wasm"), package="@tensorflow/tfjs-backend-wasm",
                    quick_formats=_QUICK_TFJS),
     BrowserRuntime("browser-tfjs-webgl", "browser", ("tfjs_graph", "tfjs_layers"), "TF.js webgl backend (WebGL2 on SwiftShader) in headless Chromium",
-                   requires=(*_BROWSER_NEEDS, "@tensorflow/tfjs/dist/tf.js"), package="@tensorflow/tfjs", quick_formats=_QUICK_TFJS),
+                   requires=(*_BROWSER_NEEDS, "@tensorflow/tfjs/dist/tf.js"), package="@tensorflow/tfjs", quick_formats=_QUICK_TFJS, variants=_BROWSER_GPU),
     BrowserRuntime("browser-tfjs-webgpu", "browser", ("tfjs_graph", "tfjs_layers"), "TF.js webgpu backend in headless Chromium (needs an adapter)",
                    requires=(*_BROWSER_NEEDS, "@tensorflow/tfjs/dist/tf.js", "@tensorflow/tfjs-backend-webgpu/dist/tf-backend-webgpu.js"),
-                   package="@tensorflow/tfjs-backend-webgpu", quick_formats=_QUICK_TFJS),
+                   package="@tensorflow/tfjs-backend-webgpu", quick_formats=_QUICK_TFJS, variants=_BROWSER_GPU),
     BrowserRuntime("browser-ort-wasm", "browser", ("onnx13", "onnx18"), "onnxruntime-web, wasm execution provider, in headless Chromium",
                    requires=(*_BROWSER_NEEDS, "onnxruntime-web/dist/ort.js", "onnxruntime-web/dist/ort-wasm-simd-threaded.jsep.wasm"),
                    package="onnxruntime-web", quick_formats=_QUICK_ORT),
     BrowserRuntime("browser-ort-webgpu", "browser", ("onnx13", "onnx18"), "onnxruntime-web, webgpu execution provider, in headless Chromium (needs an adapter)",
                    requires=(*_BROWSER_NEEDS, "onnxruntime-web/dist/ort.js", "onnxruntime-web/dist/ort-wasm-simd-threaded.jsep.wasm"),
-                   package="onnxruntime-web", quick_formats=_QUICK_ORT),
+                   package="onnxruntime-web", quick_formats=_QUICK_ORT, variants=_BROWSER_GPU),
 ]:
     RUNTIMES[_r.name] = _r
