@@ -32,9 +32,9 @@ PACKAGES=(numpy onnxruntime ai-edge-litert flatbuffers packaging protobuf ml-dty
 
 pinned() {
   # name==version from requirements.lock, matching names case- and -/_ insensitively.
-  local want="${1//_/-}" line name
+  local want="${1//[_.]/-}" line name
   while IFS= read -r line; do
-    name="${line%%==*}"; name="${name//_/-}"
+    name="${line%%==*}"; name="${name//[_.]/-}"
     if [ "${name,,}" = "${want,,}" ]; then echo "$line"; return; fi
   done < "$REPO/requirements.lock"
   echo "arm64: $1 is not pinned in requirements.lock" >&2; return 1
@@ -70,8 +70,8 @@ root() {
 
 wheels() {
   mkdir -p "$WHEELS"
-  local specs=() p
-  for p in "${PACKAGES[@]}"; do specs+=("$(pinned "$p")"); done
+  local specs=() p spec
+  for p in "${PACKAGES[@]}"; do spec="$(pinned "$p")" || return 1; specs+=("$spec"); done
   "$REPO/.venv/bin/python" -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
     --python-version 3.11 --implementation cp --platform manylinux_2_28_aarch64 \
     --platform manylinux_2_27_aarch64 --platform manylinux2014_aarch64 --platform manylinux_2_17_aarch64 \
@@ -87,8 +87,8 @@ venv() {
   fi
   rm -rf "$ROOT/wheels" && mkdir -p "$ROOT/wheels" && cp "$WHEELS"/*.whl "$WHEELS/requirements.txt" "$ROOT/wheels/"
   chroot "$ROOT" /usr/bin/python3 -m venv "$VENV"
-  chroot "$ROOT" "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-index --no-deps \
-    --find-links /wheels -r /wheels/requirements.txt
+  chroot "$ROOT" /bin/sh -c "cd / && $VENV/bin/python -m pip install -q --disable-pip-version-check --no-index --no-deps \
+    --find-links file:///wheels -r /wheels/requirements.txt"
   cp "$WHEELS/requirements.txt" "$ROOT$VENV/.installed"
   rm -rf "$ROOT/wheels"
   echo "arm64: venv ready in the root ($VENV)"
@@ -107,13 +107,19 @@ check() {
 run() {
   local runtime="$1" artifacts scratch
   artifacts="$(realpath "$2")" scratch="$(realpath "$3")"
-  # The root is read-only and shared; the worker gets its own /tmp, /proc, /dev and the two folders.
+  # What runs the worker, for its info.settings: "qemu-aarch64 version 7.2.x (Debian ...)".
+  local emulator
+  emulator="$(qemu-aarch64-static --version 2>/dev/null | head -n 1 || echo qemu-aarch64)"
+  # No /sys: ONNX Runtime's cpuinfo reads the host's x86 CPU topology there and crashes under qemu
+  # (without it, it warns and runs). The root's folders are bound read-only (shared by every worker) onto a fresh tmpfs /, so the
+  # artifact and scratch folders get mount points at their own absolute paths wherever they are.
   exec bwrap --die-with-parent --unshare-pid --unshare-ipc --unshare-uts \
-    --ro-bind "$ROOT" / --proc /proc --dev /dev --tmpfs /tmp \
-    --ro-bind /sys /sys \
-    --ro-bind "$REPO/runners" /opt/harness/harness_runners \
+    --ro-bind "$ROOT/usr" /usr --ro-bind "$ROOT/etc" /etc --ro-bind "$ROOT/var" /var \
+    --symlink usr/bin /bin --symlink usr/lib /lib --symlink usr/sbin /sbin \
+    --proc /proc --dev /dev --tmpfs /tmp \
+    --ro-bind "$ROOT$VENV" "$VENV" --ro-bind "$REPO/runners" /opt/harness/harness_runners \
     --ro-bind "$artifacts" "$artifacts" --bind "$scratch" "$scratch" \
-    --setenv PYTHONPATH /opt/harness --setenv HOME /tmp --setenv PATH "$VENV/bin:/usr/bin:/bin" \
+    --setenv PYTHONPATH /opt/harness --setenv HOME /tmp --setenv HARNESS_EMULATOR "$emulator" --setenv PATH "$VENV/bin:/usr/bin:/bin" \
     --chdir /tmp \
     "$VENV/bin/python" -m "harness_runners.$runtime"
 }
@@ -123,7 +129,10 @@ case "${1:-}" in
   root) root ;;
   wheels) wheels ;;
   venv) venv ;;
-  all) binfmt && root && wheels && venv && date -u +%FT%TZ > "$DIR/ready" && echo "arm64: ready ($DIR)" ;;
+  all)
+    # One build at a time: a second `make arm64` waits for the first instead of racing it.
+    mkdir -p "$DIR" && exec 9>"$DIR/.lock" && flock 9
+    binfmt && root && wheels && venv && date -u +%FT%TZ > "$DIR/ready" && echo "arm64: ready ($DIR)" ;;
   check) check ;;
   dir) echo "$DIR" ;;
   run) shift; [ $# -eq 3 ] || { echo "usage: arm64.sh run RUNTIME ARTIFACTS SCRATCH" >&2; exit 2; }; run "$@" ;;

@@ -82,7 +82,10 @@ def _ms(v: float) -> str:
 
 
 def p50_cell(results: list[CaseResult]) -> str:
-    """p50 (ms) at the smallest batch that was timed."""
+    """p50 (ms) at the smallest batch that was timed; `emu` for a worker under an emulator, whose time
+    is the emulator's and is never set beside native ones (results.jsonl keeps it)."""
+    if results and all(r.emulated for r in results):
+        return "emu"
     timed = [(r.batch, p50) for r in results for p50 in [r.timing.stat("p50_ms")] if p50 is not None]
     if not timed:
         return ""
