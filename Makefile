@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup python node go rust browser sandbox docker run test lint test-python test-node test-go export doctor report bench nightly lock clean
+.PHONY: setup python node go rust browser sandbox docker arm64 run test lint test-python test-node test-go export doctor report bench nightly lock clean
 
 setup: python node go rust browser sandbox
 
@@ -54,6 +54,13 @@ sandbox:
 # debootstrap base image (no registry is reachable) and the image. .ci/run calls it; make test does not.
 docker: go
 	bash go/docker.sh all
+
+# Arm64 under emulation for ort@arm64 and litert@arm64 (arm64/arm64.sh): qemu-user-static and binfmt_misc,
+# an arm64 Debian root (debootstrap, second stage under qemu), the pinned aarch64 wheels installed offline
+# in it. CPU heavy, 10-20 minutes once; cached under ~/.cache/harness/arm64 (HARNESS_ARM64 moves it).
+# .ci/run calls it; make test runs the arm64 tests when the root exists (in CI it must).
+arm64: python
+	bash arm64/arm64.sh all
 
 run: setup
 	$(BIN)/harness run

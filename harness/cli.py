@@ -405,9 +405,21 @@ def _sandbox_option(default: str):
 
 
 def _sandboxed(cases, sandbox: str) -> list:
-    """The cases, once the sandbox is known to work here (a one-line error otherwise)."""
+    """The cases, once the sandbox is known to work here and every emulated variant they name is
+    ready (a one-line error otherwise)."""
+    from harness.runners import check_runtime
     from harness.sandbox import containerized, require
 
+    for name in dict.fromkeys(c.runtime for c in cases):
+        spec = check_runtime(name)
+        if not spec.emulated:
+            continue
+        ready = spec.availability()
+        if not ready.ok:
+            raise HarnessError(f"{name} runs in the arm64 root under emulation: {ready.reason}")
+        if sandbox != "none":
+            raise HarnessError(f"{name} runs in its own bubblewrap root (arm64/arm64.sh), not in --sandbox {sandbox}: "
+                               "expected --sandbox none for emulated runtimes (run untrusted models natively)")
     if sandbox == "none":
         return cases
     require(sandbox)
