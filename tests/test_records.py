@@ -91,10 +91,11 @@ def test_the_store_round_trips_records(tmp_path):
     store.set("pairs", [])
     store.finish({"cases": 1})
     line = json.loads((store.dir / "results.jsonl").read_text())
-    assert line == FULL
+    stamped = {**FULL, "machine": store.meta.machine["label"]}  # the store says where every result ran
+    assert line == stamped
     run = read_run(store.dir)
     assert run.problems == [] and run.meta.schema_version == SCHEMA and run.meta.pairs == [] and run.meta.options == {"command": "test"}
-    assert [r.to_json() for r in run.results] == [FULL]
+    assert [r.to_json() for r in run.results] == [stamped]
     meta = json.loads((store.dir / "run.json").read_text())
     jsonschema.validate(meta, RUN)
     assert RunMeta.from_json(meta).to_json() == meta
