@@ -275,9 +275,17 @@ class TF(Runtime):
         return "name" if fmt in ("savedmodel", "checkpoint") else "stored_name"
 
     def settings(self):
-        # oneDNN is on by default on x86 (TF 2.21); `tf@onednn-off` sets TF_ENABLE_ONEDNN_OPTS=0 before TF loads.
+        # Whether TF really uses oneDNN, as TF decides it: TF_ENABLE_ONEDNN_OPTS when set (`tf@onednn-off`
+        # 0, `tf@onednn` 1), else on only where the CPU has AVX512_VNNI, AVX512_BF16 or AMX — so on an
+        # AVX2 machine the default is off, and the environment alone would say the opposite.
+        try:
+            from tensorflow.python.util import _pywrap_util_port
+
+            onednn = bool(_pywrap_util_port.IsMklEnabled())
+        except (ImportError, AttributeError):
+            onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") != "0"
         # `tf@avx2` caps oneDNN's instruction set with ONEDNN_MAX_CPU_ISA (read by oneDNN when it starts).
-        return {"onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") != "0", "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL")}
+        return {"onednn": onednn, "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL")}
 
     def versions(self):
         import keras

@@ -106,11 +106,11 @@ def test_compare_across_machines_shows_latency_never_judges_it_and_says_who_agre
 
 
 def test_kernel_variants_run_with_their_settings_against_the_same_reference(exporter, tmp_path):
-    """litert@reference drops XNNPACK, tf@avx2 caps oneDNN; each is judged against the tf reference, and
+    """litert@reference drops XNNPACK, tf@onednn forces oneDNN on and tf@avx2 caps it; each is judged against the tf reference, and
     its worker says what it ran with. A variant needing hardware this machine lacks is unsupported, named."""
     engine = Engine(exporter, tmp_path, deviations=[])
     try:
-        cases = [("tflite", "litert"), ("tflite", "litert@reference"), ("tflite", "litert@builtin-ref"), ("savedmodel", "tf@avx2"),
+        cases = [("tflite", "litert"), ("tflite", "litert@reference"), ("tflite", "litert@builtin-ref"), ("savedmodel", "tf@avx2"), ("savedmodel", "tf@onednn"),
                  ("onnx13", "openvino"), ("tflite", "openvino"), ("savedmodel", "openvino"), ("onnx13", "ort@cuda")]
         results = {rt + "/" + fmt: engine.run_case(Case("mnist_cnn", fmt, rt)) for fmt, rt in cases}
         info = engine.runtime_versions()
@@ -121,7 +121,8 @@ def test_kernel_variants_run_with_their_settings_against_the_same_reference(expo
     assert info["litert"]["settings"]["xnnpack_default_delegate"] is True
     assert info["litert@reference"]["settings"] == {**info["litert"]["settings"], "op_resolver": "builtin-without-default-delegates",
                                                     "xnnpack_default_delegate": False}
-    assert info["tf@avx2"]["settings"]["onednn_max_cpu_isa"] == "AVX2"
+    assert info["tf@avx2"]["settings"] == {"onednn": True, "onednn_max_cpu_isa": "AVX2"}
+    assert info["tf@onednn"]["settings"]["onednn"] is True  # as TF itself reports it, not as the environment asks
     assert info["openvino"]["settings"]["precision"] == "float32"
     cuda = results["ort@cuda/onnx13"]
     assert (cuda.status, cuda.stage, cuda.culprit) == ("unsupported", "load", "environment")

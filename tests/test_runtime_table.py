@@ -99,4 +99,5 @@ def test_a_variants_worker_runs_with_its_settings_and_is_judged_against_the_same
     assert [r.status for r in results] == ["pass"] * 3, [r.error for r in results]
     assert info["ort"]["settings"]["graph_optimization"] == "all"
     assert info["ort@noopt"]["settings"]["graph_optimization"] == "disabled"
-    assert info["tf@onednn-off"]["settings"]["onednn"] is False and info["tf"]["settings"]["onednn"] is True
+    # TF's own default decides oneDNN where no variant sets it (off on a CPU without AVX512_VNNI/BF16/AMX).
+    assert info["tf@onednn-off"]["settings"]["onednn"] is False and isinstance(info["tf"]["settings"]["onednn"], bool)

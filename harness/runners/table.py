@@ -278,7 +278,7 @@ def _features() -> set[str]:
 def _x86_only() -> str | None:
     import platform
 
-    return None if platform.machine() in ("x86_64", "AMD64") else f"oneDNN's ISA cap AVX2 is an x86 setting; this machine is {platform.machine()}"
+    return None if platform.machine() in ("x86_64", "AMD64") else f"oneDNN's x86 kernels and ISA cap: this machine is {platform.machine()}"
 
 
 def _cpu_lacks(precision: str) -> Callable[[], str | None]:
@@ -371,8 +371,11 @@ RUNTIMES: dict[str, RuntimeSpec] = {
                       python_module="harness_runners.tf", import_name="tensorflow", dist="tensorflow-cpu",
                       variants=(Variant("onednn-off", "oneDNN kernels off (TF_ENABLE_ONEDNN_OPTS=0): TensorFlow's own Eigen kernels",
                                         env={"TF_ENABLE_ONEDNN_OPTS": "0"}),
-                                Variant("avx2", "oneDNN capped at AVX2 (ONEDNN_MAX_CPU_ISA=AVX2): what a machine without AVX-512 or AMX runs",
-                                        env={"ONEDNN_MAX_CPU_ISA": "AVX2"}, missing=_x86_only, hardware=True),
+                                Variant("onednn", "oneDNN kernels forced on (TF_ENABLE_ONEDNN_OPTS=1): TF's default only on CPUs with "
+                                        "AVX512_VNNI, AVX512_BF16 or AMX", env={"TF_ENABLE_ONEDNN_OPTS": "1"}, missing=_x86_only, hardware=True),
+                                Variant("avx2", "oneDNN on, capped at AVX2 (TF_ENABLE_ONEDNN_OPTS=1, ONEDNN_MAX_CPU_ISA=AVX2): what a "
+                                        "machine without AVX-512 or AMX runs", env={"TF_ENABLE_ONEDNN_OPTS": "1", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+                                        missing=_x86_only, hardware=True),
                                 Variant("gpu", "TensorFlow on an NVIDIA GPU (a tensorflow[and-cuda] build)", missing=_tf_gpu_missing,
                                         fix="an NVIDIA GPU and a tensorflow[and-cuda] build (harness build add)", hardware=True))),
         PythonRuntime("litert", "python", ("tflite", "tflite_fp16", "tflite_dynamic", "tflite_int8", "tflite_select"),
