@@ -485,7 +485,7 @@ def test_compare_refuses_a_baseline_of_another_schema(two_runs, tmp_path):
     (old / "run.json").write_text(json.dumps(meta))
     proc = run_cli("compare", str(old), str(runs[1]))
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [f"harness: error: baseline {old}: run schema 0, this harness reads schemas 2, 3 (or no readable run.json)"]
+    assert proc.stderr.strip().splitlines() == [f"harness: error: baseline {old}: run schema 0, this harness reads schemas 2, 3, 4 (or no readable run.json)"]
 
 
 def test_compare_exits_1_on_a_verdict_regression(two_runs, tmp_path):

@@ -14,7 +14,7 @@ from harness.runners.table import RUNTIMES
 def _results():
     out = []
     for fmt, runtimes in (("savedmodel", ("tf", "node-tfjs-node", "go-tfgo", "go-tfgo@docker")), ("tflite_dynamic", ("litert",)),
-                          ("onnx13", ("ort", "node-ort", "node-ort-web", "go-ort", "browser-ort-wasm", "browser-ort-webgpu")),
+                          ("onnx13", ("ort", "node-ort", "node-ort-web", "go-ort", "browser-ort-wasm", "browser-ort-webgpu", "openvino")),
                           ("tfjs_graph", ("node-tfjs-cpu", "node-tfjs-wasm", "node-tfjs-node", "browser-tfjs-cpu", "browser-tfjs-wasm",
                                           "browser-tfjs-webgl", "browser-tfjs-webgpu"))):
         for rt in runtimes:

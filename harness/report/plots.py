@@ -12,6 +12,7 @@ RUNTIME_COLOURS = {
     "node-tfjs-node": "#8c564b", "node-ort": "#e377c2", "node-ort-web": "#7f7f7f", "go-tfgo": "#bcbd22", "go-ort": "#17becf",
     "go-tfgo@docker": "#393b79", "browser-tfjs-cpu": "#469990", "browser-tfjs-wasm": "#e7ba52", "browser-tfjs-webgl": "#4363d8",
     "browser-tfjs-webgpu": "#f032e6", "browser-ort-wasm": "#911eb4", "browser-ort-webgpu": "#000075",
+    "openvino": "#800000",
 }
 # For a runtime the table above does not know yet (a name picks one, so it keeps it from run to run).
 SPARE_COLOURS = ("#637939", "#843c39", "#7b4173", "#9c9ede", "#b5cf6b", "#e6550d", "#3182bd", "#31a354")

@@ -28,7 +28,7 @@ SHORT = {"pass": "✓", "fail": "FAIL", "error": "ERR", "crash": "CRASH", "timeo
 CODES = {"tf": "tf", "litert": "lrt", "ort": "ort", "node-tfjs-cpu": "n.cpu", "node-tfjs-wasm": "n.wsm", "node-tfjs-node": "n.tfn",
          "node-ort": "n.ort", "node-ort-web": "n.web", "go-tfgo": "go.tf", "go-ort": "go.or", "go-tfgo@docker": "go.dk",
          "browser-tfjs-cpu": "b.cpu", "browser-tfjs-wasm": "b.wsm", "browser-tfjs-webgl": "b.gl", "browser-tfjs-webgpu": "b.gpu",
-         "browser-ort-wasm": "b.ort", "browser-ort-webgpu": "b.ogp"}
+         "browser-ort-wasm": "b.ort", "browser-ort-webgpu": "b.ogp", "openvino": "ov"}
 
 
 def _worst(results: list[CaseResult]) -> CaseResult:
