@@ -130,7 +130,7 @@ def test_tflite_signatures_ops_and_quantisation_told_from_the_flatbuffer(art, fm
         assert (out["scale"], out["zero_point"]) == pytest.approx((a.outputs[0].scale, a.outputs[0].zero_point))
     else:
         assert image["dtype"] == "float32" and "scale" not in image
-    assert runtimes(info["runs_on"]["runtimes"]) == ["litert"]
+    assert runtimes(info["runs_on"]["runtimes"]) == (["litert", "openvino"] if fmt in RUNTIMES["openvino"].formats else ["litert"])
 
 
 def test_onnx13_opsets_producer_symbolic_dims_and_op_counts(art):
