@@ -199,7 +199,7 @@ class Engine:
         avail = self.availability(case.runtime)
         if not avail.ok:
             variant = check_runtime(case.runtime).variant
-            if variant is not None and variant.hardware:
+            if variant is not None and variant.beyond_setup:
                 # A GPU or an arithmetic this machine does not have: the path cannot run here at all.
                 cannot = f"{case.runtime} cannot run on this machine: {avail.reason}" + (f" (it needs {avail.fix})" if avail.fix else "")
                 return self._finish(case, result, "unsupported", reason=cannot, error=cannot, stage="load", culprit="environment")

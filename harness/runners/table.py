@@ -62,9 +62,10 @@ class Variant:
     missing: Callable[[], str | None] | None = None
     fix: str = ""
     emulated: bool = False  # timings recorded but never compared or charted beside native ones
-    # What `missing` names is hardware this machine lacks (a GPU, bf16 arithmetic): its cases are
-    # `unsupported` here, not skipped as an install step would be.
-    hardware: bool = False
+    # What `missing` names is beyond `make setup` on this machine — hardware it lacks (a GPU, bf16
+    # arithmetic) or another build of the runtime: its cases are `unsupported` here, not skipped as an
+    # install step would be, and `harness doctor --strict` does not count it.
+    beyond_setup: bool = False
     # Another way to start the worker (the arm64 root under emulation) instead of the base runtime's
     # command: given the worker folders, the command line. Added for variants that run elsewhere than
     # this interpreter; the environment still applies.
@@ -372,12 +373,12 @@ RUNTIMES: dict[str, RuntimeSpec] = {
                       variants=(Variant("onednn-off", "oneDNN kernels off (TF_ENABLE_ONEDNN_OPTS=0): TensorFlow's own Eigen kernels",
                                         env={"TF_ENABLE_ONEDNN_OPTS": "0"}),
                                 Variant("onednn", "oneDNN kernels forced on (TF_ENABLE_ONEDNN_OPTS=1): TF's default only on CPUs with "
-                                        "AVX512_VNNI, AVX512_BF16 or AMX", env={"TF_ENABLE_ONEDNN_OPTS": "1"}, missing=_x86_only, hardware=True),
+                                        "AVX512_VNNI, AVX512_BF16 or AMX", env={"TF_ENABLE_ONEDNN_OPTS": "1"}, missing=_x86_only, beyond_setup=True),
                                 Variant("avx2", "oneDNN on, capped at AVX2 (TF_ENABLE_ONEDNN_OPTS=1, ONEDNN_MAX_CPU_ISA=AVX2): what a "
                                         "machine without AVX-512 or AMX runs", env={"TF_ENABLE_ONEDNN_OPTS": "1", "ONEDNN_MAX_CPU_ISA": "AVX2"},
-                                        missing=_x86_only, hardware=True),
+                                        missing=_x86_only, beyond_setup=True),
                                 Variant("gpu", "TensorFlow on an NVIDIA GPU (a tensorflow[and-cuda] build)", missing=_tf_gpu_missing,
-                                        fix="an NVIDIA GPU and a tensorflow[and-cuda] build (harness build add)", hardware=True))),
+                                        fix="an NVIDIA GPU and a tensorflow[and-cuda] build (harness build add)", beyond_setup=True))),
         PythonRuntime("litert", "python", ("tflite", "tflite_fp16", "tflite_dynamic", "tflite_int8", "tflite_select"),
                       "LiteRT (ai_edge_litert) signature runner",
                       python_module="harness_runners.litert", import_name="ai_edge_litert", dist="ai-edge-litert",
@@ -392,13 +393,13 @@ RUNTIMES: dict[str, RuntimeSpec] = {
                                         env={"HARNESS_ORT_GRAPH_OPTIMIZATION": "disabled"}),
                                 Variant("xnnpack", "the XNNPACK execution provider (where the onnxruntime build has it)",
                                         env={"HARNESS_ORT_PROVIDERS": "XnnpackExecutionProvider"}, missing=_ort_provider_missing("XnnpackExecutionProvider"),
-                                        fix="an onnxruntime build with XNNPACK (harness build add)"),
+                                        fix="an onnxruntime build with XNNPACK (harness build add)", beyond_setup=True),
                                 Variant("cuda", "the CUDA execution provider (an onnxruntime-gpu build, an NVIDIA GPU)",
-                                        env={"HARNESS_ORT_PROVIDERS": "CUDAExecutionProvider"}, hardware=True,
+                                        env={"HARNESS_ORT_PROVIDERS": "CUDAExecutionProvider"}, beyond_setup=True,
                                         missing=_ort_provider_missing("CUDAExecutionProvider", gpu=True),
                                         fix="an NVIDIA GPU and an onnxruntime-gpu build (harness build add)"),
                                 Variant("tensorrt", "the TensorRT execution provider (an onnxruntime-gpu build with TensorRT, an NVIDIA GPU)",
-                                        env={"HARNESS_ORT_PROVIDERS": "TensorrtExecutionProvider,CUDAExecutionProvider"}, hardware=True,
+                                        env={"HARNESS_ORT_PROVIDERS": "TensorrtExecutionProvider,CUDAExecutionProvider"}, beyond_setup=True,
                                         missing=_ort_provider_missing("TensorrtExecutionProvider", gpu=True),
                                         fix="an NVIDIA GPU, TensorRT and an onnxruntime-gpu build (harness build add)"),
                                 _arm64_variant("ort"))),
@@ -406,10 +407,10 @@ RUNTIMES: dict[str, RuntimeSpec] = {
                       "OpenVINO CPU plugin, reading ONNX, TFLite and SavedModel files itself",
                       python_module="harness_runners.openvino", import_name="openvino", dist="openvino",
                       variants=(Variant("bf16", "INFERENCE_PRECISION_HINT bf16: computed in bfloat16, judged as bfloat16",
-                                        env={"HARNESS_OPENVINO_PRECISION": "bf16"}, missing=_cpu_lacks("bf16"), hardware=True,
+                                        env={"HARNESS_OPENVINO_PRECISION": "bf16"}, missing=_cpu_lacks("bf16"), beyond_setup=True,
                                         fix="a CPU with AVX-512 (avx512bw, avx512vl, avx512dq) or AMX"),
                                 Variant("f16", "INFERENCE_PRECISION_HINT f16: computed in float16, judged as float16",
-                                        env={"HARNESS_OPENVINO_PRECISION": "f16"}, missing=_cpu_lacks("f16"), hardware=True,
+                                        env={"HARNESS_OPENVINO_PRECISION": "f16"}, missing=_cpu_lacks("f16"), beyond_setup=True,
                                         fix="a CPU with AVX512-FP16 or AMX-FP16 (Sapphire Rapids or newer)"))),
         NodeRuntime("node-tfjs-cpu", "node", ("tfjs_graph", "tfjs_layers"), "TF.js (@tensorflow/tfjs) cpu backend",
                     requires=("@tensorflow/tfjs/package.json",), package="@tensorflow/tfjs"),
@@ -506,7 +507,7 @@ def _browser_gpu_missing() -> str | None:
     return f"{where}; the browser worker launches Chromium on SwiftShader only (js/browser/chromium.js has no GPU launch yet)"
 
 
-_BROWSER_GPU = (Variant("gpu", "WebGL/WebGPU on the machine's GPU instead of SwiftShader", missing=_browser_gpu_missing, hardware=True,
+_BROWSER_GPU = (Variant("gpu", "WebGL/WebGPU on the machine's GPU instead of SwiftShader", missing=_browser_gpu_missing, beyond_setup=True,
                         fix="a machine with a GPU, and a GPU launch in js/browser/chromium.js"),)
 _BROWSER_NEEDS = ("playwright-core/package.json", "serve-static/package.json")
 _QUICK_TFJS = ("tfjs_graph", "tfjs_layers")
