@@ -706,6 +706,15 @@ def _onnx_nodes(nodes) -> Iterator:
                     yield from _onnx_nodes(g.node)
 
 
+def onnx_format(opset: int | None) -> str | None:
+    """The harness format an ONNX file of this default-domain opset is checked as: onnx18 from opset 18
+    on, onnx13 from 7 (ONNX Runtime's oldest) to 17 — both are every ONNX runtime's, and a file is run
+    as it is, never converted; None below 7 (ONNX Runtime does not take it) or without an opset."""
+    if not opset or opset < 7:
+        return None
+    return "onnx18" if opset >= 18 else "onnx13"
+
+
 def _read_onnx(path: Path, info: dict, signature: str | None, tag: str | None) -> None:
     import onnx
     import onnx.checker
@@ -722,10 +731,18 @@ def _read_onnx(path: Path, info: dict, signature: str | None, tag: str | None) -
     opsets = opset_map(model.opset_import)
     info["opsets"] = {(d or "ai.onnx"): v for d, v in sorted(opsets.items())}
     version = opsets.get("")
-    info["format"] = {13: "onnx13", 18: "onnx18"}.get(version or 0)
+    info["format"] = onnx_format(version)
     if info["format"] is None:
         info["format"] = f"onnx opset {version}" if version else "onnx (no default-domain opset)"
-    info["producer"] = " ".join(p for p in (model.producer_name, model.producer_version) if p) or None
+        info["runs_as_note"] = (f"ONNX opset {version} is older than ONNX Runtime's oldest (7): upgrade the file with "
+                                f"python -c \"import onnx, onnx.version_converter as v; onnx.save(v.convert_version(onnx.load('{path.name}'), 13), "
+                                f"'{path.stem}-opset13.onnx')\" and check that one") if version else \
+            "the ONNX model imports no default-domain (ai.onnx) opset: expected an opset_import of domain '' (7 or newer)"
+    elif version not in (13, 18):
+        info["runs_as_note"] = f"opset {version}: run as it is by every ONNX runtime; harness check files its cases under {info['format']}"
+    # tf2onnx writes its git hash after the version, "None" when it has none ("1.17.0 None").
+    producer_version = " ".join(w for w in (model.producer_version or "").split() if w != "None")
+    info["producer"] = " ".join(p for p in (model.producer_name, producer_version) if p) or None
     info["ir_version"] = model.ir_version
     initialisers = {t.name for t in model.graph.initializer}
     info["signatures"].append({
@@ -758,7 +775,7 @@ def _read_onnx(path: Path, info: dict, signature: str | None, tag: str | None) -
     elif not info["checker"]["ok"]:
         _problem(info, f"onnx.checker rejects it: {info['checker']['message'][:200]}", onnx_runtimes)
     if info["format"] not in ("onnx13", "onnx18"):
-        _problem(info, f"{info['format']} is not a harness format (onnx13, onnx18): harness run and check do not take it; ONNX Runtime may load it")
+        _problem(info, f"harness check does not take it: {info['runs_as_note']}", onnx_runtimes)
 
 
 # --- TF.js model.json ----------------------------------------------------------------------------
@@ -882,7 +899,7 @@ def _runs_on(info: dict, signature: str | None, tag: str | None) -> dict:
     from harness.runners.table import RUNTIMES
 
     fmt = info.get("format")
-    takes = [fmt] if fmt in FORMATS else (["onnx13", "onnx18"] if info["kind"] == "onnx" else [])
+    takes = [fmt] if fmt in FORMATS else []  # an ONNX file below opset 7: no runtime here takes it
     runs: dict[str, Any] = {
         "format": fmt,
         "runtimes": [_runtime_entry(name) for name, spec in RUNTIMES.items() if set(takes) & set(spec.formats)],
@@ -1010,6 +1027,8 @@ def _facts(info: dict) -> list[str]:
         if info.get("producer"):
             out.append(f"by {escape(info['producer'])}")
         out.append(f"IR {info.get('ir_version')}")
+        if info.get("runs_as_note") and info.get("format") in ("onnx13", "onnx18"):
+            out.append(escape(info["runs_as_note"]))
         out.append("onnx.checker: ok" if info.get("checker", {}).get("ok") else "[red]onnx.checker: rejected[/]")
     if kind == "tfjs":
         w = info.get("weights", {})

@@ -238,12 +238,13 @@ def test_onnx_problems_outside_standard_onnx_dynamic_dims_and_other_opsets(tmp_p
     onnx.save(model, str(tmp_path / "m.onnx"))
 
     info = inspect(tmp_path / "m.onnx")
-    assert info["format"] == "onnx opset 17"
+    assert info["format"] == "onnx13" and info["opsets"]["ai.onnx"] == 17, "checked as onnx13, as harness check runs it"
+    assert "opset 17: run as it is by every ONNX runtime; harness check files its cases under onnx13" in " ".join(text_of(info).split())
     assert info["ops"] == {"Cast": 1, "Identity": 1, "If": 1, "com.microsoft::FusedGemm": 1}, "If branches are walked"
     assert names(only(info)) == ([("x", "float32", ["batch", "seq", 3])], [("y", "int64", ["batch", "seq", 3])])
     messages = [p["message"] for p in info["problems"]]
     assert "the graph has com.microsoft::FusedGemm, an ONNX Runtime contrib op, not standard ONNX" in messages
-    assert any(m.startswith("onnx opset 17 is not a harness format") for m in messages)
+    assert not any("harness check does not take it" in m for m in messages)
     [dynamic] = [m for m in messages if m.startswith("dynamic dimensions other than the batch")]
     assert "input x [batch, seq, 3] (dim 1)" in dynamic and "output y [batch, seq, 3] (dim 1)" in dynamic
     assert runtimes(info["runs_on"]["runtimes"]) == ORT
@@ -361,3 +362,25 @@ def test_the_cli_command_prints_json_and_fails_in_one_line(tmp_path):
     assert info["kind"] == "onnx" and info["format"] == "onnx13"
     bad = run_cli("inspect", str(tmp_path / "nope.onnx"))
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "does not exist" in bad.stderr
+
+
+def test_an_onnx_file_below_opset_7_says_how_to_upgrade_it_and_a_producer_has_no_none(tmp_path):
+    """What ONNX Runtime does not take (opset 6) is said once, with the onnx.version_converter line that
+    upgrades the file; tf2onnx's producer_version "1.17.0 None" reads "by tf2onnx 1.17.0"."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    io_ = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 4]) for n in ("x", "y")]
+    for opset in (6, 9):
+        model = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", io_[:1], io_[1:]),
+                                  opset_imports=[helper.make_opsetid("", opset)], producer_name="tf2onnx", producer_version="1.17.0 None")
+        model.ir_version = 3 if opset == 6 else 7
+        onnx.save(model, str(tmp_path / f"op{opset}.onnx"))
+    old = inspect(tmp_path / "op6.onnx")
+    assert old["format"] == "onnx opset 6" and old["runs_on"]["runtimes"] == []
+    [problem] = [p["message"] for p in old["problems"]]
+    assert problem.startswith("harness check does not take it: ONNX opset 6 is older than ONNX Runtime's oldest (7)")
+    assert "onnx.version_converter" in problem and "convert_version(onnx.load('op6.onnx'), 13)" in problem
+    nine = inspect(tmp_path / "op9.onnx")
+    assert nine["format"] == "onnx13" and nine["producer"] == "tf2onnx 1.17.0" and not nine["problems"]
+    assert "by tf2onnx 1.17.0 ·" in text_of(nine) and "None" not in text_of(nine)
