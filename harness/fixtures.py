@@ -491,9 +491,9 @@ def signature_variant(fx: Fixture, saved_model: Path, signature: str, tag: str) 
 
 
 def _known_as(names: tuple[str, ...], aliases: dict[str, str] | None) -> str:
-    """The names an output goes by, for a message: `output_0 (logits)`."""
+    """The names an output goes by, for a message: `['output_0 (logits)']`."""
     by = {n: [a for a, target in (aliases or {}).items() if target == n] for n in names}
-    return ", ".join(f"{n} ({', '.join(by[n])})" if by[n] else n for n in names)
+    return "[" + ", ".join(f"'{n} ({', '.join(by[n])})'" if by[n] else repr(n) for n in names) + "]"
 
 
 def load_tensors(path: Path, names: tuple[str, ...], what: str, aliases: dict[str, str] | None = None) -> dict[str, np.ndarray]:
@@ -562,7 +562,7 @@ def parse_tolerances(values: tuple[str, ...], option: str, outputs: tuple[str, .
         if not name:
             default = bound
         elif name not in outputs:
-            raise HarnessError(f"{option} {value}: unknown output {name!r}: expected one of {_known_as(outputs, aliases)}")
+            raise HarnessError(f"{option} {value}: unknown output {name!r}: expected one of {_known_as(outputs, aliases)[1:-1].replace(chr(39), '')}")
         else:
             per[name] = bound
     return default, per
