@@ -70,12 +70,48 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     from harness.shard import merge
 
     runs = Path(reports) / "runs"
-    parts = sorted(runs.glob(f"{config._harness_run_id}-gw*")) if runs.is_dir() else []
-    if len(parts) < 2:
+    # The built-in cases' run <id>, and the --harness-model cases' run <id>-models (their own orchestrator).
+    for run_id in (config._harness_run_id, f"{config._harness_run_id}-models"):
+        parts = sorted(runs.glob(f"{run_id}-gw*")) if runs.is_dir() else []
+        if len(parts) < 2:
+            continue
+        merge(parts, Path(reports), name=run_id)
+        for part in parts:
+            shutil.rmtree(part)
+
+
+def _run_id(config: pytest.Config, suffix: str = "") -> str | None:
+    """This process's run id: the session's (plus `suffix`), and the xdist worker's id in a worker."""
+    worker = getattr(config, "workerinput", None)
+    if worker:
+        return f"{worker['harness_run_id']}{suffix}-{worker['workerid']}"
+    base = getattr(config, "_harness_run_id", None)
+    return f"{base}{suffix}" if base else None
+
+
+MODELS_FILE = Path(__file__).with_name("pytest_models.py")
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """--harness-model's own test file (harness/pytest_models.py) is collected only where no test of the
+    user's takes `harness_model_case` already (their tests/test_mymodel.py): each case runs once."""
+    ours = [i for i in items if getattr(i, "path", None) == MODELS_FILE]
+    if not ours:
         return
-    merge(parts, Path(reports), name=config._harness_run_id)
-    for part in parts:
-        shutil.rmtree(part)
+    theirs = [i for i in items if i not in ours and "harness_model_case" in getattr(i, "fixturenames", ())]
+    if theirs:
+        config.hook.pytest_deselected(items=ours)
+        items[:] = [i for i in items if i not in ours]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """Reports of harness/pytest_models.py's tests name their file: outside the rootdir their node id is
+    `::test_harness_model[...]`, which leaves JUnit's classname empty."""
+    report = yield
+    if getattr(item, "path", None) == MODELS_FILE and report.nodeid.startswith("::"):
+        report.nodeid = f"harness/pytest_models.py{report.nodeid}"
+    return report
 
 
 def _list(value: str) -> list[str] | None:
@@ -124,8 +160,7 @@ def harness_engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
     iterations = config.getoption("--harness-iterations")
     if iterations is None:
         iterations = 50 if _benchmark_only(config) else 3
-    worker = getattr(config, "workerinput", None)
-    run_id = f"{worker['harness_run_id']}-{worker['workerid']}" if worker else getattr(config, "_harness_run_id", None)
+    run_id = _run_id(config)
     orch = Orchestrator([], all_fixtures(), Options(iterations=iterations, warmup=2), Path(reports) if reports else None,
                         {"command": "pytest"}, scratch=tmp_path_factory.mktemp("harness-tensors"),
                         allow_inconclusive=config.getoption("--harness-allow-inconclusive"), run_id=run_id)
@@ -299,9 +334,12 @@ def harness_model_engine(request: pytest.FixtureRequest, tmp_path_factory: pytes
             pytest.fail(f"--harness-sandbox {sandbox}: {e}", pytrace=False)
     fixtures = {k: v for k, v in _models(config).items() if not isinstance(v, ModelLoadError)}
     iterations = config.getoption("--harness-iterations") or 3
-    orch = Orchestrator([], fixtures, Options(iterations=iterations, warmup=2, sandbox=sandbox), None, {"command": "pytest"},
+    reports = config.getoption("--harness-store")
+    # With --harness-store, a run folder of its own (<id>-models) that harness report reads like any run.
+    orch = Orchestrator([], fixtures, Options(iterations=iterations, warmup=2, sandbox=sandbox), Path(reports) if reports else None,
+                        {"command": "pytest", "models": [str(m) for m in config.getoption("--harness-model")]},
                         scratch=tmp_path_factory.mktemp("harness-model-tensors"),  # no layer search: harness check --bisect does it
-                        allow_inconclusive=config.getoption("--harness-allow-inconclusive"))
+                        allow_inconclusive=config.getoption("--harness-allow-inconclusive"), run_id=_run_id(config, "-models"))
     yield orch
     orch.close("complete")
 
