@@ -414,9 +414,11 @@ def _sandboxed(cases, sandbox: str) -> list:
 @click.option("--tag", default=None, help="The SavedModel meta graph's tag set, comma-separated (default: the fixture's own, serve).")
 @click.option("--shard", default=None, metavar="K/N", help="Run shard K of N of the selection (CI matrices; balanced, deterministic); "
                                                           "then harness merge the N runs.")
+@click.option("--list", "list_only", is_flag=True, help="Print the cases the selection names, their count and an estimate of the "
+                                                       "time, without running them.")
 @_sandbox_option("none")
 def run(fixtures, formats, runtimes, batch, warmup, iterations, threads, timeout, reports, keep_tensors, refresh,
-        allow_inconclusive, output, quiet, resume, signature, tag, shard, sandbox) -> None:
+        allow_inconclusive, output, quiet, resume, signature, tag, shard, list_only, sandbox) -> None:
     """Run the case matrix: export (cached), run every case in its runtime's worker, judge, store."""
     from harness.cases import Selection, matrix
     from harness.engine import Options
@@ -431,7 +433,7 @@ def run(fixtures, formats, runtimes, batch, warmup, iterations, threads, timeout
 
         known = signature_fixtures(sel.fixtures, signature, tag)
         sel.fixtures = list(known)
-    cases = _sandboxed(matrix(sel, known), sandbox)
+    cases = matrix(sel, known)
     if shard is not None:
         from harness.shard import parse_shard
         from harness.shard import shard as take_shard
@@ -439,6 +441,13 @@ def run(fixtures, formats, runtimes, batch, warmup, iterations, threads, timeout
         cases = take_shard(cases, *parse_shard(shard))
         if not cases:
             raise HarnessError(f"shard {shard} holds no case of the selection: expected fewer shards than (fixture, format) groups")
+    if list_only:
+        _list_cases(cases, known, refresh)
+        return
+    if output != "json" and len(cases) >= 50:
+        err.print(f"running {_estimate_line(cases, known, refresh)} (harness run --list shows them; -f, -F, -r, -b narrow them)",
+                  highlight=False, soft_wrap=True)
+    cases = _sandboxed(cases, sandbox)
     options = Options(warmup=warmup, iterations=iterations, threads=threads, run_timeout_s=timeout, keep_tensors=keep_tensors, sandbox=sandbox)
     run_options = {"command": "run", "fixtures": sel.fixtures, "formats": sel.formats, "runtimes": sel.runtimes,
                    "batches": sel.batches, "warmup": warmup, "iterations": iterations, "threads": threads, "timeout": timeout,
@@ -447,6 +456,26 @@ def run(fixtures, formats, runtimes, batch, warmup, iterations, threads, timeout
         run_options["fixtures"] = _split(fixtures)  # the fixtures named, from which --resume makes the variants again
     sys.exit(_execute(cases, known, options, reports, run_options, refresh=refresh, allow_inconclusive=allow_inconclusive,
                       output=output, quiet=quiet))
+
+
+def _estimate_line(cases, fixtures, refresh: bool) -> str:
+    """`1107 cases, about 9 min (...)`: by the shards' cost model, with the export cache as it is."""
+    from harness.export import Exporter
+    from harness.shard import duration, estimate
+
+    exporter = Exporter()
+    cached = set() if refresh else {(c.fixture, c.format) for c in {(c.fixture, c.format): c for c in cases}.values()
+                                    if (a := exporter.cached(fixtures[c.fixture], c.format)) is not None and a.status == "ok"}
+    e = estimate(cases, cached)
+    return (f"{e['cases']} cases, about {duration(e['seconds'])} ({e['runtimes']} runtimes; {e['exports']} artifacts to export, "
+            f"{e['cached']} cached)")
+
+
+def _list_cases(cases, fixtures, refresh: bool) -> None:
+    """`run --list`: one case id a line, then the count and the estimate."""
+    for c in cases:
+        click.echo(c.id)
+    out.print(_estimate_line(cases, fixtures, refresh) + "; nothing was run", highlight=False, soft_wrap=True)
 
 
 def _resume(which: str, reports: Path, refresh: bool, allow_inconclusive: bool) -> int:

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, run_cli
+from harness.cases import Selection, matrix
 from harness.fixtures import all_fixtures
 from harness.runners.table import RUNTIMES
 
@@ -321,3 +323,13 @@ def test_a_run_from_another_folder_with_a_relative_reports_folder_reaches_every_
     run = read_run((tmp_path / "out" / "latest").resolve())
     assert {(r.runtime, r.status) for r in run.results} == {(name, "pass") for name in runtimes}, [r.summary for r in run.results]
     assert f"(out/latest -> {run.folder.name})" in proc.stdout
+
+
+def test_run_list_prints_the_cases_their_count_and_a_time_estimate_without_running(tmp_path):
+    proc = run_cli("run", "--list", "-f", "pow,mlp", "-r", "ort", "--reports", str(tmp_path / "reports"))
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    ids = [c.id for c in matrix(Selection(fixtures=["pow", "mlp"], runtimes=["ort"]))]
+    assert lines[:-1] == ids
+    assert re.fullmatch(rf"{len(ids)} cases, about \d+ (s|min) \(1 runtimes; \d+ artifacts to export, \d+ cached\); nothing was run", lines[-1])
+    assert not (tmp_path / "reports").exists(), "nothing ran, no run folder"
