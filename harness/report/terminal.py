@@ -78,7 +78,10 @@ def _ms(v: float) -> str:
         return f"{v:.3g}"
     if v >= 0.01:
         return f"{v:.2f}"
-    return f"{v * 1000:.1g}µ" if v * 1000 < 10 else f"{v * 1000:.0f}µ"
+    us = v * 1000
+    if us < 1:
+        return f"{us:.1g}µ"
+    return f"{us:.1f}µ" if us < 9.95 else f"{us:.0f}µ"  # never `1e+01µ`: 9.96 µs is 10µ
 
 
 def p50_cell(results: list[CaseResult]) -> str:
@@ -174,25 +177,54 @@ def print_causes(results: list[CaseResult], console: Console | None = None) -> N
                       f"({fixtures}: {formats} on {runtimes}) — {text}", highlight=False)
 
 
+def bench_id(result: CaseResult) -> str:
+    """A case's id without what every bench row shares (`-cpu`): fixture, format, runtime, batch, threads."""
+    return result.id.replace(f"-{result.device}-b", "-b", 1) if result.device == "cpu" else result.id
+
+
+def _float_peak_applies(fmt: str) -> bool:
+    """% of the float32 GEMM peak means something for formats computed in floating point only: int8 and
+    dynamic-range formats compute in integers, and no int8 peak is measured."""
+    from harness.fixtures import format_class
+
+    return format_class(fmt) in ("float32", "float16")
+
+
 def print_bench(results: list[CaseResult], peaks: dict, console: Console | None = None) -> None:
-    """Latency, throughput and GFLOP/s per case, against the machine's GEMM peak at that thread count."""
+    """Latency per case (the median of the round medians, its 95% interval and the between-round noise),
+    p90, cold start and load, GFLOP/s against the machine's float32 GEMM peak at that thread count
+    (float formats only), peak RSS — readable at 100 columns: the case column wraps, never cuts."""
+    from rich import box
+
     console = console or Console()
-    table = Table(title="benchmark (worker-measured; peak = NumPy float32 GEMM on this machine)")
-    for col in ("case", "load ms", "first ms", "p50 ms", "p90 ms", "p99 ms", "iqr ms", "n", "per s", "GFLOP/s", "% peak", "RSS MiB"):
-        table.add_column(col, justify="right" if col != "case" else "left")
+    table = Table(title="benchmark (worker-measured; ms; peak = NumPy float32 GEMM on this machine)", box=box.SIMPLE_HEAD,
+                  padding=(0, 1), collapse_padding=True, pad_edge=False, title_justify="left")
+    table.add_column("case", overflow="fold", min_width=24)
+    for col in ("p50", "95% CI", "noise", "p90", "first", "load", "GFLOP/s", "%peak", "MiB"):
+        table.add_column(col, justify="right", no_wrap=True)
+    integer_formats = False
     for r in results:
         t = r.timing
         if not t.p50_ms:
             continue
         peak = peaks.get(str(t.threads or 0)) or peaks.get(str(max((int(k) for k in peaks), default=0)))
         gf = r.gflops
+        ci = t.p50_ci_ms
+        applies = _float_peak_applies(r.format)
+        integer_formats |= bool(gf) and not applies
         table.add_row(
-            r.id, f"{t.load_ms or 0:.1f}", f"{t.first_ms or 0:.3g}", f"{t.p50_ms:.3g}", f"{t.p90_ms or 0:.3g}",
-            f"{t.p99_ms or 0:.3g}", f"{t.iqr_ms or 0:.2g}", str(t.iterations if t.iterations is not None else ""),
-            f"{t.throughput_per_s or 0:.4g}", f"{gf:.3g}" if gf else "", f"{100 * gf / peak:.1f}" if gf and peak else "",
+            bench_id(r), _ms(t.p50_ms), f"{_ms(ci[0])}–{_ms(ci[1])}" if ci and len(ci) == 2 else "–",
+            f"{100 * t.round_cv:.1f}%" if t.round_cv is not None else "–", _ms(t.p90_ms) if t.p90_ms else "",
+            _ms(t.first_ms) if t.first_ms else "", _ms(t.load_ms) if t.load_ms else "",
+            f"{gf:.3g}" if gf else "", f"{100 * gf / peak:.0f}" if gf and peak and applies else "",
             f"{(r.peak_rss_bytes or 0) / 2**20:.0f}",
         )
     console.print(table)
+    console.print("p50: median of the round medians; 95% CI: bootstrap over rounds; noise: the case's between-round "
+                  "coefficient of variation (– with one round); µ: microseconds", highlight=False)
+    if integer_formats:
+        console.print("%peak: float formats only — int8 and dynamic-range cases compute in integers, and no int8 peak is measured",
+                      highlight=False)
     console.print("machine peak GFLOP/s by threads: " + ", ".join(f"{k}: {v:.1f}" if v else f"{k}: ?" for k, v in peaks.items()), highlight=False)
     from harness.bench import peak_notes
 
