@@ -372,6 +372,8 @@ def _execute(cases, fixtures, options, reports: Path, run_options: dict, *, benc
         say.print(f"{summary['cases']} cases: {counts}", highlight=False)
     if outcome.state == "complete":
         say.print(f"results: {outcome.run_dir / 'results.jsonl'}  ({reports / 'latest'} -> {outcome.run_dir.name})", highlight=False)
+    if results:
+        say.print(_write_page(outcome.run_dir, reports), highlight=False)
     else:
         missing = outcome.planned - len(results)
         err.print(f"harness: run {outcome.state} ({outcome.reason}): {len(results)} of {outcome.planned} cases ran, {missing} missing; "
@@ -381,6 +383,18 @@ def _execute(cases, fixtures, options, reports: Path, run_options: dict, *, benc
     if summary["counts"].get("inconclusive") and not allow_inconclusive and outcome.state == "complete":
         say.print("inconclusive cases fail the run (--allow-inconclusive to accept them)", highlight=False)
     return outcome.exit_code
+
+
+def _write_page(folder: Path, reports: Path) -> str:
+    """The run's page (index.html, report.md, summary.json, as `harness report` writes them), and the line
+    that says where it is; a page that cannot be written costs the run nothing."""
+    from harness.report.html import write_report
+
+    try:
+        paths = write_report(folder, reports)
+    except Exception as e:  # the results are written; the page is a view of them
+        return f"page: not written ({type(e).__name__}: {e}); harness report {folder.name} tries again"
+    return f"page: {paths['html']}"
 
 
 def _sandbox_option(default: str):

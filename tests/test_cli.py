@@ -333,3 +333,12 @@ def test_run_list_prints_the_cases_their_count_and_a_time_estimate_without_runni
     assert lines[:-1] == ids
     assert re.fullmatch(rf"{len(ids)} cases, about \d+ (s|min) \(1 runtimes; \d+ artifacts to export, \d+ cached\); nothing was run", lines[-1])
     assert not (tmp_path / "reports").exists(), "nothing ran, no run folder"
+
+
+def test_run_and_check_print_where_the_page_is(tmp_path):
+    proc = run_cli("run", "-f", "pow", "-r", "ort", "-b", "1", "-n", "1", "--reports", str(tmp_path / "reports"))
+    assert proc.returncode == 0, proc.stderr
+    [line] = [line for line in proc.stdout.splitlines() if line.startswith("page: ")]
+    page = Path(line.removeprefix("page: "))
+    assert page.name == "index.html" and page.is_file() and page.parent.parent == tmp_path / "reports" / "runs"
+    assert "What did not pass, and why" in page.read_text()

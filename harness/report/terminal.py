@@ -157,24 +157,33 @@ def cause(result: CaseResult) -> str:
     return _PATH.sub("…", text.replace(result.id, "<case>"))
 
 
-def print_causes(results: list[CaseResult], console: Console | None = None) -> None:
-    """Non-pass results grouped by identical cause, worst first: one line per cause, naming the
-    formats and runtimes it covers, its stage and culprit."""
-    console = console or Console()
+def cause_groups(results: list[CaseResult]) -> list[dict]:
+    """Non-pass results grouped by identical cause, worst first, then the most cases: one entry per
+    cause with its status, stage, culprit, cause text and the fixtures, formats and runtimes it covers.
+    The terminal prints them as lines, the page as its "what did not pass, and why" table."""
     groups: dict[tuple, list[CaseResult]] = {}
     for r in results:
         if r.status == "pass":
             continue
         groups.setdefault((r.status, r.stage, r.culprit, cause(r)), []).append(r)
-    for (status, stage, culprit, text), members in sorted(groups.items(), key=lambda kv: (ORDER.index(kv[0][0]) if kv[0][0] in ORDER else 0, -len(kv[1]))):
-        fixtures = ", ".join(dict.fromkeys(r.fixture for r in members))
-        formats = "/".join(dict.fromkeys(r.format for r in members))
-        runtimes = ", ".join(dict.fromkeys(r.runtime for r in members))
-        where = f" at {stage}" if stage else ""
-        who = f", {culprit}" if culprit else ""
-        n = len(members)
-        console.print(f"  [{STYLE.get(status, '')}]{status}[/]{where}{who}: {n} case{'s' if n > 1 else ''} "
-                      f"({fixtures}: {formats} on {runtimes}) — {text}", highlight=False)
+    ordered = sorted(groups.items(), key=lambda kv: (ORDER.index(kv[0][0]) if kv[0][0] in ORDER else 0, -len(kv[1])))
+    return [{"status": status, "stage": stage, "culprit": culprit, "cause": text, "cases": len(members),
+             "ids": [r.id for r in members],
+             "fixtures": list(dict.fromkeys(r.fixture for r in members)), "formats": list(dict.fromkeys(r.format for r in members)),
+             "runtimes": list(dict.fromkeys(r.runtime for r in members))}
+            for (status, stage, culprit, text), members in ordered]
+
+
+def print_causes(results: list[CaseResult], console: Console | None = None) -> None:
+    """Non-pass results grouped by identical cause, worst first: one line per cause, naming the
+    formats and runtimes it covers, its stage and culprit."""
+    console = console or Console()
+    for g in cause_groups(results):
+        where = f" at {g['stage']}" if g["stage"] else ""
+        who = f", {g['culprit']}" if g["culprit"] else ""
+        n = g["cases"]
+        console.print(f"  [{STYLE.get(g['status'], '')}]{g['status']}[/]{where}{who}: {n} case{'s' if n > 1 else ''} "
+                      f"({', '.join(g['fixtures'])}: {'/'.join(g['formats'])} on {', '.join(g['runtimes'])}) — {g['cause']}", highlight=False)
 
 
 def bench_id(result: CaseResult) -> str:
