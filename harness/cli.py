@@ -501,7 +501,11 @@ def _resume(which: str, reports: Path, refresh: bool, allow_inconclusive: bool) 
     folder = newest_incomplete(reports) if which == "" else resolve_run(which, reports)
     cases, opts = resume_plan(folder)
     command = opts.get("command", "run")
-    if command == "check":
+    if command == "check" and opts.get("project"):
+        from harness import project
+
+        fixtures = {fx.name: fx for fx in project.unique_names([m.fixture() for m in project.read(Path(opts["project"]))])}
+    elif command == "check":
         from harness.fixtures import with_user_options
 
         fx = user_fixture(Path(opts["path"]), opts.get("signature", "serving_default"), opts.get("tag", "serve"))
@@ -628,7 +632,7 @@ def bench(fixtures, formats, runtimes, batch, threads_, warmup, iterations, min_
 
 
 @main.command()
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("path", type=click.Path(path_type=Path), required=False)
 @click.option("--signature", default="serving_default", show_default=True, help="SavedModel signature to check.")
 @click.option("--tag", default="serve", show_default=True, help="SavedModel tag set.")
 @click.option("--formats", "-F", multiple=True, help="Formats to include (default: every format).")
@@ -655,7 +659,8 @@ def check(path, signature, tag, formats, runtimes, batch, bisect, inputs_path, e
     """Check your own model: a SavedModel folder or Keras .keras/.h5 file (inputs generated from its
     signature, exported to every format, run in every runtime, judged against TensorFlow), or an .onnx,
     .tflite or TF.js model.json (run as it is in every runtime of its format, judged against ort, litert
-    or the first TF.js runtime, or against --expected)."""
+    or the first TF.js runtime, or against --expected). Without PATH: every model of the project file
+    (harness.toml, or [tool.harness] in pyproject.toml), each with the options it lists there."""
     from harness.cases import Selection, matrix
     from harness.engine import Options
     from harness.fixtures import user_fixture, with_user_options
@@ -663,6 +668,9 @@ def check(path, signature, tag, formats, runtimes, batch, bisect, inputs_path, e
 
     sel = Selection(formats=_split(formats), runtimes=_split(runtimes), batches=_batches(batch))
     sel.validate()
+    if path is None:
+        sys.exit(_check_project(sel, bisect, warmup, iterations, threads, timeout, reports, keep_tensors, refresh, allow_inconclusive,
+                                output, quiet, sandbox))
     for f in custom_files:
         if not f.is_file():
             raise HarnessError(f"--custom-objects {f}: no such file (expected a Python file defining the custom layers)")
@@ -683,6 +691,34 @@ def check(path, signature, tag, formats, runtimes, batch, bisect, inputs_path, e
                    "sandbox": sandbox}
     sys.exit(_execute(cases, fixtures, options, reports, run_options, bisect=bisect, refresh=refresh, allow_inconclusive=allow_inconclusive,
                       output=output, quiet=quiet))
+
+
+def _check_project(sel, bisect, warmup, iterations, threads, timeout, reports, keep_tensors, refresh, allow_inconclusive, output, quiet,
+                   sandbox) -> int:
+    """`harness check` without PATH: every model of the project file, each with its own options, runtimes
+    and formats (-F, -r and -b given here apply to all of them instead), in one run."""
+    from harness import project
+    from harness.cases import Selection, matrix
+    from harness.engine import Options
+
+    found = project.find(Path.cwd())
+    if found is None:
+        raise HarnessError("no model given and no project file here: expected PATH (a model), or harness.toml (or [tool.harness] in "
+                           "pyproject.toml) listing [[model]] entries")
+    models = project.read(found)
+    fixtures = project.unique_names([m.fixture() for m in models])
+    cases = []
+    for m, fx in zip(models, fixtures):
+        mine = Selection(formats=sel.formats or m.formats, runtimes=sel.runtimes or m.runtimes, batches=sel.batches or m.batches)
+        cases += matrix(mine, {fx.name: fx})
+    cases = _sandboxed(cases, sandbox)
+    options = Options(warmup=warmup, iterations=iterations, threads=threads, run_timeout_s=timeout, keep_tensors=keep_tensors, sandbox=sandbox)
+    run_options = {"command": "check", "project": str(found.resolve()), "models": [str(m.path) for m in models], "formats": sel.formats,
+                   "runtimes": sel.runtimes, "batches": sel.batches, "warmup": warmup, "iterations": iterations, "threads": threads,
+                   "timeout": timeout, "keep_tensors": keep_tensors, "bisect": bisect, "sandbox": sandbox}
+    err.print(f"{found.name}: {len(models)} model(s): {', '.join(fx.name for fx in fixtures)}", highlight=False, soft_wrap=True)
+    return _execute(cases, {fx.name: fx for fx in fixtures}, options, reports, run_options, bisect=bisect, refresh=refresh,
+                    allow_inconclusive=allow_inconclusive, output=output, quiet=quiet)
 
 
 @main.command()

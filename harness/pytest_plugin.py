@@ -39,8 +39,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="Where the workers of --harness-model cases run (default bwrap, as harness check).")
 
 
+def _project_file(config: pytest.Config) -> Path | None:
+    """The project file (harness.toml, or [tool.harness] in pyproject.toml) of the folder pytest was started
+    in, or of its rootdir: its models are tested as --harness-model ones are."""
+    from harness import project
+
+    return project.find(config.invocation_params.dir) or (project.find(config.rootpath) if config.rootpath != config.invocation_params.dir else None)
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    if config.getoption("--harness-model", None):
+    if config.getoption("--harness-model", None) or _project_file(config) is not None:
         # The test that --harness-model parametrises lives in the harness: collect it too.
         here = str(Path(__file__).with_name("pytest_models.py"))
         if here not in config.args:
@@ -280,36 +288,62 @@ def load_model(spec: str, base: Path):
 def _models(config: pytest.Config) -> dict:
     """The --harness-model fixtures by name (a model that cannot be read: a ModelLoadError), read once."""
     if not hasattr(config, "_harness_models"):
+        from dataclasses import replace
+
+        from harness import project
         from harness.errors import HarnessError
 
         base = config.invocation_params.dir
         models: dict = {}
-        for spec in config.getoption("--harness-model"):
-            try:
-                fx = load_model(spec, base)
-            except HarnessError as e:
-                models[spec] = ModelLoadError(spec.split("::")[0], str(e))
-                continue
+        selections: dict[str, tuple] = {}  # a project model's own formats, runtimes and batches
+
+        def add(fx, selection: tuple = (None, None, None)) -> None:
             name, n = fx.name, 2
             while name in models:  # two models of the same file name
                 name, n = f"{fx.name}-{n}", n + 1
-            from dataclasses import replace
-
             models[name] = replace(fx, name=name) if name != fx.name else fx
+            selections[name] = selection
+
+        for spec in config.getoption("--harness-model"):
+            try:
+                add(load_model(spec, base))
+            except HarnessError as e:
+                models[spec] = ModelLoadError(spec.split("::")[0], str(e))
+        found = _project_file(config)
+        if found is not None:
+            try:
+                entries = project.read(found)
+            except HarnessError as e:
+                models[str(found)] = ModelLoadError(str(found), str(e))
+                entries = []
+            for m in entries:
+                try:
+                    add(m.fixture(), (m.formats, m.runtimes, m.batches))
+                except HarnessError as e:
+                    models[m.where] = ModelLoadError(str(m.path), str(e))
         config._harness_models = models  # type: ignore[attr-defined]
+        config._harness_model_selections = selections  # type: ignore[attr-defined]
     return config._harness_models  # type: ignore[attr-defined]
 
 
 def _model_cases(config: pytest.Config) -> list:
+    from dataclasses import replace
+
     from harness.cases import matrix
     from harness.errors import HarnessError
 
     models = _models(config)
-    fixtures = {k: v for k, v in models.items() if not isinstance(v, ModelLoadError)}
+    selections = config._harness_model_selections  # type: ignore[attr-defined]
     sel = _selection(config)
     sel.fixtures = None  # --harness-fixtures names the built-in fixtures
+    cases: list = []
     try:
-        cases: list = matrix(sel, fixtures)
+        for name, fx in models.items():
+            if isinstance(fx, ModelLoadError):
+                continue
+            formats, runtimes, batches = selections.get(name, (None, None, None))  # the project file's, unless given here
+            mine = replace(sel, formats=sel.formats or formats, runtimes=sel.runtimes or runtimes, batches=sel.batches or batches)
+            cases += matrix(mine, {name: fx})
     except HarnessError as e:
         raise pytest.UsageError(str(e)) from None
     return cases + [v for v in models.values() if isinstance(v, ModelLoadError)]
