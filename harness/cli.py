@@ -169,17 +169,35 @@ def doctor(as_json: bool, strict: bool) -> None:
 
         click.echo(json.dumps(rows, indent=2))
     else:
-        from rich.table import Table
-
-        table = Table(title="harness doctor")
-        for col in ("name", "kind", "available", "version", "covers", "why / fix"):
-            table.add_column(col)
-        for r in rows:
-            table.add_row(r["name"], r["kind"], "[green]yes[/]" if r["available"] else "[red]no[/]", r["version"] or "-",
-                          ", ".join(r["formats"]), f"{r['reason']} (fix: {r['fix']})" if not r["available"] else "")
-        out.print(table)
+        _print_doctor(rows)
     if strict and not all(r["available"] for r in rows):
         sys.exit(1)
+
+
+def _print_doctor(rows: list[dict[str, Any]]) -> None:
+    """Readable at 80 columns: a table per kind (name whole, ✓/✗, version and what it covers wrapping),
+    then one line per thing that is not available, with why and the fix, never cut."""
+    from rich import box
+    from rich.table import Table
+
+    kinds = list(dict.fromkeys(r["kind"] for r in rows))
+    for kind in kinds:
+        title = {"runtime": "runtimes", "converter": "converters", "sandbox": "sandboxes"}.get(kind, kind)
+        table = Table(title=f"harness doctor: {title}", box=box.SIMPLE_HEAD,
+                      padding=(0, 1), collapse_padding=True, pad_edge=False, title_justify="left")
+        table.add_column("name", no_wrap=True)
+        table.add_column("", no_wrap=True)
+        table.add_column("version", overflow="fold", max_width=26)
+        table.add_column("covers", overflow="fold")
+        for r in rows:
+            if r["kind"] == kind:
+                table.add_row(r["name"], "[green]✓[/]" if r["available"] else "[red]✗[/]", r["version"] or "-", ", ".join(r["formats"]))
+        out.print(table)
+    missing = [r for r in rows if not r["available"]]
+    for r in missing:
+        out.print(f"[red]✗[/] {r['name']}: {r['reason']}" + (f" (fix: {r['fix']})" if r.get("fix") else ""), highlight=False)
+    if not missing:
+        out.print("[green]everything is available[/]", highlight=False)
 
 
 def _selection_options(f):
@@ -254,14 +272,32 @@ def export(fixtures: tuple[str, ...], formats: tuple[str, ...], force: bool, as_
 @click.option("--signature", default=None, help="Only this signature (SavedModel, TFLite).")
 @click.option("--tag", default=None, help="Only this tag set (SavedModel).")
 @click.option("--json", "as_json", is_flag=True, help="Print everything as one JSON object.")
-def inspect(path: Path, signature: str | None, tag: str | None, as_json: bool) -> None:
+@click.option("--custom-objects", "custom_files", multiple=True, type=click.Path(path_type=Path), metavar="FILE.py",
+              help="A Keras model's custom layers, as check takes them: inspect says whether they define every custom class.")
+@click.option("--import", "import_modules", multiple=True, metavar="MODULE", help="A module defining custom layers (as check takes it).")
+def inspect(path: Path, signature: str | None, tag: str | None, as_json: bool, custom_files: tuple[Path, ...],
+            import_modules: tuple[str, ...]) -> None:
     """What a model is, without running it: a SavedModel folder, .keras, .h5, .tflite, .onnx, a TF.js
     model.json or a frozen graph .pb — tags and signatures, inputs and outputs with dtype and shape, op
     counts, which formats and runtimes can run it (with the reason where not), and what will stop a path."""
     from harness.inspect_model import inspect as inspect_model
     from harness.inspect_model import render
 
-    info = inspect_model(path, signature=signature, tag=tag)
+    names = None
+    if custom_files or import_modules:
+        from harness_runners.custom import CustomObjects, CustomObjectsError
+
+        for f in custom_files:
+            if not f.is_file():
+                raise HarnessError(f"--custom-objects {f}: no such file (expected a Python file defining the custom layers)")
+        from harness.export.common import import_tf
+
+        import_tf()  # the code defines Keras layers: TensorFlow's logs go where the CLI sends them
+        try:
+            names = set(CustomObjects(tuple(f.resolve() for f in custom_files), tuple(import_modules)).load())
+        except CustomObjectsError as e:
+            raise HarnessError(str(e)) from None
+    info = inspect_model(path, signature=signature, tag=tag, custom_names=names)
     if as_json:
         click.echo(json.dumps(info))
     else:
@@ -837,6 +873,16 @@ def selftest_gate(reports: Path, injected: bool, repeats: int) -> None:
         sys.exit(1)
 
 
+def fuzz_stats_lines(stats: dict[str, dict]) -> list[str]:
+    """`harness fuzz`'s summary per search: one line of counts, then one line per pair it set aside and why."""
+    lines = []
+    for key, s in stats.items():
+        lines.append(f"{key}: {s['examples']} examples in {s['seconds']} s ({s['examples_per_s']}/s) over {len(s['pairs'])} pairs"
+                     + (f", {s['rejected']} rejected" if s["rejected"] else "") + "".join(f"; {n}" for n in s["notes"]))
+        lines += [f"  set aside {pair}: {why}" for pair, why in (s.get("set_aside") or {}).items()]
+    return lines
+
+
 @main.command()
 @click.option("--level", "levels", multiple=True, type=click.Choice(["inputs", "models"]), help="What to generate (default: both).")
 @click.option("--fixtures", "-f", multiple=True, help="Fixtures to fuzz inputs of (default: every fixture with numeric inputs).")
@@ -860,11 +906,8 @@ def fuzz(levels, fixtures, runtimes, formats, max_examples, time_budget, seed, s
                       time_budget, seed, save_dir, log=lambda m: out.print(m, highlight=False, markup=False), bisect=bisect,
                       scale_atol=scale_atol)
     data = report.to_json()
-    for key, s in data["stats"].items():
-        out.print(f"{key}: {s['examples']} examples in {s['seconds']} s ({s['examples_per_s']}/s) over {len(s['pairs'])} pairs"
-                  + (f", {s['rejected']} rejected" if s["rejected"] else "") + (f"; set aside: {s['set_aside']}" if s["set_aside"] else "")
-                  + "".join(f"; {n}" for n in s["notes"]),
-                  highlight=False, markup=False)
+    for line in fuzz_stats_lines(data["stats"]):
+        out.print(line, highlight=False, markup=False)
     if report.findings:
         from harness.report.fuzz_section import from_summary, print_section
 

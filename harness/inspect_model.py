@@ -61,12 +61,13 @@ FLEX_NOTE = "needs the Flex delegate: no LiteRT here runs it"
 # --- entry points --------------------------------------------------------------------------------
 
 
-def inspect(path: Path, signature: str | None = None, tag: str | None = None) -> dict:
+def inspect(path: Path, signature: str | None = None, tag: str | None = None, custom_names: set[str] | None = None) -> dict:
     """Everything `harness inspect` shows about the model at `path`, as a JSON-ready dict (see the
     module's docstring). `signature` and `tag` narrow a SavedModel to one signature and tag set
     (`signature` also picks a TFLite signature) and are what `harness check` would be given. Raises
     HarnessError (one line naming the path and what was expected) for a missing path, a kind it does
-    not know and a file that does not parse."""
+    not know and a file that does not parse. `custom_names`: the names the given --custom-objects/--import
+    define (None: none given), checked against a Keras model's custom layers."""
     path = Path(path)
     if not path.exists():
         raise HarnessError(f"model not found: {path} does not exist (expected {EXPECTED})")
@@ -79,6 +80,8 @@ def inspect(path: Path, signature: str | None = None, tag: str | None = None) ->
     info: dict[str, Any] = {"path": str(path), "kind": kind, "format": None, "size_bytes": _size(main if kind != "savedmodel" else main.parent),
                             "signatures": [], "problems": []}
     _READERS[kind](main, info, signature, tag)
+    if kind in ("keras", "h5"):
+        _needs_code(info, custom_names)
     _check_tensors(info)
     info["runs_on"] = _runs_on(info, signature, tag)
     _known_deviations(info)
@@ -403,6 +406,48 @@ def _keras_model(config: dict, info: dict, where: str) -> None:
                            "(expected a Keras 2 or 3 Functional or Sequential model config)") from None
     info["layers"] = _counted(layers)
     info["signatures"].append({"key": None, "inputs": inputs, "outputs": outputs})
+    custom = _custom_classes(config)
+    if custom:
+        info["custom_objects"] = custom
+
+
+def _custom_classes(config: dict) -> list[dict]:
+    """Layers (and nested models' layers) that are not Keras's own: a config entry whose `module` is not
+    Keras's, or that names a registered class (`mine>Scale`). Loading the model needs their code."""
+    found: dict[str, dict] = {}
+
+    def walk(layer: dict) -> None:
+        module, registered = layer.get("module"), layer.get("registered_name")
+        if (isinstance(module, str) and not module.startswith(("keras", "tf_keras", "tensorflow"))) or \
+                (isinstance(registered, str) and ">" in registered and not registered.startswith("keras")):
+            name = str(layer.get("class_name"))
+            found.setdefault(name, {"class": name, "registered_name": registered, "module": module})
+        for inner in (layer.get("config") or {}).get("layers") or []:
+            if isinstance(inner, dict):
+                walk(inner)
+
+    for layer in (config.get("config") or {}).get("layers") or []:
+        if isinstance(layer, dict):
+            walk(layer)
+    return list(found.values())
+
+
+def _needs_code(info: dict, defined: set[str] | None) -> None:
+    """A problem for each custom class the given --custom-objects/--import do not define (all of them
+    when none were given): the model does not load without its code."""
+    custom = info.get("custom_objects") or []
+    if defined is None:
+        if custom:
+            names = ", ".join(repr(c["class"]) + (f" ({c['registered_name']})" if c.get("registered_name") else "") for c in custom)
+            _problem(info, f"custom layer(s) {names}: the model loads only with their code: harness check and inspect take "
+                           "--custom-objects FILE.py (or --import MODULE) defining them")
+        return
+    for c in custom:
+        names = {c["class"], str(c.get("registered_name")), str(c.get("registered_name")).rpartition(">")[2]}
+        c["defined"] = bool(names & defined)
+        if not c["defined"]:
+            _problem(info, f"custom layer {c['class']!r}: the given --custom-objects/--import define no {c['class']!r} (expected a "
+                           "CUSTOM_OBJECTS entry or a class registered with keras.saving.register_keras_serializable)")
 
 
 def _count_layers(config: dict, counts: Counter, top: bool = False) -> None:

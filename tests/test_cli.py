@@ -342,3 +342,23 @@ def test_run_and_check_print_where_the_page_is(tmp_path):
     page = Path(line.removeprefix("page: "))
     assert page.name == "index.html" and page.is_file() and page.parent.parent == tmp_path / "reports" / "runs"
     assert "What did not pass, and why" in page.read_text()
+
+
+def test_doctor_reads_at_80_columns():
+    proc = run_cli("doctor", env={"COLUMNS": "80"})
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines) and "…" not in proc.stdout
+    names = {line.split()[0] for line in lines if line.strip()}
+    assert set(RUNTIMES) <= names, "every runtime's name whole, first on its line"
+
+
+def test_fuzz_prints_one_line_per_set_aside_pair():
+    from harness.cli import fuzz_stats_lines
+
+    stats = {"pow": {"examples": 12, "seconds": 3.5, "examples_per_s": 3.4, "pairs": ["onnx13~ort", "tfjs_graph~node-tfjs-cpu"],
+                     "rejected": 0, "notes": [], "set_aside": {"tfjs_graph~node-tfjs-cpu": "fail on the fixture's own inputs: y: 3% beyond",
+                                                               "onnx13~go-ort": "runtime unavailable"}}}
+    assert fuzz_stats_lines(stats) == ["pow: 12 examples in 3.5 s (3.4/s) over 2 pairs",
+                                       "  set aside tfjs_graph~node-tfjs-cpu: fail on the fixture's own inputs: y: 3% beyond",
+                                       "  set aside onnx13~go-ort: runtime unavailable"]

@@ -384,3 +384,44 @@ def test_an_onnx_file_below_opset_7_says_how_to_upgrade_it_and_a_producer_has_no
     nine = inspect(tmp_path / "op9.onnx")
     assert nine["format"] == "onnx13" and nine["producer"] == "tf2onnx 1.17.0" and not nine["problems"]
     assert "by tf2onnx 1.17.0 ·" in text_of(nine) and "None" not in text_of(nine)
+
+
+CUSTOM_LAYER = '''
+import keras
+
+
+@keras.saving.register_keras_serializable(package="mine")
+class Scale(keras.layers.Layer):
+    def __init__(self, factor=2.0, **kw):
+        super().__init__(**kw)
+        self.factor = factor
+
+    def call(self, x):
+        return x * self.factor
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor}
+'''
+
+
+def test_a_keras_file_with_a_custom_layer_needs_its_code_and_inspect_takes_custom_objects(tmp_path):
+    (tmp_path / "layers.py").write_text(CUSTOM_LAYER)
+    (tmp_path / "other.py").write_text("X = 1\n")
+    make = ("import sys; sys.path.insert(0, '.'); import keras, layers; x = keras.Input((3,), name='x'); "
+            "keras.Model(x, layers.Scale(1.5)(keras.layers.Dense(2)(x))).save('custom.keras')")
+    subprocess.run([sys.executable, "-c", make], cwd=tmp_path, check=True, capture_output=True, timeout=300)
+    info = inspect(tmp_path / "custom.keras")
+    assert info["custom_objects"] == [{"class": "Scale", "registered_name": "mine>Scale", "module": "layers"}]
+    [needs] = [p["message"] for p in info["problems"] if "custom layer" in p["message"]]
+    assert needs.startswith("custom layer(s) 'Scale' (mine>Scale): the model loads only with their code") and "--custom-objects" in needs
+
+    def cli(*extra):
+        proc = subprocess.run([sys.executable, "-m", "harness.cli", "inspect", "custom.keras", "--json", *extra], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    given = cli("--custom-objects", "layers.py")
+    assert given["custom_objects"][0]["defined"] is True and not [p for p in given["problems"] if "custom layer" in p["message"]]
+    wrong = cli("--custom-objects", "other.py")
+    assert any("the given --custom-objects/--import define no 'Scale'" in p["message"] for p in wrong["problems"])

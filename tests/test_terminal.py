@@ -102,3 +102,18 @@ def test_the_bench_table_reads_at_100_columns_with_interval_noise_and_no_integer
     assert float32 and all(words[-3:] == ["1.9", "1", "128"] for words in float32)
     assert "int8 and dynamic-range cases compute in integers" in " ".join(flat.split())
     assert _ms(0.00996) == "10µ" and _ms(0.0034) == "3.4µ"
+
+
+def test_a_fuzz_regression_fixture_has_a_short_name_in_the_80_column_matrix():
+    import io
+
+    long = "fuzz-fuzzmodel-8ee1e4795ab9-savedmodel-tf-1beb18bf87"
+    rows = [{"id": f"{long}-{fmt}-{rt}-cpu-b1", "fixture": long, "format": fmt, "runtime": rt, "batch": 1, "status": "pass",
+             "metrics": {"y": {"max_abs": 1e-7}}}
+            for fmt, rt in (("savedmodel", "tf"), ("savedmodel", "go-tfgo"), ("savedmodel", "node-tfjs-node"), ("onnx13", "ort"),
+                            ("onnx13", "node-ort"), ("onnx13", "go-ort"), ("tflite", "litert"), ("tfjs_graph", "node-tfjs-cpu"))]
+    console = Console(width=80, record=True, file=io.StringIO())
+    print_matrix([CaseResult.from_json(r, strict=True) for r in rows], console)
+    text = console.export_text()
+    assert "(1/2)" not in text, "one table at 80 columns"
+    assert "fuzz-1beb18bf87 " in text and f"fuzz-1beb18bf87 = {long}" in " ".join(text.split())

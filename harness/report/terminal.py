@@ -92,6 +92,14 @@ def p50_cell(results: list[CaseResult]) -> str:
     return _ms(min(timed, key=lambda t: t[0])[1])
 
 
+def display_name(fixture: str) -> str:
+    """A fixture's name in the matrix: a generated fuzz regression (`fuzz-<model>-<format>-<runtime>-<hash>`,
+    50 characters and more) by its hash alone (`fuzz-1beb18bf87`); the legend under the matrix spells it out."""
+    if fixture.startswith("fuzz-") and len(fixture) > 24:
+        return "fuzz-" + fixture.rsplit("-", 1)[-1][:12]
+    return fixture
+
+
 def _grid(results: list[CaseResult], title: str, render, console: Console) -> None:
     from rich import box
 
@@ -111,7 +119,7 @@ def _grid(results: list[CaseResult], title: str, render, console: Console) -> No
             table.add_column(CODES.get(rt, rt), no_wrap=True)
         for (fixture, fmt), by_rt in cells.items():
             if any(rt in by_rt for rt in group):
-                table.add_row(fixture, fmt, *[by_rt.get(rt, "") for rt in group])
+                table.add_row(display_name(fixture), fmt, *[by_rt.get(rt, "") for rt in group])
         return table
 
     # More runtimes than the console's width holds: consecutive groups of columns (in table order),
@@ -135,6 +143,9 @@ def print_matrix(results: list[CaseResult], console: Console | None = None,
     legend = [f"{CODES[rt]}={rt}" for rt in CODES if rt in runtimes and CODES[rt] != rt]
     if legend:
         console.print("runtimes: " + ", ".join(legend), highlight=False, soft_wrap=False)
+    shortened = [f"{display_name(f)} = {f}" for f in dict.fromkeys(r.fixture for r in results) if display_name(f) != f]
+    if shortened:
+        console.print("fixtures: " + ", ".join(shortened), highlight=False)
     console.print("verdicts (worst over batches): ✓ pass with the largest abs error vs the baseline, or the lowest SNR where the "
                   "format is judged by SNR; ERR error, T/O timeout, INC inconclusive, xf xfail, n/a unsupported", highlight=False)
 
