@@ -443,8 +443,8 @@ def _needs_code(info: dict, defined: set[str] | None) -> None:
                            "--custom-objects FILE.py (or --import MODULE) defining them")
         return
     for c in custom:
-        names = {c["class"], str(c.get("registered_name")), str(c.get("registered_name")).rpartition(">")[2]}
-        c["defined"] = bool(names & defined)
+        known_as = {c["class"], str(c.get("registered_name")), str(c.get("registered_name")).rpartition(">")[2]}
+        c["defined"] = bool(known_as & defined)
         if not c["defined"]:
             _problem(info, f"custom layer {c['class']!r}: the given --custom-objects/--import define no {c['class']!r} (expected a "
                            "CUSTOM_OBJECTS entry or a class registered with keras.saving.register_keras_serializable)")
