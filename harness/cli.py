@@ -716,7 +716,10 @@ def check(path, signature, tag, formats, runtimes, batch, bisect, inputs_path, e
         raise HarnessError("--batch does not apply with --inputs: the batch is your inputs' first dimension")
     fx = with_user_options(fx, inputs_path, expected_path, atol, rtol, seed)
     fixtures = {fx.name: fx}
-    cases = _sandboxed(matrix(sel, fixtures), sandbox)
+    cases = matrix(sel, fixtures)
+    if not cases:
+        raise HarnessError(_no_case(fx, sel))
+    cases = _sandboxed(cases, sandbox)
     options = Options(warmup=warmup, iterations=iterations, threads=threads, run_timeout_s=timeout, keep_tensors=keep_tensors, sandbox=sandbox)
     run_options = {"command": "check", "path": str(Path(path).resolve()), "signature": signature, "tag": tag,
                    "inputs": str(inputs_path.resolve()) if inputs_path else None, "expected": str(expected_path.resolve()) if expected_path else None,
@@ -727,6 +730,19 @@ def check(path, signature, tag, formats, runtimes, batch, bisect, inputs_path, e
                    "sandbox": sandbox}
     sys.exit(_execute(cases, fixtures, options, reports, run_options, bisect=bisect, refresh=refresh, allow_inconclusive=allow_inconclusive,
                       output=output, quiet=quiet))
+
+
+def _no_case(fx, sel) -> str:
+    """Why `check` has nothing to run for this model: what it runs as, against what the options asked for."""
+    from harness.export import formats_for
+    from harness.runners import RUNTIMES
+
+    formats = list(formats_for(fx))
+    runtimes = [name for name, spec in RUNTIMES.items() if set(spec.formats) & set(formats)]
+    batches = "any batch" if fx.batchable and fx.given_inputs is None else f"batch {', '.join(map(str, fx.batches))}"
+    asked = " ".join(f"{flag} {','.join(map(str, v))}" for flag, v in (("-F", sel.formats), ("-r", sel.runtimes), ("-b", sel.batches)) if v)
+    return (f"the options {asked} name no case of {fx.description}: it runs as {', '.join(formats)} at {batches}, "
+            f"on {', '.join(runtimes)}")
 
 
 def _check_project(sel, bisect, warmup, iterations, threads, timeout, reports, keep_tensors, refresh, allow_inconclusive, output, quiet,

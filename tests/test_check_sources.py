@@ -166,3 +166,27 @@ def test_onnx_below_opset_7_is_one_line_with_the_upgrade_and_inspect_agrees_with
     seen = json.loads(run_cli("inspect", "nine.onnx", "--json", cwd=tmp_path).stdout)
     ran = _results(run_cli("check", "nine.onnx", "-r", "ort", "-o", "json", "--sandbox", "none", cwd=tmp_path))
     assert {r["format"] for r in ran} == {seen["format"]} == {"onnx13"} and not seen["problems"]
+
+
+def test_an_onnx_embedding_bounds_its_ids_and_a_selection_without_cases_says_what_the_model_runs_as(tmp_path):
+    """ids into a Gather of a 5-row table are drawn from 0..4; `-b 4` on a batch-2 model says what it runs as."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from harness.fixtures import user_fixture
+
+    table = numpy_helper.from_array(np.arange(15, dtype=np.float32).reshape(5, 3), "table")
+    graph = helper.make_graph([helper.make_node("Gather", ["table", "ids"], ["y"])], "g",
+                              [helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 6, 3])], initializer=[table])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "emb.onnx"))
+    fx = user_fixture(tmp_path / "emb.onnx")
+    assert fx.int_bounds == {"ids": (0, 5)}
+    assert all(fx.make_inputs(4, seed=s, variant=v)["ids"].max() < 5 for s in range(4) for v in (0, 1))
+    _relu(tmp_path / "fixed.onnx", 13, batch=2)
+    proc = run_cli("check", "fixed.onnx", "-b", "4", cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        "harness: error: the options -b 4 name no case of user onnx13 model fixed.onnx: it runs as onnx13 at batch 2, on "
+        + ", ".join(name for name, spec in RUNTIMES.items() if "onnx13" in spec.formats))
