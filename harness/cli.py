@@ -492,10 +492,10 @@ def run(fixtures, formats, runtimes, batch, warmup, iterations, threads, timeout
         if not cases:
             raise HarnessError(f"shard {shard} holds no case of the selection: expected fewer shards than (fixture, format) groups")
     if list_only:
-        _list_cases(cases, known, refresh)
+        _list_cases(cases, known, refresh, reports)
         return
     if output != "json" and len(cases) >= 50:
-        err.print(f"running {_estimate_line(cases, known, refresh)} (harness run --list shows them; -f, -F, -r, -b narrow them)",
+        err.print(f"running {_estimate_line(cases, known, refresh, reports)} (harness run --list shows them; -f, -F, -r, -b narrow them)",
                   highlight=False, soft_wrap=True)
     cases = _sandboxed(cases, sandbox)
     options = Options(warmup=warmup, iterations=iterations, threads=threads, run_timeout_s=timeout, keep_tensors=keep_tensors, sandbox=sandbox)
@@ -508,8 +508,29 @@ def run(fixtures, formats, runtimes, batch, warmup, iterations, threads, timeout
                       output=output, quiet=quiet))
 
 
-def _estimate_line(cases, fixtures, refresh: bool) -> str:
-    """`1107 cases, about 9 min (...)`: by the shards' cost model, with the export cache as it is."""
+def _pace(reports: Path) -> float | None:
+    """How this machine runs against the cost model: the newest complete run or check here, its wall time
+    over what the model says its cases cost (clamped to 0.5–5). None without one."""
+    from harness.cases import Case
+    from harness.shard import estimate
+    from harness.store import planned_cases, read_run
+
+    try:
+        run = read_run(reports / "latest")
+    except Exception:  # no run here yet, or one this harness cannot read: no calibration
+        return None
+    planned = planned_cases(run.meta)
+    if run.state != "complete" or not run.meta.wall_s or not planned or (run.meta.options or {}).get("command") not in ("run", "check"):
+        return None
+    cases = [Case(c["fixture"], c["format"], c["runtime"], c.get("device") or "cpu", c.get("batch") or 1, c.get("threads") or 0)
+             for c in planned]
+    modelled = estimate(cases, {(c.fixture, c.format) for c in cases})["seconds"]
+    return min(max(run.meta.wall_s / modelled, 0.5), 5.0) if modelled else None
+
+
+def _estimate_line(cases, fixtures, refresh: bool, reports: Path) -> str:
+    """`1107 cases, about 9 min (...)`: by the shards' cost model, with the export cache as it is, scaled
+    by how the newest complete run here went against the same model."""
     from harness.export import Exporter
     from harness.shard import duration, estimate
 
@@ -517,15 +538,18 @@ def _estimate_line(cases, fixtures, refresh: bool) -> str:
     cached = set() if refresh else {(c.fixture, c.format) for c in {(c.fixture, c.format): c for c in cases}.values()
                                     if (a := exporter.cached(fixtures[c.fixture], c.format)) is not None and a.status == "ok"}
     e = estimate(cases, cached)
-    return (f"{e['cases']} cases, about {duration(e['seconds'])} ({e['runtimes']} runtimes; {e['exports']} artifacts to export, "
-            f"{e['cached']} cached)")
+    pace = _pace(reports)
+    seconds = e["seconds"] * (pace or 1.0)
+    paced = f"; ×{pace:.1f}, the pace of the last run in {reports}" if pace else ""
+    return (f"{e['cases']} cases, about {duration(seconds)} ({e['runtimes']} runtimes; {e['exports']} artifacts to export, "
+            f"{e['cached']} cached{paced})")
 
 
-def _list_cases(cases, fixtures, refresh: bool) -> None:
+def _list_cases(cases, fixtures, refresh: bool, reports: Path) -> None:
     """`run --list`: one case id a line, then the count and the estimate."""
     for c in cases:
         click.echo(c.id)
-    out.print(_estimate_line(cases, fixtures, refresh) + "; nothing was run", highlight=False, soft_wrap=True)
+    out.print(_estimate_line(cases, fixtures, refresh, reports) + "; nothing was run", highlight=False, soft_wrap=True)
 
 
 def _resume(which: str, reports: Path, refresh: bool, allow_inconclusive: bool) -> int:

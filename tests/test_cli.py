@@ -342,6 +342,9 @@ def test_run_and_check_print_where_the_page_is(tmp_path):
     page = Path(line.removeprefix("page: "))
     assert page.name == "index.html" and page.is_file() and page.parent.parent == tmp_path / "reports" / "runs"
     assert "What did not pass, and why" in page.read_text()
+    # The next estimate here is scaled by how that run went against the cost model.
+    listed = run_cli("run", "--list", "-f", "pow", "-r", "ort", "--reports", str(tmp_path / "reports"))
+    assert re.search(r"; ×\d\.\d, the pace of the last run in .*reports\); nothing was run$", listed.stdout.strip()), listed.stdout
 
 
 def test_doctor_reads_at_80_columns():
