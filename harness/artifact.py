@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -142,7 +143,52 @@ def damage(art: Artifact, full: bool = False) -> list[str]:
     return problems
 
 
+# A C++ source location with the function it names (ONNX Runtime: "/onnxruntime_src/.../model.cc:256
+# onnxruntime::Model::Model(onnx::ModelProto&&, ...)"), a source location alone ("file.cc:256"), and a path.
+_SOURCE_FUNCTION = re.compile(r"\s*(?:/[\w.@+-]+)*/?[\w.-]+\.(?:cc|cpp|cxx|c|h|hpp|py|go|js|ts):\d+(?::\d+)?"
+                              r"(?:\s+(?:[\w<>~]+::)+[\w<>~]+\((?:[^()]|\([^()]*\))*\)(?:\s*const)?)?")
+_PATH_IN_TEXT = re.compile(r"(?<![\w.`])/(?:[\w.@+-]+/)+([\w.@+-]*)")
+# Words that say what is wrong: the sentence holding the last of them is the one kept.
+_DECISIVE = re.compile(r"unsupported|not supported|not implemented|invalid|cannot|can't|could not|no module|no such|not found|"
+                       r"missing|mismatch|unknown|expected|out of|exceed|max(?:imum)? supported|not in \[|refused|denied|"
+                       r"incompatible|undefined|not registered|too (?:large|small|many|few)|overflow|error:", re.I)
+
+
 def one_line(text: str, limit: int = 240) -> str:
-    """The first non-empty line of a message, cut to `limit` characters: a summary beside the whole text."""
+    """A summary beside the whole text: its first non-empty line; one longer than `limit` first loses its
+    paths (kept as file names) and source locations, then, if still too long, keeps its start and the
+    sentence that says what is wrong — upstream messages put the decisive words last."""
     line = next((part.strip() for part in text.splitlines() if part.strip()), "")
-    return line if len(line) <= limit else line[: limit - 1] + "…"
+    if len(line) <= limit:
+        return line
+    line = " ".join(_PATH_IN_TEXT.sub(r"\1", _SOURCE_FUNCTION.sub("", line)).split())
+    if len(line) <= limit:
+        return line
+    sentences = [p for p in re.split(r"(?<=[.;])\s+|(?<=\S:)\s+(?=[A-Z\[])", line) if p.strip()]
+    decisive = next((i for i in range(len(sentences) - 1, 0, -1) if _DECISIVE.search(sentences[i])), None)
+    if decisive is None:
+        return line[: limit - 1] + "…"
+    tail = " ".join(sentences[decisive:])
+    if len(tail) > limit * 2 // 3:
+        tail = tail[: limit * 2 // 3 - 1] + "…"
+    head = line[: max(limit - len(tail) - 3, 0)].rstrip()
+    return f"{head} … {tail}" if head else tail
+
+
+_CRASH_CAUSE = re.compile(r"(?:^|\b)(?:\w+(?:Error|Exception|Exit)\b:?.*|.*\b(?:error while loading shared libraries|cannot open shared object|"
+                          r"No module named|Cannot find module|panic:|fatal error:|Segmentation fault|Aborted|terminate called|"
+                          r"undefined symbol|Illegal instruction|Killed)\b.*)")
+
+
+# What a crash cause says when the installation lacks a piece (the environment's fault, not the runtime's).
+MISSING_PIECE = re.compile(r"No module named|error while loading shared libraries|cannot open shared object|Cannot find module", re.I)
+
+
+def crash_cause(stderr_tail: str | None) -> str | None:
+    """The line of a dead worker's stderr that says why it died (`ModuleNotFoundError: No module named
+    'numpy'`, a library that does not load, a Go panic): the last such line, shortened, or None."""
+    lines = [ln.strip() for ln in (stderr_tail or "").splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        if _CRASH_CAUSE.search(ln) and not ln.startswith(("File ", "at ", "Traceback", "During handling")):
+            return one_line(ln, 200)
+    return None

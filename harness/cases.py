@@ -99,7 +99,7 @@ def matrix(selection: Selection, fixtures: dict[str, Fixture] | None = None) -> 
                     continue
                 rname = spec.name
                 for batch in selection.batches or fx.batches:
-                    if not fx.batchable and batch != 1:
+                    if not fx.batchable and batch not in fx.batches:  # a fixed batch (1, or a given model's own)
                         continue
                     if quick and not _in_quick_matrix(spec, fx, fmt, batch, selection):
                         continue

@@ -169,18 +169,36 @@ def doctor(as_json: bool, strict: bool) -> None:
 
         click.echo(json.dumps(rows, indent=2))
     else:
-        from rich.table import Table
-
-        table = Table(title="harness doctor")
-        for col in ("name", "kind", "available", "version", "covers", "why / fix"):
-            table.add_column(col)
-        for r in rows:
-            table.add_row(r["name"], r["kind"], "[green]yes[/]" if r["available"] else "[red]no[/]", r["version"] or "-",
-                          ", ".join(r["formats"]), f"{r['reason']} (fix: {r['fix']})" if not r["available"] else "")
-        out.print(table)
+        _print_doctor(rows)
     # Variants that need what setup cannot give this machine (a GPU, another build) are listed, not counted.
     if strict and not all(r["available"] or r.get("beyond_setup") for r in rows):
         sys.exit(1)
+
+
+def _print_doctor(rows: list[dict[str, Any]]) -> None:
+    """Readable at 80 columns: a table per kind (name whole, ✓/✗, version and what it covers wrapping),
+    then one line per thing that is not available, with why and the fix, never cut."""
+    from rich import box
+    from rich.table import Table
+
+    kinds = list(dict.fromkeys(r["kind"] for r in rows))
+    for kind in kinds:
+        title = {"runtime": "runtimes", "variant": "variants (RUNTIME@NAME)", "converter": "converters", "sandbox": "sandboxes"}.get(kind, kind)
+        table = Table(title=f"harness doctor: {title}", box=box.SIMPLE_HEAD,
+                      padding=(0, 1), collapse_padding=True, pad_edge=False, title_justify="left")
+        table.add_column("name", no_wrap=True)
+        table.add_column("", no_wrap=True)
+        table.add_column("version", overflow="fold", max_width=26)
+        table.add_column("covers", overflow="fold")
+        for r in rows:
+            if r["kind"] == kind:
+                table.add_row(r["name"], "[green]✓[/]" if r["available"] else "[red]✗[/]", r["version"] or "-", ", ".join(r["formats"]))
+        out.print(table)
+    missing = [r for r in rows if not r["available"]]
+    for r in missing:
+        out.print(f"[red]✗[/] {r['name']}: {r['reason']}" + (f" (fix: {r['fix']})" if r.get("fix") else ""), highlight=False)
+    if not missing:
+        out.print("[green]everything is available[/]", highlight=False)
 
 
 def _selection_options(f):
@@ -267,14 +285,32 @@ def export(fixtures: tuple[str, ...], formats: tuple[str, ...], force: bool, as_
 @click.option("--signature", default=None, help="Only this signature (SavedModel, TFLite).")
 @click.option("--tag", default=None, help="Only this tag set (SavedModel).")
 @click.option("--json", "as_json", is_flag=True, help="Print everything as one JSON object.")
-def inspect(path: Path, signature: str | None, tag: str | None, as_json: bool) -> None:
+@click.option("--custom-objects", "custom_files", multiple=True, type=click.Path(path_type=Path), metavar="FILE.py",
+              help="A Keras model's custom layers, as check takes them: inspect says whether they define every custom class.")
+@click.option("--import", "import_modules", multiple=True, metavar="MODULE", help="A module defining custom layers (as check takes it).")
+def inspect(path: Path, signature: str | None, tag: str | None, as_json: bool, custom_files: tuple[Path, ...],
+            import_modules: tuple[str, ...]) -> None:
     """What a model is, without running it: a SavedModel folder, .keras, .h5, .tflite, .onnx, a TF.js
     model.json or a frozen graph .pb — tags and signatures, inputs and outputs with dtype and shape, op
     counts, which formats and runtimes can run it (with the reason where not), and what will stop a path."""
     from harness.inspect_model import inspect as inspect_model
     from harness.inspect_model import render
 
-    info = inspect_model(path, signature=signature, tag=tag)
+    names = None
+    if custom_files or import_modules:
+        from harness_runners.custom import CustomObjects, CustomObjectsError
+
+        for f in custom_files:
+            if not f.is_file():
+                raise HarnessError(f"--custom-objects {f}: no such file (expected a Python file defining the custom layers)")
+        from harness.export.common import import_tf
+
+        import_tf()  # the code defines Keras layers: TensorFlow's logs go where the CLI sends them
+        try:
+            names = set(CustomObjects(tuple(f.resolve() for f in custom_files), tuple(import_modules)).load())
+        except CustomObjectsError as e:
+            raise HarnessError(str(e)) from None
+    info = inspect_model(path, signature=signature, tag=tag, custom_names=names)
     if as_json:
         click.echo(json.dumps(info))
     else:
@@ -385,6 +421,8 @@ def _execute(cases, fixtures, options, reports: Path, run_options: dict, *, benc
         say.print(f"{summary['cases']} cases: {counts}", highlight=False)
     if outcome.state == "complete":
         say.print(f"results: {outcome.run_dir / 'results.jsonl'}  ({reports / 'latest'} -> {outcome.run_dir.name})", highlight=False)
+    if results:
+        say.print(_write_page(outcome.run_dir, reports), highlight=False)
     else:
         missing = outcome.planned - len(results)
         err.print(f"harness: run {outcome.state} ({outcome.reason}): {len(results)} of {outcome.planned} cases ran, {missing} missing; "
@@ -394,6 +432,18 @@ def _execute(cases, fixtures, options, reports: Path, run_options: dict, *, benc
     if summary["counts"].get("inconclusive") and not allow_inconclusive and outcome.state == "complete":
         say.print("inconclusive cases fail the run (--allow-inconclusive to accept them)", highlight=False)
     return outcome.exit_code
+
+
+def _write_page(folder: Path, reports: Path) -> str:
+    """The run's page (index.html, report.md, summary.json, as `harness report` writes them), and the line
+    that says where it is; a page that cannot be written costs the run nothing."""
+    from harness.report.html import write_report
+
+    try:
+        paths = write_report(folder, reports)
+    except Exception as e:  # the results are written; the page is a view of them
+        return f"page: not written ({type(e).__name__}: {e}); harness report {folder.name} tries again"
+    return f"page: {paths['html']}"
 
 
 def _sandbox_option(default: str):
@@ -439,9 +489,11 @@ def _sandboxed(cases, sandbox: str) -> list:
 @click.option("--tag", default=None, help="The SavedModel meta graph's tag set, comma-separated (default: the fixture's own, serve).")
 @click.option("--shard", default=None, metavar="K/N", help="Run shard K of N of the selection (CI matrices; balanced, deterministic); "
                                                           "then harness merge the N runs.")
+@click.option("--list", "list_only", is_flag=True, help="Print the cases the selection names, their count and an estimate of the "
+                                                       "time, without running them.")
 @_sandbox_option("none")
 def run(fixtures, formats, runtimes, batch, warmup, iterations, threads, timeout, reports, keep_tensors, refresh,
-        allow_inconclusive, output, quiet, machine, resume, signature, tag, shard, sandbox) -> None:
+        allow_inconclusive, output, quiet, machine, resume, signature, tag, shard, list_only, sandbox) -> None:
     """Run the case matrix: export (cached), run every case in its runtime's worker, judge, store."""
     from harness.cases import Selection, matrix
     from harness.engine import Options
@@ -456,7 +508,7 @@ def run(fixtures, formats, runtimes, batch, warmup, iterations, threads, timeout
 
         known = signature_fixtures(sel.fixtures, signature, tag)
         sel.fixtures = list(known)
-    cases = _sandboxed(matrix(sel, known), sandbox)
+    cases = matrix(sel, known)
     if shard is not None:
         from harness.shard import parse_shard
         from harness.shard import shard as take_shard
@@ -464,6 +516,13 @@ def run(fixtures, formats, runtimes, batch, warmup, iterations, threads, timeout
         cases = take_shard(cases, *parse_shard(shard))
         if not cases:
             raise HarnessError(f"shard {shard} holds no case of the selection: expected fewer shards than (fixture, format) groups")
+    if list_only:
+        _list_cases(cases, known, refresh, reports)
+        return
+    if output != "json" and len(cases) >= 50:
+        err.print(f"running {_estimate_line(cases, known, refresh, reports)} (harness run --list shows them; -f, -F, -r, -b narrow them)",
+                  highlight=False, soft_wrap=True)
+    cases = _sandboxed(cases, sandbox)
     options = Options(warmup=warmup, iterations=iterations, threads=threads, run_timeout_s=timeout, keep_tensors=keep_tensors, sandbox=sandbox)
     run_options = {"command": "run", "fixtures": sel.fixtures, "formats": sel.formats, "runtimes": sel.runtimes,
                    "batches": sel.batches, "warmup": warmup, "iterations": iterations, "threads": threads, "timeout": timeout,
@@ -472,6 +531,50 @@ def run(fixtures, formats, runtimes, batch, warmup, iterations, threads, timeout
         run_options["fixtures"] = _split(fixtures)  # the fixtures named, from which --resume makes the variants again
     sys.exit(_execute(cases, known, options, reports, run_options, refresh=refresh, allow_inconclusive=allow_inconclusive,
                       output=output, quiet=quiet))
+
+
+def _pace(reports: Path) -> float | None:
+    """How this machine runs against the cost model: the newest complete run or check here, its wall time
+    over what the model says its cases cost (clamped to 0.5–5). None without one."""
+    from harness.cases import Case
+    from harness.shard import estimate
+    from harness.store import planned_cases, read_run
+
+    try:
+        run = read_run(reports / "latest")
+    except Exception:  # no run here yet, or one this harness cannot read: no calibration
+        return None
+    planned = planned_cases(run.meta)
+    if run.state != "complete" or not run.meta.wall_s or not planned or (run.meta.options or {}).get("command") not in ("run", "check"):
+        return None
+    cases = [Case(c["fixture"], c["format"], c["runtime"], c.get("device") or "cpu", c.get("batch") or 1, c.get("threads") or 0)
+             for c in planned]
+    modelled = estimate(cases, {(c.fixture, c.format) for c in cases})["seconds"]
+    return min(max(run.meta.wall_s / modelled, 0.5), 5.0) if modelled else None
+
+
+def _estimate_line(cases, fixtures, refresh: bool, reports: Path) -> str:
+    """`1107 cases, about 9 min (...)`: by the shards' cost model, with the export cache as it is, scaled
+    by how the newest complete run here went against the same model."""
+    from harness.export import Exporter
+    from harness.shard import duration, estimate
+
+    exporter = Exporter()
+    cached = set() if refresh else {(c.fixture, c.format) for c in {(c.fixture, c.format): c for c in cases}.values()
+                                    if (a := exporter.cached(fixtures[c.fixture], c.format)) is not None and a.status == "ok"}
+    e = estimate(cases, cached)
+    pace = _pace(reports)
+    seconds = e["seconds"] * (pace or 1.0)
+    paced = f"; ×{pace:.1f}, the pace of the last run in {reports}" if pace else ""
+    return (f"{e['cases']} cases, about {duration(seconds)} ({e['runtimes']} runtimes; {e['exports']} artifacts to export, "
+            f"{e['cached']} cached{paced})")
+
+
+def _list_cases(cases, fixtures, refresh: bool, reports: Path) -> None:
+    """`run --list`: one case id a line, then the count and the estimate."""
+    for c in cases:
+        click.echo(c.id)
+    out.print(_estimate_line(cases, fixtures, refresh, reports) + "; nothing was run", highlight=False, soft_wrap=True)
 
 
 def _resume(which: str, reports: Path, refresh: bool, allow_inconclusive: bool) -> int:
@@ -483,7 +586,11 @@ def _resume(which: str, reports: Path, refresh: bool, allow_inconclusive: bool) 
     folder = newest_incomplete(reports) if which == "" else resolve_run(which, reports)
     cases, opts = resume_plan(folder)
     command = opts.get("command", "run")
-    if command == "check":
+    if command == "check" and opts.get("project"):
+        from harness import project
+
+        fixtures = {fx.name: fx for fx in project.unique_names([m.fixture() for m in project.read(Path(opts["project"]))])}
+    elif command == "check":
         from harness.fixtures import with_user_options
 
         fx = user_fixture(Path(opts["path"]), opts.get("signature", "serving_default"), opts.get("tag", "serve"))
@@ -612,7 +719,7 @@ def bench(fixtures, formats, runtimes, batch, threads_, warmup, iterations, min_
 
 
 @main.command()
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("path", type=click.Path(path_type=Path), required=False)
 @click.option("--signature", default="serving_default", show_default=True, help="SavedModel signature to check.")
 @click.option("--tag", default="serve", show_default=True, help="SavedModel tag set.")
 @click.option("--formats", "-F", multiple=True, help="Formats to include (default: every format).")
@@ -639,7 +746,8 @@ def check(path, signature, tag, formats, runtimes, batch, bisect, inputs_path, e
     """Check your own model: a SavedModel folder or Keras .keras/.h5 file (inputs generated from its
     signature, exported to every format, run in every runtime, judged against TensorFlow), or an .onnx,
     .tflite or TF.js model.json (run as it is in every runtime of its format, judged against ort, litert
-    or the first TF.js runtime, or against --expected)."""
+    or the first TF.js runtime, or against --expected). Without PATH: every model of the project file
+    (harness.toml, or [tool.harness] in pyproject.toml), each with the options it lists there."""
     from harness.cases import Selection, matrix
     from harness.engine import Options
     from harness.fixtures import user_fixture, with_user_options
@@ -647,6 +755,9 @@ def check(path, signature, tag, formats, runtimes, batch, bisect, inputs_path, e
 
     sel = Selection(formats=_split(formats), runtimes=_split(runtimes), batches=_batches(batch))
     sel.validate()
+    if path is None:
+        sys.exit(_check_project(sel, bisect, warmup, iterations, threads, timeout, reports, keep_tensors, refresh, allow_inconclusive,
+                                output, quiet, sandbox))
     for f in custom_files:
         if not f.is_file():
             raise HarnessError(f"--custom-objects {f}: no such file (expected a Python file defining the custom layers)")
@@ -656,7 +767,10 @@ def check(path, signature, tag, formats, runtimes, batch, bisect, inputs_path, e
         raise HarnessError("--batch does not apply with --inputs: the batch is your inputs' first dimension")
     fx = with_user_options(fx, inputs_path, expected_path, atol, rtol, seed)
     fixtures = {fx.name: fx}
-    cases = _sandboxed(matrix(sel, fixtures), sandbox)
+    cases = matrix(sel, fixtures)
+    if not cases:
+        raise HarnessError(_no_case(fx, sel))
+    cases = _sandboxed(cases, sandbox)
     options = Options(warmup=warmup, iterations=iterations, threads=threads, run_timeout_s=timeout, keep_tensors=keep_tensors, sandbox=sandbox)
     run_options = {"command": "check", "path": str(Path(path).resolve()), "signature": signature, "tag": tag,
                    "inputs": str(inputs_path.resolve()) if inputs_path else None, "expected": str(expected_path.resolve()) if expected_path else None,
@@ -667,6 +781,47 @@ def check(path, signature, tag, formats, runtimes, batch, bisect, inputs_path, e
                    "sandbox": sandbox, "machine": machine}
     sys.exit(_execute(cases, fixtures, options, reports, run_options, bisect=bisect, refresh=refresh, allow_inconclusive=allow_inconclusive,
                       output=output, quiet=quiet))
+
+
+def _no_case(fx, sel) -> str:
+    """Why `check` has nothing to run for this model: what it runs as, against what the options asked for."""
+    from harness.export import formats_for
+    from harness.runners import RUNTIMES
+
+    formats = list(formats_for(fx))
+    runtimes = [name for name, spec in RUNTIMES.items() if set(spec.formats) & set(formats)]
+    batches = "any batch" if fx.batchable and fx.given_inputs is None else f"batch {', '.join(map(str, fx.batches))}"
+    asked = " ".join(f"{flag} {','.join(map(str, v))}" for flag, v in (("-F", sel.formats), ("-r", sel.runtimes), ("-b", sel.batches)) if v)
+    return (f"the options {asked} name no case of {fx.description}: it runs as {', '.join(formats)} at {batches}, "
+            f"on {', '.join(runtimes)}")
+
+
+def _check_project(sel, bisect, warmup, iterations, threads, timeout, reports, keep_tensors, refresh, allow_inconclusive, output, quiet,
+                   sandbox) -> int:
+    """`harness check` without PATH: every model of the project file, each with its own options, runtimes
+    and formats (-F, -r and -b given here apply to all of them instead), in one run."""
+    from harness import project
+    from harness.cases import Selection, matrix
+    from harness.engine import Options
+
+    found = project.find(Path.cwd())
+    if found is None:
+        raise HarnessError("no model given and no project file here: expected PATH (a model), or harness.toml (or [tool.harness] in "
+                           "pyproject.toml) listing [[model]] entries")
+    models = project.read(found)
+    fixtures = project.unique_names([m.fixture() for m in models])
+    cases = []
+    for m, fx in zip(models, fixtures):
+        mine = Selection(formats=sel.formats or m.formats, runtimes=sel.runtimes or m.runtimes, batches=sel.batches or m.batches)
+        cases += matrix(mine, {fx.name: fx})
+    cases = _sandboxed(cases, sandbox)
+    options = Options(warmup=warmup, iterations=iterations, threads=threads, run_timeout_s=timeout, keep_tensors=keep_tensors, sandbox=sandbox)
+    run_options = {"command": "check", "project": str(found.resolve()), "models": [str(m.path) for m in models], "formats": sel.formats,
+                   "runtimes": sel.runtimes, "batches": sel.batches, "warmup": warmup, "iterations": iterations, "threads": threads,
+                   "timeout": timeout, "keep_tensors": keep_tensors, "bisect": bisect, "sandbox": sandbox}
+    err.print(f"{found.name}: {len(models)} model(s): {', '.join(fx.name for fx in fixtures)}", highlight=False, soft_wrap=True)
+    return _execute(cases, {fx.name: fx for fx in fixtures}, options, reports, run_options, bisect=bisect, refresh=refresh,
+                    allow_inconclusive=allow_inconclusive, output=output, quiet=quiet)
 
 
 @main.command()
@@ -792,6 +947,16 @@ def selftest_gate(reports: Path, injected: bool, repeats: int) -> None:
         sys.exit(1)
 
 
+def fuzz_stats_lines(stats: dict[str, dict]) -> list[str]:
+    """`harness fuzz`'s summary per search: one line of counts, then one line per pair it set aside and why."""
+    lines = []
+    for key, s in stats.items():
+        lines.append(f"{key}: {s['examples']} examples in {s['seconds']} s ({s['examples_per_s']}/s) over {len(s['pairs'])} pairs"
+                     + (f", {s['rejected']} rejected" if s["rejected"] else "") + "".join(f"; {n}" for n in s["notes"]))
+        lines += [f"  set aside {pair}: {why}" for pair, why in (s.get("set_aside") or {}).items()]
+    return lines
+
+
 @main.command()
 @click.option("--level", "levels", multiple=True, type=click.Choice(["inputs", "models"]), help="What to generate (default: both).")
 @click.option("--fixtures", "-f", multiple=True, help="Fixtures to fuzz inputs of (default: every fixture with numeric inputs).")
@@ -815,11 +980,8 @@ def fuzz(levels, fixtures, runtimes, formats, max_examples, time_budget, seed, s
                       time_budget, seed, save_dir, log=lambda m: out.print(m, highlight=False, markup=False), bisect=bisect,
                       scale_atol=scale_atol)
     data = report.to_json()
-    for key, s in data["stats"].items():
-        out.print(f"{key}: {s['examples']} examples in {s['seconds']} s ({s['examples_per_s']}/s) over {len(s['pairs'])} pairs"
-                  + (f", {s['rejected']} rejected" if s["rejected"] else "") + (f"; set aside: {s['set_aside']}" if s["set_aside"] else "")
-                  + "".join(f"; {n}" for n in s["notes"]),
-                  highlight=False, markup=False)
+    for line in fuzz_stats_lines(data["stats"]):
+        out.print(line, highlight=False, markup=False)
     if report.findings:
         from harness.report.fuzz_section import from_summary, print_section
 

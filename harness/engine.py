@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from harness import comparator
-from harness.artifact import Artifact, one_line
+from harness.artifact import MISSING_PIECE, Artifact, crash_cause, one_line
 from harness.availability import Availability
 from harness.bench import latency_stats
 from harness.cases import QUANTISED, Case, Deviation, load_deviations
@@ -231,6 +231,8 @@ class Engine:
         assert ref.inputs is not None and ref.outputs is not None
         if ref.variant:
             result.inputs_variant = ref.variant
+        if ref.evidence.get("probe_rejected"):
+            result.evidence = {**result.evidence, "probe_rejected": ref.evidence["probe_rejected"]}
 
         try:
             outputs, raw = self._execute(case, art, ref.inputs)
@@ -254,7 +256,13 @@ class Engine:
                 return self._finish(case, result, status, error=f"{e.kind}: {e}", stage=stage, culprit=culprit, evidence=evidence)
             status = "timeout" if isinstance(e, WorkerTimeout) else "crash"
             culprit = "environment" if "could not start" in str(e) else "runtime"
-            return self._finish(case, result, status, error=str(e), stderr=getattr(e, "stderr_tail", ""), stage=stage, culprit=culprit)
+            tail = getattr(e, "stderr_tail", "")
+            # The line of its stderr that says why it died, in the cause line and the page's evidence.
+            died_of = crash_cause(tail)
+            if died_of and MISSING_PIECE.search(died_of):
+                culprit = "environment"  # a module or library this installation lacks, not the runtime's fault
+            return self._finish(case, result, status, error=str(e), stderr=tail, stage=stage, culprit=culprit,
+                                evidence={"cause": died_of} if died_of else None, summary=one_line(f"{e}: {died_of}") if died_of else None)
         result.stage = "compare"
         result.timing = Timing.from_json(raw["timing"], strict=True)
         result.peak_rss_bytes = raw["peak_rss_bytes"]
@@ -377,11 +385,21 @@ class Engine:
         # which would also drop their golden outputs from the judgement.
         for variant in (0, 1) if fixture.generate_alt and fixture.given_inputs is None else (0,):
             inputs = fixture.make_inputs(batch, variant=variant)
+            rejected: str | None = None
             try:
                 outputs = self._reference_call(case, art, inputs)
                 others: list[dict[str, np.ndarray]] = []
                 for seed in range(1, OTHER_INPUT_SETS + 1):
-                    others.append(self._reference_call(case, art, fixture.make_inputs(batch, seed=seed, variant=variant)))
+                    probe = fixture.make_inputs(batch, seed=seed, variant=variant)
+                    try:
+                        others.append(self._reference_call(case, art, probe))
+                    except _Staged as staged:
+                        if not isinstance(staged.error, RpcError) or staged.error.kind not in ("run_failed", "bad_input"):
+                            raise
+                        # The model refused an input set the harness drew to probe it (an id beyond
+                        # its vocabulary): the harness's probe, never a verdict against a runtime.
+                        rejected = f"{staged.error.kind}: {staged.error}"
+                        break
                     # More input sets only while some output looks input-independent (a label can repeat by chance).
                     if not any("identical for" in why for why in comparator.degenerate(outputs, others, tolerances).values()):
                         break
@@ -391,10 +409,14 @@ class Engine:
                 evidence = {"kind": kind, "attempts": 1 if isinstance(e, RpcError) else 2}
                 if isinstance(e, (WorkerCrash, WorkerTimeout)) and e.stderr_tail:
                     evidence["stderr_tail"] = e.stderr_tail
+                    why = crash_cause(e.stderr_tail)
+                    if why:
+                        evidence["cause"] = why
+                        return Reference(error=f"{kind}: {e}: {why}", evidence=evidence)
                 if isinstance(e, RpcError) and self._blocked(e):
                     return Reference(error=f"{kind}: {e}", stage=staged.stage, culprit="model", evidence={**evidence, **self._blocked(e)})
                 return Reference(error=f"{kind}: {e}", evidence=evidence)
-            ref = Reference(inputs, outputs, others, variant)
+            ref = Reference(inputs, outputs, others, variant, evidence={"probe_rejected": rejected} if rejected else {})
             if not comparator.degenerate(outputs, others, tolerances):
                 break
         return ref

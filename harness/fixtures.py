@@ -129,6 +129,13 @@ class Fixture:
     formats: tuple[str, ...] | None = None
     reference: tuple[str, str] = ("savedmodel", "tf")
     source_digest: str | None = None  # set for models that do not come from a fixture file
+    # The names a user knows an output by (a Keras output layer's name, a TFLite or TF.js tensor name),
+    # to the signature's output name the harness uses (`logits` -> `output_0`): goldens and
+    # tolerances may be given by either.
+    output_aliases: dict[str, str] = field(default_factory=dict)
+    # What integer inputs of a user's model accept, [low, high) by input name (an embedding's vocabulary,
+    # the range of the user's own inputs): generated input sets stay inside it.
+    int_bounds: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def make_inputs(self, batch: int, seed: int = 0, variant: int = 0) -> Inputs:
         """The same bytes every run for the same (batch, seed, variant); variant 1 draws from the
@@ -217,11 +224,15 @@ def _digest_path(path: Path) -> str:
     return h.hexdigest()
 
 
-def _generator(specs: tuple[TensorSpec, ...], alt: bool = False) -> Callable[[np.random.Generator, int], Inputs]:
+def _generator(specs: tuple[TensorSpec, ...], alt: bool = False,
+               bounds: dict[str, tuple[int, int]] | None = None) -> Callable[[np.random.Generator, int], Inputs]:
     """Inputs for a model we know only by its signature: the batch for the first dynamic dimension,
     8 for any other; normal floats, small non-negative integers (valid as indices), random booleans.
     The alternative distribution (`alt`) draws floats uniformly from [0, 1) (image-like) and integers
-    from 0..1, for models that the first one saturates."""
+    from 0..1, for models that the first one saturates. `bounds`: what an integer input accepts,
+    [low, high) by name (an embedding's vocabulary, the range of the user's inputs): integers are drawn
+    inside it, never an id the model cannot take."""
+    bounds = dict(bounds or {})
 
     def generate(rng: np.random.Generator, batch: int) -> Inputs:
         out = {}
@@ -231,7 +242,10 @@ def _generator(specs: tuple[TensorSpec, ...], alt: bool = False) -> Callable[[np
             if dt.kind == "f":
                 out[s.name] = (rng.uniform(0.0, 1.0, shape) if alt else rng.standard_normal(shape)).astype(dt)
             elif dt.kind in "iu":
-                out[s.name] = rng.integers(0, 2 if alt else 10, size=shape).astype(dt)
+                low, high = bounds.get(s.name, (0, 10))
+                if alt:
+                    high = min(high, low + 2)
+                out[s.name] = rng.integers(low, max(high, low + 1), size=shape).astype(dt)
             elif dt.kind == "b":
                 out[s.name] = rng.integers(0, 2, size=shape).astype(bool)
             else:
@@ -239,6 +253,46 @@ def _generator(specs: tuple[TensorSpec, ...], alt: bool = False) -> Callable[[np
         return out
 
     return generate
+
+
+def _embedding_bounds(model: Any) -> dict[str, tuple[int, int]]:
+    """The vocabulary of each Keras Embedding fed by an integer input: ids from 0 to input_dim - 1.
+    An embedding not fed by an input directly bounds the model's one integer input, if it has one."""
+    import keras
+
+    ints = [t for t in model.inputs if np.dtype(t.dtype).kind in "iu"]
+    bounds: dict[str, tuple[int, int]] = {}
+    for layer in model.layers:
+        if not isinstance(layer, keras.layers.Embedding):
+            continue
+        try:
+            fed = layer.input
+        except (AttributeError, ValueError):  # a shared layer has no single input
+            fed = None
+        target = next((t for t in ints if t is fed), ints[0] if len(ints) == 1 else None)
+        if target is not None:
+            name = target.name
+            bounds[name] = (0, min(int(layer.input_dim), bounds.get(name, (0, 1 << 62))[1]))
+    return bounds
+
+
+def _onnx_gather_bounds(path: Path) -> dict[str, tuple[int, int]]:
+    """An ONNX graph input that indexes a constant table (Gather of an initializer, as an embedding
+    converts to): ids from 0 to the table's size along the gathered axis."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    tables = {t.name: list(t.dims) for t in model.graph.initializer}
+    inputs = {i.name for i in model.graph.input} - set(tables)
+    bounds: dict[str, tuple[int, int]] = {}
+    for node in model.graph.node:
+        if node.op_type == "Gather" and len(node.input) == 2 and node.input[0] in tables and node.input[1] in inputs:
+            axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+            dims = tables[node.input[0]]
+            if dims and -len(dims) <= axis < len(dims):
+                size = int(dims[axis])
+                bounds[node.input[1]] = (0, min(size, bounds.get(node.input[1], (0, size))[1]))
+    return bounds
 
 
 EXPECTED_SOURCES = "a SavedModel folder, a .keras/.h5 file, an .onnx or .tflite file or a TF.js model.json"
@@ -295,11 +349,16 @@ def user_fixture(path: Path, signature: str = "serving_default", tag: str = "ser
     )
     if custom_objects:  # the custom code is part of what every artifact is made from
         digest = hashlib.sha256(f"{digest}\0{custom_objects.digest()}".encode()).hexdigest()
+    outputs = tuple(f"output_{i}" for i in range(len(model.outputs)))  # the exported signature's keys
+    bounds = _embedding_bounds(model)
+    # Keras 3 names each output by its layer (`logits`): the name the user knows.
+    layer_names = list(getattr(model, "output_names", None) or [])
+    aliases = {str(n): o for n, o in zip(layer_names, outputs) if n and str(n) not in outputs} if len(layer_names) == len(outputs) else {}
     return Fixture(
         name=name, description=f"user Keras model {path}", kind="keras", inputs=inputs,
-        outputs=tuple(f"output_{i}" for i in range(len(model.outputs))),
-        build=lambda: keras.models.load_model(str(path), compile=False, custom_objects=objects), generate=_generator(inputs),
-        generate_alt=_generator(inputs, alt=True),
+        outputs=outputs, output_aliases=aliases, int_bounds=bounds,
+        build=lambda: keras.models.load_model(str(path), compile=False, custom_objects=objects), generate=_generator(inputs, bounds=bounds),
+        generate_alt=_generator(inputs, alt=True, bounds=bounds),
         source_digest=digest, custom_objects=custom_objects or None,
     )
 
@@ -341,7 +400,10 @@ def given_fixture(path: Path, signature: str = "serving_default") -> Fixture:
     kind = info["kind"]
     if kind not in ("onnx", "tflite", "tfjs"):
         raise HarnessError(f"cannot check {path}: a {kind} file (expected {EXPECTED_SOURCES})")
-    fmt = _given_format(info)
+    if kind == "onnx" and info.get("format") not in ("onnx13", "onnx18"):
+        # Below opset 7 (ONNX Runtime's oldest), or no default-domain opset: inspect said what it is.
+        raise HarnessError(f"cannot check {path}: {info.get('runs_as_note') or info.get('format')}")
+    fmt = str(info["format"])
     sigs = info["signatures"]
     keys = [s.get("key") for s in sigs]
     if kind == "tflite" and len(sigs) > 1:
@@ -365,6 +427,9 @@ def given_fixture(path: Path, signature: str = "serving_default") -> Fixture:
             raise HarnessError(f"input {s.name!r} of {path} has dtype {s.dtype}: expected a numeric or boolean dtype")
     first = [s.shape[0] if s.shape else None for s in specs]
     batchable = all(d is None for d in first) if specs else False
+    # A fixed first dimension (batch 2, as many published models have) is the model's one batch.
+    fixed = {d for d in first if d is not None}
+    batches = (1, 4) if batchable else ((int(next(iter(fixed))),) if len(fixed) == 1 and None not in first else (1,))
     from harness.runners import RUNTIMES
 
     family = "tfjs" if kind == "tfjs" else kind
@@ -378,10 +443,17 @@ def given_fixture(path: Path, signature: str = "serving_default") -> Fixture:
     else:
         files = [_digest_path(path)]
     digest = hashlib.sha256("\0".join(["given", fmt, *files]).encode()).hexdigest()
+    outputs = tuple(t["name"] for t in sig["outputs"])
+    # A TFLite or TF.js output is also known by its tensor's name (StatefulPartitionedCall:0, Identity:0).
+    aliases = {str(t["stored_name"]): t["name"] for t in sig["outputs"]
+               if t.get("stored_name") and t["stored_name"] not in outputs and t["stored_name"] != t["name"]}
+    bounds = _onnx_gather_bounds(path) if kind == "onnx" else {}
+    opset = (info.get("opsets") or {}).get("ai.onnx")
+    what = f"{fmt} model (opset {opset})" if kind == "onnx" and opset not in (13, 18) else f"{fmt} model"
     return Fixture(
-        name=name, description=f"user {fmt} model {path}", kind="given", inputs=specs,
-        outputs=tuple(t["name"] for t in sig["outputs"]), build=lambda: path, generate=_generator(specs),
-        generate_alt=_generator(specs, alt=True), batchable=batchable, batches=(1, 4) if batchable else (1,),
+        name=name, description=f"user {what} {path}", kind="given", inputs=specs,
+        outputs=outputs, output_aliases=aliases, int_bounds=bounds, build=lambda: path, generate=_generator(specs, bounds=bounds),
+        generate_alt=_generator(specs, alt=True, bounds=bounds), batchable=batchable, batches=batches,
         signature=str(sig.get("key") or "serving_default"), source_digest=digest, formats=(fmt,), reference=(fmt, runtime),
     )
 
@@ -391,15 +463,6 @@ def _numeric(dtype: str) -> bool:
         return np.dtype(dtype).kind in "fiub"
     except TypeError:
         return False
-
-
-def _given_format(info: dict) -> str:
-    """The harness format a given model is run as: inspect's name for it; an ONNX model of another opset
-    runs as onnx18 from opset 18 on, as onnx13 below (both are every ONNX runtime's)."""
-    fmt = str(info.get("format") or "")
-    if info["kind"] == "onnx" and fmt not in ("onnx13", "onnx18"):
-        return "onnx18" if int((info.get("opsets") or {}).get("ai.onnx") or 13) >= 18 else "onnx13"
-    return fmt
 
 
 def signature_variant(fx: Fixture, saved_model: Path, signature: str, tag: str) -> Fixture:
@@ -429,11 +492,19 @@ def signature_variant(fx: Fixture, saved_model: Path, signature: str, tag: str) 
     )
 
 
-def load_tensors(path: Path, names: tuple[str, ...], what: str) -> dict[str, np.ndarray]:
+def _known_as(names: tuple[str, ...], aliases: dict[str, str] | None) -> str:
+    """The names an output goes by, for a message: `['output_0 (logits)']`."""
+    by = {n: [a for a, target in (aliases or {}).items() if target == n] for n in names}
+    return "[" + ", ".join(f"'{n} ({', '.join(by[n])})'" if by[n] else repr(n) for n in names) + "]"
+
+
+def load_tensors(path: Path, names: tuple[str, ...], what: str, aliases: dict[str, str] | None = None) -> dict[str, np.ndarray]:
     """Tensors given on the command line, by name: a `.npz` (one array per name), a `.npy` (when there
     is one name), or a folder of ONNX TensorProto files as in ONNX test data (`input_0.pb`, ... for
-    inputs, `output_0.pb`, ... for outputs: named by the proto's name, else by position)."""
+    inputs, `output_0.pb`, ... for outputs: named by the proto's name, else by position). `aliases`:
+    other names of the same tensors (a Keras output layer's name for `output_0`), taken as well."""
     path = Path(path)
+    aliases = {a: n for a, n in (aliases or {}).items() if a not in names}
     expected = f"expected a .npz with arrays {list(names)}, a .npy (one {what}) or a folder of {what}_*.pb"
     if not path.exists():
         raise HarnessError(f"{what}s not found: {path} does not exist ({expected})")
@@ -449,7 +520,8 @@ def load_tensors(path: Path, names: tuple[str, ...], what: str) -> dict[str, np.
             for i, f in enumerate(files):
                 proto = onnx.TensorProto()
                 proto.ParseFromString(f.read_bytes())
-                name = proto.name if proto.name in names else (names[i] if i < len(names) else proto.name or f.stem)
+                named = aliases.get(proto.name, proto.name)
+                name = named if named in names else (names[i] if i < len(names) else proto.name or f.stem)
                 out[name] = numpy_helper.to_array(proto)
         elif path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
@@ -464,13 +536,20 @@ def load_tensors(path: Path, names: tuple[str, ...], what: str) -> dict[str, np.
         raise
     except Exception as e:
         raise HarnessError(f"cannot read {what}s from {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} ({expected})") from None
+    renamed = {aliases.get(k, k): v for k, v in out.items()}
+    if len(renamed) == len(out) and set(renamed) == set(names):
+        out = renamed
     if set(out) != set(names):
-        raise HarnessError(f"{path} holds {what}s {sorted(out)}, the model's are {sorted(names)}: expected one array per {what}, by name")
+        raise HarnessError(f"{path} holds {what}s {sorted(out)}, the model's are {_known_as(tuple(sorted(names)), aliases)}: "
+                           f"expected one array per {what}, by name")
     return {k: np.asarray(out[k], order="C") for k in names}
 
 
-def parse_tolerances(values: tuple[str, ...], option: str, outputs: tuple[str, ...]) -> tuple[float | None, dict[str, float]]:
-    """`--atol 1e-4` (every output) and `--atol name=1e-4` (one output), repeatable."""
+def parse_tolerances(values: tuple[str, ...], option: str, outputs: tuple[str, ...],
+                     aliases: dict[str, str] | None = None) -> tuple[float | None, dict[str, float]]:
+    """`--atol 1e-4` (every output) and `--atol name=1e-4` (one output, by its name or an alias such as
+    a Keras output layer's name), repeatable."""
+    aliases = aliases or {}
     default: float | None = None
     per: dict[str, float] = {}
     for value in values:
@@ -481,10 +560,11 @@ def parse_tolerances(values: tuple[str, ...], option: str, outputs: tuple[str, .
             raise HarnessError(f"{option} {value} is not valid: expected a number or OUTPUT=NUMBER") from None
         if not bound >= 0:
             raise HarnessError(f"{option} {value} is not valid: expected a bound of 0 or more")
+        name = name if name in outputs else aliases.get(name, name)
         if not name:
             default = bound
         elif name not in outputs:
-            raise unknown("output", name, list(outputs))
+            raise HarnessError(f"{option} {value}: unknown output {name!r}: expected one of {_known_as(outputs, aliases)[1:-1].replace(chr(39), '')}")
         else:
             per[name] = bound
     return default, per
@@ -503,11 +583,21 @@ def with_user_options(fx: Fixture, inputs: Path | None = None, expected: Path | 
             if len(s.shape) != given[s.name].ndim or any(d is not None and d != n for d, n in zip(s.shape, given[s.name].shape)):
                 raise HarnessError(f"input {s.name!r} in {inputs} has shape {list(given[s.name].shape)}, the model takes {list(s.shape)}")
         batches = (int(next(iter(given.values())).shape[0]),) if fx.inputs and fx.inputs[0].shape else (1,)
-    golden = load_tensors(expected, fx.outputs, "output") if expected else None
+    golden = load_tensors(expected, fx.outputs, "output", fx.output_aliases) if expected else None
     if golden is not None and given is None:
         raise HarnessError("--expected needs --inputs: golden outputs are for given inputs")
-    a_all, a_per = parse_tolerances(atol, "--atol", fx.outputs)
-    r_all, r_per = parse_tolerances(rtol, "--rtol", fx.outputs)
+    a_all, a_per = parse_tolerances(atol, "--atol", fx.outputs, fx.output_aliases)
+    r_all, r_per = parse_tolerances(rtol, "--rtol", fx.outputs, fx.output_aliases)
+    out = replace(fx, given_inputs=given, golden=golden, batches=batches, seed=seed)
+    if given is not None and fx.kind in ("user", "keras", "given"):
+        # The other input sets (drawn to tell an output that ignores its input) keep integer inputs
+        # inside the range of the user's own, which the model is known to take.
+        bounds = dict(fx.int_bounds)
+        for s in fx.inputs:
+            v = given[s.name]
+            if v.dtype.kind in "iu" and v.size:
+                bounds[s.name] = (int(v.min()), int(v.max()) + 1)
+        out = replace(out, int_bounds=bounds, generate=_generator(fx.inputs, bounds=bounds), generate_alt=_generator(fx.inputs, alt=True, bounds=bounds))
     tolerances = dict(fx.tolerances)
     output_tolerances = dict(fx.output_tolerances)
     if a_all is not None or r_all is not None:
@@ -516,4 +606,4 @@ def with_user_options(fx: Fixture, inputs: Path | None = None, expected: Path | 
     for name in set(a_per) | set(r_per):
         base = tolerances.get("float32", DEFAULT_TOLERANCES["float32"])
         output_tolerances[(name, "float32")] = Tolerance(atol=a_per.get(name, base.atol), rtol=r_per.get(name, base.rtol))
-    return replace(fx, given_inputs=given, golden=golden, batches=batches, tolerances=tolerances, output_tolerances=output_tolerances, seed=seed)
+    return replace(out, tolerances=tolerances, output_tolerances=output_tolerances)

@@ -61,12 +61,13 @@ FLEX_NOTE = "needs the Flex delegate: no LiteRT here runs it"
 # --- entry points --------------------------------------------------------------------------------
 
 
-def inspect(path: Path, signature: str | None = None, tag: str | None = None) -> dict:
+def inspect(path: Path, signature: str | None = None, tag: str | None = None, custom_names: set[str] | None = None) -> dict:
     """Everything `harness inspect` shows about the model at `path`, as a JSON-ready dict (see the
     module's docstring). `signature` and `tag` narrow a SavedModel to one signature and tag set
     (`signature` also picks a TFLite signature) and are what `harness check` would be given. Raises
     HarnessError (one line naming the path and what was expected) for a missing path, a kind it does
-    not know and a file that does not parse."""
+    not know and a file that does not parse. `custom_names`: the names the given --custom-objects/--import
+    define (None: none given), checked against a Keras model's custom layers."""
     path = Path(path)
     if not path.exists():
         raise HarnessError(f"model not found: {path} does not exist (expected {EXPECTED})")
@@ -79,6 +80,8 @@ def inspect(path: Path, signature: str | None = None, tag: str | None = None) ->
     info: dict[str, Any] = {"path": str(path), "kind": kind, "format": None, "size_bytes": _size(main if kind != "savedmodel" else main.parent),
                             "signatures": [], "problems": []}
     _READERS[kind](main, info, signature, tag)
+    if kind in ("keras", "h5"):
+        _needs_code(info, custom_names)
     _check_tensors(info)
     info["runs_on"] = _runs_on(info, signature, tag)
     _known_deviations(info)
@@ -403,6 +406,48 @@ def _keras_model(config: dict, info: dict, where: str) -> None:
                            "(expected a Keras 2 or 3 Functional or Sequential model config)") from None
     info["layers"] = _counted(layers)
     info["signatures"].append({"key": None, "inputs": inputs, "outputs": outputs})
+    custom = _custom_classes(config)
+    if custom:
+        info["custom_objects"] = custom
+
+
+def _custom_classes(config: dict) -> list[dict]:
+    """Layers (and nested models' layers) that are not Keras's own: a config entry whose `module` is not
+    Keras's, or that names a registered class (`mine>Scale`). Loading the model needs their code."""
+    found: dict[str, dict] = {}
+
+    def walk(layer: dict) -> None:
+        module, registered = layer.get("module"), layer.get("registered_name")
+        if (isinstance(module, str) and not module.startswith(("keras", "tf_keras", "tensorflow"))) or \
+                (isinstance(registered, str) and ">" in registered and not registered.startswith("keras")):
+            name = str(layer.get("class_name"))
+            found.setdefault(name, {"class": name, "registered_name": registered, "module": module})
+        for inner in (layer.get("config") or {}).get("layers") or []:
+            if isinstance(inner, dict):
+                walk(inner)
+
+    for layer in (config.get("config") or {}).get("layers") or []:
+        if isinstance(layer, dict):
+            walk(layer)
+    return list(found.values())
+
+
+def _needs_code(info: dict, defined: set[str] | None) -> None:
+    """A problem for each custom class the given --custom-objects/--import do not define (all of them
+    when none were given): the model does not load without its code."""
+    custom = info.get("custom_objects") or []
+    if defined is None:
+        if custom:
+            names = ", ".join(repr(c["class"]) + (f" ({c['registered_name']})" if c.get("registered_name") else "") for c in custom)
+            _problem(info, f"custom layer(s) {names}: the model loads only with their code: harness check and inspect take "
+                           "--custom-objects FILE.py (or --import MODULE) defining them")
+        return
+    for c in custom:
+        known_as = {c["class"], str(c.get("registered_name")), str(c.get("registered_name")).rpartition(">")[2]}
+        c["defined"] = bool(known_as & defined)
+        if not c["defined"]:
+            _problem(info, f"custom layer {c['class']!r}: the given --custom-objects/--import define no {c['class']!r} (expected a "
+                           "CUSTOM_OBJECTS entry or a class registered with keras.saving.register_keras_serializable)")
 
 
 def _count_layers(config: dict, counts: Counter, top: bool = False) -> None:
@@ -706,6 +751,15 @@ def _onnx_nodes(nodes) -> Iterator:
                     yield from _onnx_nodes(g.node)
 
 
+def onnx_format(opset: int | None) -> str | None:
+    """The harness format an ONNX file of this default-domain opset is checked as: onnx18 from opset 18
+    on, onnx13 from 7 (ONNX Runtime's oldest) to 17 — both are every ONNX runtime's, and a file is run
+    as it is, never converted; None below 7 (ONNX Runtime does not take it) or without an opset."""
+    if not opset or opset < 7:
+        return None
+    return "onnx18" if opset >= 18 else "onnx13"
+
+
 def _read_onnx(path: Path, info: dict, signature: str | None, tag: str | None) -> None:
     import onnx
     import onnx.checker
@@ -722,10 +776,18 @@ def _read_onnx(path: Path, info: dict, signature: str | None, tag: str | None) -
     opsets = opset_map(model.opset_import)
     info["opsets"] = {(d or "ai.onnx"): v for d, v in sorted(opsets.items())}
     version = opsets.get("")
-    info["format"] = {13: "onnx13", 18: "onnx18"}.get(version or 0)
+    info["format"] = onnx_format(version)
     if info["format"] is None:
         info["format"] = f"onnx opset {version}" if version else "onnx (no default-domain opset)"
-    info["producer"] = " ".join(p for p in (model.producer_name, model.producer_version) if p) or None
+        info["runs_as_note"] = (f"ONNX opset {version} is older than ONNX Runtime's oldest (7): upgrade the file with "
+                                f"python -c \"import onnx, onnx.version_converter as v; onnx.save(v.convert_version(onnx.load('{path.name}'), 13), "
+                                f"'{path.stem}-opset13.onnx')\" and check that one") if version else \
+            "the ONNX model imports no default-domain (ai.onnx) opset: expected an opset_import of domain '' (7 or newer)"
+    elif version not in (13, 18):
+        info["runs_as_note"] = f"opset {version}: run as it is by every ONNX runtime; harness check files its cases under {info['format']}"
+    # tf2onnx writes its git hash after the version, "None" when it has none ("1.17.0 None").
+    producer_version = " ".join(w for w in (model.producer_version or "").split() if w != "None")
+    info["producer"] = " ".join(p for p in (model.producer_name, producer_version) if p) or None
     info["ir_version"] = model.ir_version
     initialisers = {t.name for t in model.graph.initializer}
     info["signatures"].append({
@@ -758,7 +820,7 @@ def _read_onnx(path: Path, info: dict, signature: str | None, tag: str | None) -
     elif not info["checker"]["ok"]:
         _problem(info, f"onnx.checker rejects it: {info['checker']['message'][:200]}", onnx_runtimes)
     if info["format"] not in ("onnx13", "onnx18"):
-        _problem(info, f"{info['format']} is not a harness format (onnx13, onnx18): harness run and check do not take it; ONNX Runtime may load it")
+        _problem(info, f"harness check does not take it: {info['runs_as_note']}", onnx_runtimes)
 
 
 # --- TF.js model.json ----------------------------------------------------------------------------
@@ -882,7 +944,7 @@ def _runs_on(info: dict, signature: str | None, tag: str | None) -> dict:
     from harness.runners.table import RUNTIMES
 
     fmt = info.get("format")
-    takes = [fmt] if fmt in FORMATS else (["onnx13", "onnx18"] if info["kind"] == "onnx" else [])
+    takes = [fmt] if fmt in FORMATS else []  # an ONNX file below opset 7: no runtime here takes it
     runs: dict[str, Any] = {
         "format": fmt,
         "runtimes": [_runtime_entry(name) for name, spec in RUNTIMES.items() if set(takes) & set(spec.formats)],
@@ -1010,6 +1072,8 @@ def _facts(info: dict) -> list[str]:
         if info.get("producer"):
             out.append(f"by {escape(info['producer'])}")
         out.append(f"IR {info.get('ir_version')}")
+        if info.get("runs_as_note") and info.get("format") in ("onnx13", "onnx18"):
+            out.append(escape(info["runs_as_note"]))
         out.append("onnx.checker: ok" if info.get("checker", {}).get("ok") else "[red]onnx.checker: rejected[/]")
     if kind == "tfjs":
         w = info.get("weights", {})

@@ -39,8 +39,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="Where the workers of --harness-model cases run (default bwrap, as harness check).")
 
 
+def _project_file(config: pytest.Config) -> Path | None:
+    """The project file (harness.toml, or [tool.harness] in pyproject.toml) of the folder pytest was started
+    in, or of its rootdir: its models are tested as --harness-model ones are."""
+    from harness import project
+
+    return project.find(config.invocation_params.dir) or (project.find(config.rootpath) if config.rootpath != config.invocation_params.dir else None)
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    if config.getoption("--harness-model", None):
+    if config.getoption("--harness-model", None) or _project_file(config) is not None:
         # The test that --harness-model parametrises lives in the harness: collect it too.
         here = str(Path(__file__).with_name("pytest_models.py"))
         if here not in config.args:
@@ -70,12 +78,48 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     from harness.shard import merge
 
     runs = Path(reports) / "runs"
-    parts = sorted(runs.glob(f"{config._harness_run_id}-gw*")) if runs.is_dir() else []
-    if len(parts) < 2:
+    # The built-in cases' run <id>, and the --harness-model cases' run <id>-models (their own orchestrator).
+    for run_id in (config._harness_run_id, f"{config._harness_run_id}-models"):
+        parts = sorted(runs.glob(f"{run_id}-gw*")) if runs.is_dir() else []
+        if len(parts) < 2:
+            continue
+        merge(parts, Path(reports), name=run_id)
+        for part in parts:
+            shutil.rmtree(part)
+
+
+def _run_id(config: pytest.Config, suffix: str = "") -> str | None:
+    """This process's run id: the session's (plus `suffix`), and the xdist worker's id in a worker."""
+    worker = getattr(config, "workerinput", None)
+    if worker:
+        return f"{worker['harness_run_id']}{suffix}-{worker['workerid']}"
+    base = getattr(config, "_harness_run_id", None)
+    return f"{base}{suffix}" if base else None
+
+
+MODELS_FILE = Path(__file__).with_name("pytest_models.py")
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """--harness-model's own test file (harness/pytest_models.py) is collected only where no test of the
+    user's takes `harness_model_case` already (their tests/test_mymodel.py): each case runs once."""
+    ours = [i for i in items if getattr(i, "path", None) == MODELS_FILE]
+    if not ours:
         return
-    merge(parts, Path(reports), name=config._harness_run_id)
-    for part in parts:
-        shutil.rmtree(part)
+    theirs = [i for i in items if i not in ours and "harness_model_case" in getattr(i, "fixturenames", ())]
+    if theirs:
+        config.hook.pytest_deselected(items=ours)
+        items[:] = [i for i in items if i not in ours]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """Reports of harness/pytest_models.py's tests name their file: outside the rootdir their node id is
+    `::test_harness_model[...]`, which leaves JUnit's classname empty."""
+    report = yield
+    if getattr(item, "path", None) == MODELS_FILE and report.nodeid.startswith("::"):
+        report.nodeid = f"harness/pytest_models.py{report.nodeid}"
+    return report
 
 
 def _list(value: str) -> list[str] | None:
@@ -124,8 +168,7 @@ def harness_engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
     iterations = config.getoption("--harness-iterations")
     if iterations is None:
         iterations = 50 if _benchmark_only(config) else 3
-    worker = getattr(config, "workerinput", None)
-    run_id = f"{worker['harness_run_id']}-{worker['workerid']}" if worker else getattr(config, "_harness_run_id", None)
+    run_id = _run_id(config)
     orch = Orchestrator([], all_fixtures(), Options(iterations=iterations, warmup=2), Path(reports) if reports else None,
                         {"command": "pytest"}, scratch=tmp_path_factory.mktemp("harness-tensors"),
                         allow_inconclusive=config.getoption("--harness-allow-inconclusive"), run_id=run_id)
@@ -245,36 +288,62 @@ def load_model(spec: str, base: Path):
 def _models(config: pytest.Config) -> dict:
     """The --harness-model fixtures by name (a model that cannot be read: a ModelLoadError), read once."""
     if not hasattr(config, "_harness_models"):
+        from dataclasses import replace
+
+        from harness import project
         from harness.errors import HarnessError
 
         base = config.invocation_params.dir
         models: dict = {}
-        for spec in config.getoption("--harness-model"):
-            try:
-                fx = load_model(spec, base)
-            except HarnessError as e:
-                models[spec] = ModelLoadError(spec.split("::")[0], str(e))
-                continue
+        selections: dict[str, tuple] = {}  # a project model's own formats, runtimes and batches
+
+        def add(fx, selection: tuple = (None, None, None)) -> None:
             name, n = fx.name, 2
             while name in models:  # two models of the same file name
                 name, n = f"{fx.name}-{n}", n + 1
-            from dataclasses import replace
-
             models[name] = replace(fx, name=name) if name != fx.name else fx
+            selections[name] = selection
+
+        for spec in config.getoption("--harness-model"):
+            try:
+                add(load_model(spec, base))
+            except HarnessError as e:
+                models[spec] = ModelLoadError(spec.split("::")[0], str(e))
+        found = _project_file(config)
+        if found is not None:
+            try:
+                entries = project.read(found)
+            except HarnessError as e:
+                models[str(found)] = ModelLoadError(str(found), str(e))
+                entries = []
+            for m in entries:
+                try:
+                    add(m.fixture(), (m.formats, m.runtimes, m.batches))
+                except HarnessError as e:
+                    models[m.where] = ModelLoadError(str(m.path), str(e))
         config._harness_models = models  # type: ignore[attr-defined]
+        config._harness_model_selections = selections  # type: ignore[attr-defined]
     return config._harness_models  # type: ignore[attr-defined]
 
 
 def _model_cases(config: pytest.Config) -> list:
+    from dataclasses import replace
+
     from harness.cases import matrix
     from harness.errors import HarnessError
 
     models = _models(config)
-    fixtures = {k: v for k, v in models.items() if not isinstance(v, ModelLoadError)}
+    selections = config._harness_model_selections  # type: ignore[attr-defined]
     sel = _selection(config)
     sel.fixtures = None  # --harness-fixtures names the built-in fixtures
+    cases: list = []
     try:
-        cases: list = matrix(sel, fixtures)
+        for name, fx in models.items():
+            if isinstance(fx, ModelLoadError):
+                continue
+            formats, runtimes, batches = selections.get(name, (None, None, None))  # the project file's, unless given here
+            mine = replace(sel, formats=sel.formats or formats, runtimes=sel.runtimes or runtimes, batches=sel.batches or batches)
+            cases += matrix(mine, {name: fx})
     except HarnessError as e:
         raise pytest.UsageError(str(e)) from None
     return cases + [v for v in models.values() if isinstance(v, ModelLoadError)]
@@ -299,9 +368,12 @@ def harness_model_engine(request: pytest.FixtureRequest, tmp_path_factory: pytes
             pytest.fail(f"--harness-sandbox {sandbox}: {e}", pytrace=False)
     fixtures = {k: v for k, v in _models(config).items() if not isinstance(v, ModelLoadError)}
     iterations = config.getoption("--harness-iterations") or 3
-    orch = Orchestrator([], fixtures, Options(iterations=iterations, warmup=2, sandbox=sandbox), None, {"command": "pytest"},
+    reports = config.getoption("--harness-store")
+    # With --harness-store, a run folder of its own (<id>-models) that harness report reads like any run.
+    orch = Orchestrator([], fixtures, Options(iterations=iterations, warmup=2, sandbox=sandbox), Path(reports) if reports else None,
+                        {"command": "pytest", "models": [str(m) for m in config.getoption("--harness-model")]},
                         scratch=tmp_path_factory.mktemp("harness-model-tensors"),  # no layer search: harness check --bisect does it
-                        allow_inconclusive=config.getoption("--harness-allow-inconclusive"))
+                        allow_inconclusive=config.getoption("--harness-allow-inconclusive"), run_id=_run_id(config, "-models"))
     yield orch
     orch.close("complete")
 

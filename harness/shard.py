@@ -163,3 +163,30 @@ def merge(folders: list[Path], reports: Path, name: str | None = None) -> tuple[
     summary = summarize(results, allow_inconclusive=bool(options.get("allow_inconclusive")))
     store.finish(summary, "complete")
     return store.dir, summary
+
+
+# Seconds a worker takes to start, by language (TensorFlow's import is most of the Python one): paid
+# once per runtime in a run.
+WORKER_START_S = {"browser": 6.0, "node": 1.0, "go": 0.5, "python": 3.0}
+
+
+def estimate(cases: list, cached: set[tuple[str, str]]) -> dict:
+    """What running `cases` should take, by the same coarse cost model that balances shards: seconds per
+    case by language, a worker start per runtime, and an export for each (fixture, format) not in
+    `cached` (the export cache's entries). Returns {seconds, cases, exports, cached, runtimes}."""
+    from harness.runners.table import RUNTIMES
+
+    groups = {(c.fixture, c.format) for c in cases}
+    exports = len(groups - cached)
+    runtimes = {c.runtime for c in cases}
+    starts = sum(WORKER_START_S.get(RUNTIMES[r].language if r in RUNTIMES else "", 1.0) for r in runtimes)
+    seconds = sum(case_cost(c) for c in cases) + exports * EXPORT_COST_S + starts
+    return {"seconds": seconds, "cases": len(cases), "exports": exports, "cached": len(groups) - exports, "runtimes": len(runtimes)}
+
+
+def duration(seconds: float) -> str:
+    """About how long, in words a person plans by: `40 s`, `3 min`, `1 h 20 min`."""
+    if seconds < 60:
+        return f"{max(seconds, 1):.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"

@@ -227,3 +227,40 @@ def test_every_built_in_fixture_reference_has_signal(engine):
         for batch in fx.batches:
             result = engine.run_case(Case(name, "savedmodel", "tf", batch=batch))
             assert result["status"] == "pass", (name, batch, result["status"], result.get("reason") or result.get("error"))
+
+
+def test_a_crash_names_its_cause_in_the_summary_and_the_evidence(engine, tmp_path):
+    """A worker that dies at start (an interpreter without the runtime's modules, as a --pair build can be)
+    is a crash whose one-line cause — the stderr line that says why — is in its summary, the terminal's
+    cause line, and evidence.cause; a missing module is the environment's fault."""
+    import subprocess
+    import sys
+
+    from harness.report.terminal import cause
+
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "bare")], check=True)
+    engine.builds["B"] = str(tmp_path / "bare" / "bin" / "python")
+    try:
+        result = engine.run_case(Case("pow", "onnx13", "ort", variant="B"))
+    finally:
+        del engine.builds["B"]
+    assert (result.status, result.culprit) == ("crash", "environment")
+    assert "No module named" in result.evidence["cause"]
+    assert "No module named" in result.summary and "No module named" in cause(result)
+
+
+def test_a_long_upstream_message_keeps_the_sentence_that_says_what_is_wrong():
+    """ONNX Runtime's refusal of an IR version 14 file: paths and the C++ source location go first, and
+    the decisive words stay (before: cut to `...failed:…:256…`)."""
+    from harness.artifact import one_line
+
+    error = ("reference (onnx13 on ort) failed: load_failed: Fail: [ONNXRuntimeError] : 1 : FAIL : Load model from "
+             "/root/.cache/harness/exports/check-ir14-onnx13-88de6ed1006860fdfdd7/model.onnx failed:/onnxruntime_src/onnxruntime/"
+             "core/graph/model.cc:256 onnxruntime::Model::Model(onnx::ModelProto&&, const onnxruntime::PathString&, const "
+             "onnxruntime::IOnnxRuntimeOpSchemaRegistryList*, const onnxruntime::logging::Logger&, const onnxruntime::ModelOptions&) "
+             "Unsupported model IR version: 14, max supported IR version: 13")
+    short = one_line(error)
+    assert len(short) <= 240 and short.endswith("Unsupported model IR version: 14, max supported IR version: 13")
+    assert "Load model from model.onnx failed" in short and "/root" not in short and "model.cc" not in short
+    long = "the converter said: " + "word " * 80 + "and then. Conversion failed: unsupported op Erfc in node gelu/erfc " + "x" * 60
+    assert "unsupported op Erfc" in one_line(long, 160) and len(one_line(long, 160)) <= 160

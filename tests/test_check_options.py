@@ -104,3 +104,106 @@ def test_check_cli_takes_inputs_and_golden_outputs(affine, tmp_path):
     bad = run_cli("check", str(affine), "--inputs", str(tmp_path / "inputs.npz"), "-b", "4", "--reports", str(tmp_path / "reports"))
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
         "harness: error: --batch does not apply with --inputs: the batch is your inputs' first dimension"]
+
+
+@pytest.fixture(scope="module")
+def named(tmp_path_factory):
+    """A Keras model whose output layer is `logits`, the name its user knows (the signature says output_0),
+    with inputs and golden outputs (x @ W + b) saved by that name."""
+    from harness.export.common import import_tf
+
+    import_tf()
+    import keras
+
+    folder = tmp_path_factory.mktemp("named")
+    x = keras.Input((3,), name="x")
+    layer = keras.layers.Dense(2, name="logits")
+    model = keras.Model(x, layer(x))
+    layer.set_weights([W, B])
+    model.save(folder / "model.keras")
+    inputs = np.random.default_rng(3).standard_normal((2, 3)).astype(np.float32)
+    np.savez(folder / "in.npz", x=inputs)
+    np.savez(folder / "golden.npz", logits=inputs.astype(np.float64) @ W + B)
+    return folder
+
+
+def test_goldens_and_tolerances_by_the_models_own_output_names(named):
+    fx = user_fixture(named / "model.keras")
+    assert fx.outputs == ("output_0",) and fx.output_aliases == {"logits": "output_0"}
+    out = with_user_options(fx, named / "in.npz", named / "golden.npz", atol=("logits=1e-3",), rtol=("output_0=0",))
+    assert set(out.golden) == {"output_0"}, "the golden output is filed under the signature's name"
+    assert out.tolerance("onnx13", "output_0").atol == 1e-3 and out.tolerance("onnx13", "output_0").rtol == 0
+    with pytest.raises(HarnessError, match=r"--atol nope=1: unknown output 'nope': expected one of output_0 \(logits\)"):
+        with_user_options(fx, atol=("nope=1",))
+
+
+def test_the_readmes_check_and_pytest_examples_run(named):
+    """The README's own examples, taken from it: `--atol logits=1e-3` on check, and the pytest line
+    `model.keras::inputs=in.npz::expected=golden.npz::atol=logits=1e-4`."""
+    import re
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    readme = (REPO / "README.md").read_text()
+    assert "--atol logits=1e-3" in readme
+    [spec] = re.findall(r'--harness-model "(model\.keras::inputs=in\.npz::expected=golden\.npz::atol=logits=[^" ]+)"', readme)
+    check = run_cli("check", "model.keras", "--inputs", "in.npz", "--expected", "golden.npz", "--atol", "logits=1e-3",
+                    "-F", "savedmodel,onnx13", "-r", "tf,ort", "--sandbox", "none", cwd=named)
+    assert check.returncode == 0, check.stdout[-2000:] + check.stderr[-2000:]
+    env = {k: v for k, v in __import__("os").environ.items() if k != "PYTEST_ADDOPTS"}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--harness-model", spec,
+                           "--harness-formats", "savedmodel", "--harness-runtimes", "tf", "--harness-sandbox", "none"],
+                          cwd=named, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0 and "1 passed" in proc.stdout, proc.stdout[-3000:]
+
+
+@pytest.fixture(scope="module")
+def token_model(tmp_path_factory):
+    """Token ids into an Embedding of 6 rows: an id of 6 or more is out of the table."""
+    from harness.export.common import import_tf
+
+    import_tf()
+    import keras
+
+    folder = tmp_path_factory.mktemp("tokens")
+    ids = keras.Input((5,), dtype="int32", name="ids")
+    pooled = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(6, 3, name="emb")(ids))
+    keras.utils.set_random_seed(1)
+    keras.Model(ids, keras.layers.Dense(2)(pooled)).save(folder / "tokens.keras")
+    np.savez(folder / "ids.npz", ids=np.array([[0, 1, 2, 3, 1], [2, 2, 0, 1, 3]], np.int32))
+    return folder
+
+
+def test_probe_inputs_stay_inside_what_an_integer_input_accepts(token_model, tmp_path):
+    """Generated ids stay in the embedding's vocabulary; with the user's inputs, in their range; and every
+    case runs (before: `error at reference, runtime: ... indices ... is not in [0, 6)`)."""
+    fx = user_fixture(token_model / "tokens.keras")
+    assert fx.int_bounds == {"ids": (0, 6)}
+    assert all(fx.make_inputs(4, seed=s)["ids"].max() < 6 for s in range(5))
+    mine = with_user_options(fx, token_model / "ids.npz")
+    assert all(mine.make_inputs(2, seed=s)["ids"].max() <= 3 for s in range(1, 5)), "inside the user's own range"
+    for f in (fx, mine):
+        engine = Engine(Exporter(), tmp_path / f"s{len(f.batches)}", Options(iterations=1, warmup=0), {f.name: f})
+        try:
+            results = [engine.run_case(c) for c in matrix(Selection(formats=["savedmodel", "onnx13"], runtimes=["tf", "ort"], batches=None), {f.name: f})]
+        finally:
+            engine.close()
+        assert {r["status"] for r in results} == {"pass"}, [(r["id"], r["error"]) for r in results]
+
+
+def test_a_probe_the_model_rejects_is_no_verdict_against_a_runtime(token_model, tmp_path):
+    """Probe inputs the model refuses (ids beyond its table, drawn on purpose here) leave the case judged on
+    the user's inputs, with the refusal noted as evidence — never an error blamed on the runtime."""
+    from dataclasses import replace
+
+    fx = with_user_options(user_fixture(token_model / "tokens.keras"), token_model / "ids.npz")
+    wild = replace(fx, generate=lambda rng, batch: {"ids": np.full((batch, 5), 99, np.int32)}, generate_alt=None)
+    engine = Engine(Exporter(), tmp_path, Options(iterations=1, warmup=0), {wild.name: wild})
+    try:
+        results = [engine.run_case(c) for c in matrix(Selection(formats=["savedmodel", "onnx13"], runtimes=["tf", "ort"]), {wild.name: wild})]
+    finally:
+        engine.close()
+    assert {r["status"] for r in results} == {"pass"}, [(r["id"], r["error"]) for r in results]
+    assert all("99" in r["evidence"]["probe_rejected"] for r in results)

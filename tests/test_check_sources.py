@@ -123,3 +123,70 @@ def test_onnx_of_another_opset_runs_and_an_invalid_one_is_the_models_fault(tmp_p
     results = _results(proc)
     assert results and all((r["status"], r["stage"], r["culprit"]) == ("error", "validate", "model") for r in results)
     assert "the model holds NoSuchOp, not an ONNX op" in results[0]["error"]
+
+
+def _relu(path, opset: int, batch="N", ir: int = 7) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [batch, 4]) for n in ("x", "y")]
+    model = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", io[:1], io[1:]),
+                              opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = ir
+    onnx.save(model, str(path))
+
+
+def test_a_fixed_batch_model_runs_with_its_own_data_in_the_onnx_test_data_layout(tmp_path):
+    """A file with batch 2 fixed and its test_data_set_0 (input_0.pb, output_0.pb): one case at batch 2,
+    judged against the file's own outputs (before: `the selection names no case`)."""
+    from onnx import numpy_helper
+
+    _relu(tmp_path / "fixed.onnx", 9, batch=2)
+    data = tmp_path / "test_data_set_0"
+    data.mkdir()
+    x = np.random.default_rng(0).standard_normal((2, 4)).astype(np.float32)
+    (data / "input_0.pb").write_bytes(numpy_helper.from_array(x, "x").SerializeToString())
+    (data / "output_0.pb").write_bytes(numpy_helper.from_array(np.maximum(x, 0), "y").SerializeToString())
+    proc = run_cli("check", "fixed.onnx", "-r", "ort", "--inputs", "test_data_set_0", "--expected", "test_data_set_0", "-o", "json",
+                   "--sandbox", "none", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [(r["format"], r["batch"], r["status"], r["baseline"]) for r in _results(proc)] == [("onnx13", 2, "pass", "golden")]
+    plain = run_cli("check", "fixed.onnx", "-r", "ort", "-o", "json", "--sandbox", "none", cwd=tmp_path)
+    assert [(r["batch"], r["status"]) for r in _results(plain)] == [(2, "pass")], "its one batch is its own, 2"
+
+
+def test_onnx_below_opset_7_is_one_line_with_the_upgrade_and_inspect_agrees_with_check(tmp_path):
+    _relu(tmp_path / "old.onnx", 6, ir=3)
+    proc = run_cli("check", "old.onnx", "-r", "ort", cwd=tmp_path)
+    assert proc.returncode == 2
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith("harness: error: cannot check old.onnx: ONNX opset 6 is older than ONNX Runtime's oldest (7)")
+    assert "onnx.version_converter" in line
+    _relu(tmp_path / "nine.onnx", 9)
+    seen = json.loads(run_cli("inspect", "nine.onnx", "--json", cwd=tmp_path).stdout)
+    ran = _results(run_cli("check", "nine.onnx", "-r", "ort", "-o", "json", "--sandbox", "none", cwd=tmp_path))
+    assert {r["format"] for r in ran} == {seen["format"]} == {"onnx13"} and not seen["problems"]
+
+
+def test_an_onnx_embedding_bounds_its_ids_and_a_selection_without_cases_says_what_the_model_runs_as(tmp_path):
+    """ids into a Gather of a 5-row table are drawn from 0..4; `-b 4` on a batch-2 model says what it runs as."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from harness.fixtures import user_fixture
+
+    table = numpy_helper.from_array(np.arange(15, dtype=np.float32).reshape(5, 3), "table")
+    graph = helper.make_graph([helper.make_node("Gather", ["table", "ids"], ["y"])], "g",
+                              [helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 6, 3])], initializer=[table])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "emb.onnx"))
+    fx = user_fixture(tmp_path / "emb.onnx")
+    assert fx.int_bounds == {"ids": (0, 5)}
+    assert all(fx.make_inputs(4, seed=s, variant=v)["ids"].max() < 5 for s in range(4) for v in (0, 1))
+    _relu(tmp_path / "fixed.onnx", 13, batch=2)
+    proc = run_cli("check", "fixed.onnx", "-b", "4", cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        "harness: error: the options -b 4 name no case of user onnx13 model fixed.onnx: it runs as onnx13 at batch 2, on "
+        + ", ".join(name for name, spec in RUNTIMES.items() if "onnx13" in spec.formats))

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, run_cli
+from harness.cases import Selection, matrix
 from harness.fixtures import all_fixtures
 from harness.runners.table import RUNTIMES
 
@@ -321,3 +323,45 @@ def test_a_run_from_another_folder_with_a_relative_reports_folder_reaches_every_
     run = read_run((tmp_path / "out" / "latest").resolve())
     assert {(r.runtime, r.status) for r in run.results} == {(name, "pass") for name in runtimes}, [r.summary for r in run.results]
     assert f"(out/latest -> {run.folder.name})" in proc.stdout
+
+
+def test_run_list_prints_the_cases_their_count_and_a_time_estimate_without_running(tmp_path):
+    proc = run_cli("run", "--list", "-f", "pow,mlp", "-r", "ort", "--reports", str(tmp_path / "reports"))
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    ids = [c.id for c in matrix(Selection(fixtures=["pow", "mlp"], runtimes=["ort"]))]
+    assert lines[:-1] == ids
+    assert re.fullmatch(rf"{len(ids)} cases, about \d+ (s|min) \(1 runtimes; \d+ artifacts to export, \d+ cached\); nothing was run", lines[-1])
+    assert not (tmp_path / "reports").exists(), "nothing ran, no run folder"
+
+
+def test_run_and_check_print_where_the_page_is(tmp_path):
+    proc = run_cli("run", "-f", "pow", "-r", "ort", "-b", "1", "-n", "1", "--reports", str(tmp_path / "reports"))
+    assert proc.returncode == 0, proc.stderr
+    [line] = [line for line in proc.stdout.splitlines() if line.startswith("page: ")]
+    page = Path(line.removeprefix("page: "))
+    assert page.name == "index.html" and page.is_file() and page.parent.parent == tmp_path / "reports" / "runs"
+    assert "What did not pass, and why" in page.read_text()
+    # The next estimate here is scaled by how that run went against the cost model.
+    listed = run_cli("run", "--list", "-f", "pow", "-r", "ort", "--reports", str(tmp_path / "reports"))
+    assert re.search(r"; ×\d\.\d, the pace of the last run in .*reports\); nothing was run$", listed.stdout.strip()), listed.stdout
+
+
+def test_doctor_reads_at_80_columns():
+    proc = run_cli("doctor", env={"COLUMNS": "80"})
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines) and "…" not in proc.stdout
+    names = {line.split()[0] for line in lines if line.strip()}
+    assert set(RUNTIMES) <= names, "every runtime's name whole, first on its line"
+
+
+def test_fuzz_prints_one_line_per_set_aside_pair():
+    from harness.cli import fuzz_stats_lines
+
+    stats = {"pow": {"examples": 12, "seconds": 3.5, "examples_per_s": 3.4, "pairs": ["onnx13~ort", "tfjs_graph~node-tfjs-cpu"],
+                     "rejected": 0, "notes": [], "set_aside": {"tfjs_graph~node-tfjs-cpu": "fail on the fixture's own inputs: y: 3% beyond",
+                                                               "onnx13~go-ort": "runtime unavailable"}}}
+    assert fuzz_stats_lines(stats) == ["pow: 12 examples in 3.5 s (3.4/s) over 2 pairs",
+                                       "  set aside tfjs_graph~node-tfjs-cpu: fail on the fixture's own inputs: y: 3% beyond",
+                                       "  set aside onnx13~go-ort: runtime unavailable"]

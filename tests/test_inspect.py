@@ -238,12 +238,13 @@ def test_onnx_problems_outside_standard_onnx_dynamic_dims_and_other_opsets(tmp_p
     onnx.save(model, str(tmp_path / "m.onnx"))
 
     info = inspect(tmp_path / "m.onnx")
-    assert info["format"] == "onnx opset 17"
+    assert info["format"] == "onnx13" and info["opsets"]["ai.onnx"] == 17, "checked as onnx13, as harness check runs it"
+    assert "opset 17: run as it is by every ONNX runtime; harness check files its cases under onnx13" in " ".join(text_of(info).split())
     assert info["ops"] == {"Cast": 1, "Identity": 1, "If": 1, "com.microsoft::FusedGemm": 1}, "If branches are walked"
     assert names(only(info)) == ([("x", "float32", ["batch", "seq", 3])], [("y", "int64", ["batch", "seq", 3])])
     messages = [p["message"] for p in info["problems"]]
     assert "the graph has com.microsoft::FusedGemm, an ONNX Runtime contrib op, not standard ONNX" in messages
-    assert any(m.startswith("onnx opset 17 is not a harness format") for m in messages)
+    assert not any("harness check does not take it" in m for m in messages)
     [dynamic] = [m for m in messages if m.startswith("dynamic dimensions other than the batch")]
     assert "input x [batch, seq, 3] (dim 1)" in dynamic and "output y [batch, seq, 3] (dim 1)" in dynamic
     assert runtimes(info["runs_on"]["runtimes"]) == ORT
@@ -361,3 +362,66 @@ def test_the_cli_command_prints_json_and_fails_in_one_line(tmp_path):
     assert info["kind"] == "onnx" and info["format"] == "onnx13"
     bad = run_cli("inspect", str(tmp_path / "nope.onnx"))
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "does not exist" in bad.stderr
+
+
+def test_an_onnx_file_below_opset_7_says_how_to_upgrade_it_and_a_producer_has_no_none(tmp_path):
+    """What ONNX Runtime does not take (opset 6) is said once, with the onnx.version_converter line that
+    upgrades the file; tf2onnx's producer_version "1.17.0 None" reads "by tf2onnx 1.17.0"."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    io_ = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 4]) for n in ("x", "y")]
+    for opset in (6, 9):
+        model = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", io_[:1], io_[1:]),
+                                  opset_imports=[helper.make_opsetid("", opset)], producer_name="tf2onnx", producer_version="1.17.0 None")
+        model.ir_version = 3 if opset == 6 else 7
+        onnx.save(model, str(tmp_path / f"op{opset}.onnx"))
+    old = inspect(tmp_path / "op6.onnx")
+    assert old["format"] == "onnx opset 6" and old["runs_on"]["runtimes"] == []
+    [problem] = [p["message"] for p in old["problems"]]
+    assert problem.startswith("harness check does not take it: ONNX opset 6 is older than ONNX Runtime's oldest (7)")
+    assert "onnx.version_converter" in problem and "convert_version(onnx.load('op6.onnx'), 13)" in problem
+    nine = inspect(tmp_path / "op9.onnx")
+    assert nine["format"] == "onnx13" and nine["producer"] == "tf2onnx 1.17.0" and not nine["problems"]
+    assert "by tf2onnx 1.17.0 ·" in text_of(nine) and "None" not in text_of(nine)
+
+
+CUSTOM_LAYER = '''
+import keras
+
+
+@keras.saving.register_keras_serializable(package="mine")
+class Scale(keras.layers.Layer):
+    def __init__(self, factor=2.0, **kw):
+        super().__init__(**kw)
+        self.factor = factor
+
+    def call(self, x):
+        return x * self.factor
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor}
+'''
+
+
+def test_a_keras_file_with_a_custom_layer_needs_its_code_and_inspect_takes_custom_objects(tmp_path):
+    (tmp_path / "layers.py").write_text(CUSTOM_LAYER)
+    (tmp_path / "other.py").write_text("X = 1\n")
+    make = ("import sys; sys.path.insert(0, '.'); import keras, layers; x = keras.Input((3,), name='x'); "
+            "keras.Model(x, layers.Scale(1.5)(keras.layers.Dense(2)(x))).save('custom.keras')")
+    subprocess.run([sys.executable, "-c", make], cwd=tmp_path, check=True, capture_output=True, timeout=300)
+    info = inspect(tmp_path / "custom.keras")
+    assert info["custom_objects"] == [{"class": "Scale", "registered_name": "mine>Scale", "module": "layers"}]
+    [needs] = [p["message"] for p in info["problems"] if "custom layer" in p["message"]]
+    assert needs.startswith("custom layer(s) 'Scale' (mine>Scale): the model loads only with their code") and "--custom-objects" in needs
+
+    def cli(*extra):
+        proc = subprocess.run([sys.executable, "-m", "harness.cli", "inspect", "custom.keras", "--json", *extra], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    given = cli("--custom-objects", "layers.py")
+    assert given["custom_objects"][0]["defined"] is True and not [p for p in given["problems"] if "custom layer" in p["message"]]
+    wrong = cli("--custom-objects", "other.py")
+    assert any("the given --custom-objects/--import define no 'Scale'" in p["message"] for p in wrong["problems"])

@@ -99,3 +99,31 @@ def test_model_options_custom_objects_and_tolerance(project):
     bad = pytest_in(project, "--harness-model", "model.keras::tolerance=1")
     assert bad.returncode != 0
     assert "--harness-model model.keras::tolerance=1: 'tolerance=1' is not KEY=VALUE with KEY one of inputs, expected" in bad.stdout + bad.stderr
+
+
+def test_own_test_file_runs_each_case_once_junit_names_a_class_and_the_store_makes_a_report(project, tmp_path):
+    """A user's tests/test_mymodel.py taking harness_model_case: each case runs once (the plugin's own file
+    steps aside); without it, the plugin's tests carry a JUnit classname; --harness-store writes a run
+    that `harness report` reads."""
+    import json
+    import xml.etree.ElementTree as ET
+
+    mine = tmp_path / "own"
+    (mine / "tests").mkdir(parents=True)
+    (mine / "tests" / "test_mymodel.py").write_text(
+        "def test_mymodel(harness_model_case, harness_model_run):\n    harness_model_run(harness_model_case)\n")
+    args = ("--harness-model", str(project / "model.keras"), "--harness-formats", "savedmodel", "--harness-runtimes", "tf", "--harness-batch", "1")
+    own = pytest_in(mine, *args, "--junitxml", str(tmp_path / "own.xml"), "--harness-store", "reports")
+    assert own.returncode == 0, own.stdout[-3000:]
+    cases = [(c.get("classname"), c.get("name")) for c in ET.parse(tmp_path / "own.xml").iter("testcase")]
+    assert [(c.rpartition("tests.")[2], n) for c, n in cases] == [("test_mymodel", "test_mymodel[check-model-savedmodel-tf-cpu-b1]")], cases
+    [run] = list((mine / "reports" / "runs").iterdir())
+    results = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["status"]) for r in results] == [("check-model-savedmodel-tf-cpu-b1", "pass")]
+    report = subprocess.run([sys.executable, "-m", "harness.cli", "report", "--reports", "reports", "--no-fuzz"], cwd=mine,
+                            capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0 and (run / "index.html").is_file(), report.stderr[-2000:]
+    plugin = pytest_in(project, *args, "--junitxml", str(tmp_path / "plugin.xml"), "-k", "harness_model")
+    assert plugin.returncode == 0, plugin.stdout[-3000:]
+    classes = {c.get("classname") for c in ET.parse(tmp_path / "plugin.xml").iter("testcase")}
+    assert classes == {"harness.pytest_models"}, classes

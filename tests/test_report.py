@@ -88,7 +88,7 @@ def test_report_page_in_a_browser(reported, browser):
     for r in results:
         cell = page.locator(f'#matrix span.case[data-case="{r["id"]}"]')
         assert cell.get_attribute("data-status") == r["status"]
-        assert r["status"] in cell.inner_text()
+        assert cell.get_attribute("title") == f"{r['id']}: {r['status']}" and cell.inner_text().startswith(f"b{r['batch']} ✓")
 
     target = results[0]["id"]
     page.locator(f'#matrix span.case[data-case="{target}"]').click()
@@ -129,7 +129,7 @@ def test_quantised_boxes_show_the_snr_their_rule_judged(reported, browser):
     for r in quantised:
         snr = min(float(m["snr_db"]) for m in r["metrics"].values())  # "inf" where the output is exact
         shown = "∞" if snr == math.inf else math.floor(float(f"{snr:.4g}") + 0.5)
-        assert page.locator(f'#matrix span.case[data-case="{r["id"]}"]').inner_text() == f"b{r['batch']} {r['status']} SNR {shown} dB"
+        assert page.locator(f'#matrix span.case[data-case="{r["id"]}"]').inner_text() == f"b{r['batch']} ✓ {shown}dB"
     r = quantised[0]
     page.locator(f'#matrix span.case[data-case="{r["id"]}"]').click()
     dialog = page.locator(f'dialog[data-case="{r["id"]}"]')
@@ -225,7 +225,8 @@ def _visible(page, selector: str) -> list[str]:
 def test_full_size_page_fits_filters_and_opens_details_lazily(big_run, browser):
     proc, folder, results = big_run
     by_id = {r["id"]: r for r in results}
-    page = browser.new_page(viewport={"width": 1100, "height": 800})
+    # Narrower than its matrix (which fits 1400 px, and 1100 here): the sticky header and columns are tried.
+    page = browser.new_page(viewport={"width": 480, "height": 800})
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto((folder / "index.html").as_uri())
@@ -508,3 +509,60 @@ def test_compare_exits_1_on_a_verdict_regression(two_runs, tmp_path):
     proc = run_cli("compare", str(worse), str(runs[0]), "--fail-on", "median:1000%", "--out", str(tmp_path / "cmp2"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "verdicts that changed" in proc.stdout and "0 latency regression(s), 0 verdict regression(s)" in proc.stdout
+
+
+@pytest.fixture(scope="module")
+def every_runtime(two_runs, tmp_path_factory):
+    """A run with a case of mnist_cnn in every runtime of the table (17 columns), at batches 1 and 4, and
+    three causes of non-pass verdicts; reported by `harness report`."""
+    from harness.runners.table import RUNTIMES
+
+    _, runs = two_runs
+    folder = tmp_path_factory.mktemp("every") / "reports" / "runs" / "every"
+    shutil.copytree(runs[-1], folder)
+    template = next(r for r in _results(runs[-1]) if r["status"] == "pass" and r["format"] == "onnx13")
+    results = []
+    for rt, spec in RUNTIMES.items():
+        fmt = spec.formats[0]
+        for batch in (1, 4):
+            r = json.loads(json.dumps(template))
+            r.update(id=f"mnist_cnn-{fmt}-{rt}-cpu-b{batch}", fixture="mnist_cnn", format=fmt, runtime=rt, batch=batch)
+            results.append(r)
+    results[2].update(status="fail", stage="compare", culprit="runtime", summary="output_0: 3% of elements beyond atol=1e-05", error="x")
+    results[3].update(status="fail", stage="compare", culprit="runtime", summary="output_0: 3% of elements beyond atol=1e-05", error="x")
+    results[5].update(status="crash", stage="load", culprit="environment", summary="worker died during info: exit code 1: "
+                      "ModuleNotFoundError: No module named 'onnxruntime'", error="worker died", evidence={"cause": "No module named"})
+    results[7].update(status="error", stage="load", culprit="runtime", summary="load_failed: Unsupported model IR version: 14", error="y")
+    (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in results))
+    meta = json.loads((folder / "run.json").read_text())
+    meta["planned"] = [{key: r.get(key) for key in ("id", "fixture", "format", "runtime", "device", "batch", "threads")} for r in results]
+    (folder / "run.json").write_text(json.dumps(meta))
+    proc = run_cli("report", str(folder), "--reports", str(folder.parents[1]), "--no-fuzz")
+    assert proc.returncode == 0, proc.stderr
+    return folder, results
+
+
+def test_the_page_says_what_did_not_pass_first_and_every_runtime_column_fits_1400_px(every_runtime, browser):
+    from harness.runners.table import RUNTIMES
+
+    folder, results = every_runtime
+    html = (folder / "index.html").read_text()
+    assert html.index("What did not pass, and why") < html.index("Conformance matrix")
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto((folder / "index.html").as_uri())
+    rows = page.locator("#causes tbody tr")
+    assert rows.count() == 3, "one row per cause: the two failing cases share one"
+    assert [rows.nth(i).get_attribute("data-status") for i in range(3)] == ["crash", "error", "fail"], "worst first"
+    assert "No module named 'onnxruntime'" in rows.nth(0).inner_text()
+    assert rows.nth(2).locator("td").nth(1).inner_text() == "2"
+    box = page.locator("#matrix-box")
+    assert box.evaluate("e => e.scrollWidth <= e.clientWidth"), "all 17 runtime columns fit at 1400 px"
+    heads = page.locator("#matrix thead th[data-runtime]")
+    assert heads.count() == len(RUNTIMES)
+    assert [" ".join(h.split()).replace(" ", "") for h in heads.all_inner_texts()] == list(RUNTIMES), "full names, not codes"
+    rows.nth(0).locator("a").click()
+    assert page.locator(f'dialog[data-case="{results[5]["id"]}"]').is_visible()
+    assert errors == []
+    page.close()

@@ -70,3 +70,50 @@ def test_a_case_judged_by_snr_shows_its_snr_not_an_absolute_error():
            "tolerance": {"y": {"class": "float32", "rule": "…", "atol": 1e-5, "rtol": 1e-5}}}
     snr_r, flt_r = CaseResult.from_json(snr, strict=True), CaseResult.from_json(flt, strict=True)
     assert cell([snr_r]).endswith("✓[/]39dB") and cell([flt_r]).endswith("✓[/]3e-8")
+
+
+def test_the_bench_table_reads_at_100_columns_with_interval_noise_and_no_integer_peak():
+    """Every case id whole (format, batch and threads in view), the 95% interval and the round noise shown,
+    no % of a float32 peak for int8 cases, and no `1e+01µ`."""
+    from harness.report.terminal import _ms, bench_id, print_bench
+
+    rows = []
+    for fmt, rt, gflops in (("tflite_int8", "litert", 9.1), ("tflite", "litert", 1.9), ("onnx18", "node-ort-web", 2.2),
+                            ("tfjs_graph", "browser-tfjs-webgpu", 0.1)):
+        for threads in (1, 2):
+            rows.append({"id": f"mnist_cnn-{fmt}-{rt}-cpu-b32-t{threads}", "fixture": "mnist_cnn", "format": fmt, "runtime": rt,
+                         "batch": 32, "threads": threads, "status": "pass", "gflops": gflops, "peak_rss_bytes": 2**27,
+                         "timing": {"p50_ms": 0.00996, "p90_ms": 0.0121, "first_ms": 3.2, "load_ms": 41.0, "threads": threads,
+                                    "p50_ci_ms": [0.0097, 0.0104], "round_cv": 0.031, "rounds": 5}})
+    results = [CaseResult.from_json(r, strict=True) for r in rows]
+    console = Console(width=100, record=True, file=__import__("io").StringIO())
+    print_bench(results, {"1": 159.0, "2": 143.0}, console)
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 100
+    assert "…" not in text and "e+" not in text
+    flat = text.replace("\n", "")
+    for r in results:
+        if len(bench_id(r)) <= 30:
+            assert bench_id(r) in text, bench_id(r)
+    assert "mnist_cnn-tflite_int8-litert-b32-t1" in text and "3.1%" in text and "9.7µ–0.01" in text
+    int8 = [line.split() for line in text.splitlines() if "tflite_int8" in line]
+    assert int8 and all(words[-2:] == ["9.1", "128"] for words in int8), "GFLOP/s, no %peak, MiB"
+    float32 = [line.split() for line in text.splitlines() if "-tflite-litert" in line]
+    assert float32 and all(words[-3:] == ["1.9", "1", "128"] for words in float32)
+    assert "int8 and dynamic-range cases compute in integers" in " ".join(flat.split())
+    assert _ms(0.00996) == "10µ" and _ms(0.0034) == "3.4µ"
+
+
+def test_a_fuzz_regression_fixture_has_a_short_name_in_the_80_column_matrix():
+    import io
+
+    long = "fuzz-fuzzmodel-8ee1e4795ab9-savedmodel-tf-1beb18bf87"
+    rows = [{"id": f"{long}-{fmt}-{rt}-cpu-b1", "fixture": long, "format": fmt, "runtime": rt, "batch": 1, "status": "pass",
+             "metrics": {"y": {"max_abs": 1e-7}}}
+            for fmt, rt in (("savedmodel", "tf"), ("savedmodel", "go-tfgo"), ("savedmodel", "node-tfjs-node"), ("onnx13", "ort"),
+                            ("onnx13", "node-ort"), ("onnx13", "go-ort"), ("tflite", "litert"), ("tfjs_graph", "node-tfjs-cpu"))]
+    console = Console(width=80, record=True, file=io.StringIO())
+    print_matrix([CaseResult.from_json(r, strict=True) for r in rows], console)
+    text = console.export_text()
+    assert "(1/2)" not in text, "one table at 80 columns"
+    assert "fuzz-1beb18bf87 " in text and f"fuzz-1beb18bf87 = {long}" in " ".join(text.split())

@@ -16,7 +16,7 @@ import jinja2
 from harness.records import BAD_STATUSES, STATUSES, CaseResult, Timing, sanitize
 from harness.report.agreement import agreement, drift_rows, machines_of
 from harness.report.fuzz_section import FuzzSection
-from harness.report.terminal import CODES, min_snr, snr_judged
+from harness.report.terminal import CODES, SHORT, cause_groups, min_snr, snr_judged
 from harness.store import RunData, read_outputs, read_run
 
 METRIC_KEYS = ("max_abs", "max_rel", "mean_abs", "rmse", "max_ulp", "cosine", "snr_db", "frac_out_of_tol",
@@ -231,7 +231,7 @@ def page_data(run: RunData, history: list[RunData]) -> dict:
     data: dict = {
         "run": run.run_id, "fields": CASE_FIELDS, "metric_keys": METRIC_KEYS, "timing_keys": TIMING_KEYS, "oracle_keys": ORACLE_KEYS,
         "statuses": list(STATUSES), "fixtures": list(names["fixture"]), "formats": list(names["format"]), "runtimes": runtimes,
-        "devices": list(names["device"]), "codes": {rt: CODES.get(rt, rt) for rt in runtimes},
+        "devices": list(names["device"]), "codes": {rt: CODES.get(rt, rt) for rt in runtimes}, "short": SHORT,
         "colours": {rt: plots.runtime_colour(rt) for rt in runtimes}, "status_colours": plots.STATUS_COLOURS,
         "hist_labels": ["<1e-10"] + [f"1e{k}" for k in ERROR_HIST_DECADES[1:]] + ["≥100"],
         "peaks": {str(k): _r(v) for k, v in (run.meta.machine_peak_gflops or {}).items()},
@@ -266,6 +266,7 @@ def _context(run: RunData, history: list[RunData], previous: RunData | None) -> 
         "memory": memory, "history_runs": len(history), "history_limit": HISTORY_RUNS, "summary": summary(run), "statuses": STATUSES,
         "changes": latency_changes(previous, run) if previous else [], "previous": previous.run_id if previous else None,
         "options": run.meta.options, "data_json": _json_for_script(page_data(run, history)),
+        "causes": cause_groups(run.results),  # "what did not pass, and why", at the top: one row per cause
     }
 
 

@@ -78,7 +78,10 @@ def _ms(v: float) -> str:
         return f"{v:.3g}"
     if v >= 0.01:
         return f"{v:.2f}"
-    return f"{v * 1000:.1g}µ" if v * 1000 < 10 else f"{v * 1000:.0f}µ"
+    us = v * 1000
+    if us < 1:
+        return f"{us:.1g}µ"
+    return f"{us:.1f}µ" if us < 9.95 else f"{us:.0f}µ"  # never `1e+01µ`: 9.96 µs is 10µ
 
 
 def p50_cell(results: list[CaseResult]) -> str:
@@ -90,6 +93,14 @@ def p50_cell(results: list[CaseResult]) -> str:
     if not timed:
         return ""
     return _ms(min(timed, key=lambda t: t[0])[1])
+
+
+def display_name(fixture: str) -> str:
+    """A fixture's name in the matrix: a generated fuzz regression (`fuzz-<model>-<format>-<runtime>-<hash>`,
+    50 characters and more) by its hash alone (`fuzz-1beb18bf87`); the legend under the matrix spells it out."""
+    if fixture.startswith("fuzz-") and len(fixture) > 24:
+        return "fuzz-" + fixture.rsplit("-", 1)[-1][:12]
+    return fixture
 
 
 def _grid(results: list[CaseResult], title: str, render, console: Console) -> None:
@@ -111,7 +122,7 @@ def _grid(results: list[CaseResult], title: str, render, console: Console) -> No
             table.add_column(CODES.get(rt, rt), no_wrap=True)
         for (fixture, fmt), by_rt in cells.items():
             if any(rt in by_rt for rt in group):
-                table.add_row(fixture, fmt, *[by_rt.get(rt, "") for rt in group])
+                table.add_row(display_name(fixture), fmt, *[by_rt.get(rt, "") for rt in group])
         return table
 
     # More runtimes than the console's width holds: consecutive groups of columns (in table order),
@@ -135,6 +146,9 @@ def print_matrix(results: list[CaseResult], console: Console | None = None,
     legend = [f"{CODES[rt]}={rt}" for rt in CODES if rt in runtimes and CODES[rt] != rt]
     if legend:
         console.print("runtimes: " + ", ".join(legend), highlight=False, soft_wrap=False)
+    shortened = [f"{display_name(f)} = {f}" for f in dict.fromkeys(r.fixture for r in results) if display_name(f) != f]
+    if shortened:
+        console.print("fixtures: " + ", ".join(shortened), highlight=False)
     console.print("verdicts (worst over batches): ✓ pass with the largest abs error vs the baseline, or the lowest SNR where the "
                   "format is judged by SNR; ERR error, T/O timeout, INC inconclusive, xf xfail, n/a unsupported", highlight=False)
 
@@ -157,45 +171,83 @@ def cause(result: CaseResult) -> str:
     return _PATH.sub("…", text.replace(result.id, "<case>"))
 
 
-def print_causes(results: list[CaseResult], console: Console | None = None) -> None:
-    """Non-pass results grouped by identical cause, worst first: one line per cause, naming the
-    formats and runtimes it covers, its stage and culprit."""
-    console = console or Console()
+def cause_groups(results: list[CaseResult]) -> list[dict]:
+    """Non-pass results grouped by identical cause, worst first, then the most cases: one entry per
+    cause with its status, stage, culprit, cause text and the fixtures, formats and runtimes it covers.
+    The terminal prints them as lines, the page as its "what did not pass, and why" table."""
     groups: dict[tuple, list[CaseResult]] = {}
     for r in results:
         if r.status == "pass":
             continue
         groups.setdefault((r.status, r.stage, r.culprit, cause(r)), []).append(r)
-    for (status, stage, culprit, text), members in sorted(groups.items(), key=lambda kv: (ORDER.index(kv[0][0]) if kv[0][0] in ORDER else 0, -len(kv[1]))):
-        fixtures = ", ".join(dict.fromkeys(r.fixture for r in members))
-        formats = "/".join(dict.fromkeys(r.format for r in members))
-        runtimes = ", ".join(dict.fromkeys(r.runtime for r in members))
-        where = f" at {stage}" if stage else ""
-        who = f", {culprit}" if culprit else ""
-        n = len(members)
-        console.print(f"  [{STYLE.get(status, '')}]{status}[/]{where}{who}: {n} case{'s' if n > 1 else ''} "
-                      f"({fixtures}: {formats} on {runtimes}) — {text}", highlight=False)
+    ordered = sorted(groups.items(), key=lambda kv: (ORDER.index(kv[0][0]) if kv[0][0] in ORDER else 0, -len(kv[1])))
+    return [{"status": status, "stage": stage, "culprit": culprit, "cause": text, "cases": len(members),
+             "ids": [r.id for r in members],
+             "fixtures": list(dict.fromkeys(r.fixture for r in members)), "formats": list(dict.fromkeys(r.format for r in members)),
+             "runtimes": list(dict.fromkeys(r.runtime for r in members))}
+            for (status, stage, culprit, text), members in ordered]
+
+
+def print_causes(results: list[CaseResult], console: Console | None = None) -> None:
+    """Non-pass results grouped by identical cause, worst first: one line per cause, naming the
+    formats and runtimes it covers, its stage and culprit."""
+    console = console or Console()
+    for g in cause_groups(results):
+        where = f" at {g['stage']}" if g["stage"] else ""
+        who = f", {g['culprit']}" if g["culprit"] else ""
+        n = g["cases"]
+        console.print(f"  [{STYLE.get(g['status'], '')}]{g['status']}[/]{where}{who}: {n} case{'s' if n > 1 else ''} "
+                      f"({', '.join(g['fixtures'])}: {'/'.join(g['formats'])} on {', '.join(g['runtimes'])}) — {g['cause']}", highlight=False)
+
+
+def bench_id(result: CaseResult) -> str:
+    """A case's id without what every bench row shares (`-cpu`): fixture, format, runtime, batch, threads."""
+    return result.id.replace(f"-{result.device}-b", "-b", 1) if result.device == "cpu" else result.id
+
+
+def _float_peak_applies(fmt: str) -> bool:
+    """% of the float32 GEMM peak means something for formats computed in floating point only: int8 and
+    dynamic-range formats compute in integers, and no int8 peak is measured."""
+    from harness.fixtures import format_class
+
+    return format_class(fmt) in ("float32", "float16")
 
 
 def print_bench(results: list[CaseResult], peaks: dict, console: Console | None = None) -> None:
-    """Latency, throughput and GFLOP/s per case, against the machine's GEMM peak at that thread count."""
+    """Latency per case (the median of the round medians, its 95% interval and the between-round noise),
+    p90, cold start and load, GFLOP/s against the machine's float32 GEMM peak at that thread count
+    (float formats only), peak RSS — readable at 100 columns: the case column wraps, never cuts."""
+    from rich import box
+
     console = console or Console()
-    table = Table(title="benchmark (worker-measured; peak = NumPy float32 GEMM on this machine)")
-    for col in ("case", "load ms", "first ms", "p50 ms", "p90 ms", "p99 ms", "iqr ms", "n", "per s", "GFLOP/s", "% peak", "RSS MiB"):
-        table.add_column(col, justify="right" if col != "case" else "left")
+    table = Table(title="benchmark (worker-measured; ms; peak = NumPy float32 GEMM on this machine)", box=box.SIMPLE_HEAD,
+                  padding=(0, 1), collapse_padding=True, pad_edge=False, title_justify="left")
+    table.add_column("case", overflow="fold", min_width=24)
+    for col in ("p50", "95% CI", "noise", "p90", "first", "load", "GFLOP/s", "%peak", "MiB"):
+        table.add_column(col, justify="right", no_wrap=True)
+    integer_formats = False
     for r in results:
         t = r.timing
         if not t.p50_ms:
             continue
         peak = peaks.get(str(t.threads or 0)) or peaks.get(str(max((int(k) for k in peaks), default=0)))
         gf = r.gflops
+        ci = t.p50_ci_ms
+        applies = _float_peak_applies(r.format)
+        integer_formats |= bool(gf) and not applies
         table.add_row(
-            r.id, f"{t.load_ms or 0:.1f}", f"{t.first_ms or 0:.3g}", f"{t.p50_ms:.3g}", f"{t.p90_ms or 0:.3g}",
-            f"{t.p99_ms or 0:.3g}", f"{t.iqr_ms or 0:.2g}", str(t.iterations if t.iterations is not None else ""),
-            f"{t.throughput_per_s or 0:.4g}", f"{gf:.3g}" if gf else "", f"{100 * gf / peak:.1f}" if gf and peak else "",
+            bench_id(r), _ms(t.p50_ms), f"{_ms(ci[0])}–{_ms(ci[1])}" if ci and len(ci) == 2 else "–",
+            f"{100 * t.round_cv:.1f}%" if t.round_cv is not None else "–", _ms(t.p90_ms) if t.p90_ms else "",
+            _ms(t.first_ms) if t.first_ms else "", _ms(t.load_ms) if t.load_ms else "",
+            f"{gf:.3g}" if gf else "", f"{100 * gf / peak:.0f}" if gf and peak and applies else "",
             f"{(r.peak_rss_bytes or 0) / 2**20:.0f}",
         )
     console.print(table)
+    console.print("p50: median of the round medians; 95% CI: bootstrap over rounds; noise: the case's between-round "
+                  "coefficient of variation (– with one round); µ: microseconds", highlight=False)
+    if integer_formats:
+        console.print("%peak: float formats only — int8 and dynamic-range cases compute in integers, and no int8 peak is measured",
+                      highlight=False)
     console.print("machine peak GFLOP/s by threads: " + ", ".join(f"{k}: {v:.1f}" if v else f"{k}: ?" for k, v in peaks.items()), highlight=False)
     from harness.bench import peak_notes
 
