@@ -117,6 +117,12 @@ class Deviation:
     reason: str
     batch: str = "*"
     match: str | None = None  # the error must contain this text, so another failure is not hidden
+    # Settings the reference's worker must report (its info.settings) for the deviation to hold: a bug of
+    # one kernel back-end (TF's oneDNN path) is expected only where the reference ran on it.
+    when: tuple[tuple[str, object], ...] = ()
+
+    def holds(self, settings: dict | None) -> bool:
+        return all((settings or {}).get(key) == value for key, value in self.when)
 
     def expects(self, status: str, error: str | None) -> bool:
         return status in self.status and (self.match is None or self.match in (error or ""))
@@ -151,7 +157,7 @@ def load_deviations(path: Path | None = None) -> list[Deviation]:
                 Deviation(
                     fixture=d.get("fixture", "*"), format=d.get("format", "*"), runtime=d.get("runtime", "*"),
                     status=tuple([status] if isinstance(status, str) else status), reason=d["reason"],
-                    batch=str(d.get("batch", "*")), match=d.get("match"),
+                    batch=str(d.get("batch", "*")), match=d.get("match"), when=tuple(sorted(d.get("when", {}).items())),
                 )
             )
         except KeyError as e:

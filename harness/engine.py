@@ -71,6 +71,7 @@ class Reference:
     stage: str = "reference"
     culprit: str = "runtime"
     evidence: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)  # what the reference's worker ran with (info.settings)
 
 
 class _Staged(Exception):
@@ -336,7 +337,8 @@ class Engine:
     def _finish(self, case: Case, result: CaseResult, status: str, reason: str | None = None, error: str | None = None,
                 stderr: str | None = None, stage: str | None = None, culprit: str | None = None, evidence: dict | None = None,
                 summary: str | None = None) -> CaseResult:
-        deviation = next((d for d in self.deviations if d.matches(case)), None)
+        ref = self._references.get((case.fixture, case.batch))
+        deviation = next((d for d in self.deviations if d.matches(case) and d.holds(ref.settings if ref else None)), None)
         if deviation is not None and status not in ("skip", "inconclusive"):
             if deviation.expects(status, error):
                 status, reason = "xfail", deviation.reason
@@ -416,7 +418,8 @@ class Engine:
                 if isinstance(e, RpcError) and self._blocked(e):
                     return Reference(error=f"{kind}: {e}", stage=staged.stage, culprit="model", evidence={**evidence, **self._blocked(e)})
                 return Reference(error=f"{kind}: {e}", evidence=evidence)
-            ref = Reference(inputs, outputs, others, variant, evidence={"probe_rejected": rejected} if rejected else {})
+            ref = Reference(inputs, outputs, others, variant, evidence={"probe_rejected": rejected} if rejected else {},
+                            settings=(self.pool.info.get(self._worker_key(case)) or {}).get("settings") or {})
             if not comparator.degenerate(outputs, others, tolerances):
                 break
         return ref

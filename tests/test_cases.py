@@ -264,3 +264,21 @@ def test_a_long_upstream_message_keeps_the_sentence_that_says_what_is_wrong():
     assert "Load model from model.onnx failed" in short and "/root" not in short and "model.cc" not in short
     long = "the converter said: " + "word " * 80 + "and then. Conversion failed: unsupported op Erfc in node gelu/erfc " + "x" * 60
     assert "unsupported op Erfc" in one_line(long, 160) and len(one_line(long, 160)) <= 160
+
+
+def test_a_deviation_of_one_kernel_back_end_holds_only_where_the_reference_ran_on_it(exporter, tmp_path, monkeypatch):
+    """TF 2.21's max(x + x, x) bug is on its oneDNN path, which TF turns on by default for AVX-512 CPUs
+    and off for AVX2-only ones: the same deviations (`when = { onednn = true }`) are xfail where the
+    reference ran with oneDNN and must not turn into xpass where it did not (they did, on AVX2 machines)."""
+    from harness.engine import Engine
+
+    name = "fuzz-fuzzmodel-8ee1e4795ab9-savedmodel-tf-1beb18bf87"
+    got = {}
+    for onednn in ("1", "0"):
+        monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", onednn)
+        engine = Engine(exporter, tmp_path / onednn)
+        try:
+            got[onednn] = [engine.run_case(Case(name, fmt, rt)).status for fmt, rt in [("savedmodel", "tf"), ("keras", "tf"), ("onnx13", "ort")]]
+        finally:
+            engine.close()
+    assert got == {"1": ["xfail"] * 3, "0": ["pass"] * 3}, got
