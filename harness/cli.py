@@ -192,6 +192,9 @@ def _selection_options(f):
 
 
 COUNT = click.IntRange(min=0)
+# `harness compare` and `harness selftest gate` when the latency could not be judged (the machine too noisy
+# to show the asked-for change): neither a pass (0) nor a regression (1); 2 is bad input, 3 a harness bug.
+INCONCLUSIVE_EXIT = 4
 POSITIVE_SECONDS = click.FloatRange(min=0, min_open=True)
 
 
@@ -548,10 +551,11 @@ def _pair_variant(text: str) -> tuple[str, str | None]:
 @click.option("--reports", default="reports", show_default=True, type=click.Path(path_type=Path))
 @click.option("--delay-us", default=0, type=click.IntRange(min=0), hidden=True,
               help="Self-tests only: a busy-wait of this many microseconds inside each timed call (an injected slowdown).")
+@click.option("--delay-case", default="", hidden=True, help="Self-tests only: the one case id that gets --delay-us (default: every case).")
 @_sandbox_option("none")
 @_machine_option
 def bench(fixtures, formats, runtimes, batch, threads_, warmup, iterations, min_time, rounds, sweep, pair, timeout, reports, delay_us,
-          sandbox, machine) -> None:
+          delay_case, sandbox, machine) -> None:
     """Benchmark: latency statistics, cold start, peak memory, batch and size scaling, GFLOP/s against
     this machine's measured GEMM peak, at 1 thread and at all cores. One benchmark at a time."""
     from filelock import FileLock, Timeout
@@ -592,11 +596,11 @@ def bench(fixtures, formats, runtimes, batch, threads_, warmup, iterations, min_
         raise HarnessError(f"--rounds {rounds} with --pair: expected 6 or more (a 95% interval for the median ratio needs 6 rounds; 10 is a good start)")
     cases = _sandboxed(cases, sandbox)
     options = Options(warmup=warmup, iterations=iterations, min_time_s=min_time, run_timeout_s=timeout, rounds=rounds, sandbox=sandbox,
-                      delay_us=delay_us)
+                      delay_us=delay_us, delay_case=delay_case)
     run_options = {"command": "bench", "fixtures": sel.fixtures, "formats": sel.formats, "runtimes": sel.runtimes,
                    "batches": batches, "threads": threads, "warmup": warmup, "iterations": iterations, "min_time_s": min_time,
                    "rounds": rounds, "timeout": timeout, "pair": list(pair) if pair else None, "sandbox": sandbox, "delay_us": delay_us,
-                   "machine": machine}
+                   "delay_case": delay_case, "machine": machine}
     lock = FileLock(str(Path(".harness") / "bench.lock"))
     try:
         Path(".harness").mkdir(exist_ok=True)
@@ -712,7 +716,8 @@ def report(run: str, reports: Path, out_dir: Path | None, fuzz_path: Path | None
 @click.argument("base")
 @click.argument("new", default="latest")
 @click.option("--fail-on", default="median:10%", show_default=True, help="Gate: STAT:PERCENT; flagged only if also significant.")
-@click.option("--alpha", default=0.01, show_default=True, help="Significance level of the Mann–Whitney U test.")
+@click.option("--alpha", default=0.05, show_default=True, type=float,
+              help="False alarms across all the comparison's cases (Benjamini–Hochberg false-discovery rate).")
 @click.option("--reports", default="reports", show_default=True, type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Where to write index.html and compare.md (default: reports/compare/BASE_vs_NEW).")
 @click.option("--allow-missing", is_flag=True, help="A case of BASE absent from NEW is not a regression.")
@@ -720,7 +725,9 @@ def report(run: str, reports: Path, out_dir: Path | None, fuzz_path: Path | None
               help="Also judge cases without rounds (conformance runs) on their pooled iterations: a weaker test, named in the output.")
 def compare(base: str, new: str, fail_on: str, alpha: float, reports: Path, out_dir: Path | None, allow_missing: bool,
             gate_conformance: bool) -> None:
-    """What changed between two runs: verdicts, numerics, latency. Exit 1 on a regression."""
+    """What changed between two runs: verdicts, numerics, latency. Exit 1 on a regression, 3 when the
+    latency could not be judged (too noisy to show the gate's change, or a machine that changed in a way
+    its yardstick cannot tell from the build)."""
     from harness.bench import Gate
     from harness.report.compare import diff_runs, print_diff, write_diff
     from harness.store import check_schema, read_run, resolve_run
@@ -741,7 +748,7 @@ def compare(base: str, new: str, fail_on: str, alpha: float, reports: Path, out_
         print_agreement(groups, out, "agreement across the two machines")
     paths = write_diff(diff, out_dir or reports / "compare" / f"{a.run_id}_vs_{b.run_id}")
     out.print(f"html: {paths['html']}\nmarkdown: {paths['markdown']}", highlight=False)
-    sys.exit(0 if diff.ok else 1)
+    sys.exit({"pass": 0, "regression": 1, "inconclusive": INCONCLUSIVE_EXIT}[diff.verdict])
 
 
 @main.group()
