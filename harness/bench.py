@@ -119,7 +119,8 @@ class CaseJudgement:
     power: float = 1.0  # chance that a change of the gate's size would have been significant
     flagged: bool = False
     improved: bool = False
-    inconclusive: bool = False  # too noisy to have caught a change of the gate's size
+    inconclusive: bool = False  # too noisy to have caught a change of the gate's size, or see `cause`
+    cause: str = ""  # why inconclusive: "noise" (its rounds) or "machine" (a machine change too few cases can take out)
 
 
 @dataclass
@@ -147,11 +148,13 @@ class LatencyJudgement:
     threshold: float
     alpha: float
     median_noise: float | None = None
+    rounds: int = 0  # rounds a side (the median case's fewer side)
     rounds_needed: dict[str, int | None] = field(default_factory=dict)  # effect ("1.10") -> rounds a side
 
-    @property
-    def inconclusive(self) -> list[CaseJudgement]:
-        return [c for c in self.cases if c.inconclusive]
+    def too_noisy(self, effect: float) -> bool:
+        """Could the typical case of this comparison not have shown a change of `effect` (1.25 for 25%)?"""
+        need = self.rounds_needed.get(f"{effect:.2f}")
+        return bool(self.cases) and (need is None or need > self.rounds)
 
 
 def _logs(values: list[float]) -> np.ndarray:
@@ -177,18 +180,27 @@ def detection_power(effect: float, se: float, df: float, alpha: float) -> float:
     if se <= 0:
         return 1.0
     crit = float(t.ppf(1 - alpha / 2, df))
-    nc = effect / se
-    return float(nct.sf(crit, df, nc) + nct.cdf(-crit, df, nc))
+    nc = abs(effect) / se
+    # Both tails as upper tails (P(T < -c | nc) = P(T > c | -nc)): scipy's lower tail of a far-shifted
+    # noncentral t comes back NaN; a tail too small to compute is 0.
+    return float(sum(0.0 if np.isnan(x) else x for x in (nct.sf(crit, df, nc), nct.sf(crit, df, -nc))))
 
 
 def rounds_needed(effect: float, noise: float, spread: float, alpha: float, power: float = POWER, most: int = 200) -> int | None:
     """Rounds a side for a change of `effect` (log) to be caught with `power`, at round noise `noise` and
-    a between-case spread `spread` (which more rounds do not shrink); None when no count up to `most` does."""
-    for n in range(3, most + 1):
-        se = float(np.sqrt(2 * noise ** 2 / n + spread ** 2))
-        if detection_power(effect, se, 2 * n - 2, alpha) >= power:
-            return n
-    return None
+    a between-case spread `spread` (which more rounds do not shrink); None when no count up to `most` does.
+    Power grows with the rounds: a bisection."""
+
+    def enough(n: int) -> bool:
+        return detection_power(effect, float(np.sqrt(2 * noise ** 2 / n + spread ** 2)), 2 * n - 2, alpha) >= power
+
+    lo, hi = 3, most
+    if not enough(hi):
+        return None
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if enough(mid) else (mid + 1, hi)
+    return lo
 
 
 def machine_shift(base: list[float] | None, new: list[float] | None) -> tuple[float, tuple[float, float] | None] | None:
@@ -206,7 +218,7 @@ def machine_shift(base: list[float] | None, new: list[float] | None) -> tuple[fl
 
 
 def judge_latency(cases: list[CaseRounds], threshold: float, alpha: float,
-                  machine: tuple[dict | None, dict | None] = (None, None)) -> LatencyJudgement:
+                  machine: tuple[dict | None, dict | None] = (None, None), effects: tuple[float, ...] = (1.25,)) -> LatencyJudgement:
     """Every case at once. Per thread count: the common change (median of the cases' changes) and the
     spread of the cases around it beyond their own noise; each case's change relative to the common one
     is tested (Welch t on log round medians, the spread added to its variance), the p-values adjusted
@@ -236,21 +248,30 @@ def judge_latency(cases: list[CaseRounds], threshold: float, alpha: float,
         if yard:
             shift.machine, shift.machine_ci = yard
         if shift.estimated:
-            d = np.asarray([r[1] for r in group])
-            mid = float(np.median(d))
-            mad = 1.4826 * float(np.median(np.abs(d - mid)))
+            changes = np.asarray([r[1] for r in group])
+            mid = float(np.median(changes))
+            mad = 1.4826 * float(np.median(np.abs(changes - mid)))
             shift.change = float(np.exp(mid))
             shift.spread = float(np.sqrt(max(0.0, mad ** 2 - float(np.median([r[2] for r in group])))))
             center[threads], spread[threads] = mid, shift.spread
             _classify(shift, threshold)
         else:
-            # Too few cases to tell their common change from their own: the yardstick's, where there is one.
-            center[threads] = float(np.log(shift.machine)) if shift.machine and shift.machine_ci else 0.0
-            spread[threads] = 0.0
-            shift.change = float(np.exp(center[threads]))
-            shift.why = (f"{len(group)} case(s): judged against the machine's yardstick" if shift.machine and shift.machine_ci
-                         else f"{len(group)} case(s) and no yardstick in both runs: judged as measured, with no drift taken out")
+            # Too few cases to tell their common change from their own. The yardstick is no stand-in for
+            # it (a GEMM on two busy cores can slow 100x while a model slows 1.5x): the cases are judged
+            # as measured where the yardstick stood still, and not at all where it moved.
+            center[threads], spread[threads] = 0.0, 0.0
+            up = 1 + threshold
+            if shift.machine is not None and not 1 / up <= shift.machine <= up:
+                shift.verdict = "inconclusive"
+                shift.why = (f"the machine changed (its yardstick moved {shift.machine:.2f}×) and {len(group)} case(s) are too few "
+                             f"to take that out ({COMMON_MIN_CASES} or more a thread count)")
+            elif shift.machine_ci is not None and 1 / (1 + threshold / 2) <= shift.machine_ci[0] and shift.machine_ci[1] <= 1 + threshold / 2:
+                shift.why = f"{len(group)} case(s), judged as measured: the machine's yardstick stood still ({_ci(shift.machine_ci)})"
+            else:
+                shift.why = f"{len(group)} case(s), judged as measured, with no drift taken out (" + (
+                    "no yardstick in both runs)" if shift.machine is None else f"the yardstick moved {shift.machine:.2f}×, {_ci(shift.machine_ci)})")
         common.append(shift)
+    unjudgeable = {s.threads for s in common if s.verdict == "inconclusive" and not s.estimated}
     judged = []
     for c, d, var, df, pooled in rows:
         rel = d - center[c.threads]
@@ -263,7 +284,7 @@ def judge_latency(cases: list[CaseRounds], threshold: float, alpha: float,
     if judged:
         q = false_discovery_control([j.p_value for j in judged], method="bh")
         lone = alpha / len(judged)  # the bar Benjamini–Hochberg sets for a single change among them all
-        for j, qv, (c, d, var, df, _pooled) in zip(judged, q, rows):
+        for j, qv, (c, _d, var, df, _pooled) in zip(judged, q, rows, strict=True):
             j.q_value = float(qv)
             # The threshold applies to the gated statistic's change, relative to the common change.
             rel_stat = (c.ratio if c.ratio else j.change) / float(np.exp(center[c.threads]))
@@ -272,12 +293,17 @@ def judge_latency(cases: list[CaseRounds], threshold: float, alpha: float,
             j.improved = significant and rel_stat < 1 / (1 + threshold)
             j.power = detection_power(limit, float(np.sqrt(var + spread[c.threads] ** 2)), df, lone)
             j.inconclusive = not (j.flagged or j.improved) and j.power < POWER
+            j.cause = "noise" if j.inconclusive else ""
+            if c.threads in unjudgeable:
+                j.flagged = j.improved = False
+                j.inconclusive, j.cause = True, "machine"
     out = LatencyJudgement(judged, common, threshold, alpha)
     if rows:
         out.median_noise = float(np.median([r[4] for r in rows]))
+        out.rounds = int(np.median([min(len(c.base), len(c.new)) for c, *_ in rows]))
         worst_spread = max(spread.values(), default=0.0)
         lone = alpha / len(rows)
-        for effect in sorted({round(1 + threshold, 4), 1.25}):
+        for effect in sorted({round(1 + threshold, 4), *effects}):
             out.rounds_needed[f"{effect:.2f}"] = rounds_needed(float(np.log(effect)), out.median_noise, worst_spread, lone)
     return out
 

@@ -42,7 +42,8 @@ class CaseDiff:
     q_value: float | None = None  # Benjamini–Hochberg adjusted p-value
     noise: float | None = None  # round noise (standard deviation of log round medians)
     power: float | None = None  # chance a change of the gate's size would have been caught
-    inconclusive: bool = False  # judged, but too noisy to have caught a change of the gate's size
+    inconclusive: bool = False  # judged, but too noisy to have caught a change of the gate's size (or see cause)
+    cause: str = ""  # "noise" or "machine" (harness.bench.CaseJudgement)
     numerics: str = ""  # "identical", "changed", "" (unknown)
     drift: dict[str, tuple] = field(default_factory=dict)  # output -> (base max_abs, new max_abs)
 
@@ -75,17 +76,21 @@ class RunDiff:
 
     @property
     def inconclusive(self) -> list[str]:
-        """Why the comparison cannot pass or fail on latency, one line each (empty: it can)."""
+        """Why the comparison can neither pass nor fail on latency, one line each (empty: it can)."""
         out = [f"{s.threads} thread(s): {s.why}" for s in self.common if s.verdict == "inconclusive"]
-        noisy = [c for c in self.cases if c.inconclusive]
-        if noisy:
-            noise = sorted(c.noise or 0.0 for c in noisy)
-            need = self.latency.rounds_needed.get(f"{1 + self.gate.threshold:.2f}") if self.latency else None
-            out.append(f"{len(noisy)} of {sum(c.judged for c in self.cases)} judged case(s) could not have shown a "
-                       f"{self.gate.threshold:.0%} change (power under {POWER:.0%}): round noise {noise[0]:.1%}–{noise[-1]:.1%}"
-                       + (f"; {need} rounds a side would do at the median noise" if need else
-                          "; no number of rounds would at this machine's noise: a quieter machine, or bench --pair"))
+        lat = self.latency
+        if lat and lat.too_noisy(1 + self.gate.threshold):
+            need = lat.rounds_needed.get(f"{1 + self.gate.threshold:.2f}")
+            out.append(f"too noisy to show a {self.gate.threshold:.0%} change: median round noise {lat.median_noise or 0:.1%} over "
+                       f"{len(lat.cases)} cases, {lat.rounds} rounds a side; "
+                       + (f"{need} rounds a side would do (bench --rounds {need})" if need else
+                          "no number of rounds would at this machine's noise (a quieter machine, or bench --pair)"))
         return out
+
+    @property
+    def noisy_cases(self) -> list[CaseDiff]:
+        """Cases noisier than the rest that could not have shown the gate's change (said, and not judged)."""
+        return [c for c in self.cases if c.inconclusive and c.cause == "noise"]
 
     @property
     def verdict(self) -> str:
@@ -144,7 +149,8 @@ def run_kind(run: RunData) -> str:
     return "bench" if run.meta.options.get("command") == "bench" else "conformance"
 
 
-def diff_runs(base: RunData, new: RunData, gate: Gate, allow_missing: bool = False, gate_conformance: bool = False) -> RunDiff:
+def diff_runs(base: RunData, new: RunData, gate: Gate, allow_missing: bool = False, gate_conformance: bool = False,
+              effects: tuple[float, ...] = (1.25,)) -> RunDiff:
     """Case by case. Two runs with no case in common are an error: nothing could be compared."""
     before: dict[str, CaseResult] = {r.id: r for r in base.results}
     after: dict[str, CaseResult] = {r.id: r for r in new.results}
@@ -155,7 +161,8 @@ def diff_runs(base: RunData, new: RunData, gate: Gate, allow_missing: bool = Fal
     rounds: list[CaseRounds] = []
     for cid in list(dict.fromkeys(list(before) + list(after))):
         a, b = before.get(cid), after.get(cid)
-        d = CaseDiff(cid, a.status if a else None, b.status if b else None, threads=(a or b).threads if (a or b) else None)
+        either = a or b
+        d = CaseDiff(cid, a.status if a else None, b.status if b else None, threads=either.threads if either else None)
         if a and b:
             va, vb = gate.value(a.timing), gate.value(b.timing)
             if a.emulated or b.emulated:
@@ -190,12 +197,12 @@ def diff_runs(base: RunData, new: RunData, gate: Gate, allow_missing: bool = Fal
         out.append(d)
     latency = None
     if rounds:
-        latency = judge_latency(rounds, gate.threshold, gate.alpha, (base.meta.machine_rounds, new.meta.machine_rounds))
+        latency = judge_latency(rounds, gate.threshold, gate.alpha, (base.meta.machine_rounds, new.meta.machine_rounds), effects)
         by_id = {d.id: d for d in out}
         for j in latency.cases:
             d = by_id[j.id]
             d.relative, d.p_value, d.q_value, d.noise, d.power = j.relative, j.p_value, j.q_value, j.noise, j.power
-            d.significant, d.flagged, d.improved, d.inconclusive = j.q_value < gate.alpha, j.flagged, j.improved, j.inconclusive
+            d.significant, d.flagged, d.improved, d.inconclusive, d.cause = j.q_value < gate.alpha, j.flagged, j.improved, j.inconclusive, j.cause
     return RunDiff(base, new, gate, out, allow_missing, latency)
 
 
@@ -267,6 +274,11 @@ def print_diff(diff: RunDiff, console) -> None:
     flagged = [c for c in diff.cases if c.flagged] + [s for s in diff.common if s.verdict == "common regression"]
     console.print(f"{len(flagged)} latency regression(s), {sum(c.verdict_regressed for c in diff.cases)} verdict regression(s), "
                   f"{len(missing)} missing case(s)", highlight=False)
+    noisy = diff.noisy_cases
+    if noisy:
+        console.print(f"[yellow]too noisy to judge[/]: {len(noisy)} case(s) could not have shown a {diff.gate.threshold:.0%} change "
+                      f"(round noise {min(c.noise or 0 for c in noisy):.1%}–{max(c.noise or 0 for c in noisy):.1%}): "
+                      + ", ".join(c.id for c in noisy[:5]) + (" …" if len(noisy) > 5 else ""), highlight=False, soft_wrap=True)
     for line in diff.inconclusive:
         console.print(f"[yellow]inconclusive[/]: {line}", highlight=False, soft_wrap=True)
     console.print(f"verdict: {diff.verdict}", highlight=False)
@@ -280,7 +292,7 @@ def _flag(c: CaseDiff) -> str:
     if c.improved:
         return "[green]faster[/]"
     if c.inconclusive:
-        return f"[yellow]too noisy[/] (power {c.power:.0%})" if c.power is not None else "[yellow]too noisy[/]"
+        return "[yellow]machine changed[/]" if c.cause == "machine" else f"[yellow]too noisy[/] (power {c.power or 0:.0%})"
     return "" if c.judged else "[dim]not judged[/]"
 
 
