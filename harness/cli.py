@@ -804,8 +804,9 @@ def selftest_startup(repeats: int) -> None:
 @click.option("--min-time", default=0.1, show_default=True, type=click.FloatRange(min=0), help="--stored-pairs: bench --min-time.")
 @click.option("--fixtures", "-f", default=None, help="--stored-pairs: other fixtures than mlp,mnist_cnn (fewer cases, quicker).")
 @click.option("--formats", "-F", default=None, help="--stored-pairs: only these formats.")
+@click.option("--batch", "-b", default=None, help="--stored-pairs: only these batch sizes.")
 def selftest_gate(reports: Path, stored_pairs: int, rounds: int, slowdown: float, min_time: float, fixtures: str | None,
-                  formats: str | None) -> None:
+                  formats: str | None, batch: str | None) -> None:
     """A/A comparison (must flag nothing) and a real slowdown (must be flagged); exit 1 if either fails,
     4 when the machine is too noisy to tell (the output says how noisy, and the rounds it would take)."""
     from harness.fidelity import GATE_SELECTION, gate, gate_stored_pairs
@@ -816,6 +817,8 @@ def selftest_gate(reports: Path, stored_pairs: int, rounds: int, slowdown: float
             selection[1] = fixtures
         if formats:
             selection += ["-F", formats]
+        if batch:
+            selection += ["-b", batch]
         result = gate_stored_pairs(reports, stored_pairs, rounds, slowdown, min_time, tuple(selection),
                                    log=lambda m: err.print(m, highlight=False, markup=False))
         click.echo(json.dumps(result, indent=2))
