@@ -933,6 +933,8 @@ def nightly(reports: Path, fail_on: str, fixtures: tuple[str, ...], runtimes: tu
     if previous:
         codes["compare"] = subprocess.run(base + ["compare", str(previous[-1]), str(bench_run), "--fail-on", fail_on, "--reports", str(reports)],
                                           stderr=_real_stderr).returncode
+        if codes["compare"] == INCONCLUSIVE_EXIT:
+            out.print("nightly: the latency comparison was inconclusive (too noisy to tell, see above): not a pass", highlight=False)
     else:
         out.print("no earlier run under reports/history/: nothing to compare against yet")
     summary = read_run(bench_run)

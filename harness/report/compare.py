@@ -94,7 +94,7 @@ class RunDiff:
 
     @property
     def verdict(self) -> str:
-        """`regression` (exit 1), `inconclusive` (exit 3: the machine was too noisy to tell) or `pass`."""
+        """`regression` (exit 1), `inconclusive` (exit 4: the machine was too noisy to tell) or `pass`."""
         return "regression" if self.regressions else ("inconclusive" if self.inconclusive else "pass")
 
     @property
