@@ -822,11 +822,14 @@ def selftest_gate(reports: Path, stored_pairs: int, rounds: int, slowdown: float
         result = gate_stored_pairs(reports, stored_pairs, rounds, slowdown, min_time, tuple(selection),
                                    log=lambda m: err.print(m, highlight=False, markup=False))
         click.echo(json.dumps(result, indent=2))
-        b = result["before"]
+        b, w = result["before"], result["whole_aa"]
+        whole = (f"  A/A of whole runs (the plain runs of consecutive pairs): false alarms in {w['false_alarm_pairs']} of "
+                 f"{w['pairs']}, {w['false_alarm_cases']} case(s) (before: {w['before_pairs']} pairs, {w['before_cases']} cases), "
+                 f"{w['inconclusive']} inconclusive\n") if w["pairs"] else ""
         err.print(f"{result['pairs']} pairs of {result['cases']} cases, {rounds} rounds a side; {result['method']}\n"
                   f"  A/A (every case but the slowed one): false alarms in {result['false_alarm_pairs']} of {result['pairs']} pairs, "
                   f"{result['false_alarm_cases']} case(s) (before: {b['false_alarm_pairs']} pairs, {b['false_alarm_cases']} cases)\n"
-                  f"  one case {result['slowdown']}x slower: caught in {result['caught']} of {result['pairs']} "
+                  + whole + f"  one case {result['slowdown']}x slower: caught in {result['caught']} of {result['pairs']} "
                   f"({result['caught_where_judgeable']} where the noise allowed it; before: {b['caught']})\n"
                   f"  verdict: {result['verdict']}" + (f": {result['why']}" if result.get("why") else ""), highlight=False)
     else:

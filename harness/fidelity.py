@@ -277,6 +277,7 @@ def gate_stored_pairs(reports: Path, pairs: int = 10, rounds: int = 5, slowdown:
     slowed by a busy-wait of `slowdown` × its p50 inside every timed call of the second run
     (`--delay-us`, `--delay-case`): per pair, the false alarms among the unchanged cases and whether
     the slowed case was caught — by this gate and by the gate before it (legacy_flags) on the same runs.
+    The plain runs of consecutive pairs are compared too (`whole_aa`: pairs-1 A/A comparisons of every case).
     The verdict: `fail` when there are more false alarms than the gate's α allows, or fewer catches than
     its power promises (binomial tests, scipy), `inconclusive` when in most pairs the rounds' noise could
     not have shown the slowdown (with that noise and the rounds it would take), else `pass`."""
@@ -300,10 +301,18 @@ def gate_stored_pairs(reports: Path, pairs: int = 10, rounds: int = 5, slowdown:
         return os.readlink(reports / "latest").split("/")[-1]
 
     rows: list[dict[str, Any]] = []
+    whole: list[dict[str, Any]] = []  # the plain runs of consecutive pairs: A/A comparisons of every case, for free
+    previous = None
     for k in range(pairs):
         started = time.monotonic()
         a = bench()
         run_a = read_run(reports / "runs" / a)
+        if previous is not None:
+            aa = diff_runs(previous, run_a, gate_)
+            whole.append({"runs": [previous.run_id, a], "false_alarms": sorted(c.id for c in aa.cases if c.flagged),
+                          "common_regressions": [s.why for s in aa.common if s.verdict == "common regression"],
+                          "before": sorted(legacy_flags(previous, run_a)), "verdict": aa.verdict})
+        previous = run_a
         # The slowed case: a seeded choice among cases long enough for a microsecond busy-wait to be a
         # faithful 25% (a 2 µs delay on an 8 µs case would be 25% ± 6%).
         timed = sorted((r for r in run_a.results if r.timing.p50_ms and r.timing.p50_ms >= 0.04), key=lambda r: r.id)
@@ -346,6 +355,10 @@ def gate_stored_pairs(reports: Path, pairs: int = 10, rounds: int = 5, slowdown:
            "before": {"false_alarm_pairs": sum(bool(r["before"]["false_alarms"]) for r in rows),
                       "false_alarm_cases": sum(len(r["before"]["false_alarms"]) for r in rows),
                       "caught": sum(r["before"]["caught"] for r in rows)},
+           "whole_aa": {"pairs": len(whole), "false_alarm_pairs": sum(bool(w["false_alarms"] or w["common_regressions"]) for w in whole),
+                        "false_alarm_cases": sum(len(w["false_alarms"]) for w in whole),
+                        "before_pairs": sum(bool(w["before"]) for w in whole), "before_cases": sum(len(w["before"]) for w in whole),
+                        "inconclusive": sum(w["verdict"] == "inconclusive" for w in whole), "detail": whole},
            "false_positive_rate": false_pairs / n if n else None, "detection_rate": caught / n if n else None,
            "noise": [r["noise"] for r in rows], "pairs_detail": rows}
     too_many_alarms = n and binomtest(false_pairs, n, gate_.alpha, alternative="greater").pvalue < 0.01

@@ -248,6 +248,7 @@ def test_selftest_gate_stored_pairs_counts_false_alarms_and_catches(tmp_path):
     assert pair["slowed"].startswith("gemm256-onnx18-ort") and pair["delay_us"] >= 1 and len(pair["runs"]) == 2
     assert out["caught"] == int(pair["caught"]) and out["false_alarm_cases"] == len(pair["false_alarms"])
     assert set(out["before"]) == {"false_alarm_pairs", "false_alarm_cases", "caught"}
+    assert out["whole_aa"]["pairs"] == 0, "one pair has no two plain runs to compare"
     assert "Benjamini–Hochberg" in out["method"] and "1.25" in pair["rounds_needed"]
     assert proc.returncode == {"pass": 0, "fail": 1, "inconclusive": 4}[out["verdict"]]
     assert f"verdict: {out['verdict']}" in proc.stderr and "caught in" in proc.stderr
