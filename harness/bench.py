@@ -93,8 +93,11 @@ class Gate:
 
 POWER = 0.8  # a case is judged only if a change of the gate's size would have been caught this often
 COMMON_MIN_CASES = 5  # fewer cases at a thread count: their common change is not estimated from them
-METHOD = "Welch t-test on log round medians, relative to the common change at each thread count; " \
-         "Benjamini–Hochberg across the comparison's cases"
+# Each side's rounds are trimmed by this fraction at each end (Yuen's test): from 10 rounds a side, one
+# slow round on a shared machine no longer hides a real change; under 10 rounds nothing is trimmed.
+TRIM = 0.1
+METHOD = "Yuen's trimmed t-test (10% a side; Welch's under 10 rounds) on log round medians, relative to the common " \
+         "change at each thread count; Benjamini–Hochberg across the comparison's cases"
 
 
 @dataclass
@@ -162,14 +165,25 @@ def _logs(values: list[float]) -> np.ndarray:
     return np.log(v)
 
 
-def _welch(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """Sampling variance of mean(b) - mean(a) and its Welch–Satterthwaite degrees of freedom."""
-    va, vb = (float(np.var(a, ddof=1)) / len(a), float(np.var(b, ddof=1)) / len(b))
-    var = va + vb
-    if var == 0:
-        return 0.0, float(len(a) + len(b) - 2)
-    df = var ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
-    return var, float(df)
+def _side(x: np.ndarray) -> tuple[float, float, int]:
+    """One run's rounds: their trimmed mean, their winsorized variance and how many rounds remain (h)."""
+    from scipy.stats import mstats, trim_mean
+
+    g = int(TRIM * len(x))
+    winsorized = np.asarray(mstats.winsorize(x, limits=(TRIM, TRIM)), dtype=np.float64)
+    return float(trim_mean(x, TRIM)), float(np.var(winsorized, ddof=1)), len(x) - 2 * g
+
+
+def _yuen(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float, float]:
+    """Yuen's two-sample test, as scipy.stats.ttest_ind(trim=TRIM) computes it, in parts (the spread
+    between cases is added to its variance): the change in trimmed means, its variance, its degrees of
+    freedom, and the rounds' pooled winsorized standard deviation. Without trimming it is Welch's test."""
+    (ma, wa, ha), (mb, wb, hb) = _side(a), _side(b)
+    da, db = (len(a) - 1) * wa / (ha * (ha - 1)), (len(b) - 1) * wb / (hb * (hb - 1))
+    var = da + db
+    df = float(ha + hb - 2) if var == 0 else var ** 2 / (da ** 2 / (ha - 1) + db ** 2 / (hb - 1))
+    noise = float(np.sqrt(((len(a) - 1) * wa + (len(b) - 1) * wb) / (len(a) + len(b) - 2)))
+    return mb - ma, var, float(df), noise
 
 
 def detection_power(effect: float, se: float, df: float, alpha: float) -> float:
@@ -192,7 +206,8 @@ def rounds_needed(effect: float, noise: float, spread: float, alpha: float, powe
     Power grows with the rounds: a bisection."""
 
     def enough(n: int) -> bool:
-        return detection_power(effect, float(np.sqrt(2 * noise ** 2 / n + spread ** 2)), 2 * n - 2, alpha) >= power
+        h = n - 2 * int(TRIM * n)  # rounds left after trimming
+        return detection_power(effect, float(np.sqrt(2 * noise ** 2 * (n - 1) / (h * (h - 1)) + spread ** 2)), 2 * h - 2, alpha) >= power
 
     lo, hi = 3, most
     if not enough(hi):
@@ -221,7 +236,7 @@ def judge_latency(cases: list[CaseRounds], threshold: float, alpha: float,
                   machine: tuple[dict | None, dict | None] = (None, None), effects: tuple[float, ...] = (1.25,)) -> LatencyJudgement:
     """Every case at once. Per thread count: the common change (median of the cases' changes) and the
     spread of the cases around it beyond their own noise; each case's change relative to the common one
-    is tested (Welch t on log round medians, the spread added to its variance), the p-values adjusted
+    is tested (Yuen's trimmed t on log round medians, the spread added to its variance), the p-values adjusted
     together (Benjamini–Hochberg, scipy), and a case whose change of the gate's size would not have been
     caught with POWER is inconclusive. A common change beyond the threshold is the machine's when the
     yardstick moved with it, one regression when the yardstick stood still, else inconclusive."""
@@ -233,9 +248,8 @@ def judge_latency(cases: list[CaseRounds], threshold: float, alpha: float,
         a, b = _logs(c.base), _logs(c.new)
         if len(a) < 2 or len(b) < 2:
             continue
-        var, df = _welch(a, b)
-        pooled = float(np.sqrt(((len(a) - 1) * np.var(a, ddof=1) + (len(b) - 1) * np.var(b, ddof=1)) / (len(a) + len(b) - 2)))
-        rows.append((c, float(b.mean() - a.mean()), var, df, pooled))
+        change, var, df, noise = _yuen(a, b)
+        rows.append((c, change, var, df, noise))
     common: list[CommonShift] = []
     center: dict = {}
     spread: dict = {}
