@@ -210,6 +210,9 @@ def _selection_options(f):
 
 
 COUNT = click.IntRange(min=0)
+# `harness compare` and `harness selftest gate` when the latency could not be judged (the machine too noisy
+# to show the asked-for change): neither a pass (0) nor a regression (1); 2 is bad input, 3 a harness bug.
+INCONCLUSIVE_EXIT = 4
 POSITIVE_SECONDS = click.FloatRange(min=0, min_open=True)
 
 
@@ -655,10 +658,11 @@ def _pair_variant(text: str) -> tuple[str, str | None]:
 @click.option("--reports", default="reports", show_default=True, type=click.Path(path_type=Path))
 @click.option("--delay-us", default=0, type=click.IntRange(min=0), hidden=True,
               help="Self-tests only: a busy-wait of this many microseconds inside each timed call (an injected slowdown).")
+@click.option("--delay-case", default="", hidden=True, help="Self-tests only: the one case id that gets --delay-us (default: every case).")
 @_sandbox_option("none")
 @_machine_option
 def bench(fixtures, formats, runtimes, batch, threads_, warmup, iterations, min_time, rounds, sweep, pair, timeout, reports, delay_us,
-          sandbox, machine) -> None:
+          delay_case, sandbox, machine) -> None:
     """Benchmark: latency statistics, cold start, peak memory, batch and size scaling, GFLOP/s against
     this machine's measured GEMM peak, at 1 thread and at all cores. One benchmark at a time."""
     from filelock import FileLock, Timeout
@@ -699,11 +703,11 @@ def bench(fixtures, formats, runtimes, batch, threads_, warmup, iterations, min_
         raise HarnessError(f"--rounds {rounds} with --pair: expected 6 or more (a 95% interval for the median ratio needs 6 rounds; 10 is a good start)")
     cases = _sandboxed(cases, sandbox)
     options = Options(warmup=warmup, iterations=iterations, min_time_s=min_time, run_timeout_s=timeout, rounds=rounds, sandbox=sandbox,
-                      delay_us=delay_us)
+                      delay_us=delay_us, delay_case=delay_case)
     run_options = {"command": "bench", "fixtures": sel.fixtures, "formats": sel.formats, "runtimes": sel.runtimes,
                    "batches": batches, "threads": threads, "warmup": warmup, "iterations": iterations, "min_time_s": min_time,
                    "rounds": rounds, "timeout": timeout, "pair": list(pair) if pair else None, "sandbox": sandbox, "delay_us": delay_us,
-                   "machine": machine}
+                   "delay_case": delay_case, "machine": machine}
     lock = FileLock(str(Path(".harness") / "bench.lock"))
     try:
         Path(".harness").mkdir(exist_ok=True)
@@ -867,7 +871,8 @@ def report(run: str, reports: Path, out_dir: Path | None, fuzz_path: Path | None
 @click.argument("base")
 @click.argument("new", default="latest")
 @click.option("--fail-on", default="median:10%", show_default=True, help="Gate: STAT:PERCENT; flagged only if also significant.")
-@click.option("--alpha", default=0.01, show_default=True, help="Significance level of the Mann–Whitney U test.")
+@click.option("--alpha", default=0.05, show_default=True, type=float,
+              help="False alarms across all the comparison's cases (Benjamini–Hochberg false-discovery rate).")
 @click.option("--reports", default="reports", show_default=True, type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Where to write index.html and compare.md (default: reports/compare/BASE_vs_NEW).")
 @click.option("--allow-missing", is_flag=True, help="A case of BASE absent from NEW is not a regression.")
@@ -875,7 +880,9 @@ def report(run: str, reports: Path, out_dir: Path | None, fuzz_path: Path | None
               help="Also judge cases without rounds (conformance runs) on their pooled iterations: a weaker test, named in the output.")
 def compare(base: str, new: str, fail_on: str, alpha: float, reports: Path, out_dir: Path | None, allow_missing: bool,
             gate_conformance: bool) -> None:
-    """What changed between two runs: verdicts, numerics, latency. Exit 1 on a regression."""
+    """What changed between two runs: verdicts, numerics, latency. Exit 1 on a regression, 3 when the
+    latency could not be judged (too noisy to show the gate's change, or a machine that changed in a way
+    its yardstick cannot tell from the build)."""
     from harness.bench import Gate
     from harness.report.compare import diff_runs, print_diff, write_diff
     from harness.store import check_schema, read_run, resolve_run
@@ -896,7 +903,7 @@ def compare(base: str, new: str, fail_on: str, alpha: float, reports: Path, out_
         print_agreement(groups, out, "agreement across the two machines")
     paths = write_diff(diff, out_dir or reports / "compare" / f"{a.run_id}_vs_{b.run_id}")
     out.print(f"html: {paths['html']}\nmarkdown: {paths['markdown']}", highlight=False)
-    sys.exit(0 if diff.ok else 1)
+    sys.exit({"pass": 0, "regression": 1, "inconclusive": INCONCLUSIVE_EXIT}[diff.verdict])
 
 
 @main.group()
@@ -905,14 +912,31 @@ def selftest() -> None:
 
 
 @selftest.command("fidelity")
-@click.option("--rounds", default=5, show_default=True)
-@click.option("--iterations", default=200, show_default=True)
-def selftest_fidelity(rounds: int, iterations: int) -> None:
-    """Harness p50 vs a bare in-process loop (mnist_cnn, batch 1, litert and ort), side by side."""
-    from harness.fidelity import fidelity, overhead
+@click.option("--rounds", default=10, show_default=True, type=click.IntRange(min=1),
+              help="Interleaved rounds, fresh processes on both sides each round (6 or more for a 95% interval).")
+@click.option("--iterations", default=200, show_default=True, type=click.IntRange(min=1))
+@click.option("--warmup", default=300, show_default=True, type=COUNT)
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(min=0), help="Thread setting of both sides (0: the runtime's default).")
+@click.option("--runtimes", "-r", default="tf,litert,ort", show_default=True, help="Python runtimes to measure.")
+@click.option("--no-overhead", is_flag=True, help="Leave out the per-case overhead figure.")
+def selftest_fidelity(rounds: int, iterations: int, warmup: int, threads: int, runtimes: str, no_overhead: bool) -> None:
+    """Harness p50 vs a bare in-process loop (mnist_cnn, batch 1) for each Python runtime, in interleaved
+    rounds of fresh processes: the ratio harness/bare per round, its median and 95% interval."""
+    from harness.fidelity import FORMAT_OF, fidelity, overhead
 
-    result = {"fidelity": fidelity(rounds, iterations), "overhead": overhead()}
+    chosen = tuple(_split((runtimes,)) or [])
+    unknown = [r for r in chosen if r not in FORMAT_OF]
+    if not chosen or unknown:
+        raise HarnessError(f"--runtimes {runtimes}: expected Python runtimes among {', '.join(FORMAT_OF)}")
+    result: dict = {"fidelity": fidelity(rounds, iterations, warmup, threads, chosen,
+                                         log=lambda m: err.print(m, highlight=False, markup=False))}
+    if not no_overhead:
+        result["overhead"] = overhead()
     click.echo(json.dumps(result, indent=2))
+    for runtime, f in result["fidelity"].items():
+        if "ratio" in f:
+            ci = f"{f['ci'][0]:.3f}–{f['ci'][1]:.3f}" if "ci" in f else "no interval"
+            err.print(f"{runtime}: harness/bare {f['ratio']:.3f} (95% {ci}, {f['rounds']} rounds): {f['verdict']}", highlight=False)
 
 
 @selftest.command("startup")
@@ -926,25 +950,53 @@ def selftest_startup(repeats: int) -> None:
 
 @selftest.command("gate")
 @click.option("--reports", default=".harness/selftest-gate", show_default=True, type=click.Path(path_type=Path))
-@click.option("--injected", is_flag=True, help="Instead: A/A pairs and a 1.25x injected slowdown (delay_us), --repeats times; "
-                                                "prints the false-positive and false-negative rates.")
-@click.option("--repeats", default=3, show_default=True, type=click.IntRange(min=1), help="Repeats of --injected.")
-def selftest_gate(reports: Path, injected: bool, repeats: int) -> None:
-    """A/A comparison (must flag nothing) and a real 20% slowdown (must be flagged); exit 1 if either fails."""
-    from harness.fidelity import gate, gate_injected
+@click.option("--stored-pairs", "stored_pairs", default=0, type=click.IntRange(min=0), metavar="N",
+              help="Instead: N pairs of stored bench runs (mlp, mnist_cnn on ort and litert: 48 cases), each an A/A comparison "
+                   "but for one case slowed by --slowdown; prints the false-alarm and detection rates, and the gate's before.")
+@click.option("--rounds", default=5, show_default=True, type=click.IntRange(min=1), help="Rounds of each bench run.")
+@click.option("--slowdown", default=0.25, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="--stored-pairs: the injected slowdown of one case (0.25: 1.25x).")
+@click.option("--min-time", default=0.1, show_default=True, type=click.FloatRange(min=0), help="--stored-pairs: bench --min-time.")
+@click.option("--fixtures", "-f", default=None, help="--stored-pairs: other fixtures than mlp,mnist_cnn (fewer cases, quicker).")
+@click.option("--formats", "-F", default=None, help="--stored-pairs: only these formats.")
+@click.option("--batch", "-b", default=None, help="--stored-pairs: only these batch sizes.")
+def selftest_gate(reports: Path, stored_pairs: int, rounds: int, slowdown: float, min_time: float, fixtures: str | None,
+                  formats: str | None, batch: str | None) -> None:
+    """A/A comparison (must flag nothing) and a real slowdown (must be flagged); exit 1 if either fails,
+    4 when the machine is too noisy to tell (the output says how noisy, and the rounds it would take)."""
+    from harness.fidelity import GATE_SELECTION, gate, gate_stored_pairs
 
-    if injected:
-        result = gate_injected(reports, repeats)
-        click.echo(json.dumps(result, indent=2))  # false_positive_rate, false_negative_rate
-        if not result["ok"]:
-            sys.exit(1)
-        return
-    result = gate(reports)
-    click.echo(json.dumps(result, indent=2))
-    if not result["ok"]:
-        err.print("harness: selftest gate failed: " + ("the A/A comparison flagged a regression" if result["aa"]["flagged"]
-                                                       else "the 20% slowdown was not flagged"), highlight=False)
-        sys.exit(1)
+    if stored_pairs:
+        selection = list(GATE_SELECTION)
+        if fixtures:
+            selection[1] = fixtures
+        if formats:
+            selection += ["-F", formats]
+        if batch:
+            selection += ["-b", batch]
+        result = gate_stored_pairs(reports, stored_pairs, rounds, slowdown, min_time, tuple(selection),
+                                   log=lambda m: err.print(m, highlight=False, markup=False))
+        click.echo(json.dumps(result, indent=2))
+        b, w = result["before"], result["whole_aa"]
+        whole = (f"  A/A of whole runs (the plain runs of consecutive pairs): false alarms in {w['false_alarm_pairs']} of "
+                 f"{w['pairs']}, {w['false_alarm_cases']} case(s) (before: {w['before_pairs']} pairs, {w['before_cases']} cases), "
+                 f"{w['inconclusive']} inconclusive\n") if w["pairs"] else ""
+        err.print(f"{result['pairs']} pairs of {result['cases']} cases, {rounds} rounds a side; {result['method']}\n"
+                  f"  A/A (every case but the slowed one): false alarms in {result['false_alarm_pairs']} of {result['pairs']} pairs, "
+                  f"{result['false_alarm_cases']} case(s) (before: {b['false_alarm_pairs']} pairs, {b['false_alarm_cases']} cases)\n"
+                  + whole + f"  one case {result['slowdown']}x slower: caught in {result['caught']} of {result['pairs']} "
+                  f"({result['caught_where_judgeable']} where the noise allowed it; before: {b['caught']})\n"
+                  f"  verdict: {result['verdict']}" + (f": {result['why']}" if result.get("why") else ""), highlight=False)
+    else:
+        result = gate(reports, rounds)
+        click.echo(json.dumps(result, indent=2))
+        if result["verdict"] == "fail":
+            err.print("harness: selftest gate failed: " + ("the A/A comparison flagged a regression" if result["aa"]["flagged"]
+                                                           else "the 20% slowdown was not flagged"), highlight=False)
+        elif result["verdict"] == "inconclusive":
+            err.print(f"harness: selftest gate inconclusive: {result['why']} (median round noise {result['noise']}, "
+                      f"rounds a side needed for a 20% change: {result['rounds_needed'] or 'more than 200'})", highlight=False)
+    sys.exit({"pass": 0, "fail": 1, "inconclusive": INCONCLUSIVE_EXIT}[result["verdict"]])
 
 
 def fuzz_stats_lines(stats: dict[str, dict]) -> list[str]:
@@ -1046,6 +1098,8 @@ def nightly(reports: Path, fail_on: str, fixtures: tuple[str, ...], runtimes: tu
     if previous:
         codes["compare"] = subprocess.run(base + ["compare", str(previous[-1]), str(bench_run), "--fail-on", fail_on, "--reports", str(reports)],
                                           stderr=_real_stderr).returncode
+        if codes["compare"] == INCONCLUSIVE_EXIT:
+            out.print("nightly: the latency comparison was inconclusive (too noisy to tell, see above): not a pass", highlight=False)
     else:
         out.print("no earlier run under reports/history/: nothing to compare against yet")
     summary = read_run(bench_run)

@@ -47,6 +47,7 @@ class Options:
     max_iterations: int = 10000
     rounds: int = 1  # benchmarks: measure each case in this many rounds, interleaved across cases
     delay_us: int = 0  # self-tests only: a busy-wait inside each timed call (harness selftest gate's injected slowdown)
+    delay_case: str = ""  # self-tests only: the one case that gets delay_us (empty: every case)
     sandbox: str = "none"  # where workers run: bwrap, docker or none (harness/sandbox.py)
 
 
@@ -516,7 +517,7 @@ class Engine:
             reply = worker.call(
                 "run",
                 {"handle": loaded.handle, "inputs": paths, "output_dir": str(out_dir), "warmup": warmup, "iterations": count,
-                 **({"delay_us": self.options.delay_us} if self.options.delay_us and iterations is None else {})},
+                 **({"delay_us": self.options.delay_us} if self._delayed(case) and iterations is None else {})},
                 timeout=self.options.run_timeout_s,
             )
             if first_ns is not None:
@@ -539,6 +540,9 @@ class Engine:
                   "samples_ms": [s / 1e6 for s in reply["samples_ns"]], "iterations": len(reply["samples_ns"]),
                   "warmup": warmup, "threads": self._threads(case)}
         return outputs, {"timing": timing, "peak_rss_bytes": reply.get("peak_rss_bytes")}
+
+    def _delayed(self, case: Case) -> bool:
+        return bool(self.options.delay_us) and self.options.delay_case in ("", case.id)
 
     def _forget(self, wkey: str) -> None:
         self.pool.discard(wkey)

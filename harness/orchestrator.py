@@ -109,6 +109,7 @@ class Orchestrator:
         self.engine.builds = dict(builds or {})
         self.peaks: dict = {}
         self.pairs: list[dict] = []
+        self.machine_rounds: dict[str, list[float | None]] = {}
         self._closed = False
 
     # --- one case --------------------------------------------------------------------------------
@@ -183,6 +184,7 @@ class Orchestrator:
                 self.engine.restart_workers()
                 random.Random(1000 + r).shuffle(keys)
             order = [c for k in keys for c in (groups[k] if r % 2 == 0 else groups[k][::-1])]
+            self._measure_machine(r)
             for case in order:
                 if progress:
                     progress(f"round {r + 1}/{rounds}: {case.id}", done, total)
@@ -210,6 +212,18 @@ class Orchestrator:
             self._store(result)
         if self.pairs and self.store is not None:
             self.store.set("pairs", self.pairs)
+
+    def _measure_machine(self, r: int) -> None:
+        """The machine's yardstick in every round of a benchmark, beside the cases it shares the round
+        with: `harness compare` tells a machine that changed between two runs from cases that did."""
+        if not self.bench:
+            return
+        from harness.bench import machine_probe
+
+        for t, ms in machine_probe(sorted({c.threads or os.cpu_count() or 1 for c in self.cases})).items():
+            self.machine_rounds.setdefault(t, []).append(ms)
+        if self.store is not None:
+            self.store.set("machine_rounds", self.machine_rounds)
 
     def _store(self, result: CaseResult) -> None:
         outputs = self.engine.take_outputs(result.id)

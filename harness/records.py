@@ -318,6 +318,7 @@ class RunMeta(_Record):
     machine_peak_gflops: dict | None = None
     machine_blas: list[dict] | None = None
     machine_peak_notes: list[str] | None = None
+    machine_rounds: dict | None = None  # benchmarks: the yardstick's time per round, by thread count (harness.bench.machine_probe)
     shards: list[dict] | None = None
     pairs: list[dict] | None = None
     repaired_artifacts: list[dict] | None = None
@@ -326,7 +327,7 @@ class RunMeta(_Record):
     machines: dict | None = None  # a run merged from several machines: label -> identity
 
     OMIT: ClassVar[frozenset[str]] = frozenset(
-        ("wall_s", "machine_peak_gflops", "machine_blas", "machine_peak_notes", "shards", "pairs", "repaired_artifacts", "resumed",
+        ("wall_s", "machine_peak_gflops", "machine_blas", "machine_peak_notes", "machine_rounds", "shards", "pairs", "repaired_artifacts", "resumed",
          "machine", "machines"))
 
     @classmethod

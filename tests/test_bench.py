@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, run_cli
-from harness.bench import Gate, ReplayTimer, latency_stats, significant_change
+from harness.bench import Gate, ReplayTimer, latency_stats
 from harness.errors import HarnessError
 from harness.report.compare import diff_runs
 from harness.store import RunStore, read_run
@@ -61,10 +61,6 @@ def test_gate_flags_only_large_and_significant_slowdowns(tmp_path):
     assert by_id["slightly"].significant and not by_id["slightly"].flagged, "significant but under the threshold"
     assert not by_id["few"].flagged and not by_id["few"].judged, "two rounds cannot show significance"
     assert not diff.ok and by_id["same"].numerics == "identical"
-
-
-def test_significance_needs_samples():
-    assert significant_change([1.0] * 3, [2.0] * 3) == (False, None)
 
 
 def test_pytest_benchmark_holds_the_worker_samples(tmp_path):
@@ -172,17 +168,6 @@ def test_nightly_exits_1_when_a_step_fails_and_keeps_no_history(tmp_path):
     assert not (reports / "history").exists() or not any((reports / "history").iterdir())
 
 
-def test_injected_delay_is_inside_every_timed_call(tmp_path):
-    """`bench --delay-us` (self-tests only) reaches the worker: every timed sample holds the busy-wait,
-    and the run records it, so a run with an injected slowdown is never mistaken for a real one."""
-    proc = run_cli("bench", "-f", "pow", "-F", "onnx13", "-r", "ort", "--no-sweep", "-b", "1", "--threads", "1", "--rounds", "1",
-                   "--min-time", "0", "-n", "5", "--delay-us", "2000", "--reports", str(tmp_path), cwd=tmp_path, env=OWN_LOCK)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    [r] = [json.loads(x) for x in (tmp_path / "latest" / "results.jsonl").read_text().splitlines()]
-    assert min(r["timing"]["samples_ms"]) >= 2.0
-    assert json.loads((tmp_path / "latest" / "run.json").read_text())["options"]["delay_us"] == 2000
-
-
 def test_selftest_overhead_runs_cases_through_the_orchestrator():
     """`harness selftest fidelity`'s overhead figure runs real cases through the Orchestrator and reads
     typed records; a case that did not run is the self-test's failure in its own words, never a 0."""
@@ -199,3 +184,73 @@ def test_selftest_overhead_runs_cases_through_the_orchestrator():
     with pytest.raises(RuntimeError, match=r"^pow-onnx13-ort-cpu-b1 did not run \(error\): export to onnx13 failed: boom$"):
         fidelity._timed(CaseResult("pow-onnx13-ort-cpu-b1", "pow", "onnx13", "ort", "cpu", 1, 0, status="error",
                                    error="export to onnx13 failed: boom"))
+
+
+def test_bench_measures_the_machine_every_round_and_slows_only_the_delayed_case(tmp_path):
+    """Every round of a benchmark measures the machine's yardstick at each thread count (run.json
+    machine_rounds: one value per round); `bench --delay-us` (self-tests only) reaches the worker, inside
+    every timed call, and `--delay-case` gives it to that one case only, so a self-test can slow one case
+    among many; the run records both, so a run with an injected slowdown is never mistaken for a real one."""
+    slowed = "pow-onnx13-ort-cpu-b1-t1"
+    proc = run_cli("bench", "-f", "pow", "-F", "onnx13,tflite", "-r", "ort,litert", "--no-sweep", "-b", "1", "--threads", "1",
+                   "--rounds", "2", "--min-time", "0", "-n", "5", "--delay-us", "2000", "--delay-case", slowed,
+                   "--reports", str(tmp_path), cwd=tmp_path, env=OWN_LOCK)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = {r["id"]: r for r in map(json.loads, (tmp_path / "latest" / "results.jsonl").read_text().splitlines())}
+    assert set(results) == {slowed, "pow-tflite-litert-cpu-b1-t1"}
+    assert min(results[slowed]["timing"]["samples_ms"]) >= 2.0
+    assert min(results["pow-tflite-litert-cpu-b1-t1"]["timing"]["samples_ms"]) < 2.0, "the other case got no busy-wait"
+    meta = json.loads((tmp_path / "latest" / "run.json").read_text())
+    assert meta["options"]["delay_case"] == slowed and meta["options"]["delay_us"] == 2000
+    assert list(meta["machine_rounds"]) == ["1"] and len(meta["machine_rounds"]["1"]) == 2
+    assert all(v > 0 for v in meta["machine_rounds"]["1"])
+    from conftest import check_run_schema
+
+    check_run_schema((tmp_path / "latest").resolve())
+
+
+def test_selftest_fidelity_runs_both_sides_in_fresh_processes_each_round(tmp_path):
+    """`harness selftest fidelity` for two runtimes, two rounds each: one harness and one bare figure per
+    round, their ratios, and no interval claimed from two rounds."""
+    proc = run_cli("selftest", "fidelity", "-r", "litert,ort", "--rounds", "2", "--iterations", "20", "--warmup", "5", "--no-overhead",
+                   cwd=tmp_path, env=OWN_LOCK)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = json.loads(proc.stdout)["fidelity"]
+    assert set(out) == {"litert", "ort"}
+    for runtime, f in out.items():
+        assert f["rounds"] == 2 and len(f["ratios"]) == len(f["harness_rounds_ms"]) == len(f["bare_rounds_ms"]) == 2, runtime
+        assert f["ratios"][0] == pytest.approx(f["harness_rounds_ms"][0] / f["bare_rounds_ms"][0])
+        assert f["threads"] == 1 and f["verdict"].startswith("too few rounds") and "ci" not in f
+    assert "litert: harness/bare" in proc.stderr
+    bad = run_cli("selftest", "fidelity", "-r", "go-tfgo", cwd=tmp_path, env=OWN_LOCK)
+    assert bad.returncode == 2 and "expected Python runtimes among tf, litert, ort" in bad.stderr
+
+
+def test_ratio_summary_gives_an_interval_and_calls_a_bias_only_outside_it():
+    from harness.fidelity import ratio_summary
+
+    even = ratio_summary([1.0, 1.02, 0.98, 1.01, 0.99, 1.0, 1.03, 0.97, 1.0, 1.01], [1.0] * 10)
+    assert even["ci"][0] <= 1 <= even["ci"][1] and even["verdict"].startswith("no bias shown")
+    fast = ratio_summary([0.8, 0.82, 0.79, 0.81, 0.78, 0.8, 0.83, 0.8, 0.81, 0.79], [1.0] * 10)
+    assert fast["ci"][1] < 1 and fast["verdict"] == "the harness reads faster than the bare loop"
+
+
+def test_selftest_gate_stored_pairs_counts_false_alarms_and_catches(tmp_path):
+    """One stored pair of a small selection: the numbers the note needs (false alarms among the unchanged
+    cases and whether the slowed one was caught, by this gate and by the one before) and a verdict whose
+    exit code says it; timings on a shared machine vary, so any verdict is possible here."""
+    proc = run_cli("selftest", "gate", "--stored-pairs", "1", "-f", "gemm256", "-F", "onnx18", "-b", "1", "--rounds", "5", "--min-time", "0.01",
+                   "--reports", str(tmp_path / "r"), cwd=tmp_path, env=OWN_LOCK)
+    assert proc.returncode in (0, 1, 4), proc.stdout + proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["pairs"] == 1 and out["slowdown"] == 1.25 and out["cases"] >= 2
+    (pair,) = out["pairs_detail"]
+    assert pair["slowed"].startswith("gemm256-onnx18-ort") and pair["delay_us"] >= 1 and len(pair["runs"]) == 2
+    assert out["caught"] == int(pair["caught"]) and out["false_alarm_cases"] == len(pair["false_alarms"])
+    assert set(out["before"]) == {"false_alarm_pairs", "false_alarm_cases", "caught"}
+    assert out["whole_aa"]["pairs"] == 0, "one pair has no two plain runs to compare"
+    assert "Benjamini–Hochberg" in out["method"] and "1.25" in pair["rounds_needed"]
+    assert proc.returncode == {"pass": 0, "fail": 1, "inconclusive": 4}[out["verdict"]]
+    assert f"verdict: {out['verdict']}" in proc.stderr and "caught in" in proc.stderr
+    slowed_run = json.loads((tmp_path / "r" / "runs" / pair["runs"][1] / "run.json").read_text())
+    assert slowed_run["options"]["delay_case"] == pair["slowed"] and slowed_run["options"]["delay_us"] == pair["delay_us"]

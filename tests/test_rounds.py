@@ -203,3 +203,137 @@ def test_diff_ratio_boundaries_alpha_and_one_sided_digests(tmp_path):
     assert by_id["nodigest"].numerics == ""
     strict = {c.id: c for c in diff_runs(base, new, Gate.parse("median:10%", alpha=1e-9)).cases}
     assert strict["twice"].p_value == by_id["twice"].p_value and not strict["twice"].flagged, "a stricter alpha flags nothing here"
+
+
+# --- the gate between two stored runs: drift, many cases, power, inconclusive -------------------------
+
+def _bench_run(tmp_path, name, cases, machine=None):
+    """A stored bench run: cases {id: (threads, rounds)}, and the machine's yardstick per round."""
+    store = RunStore(tmp_path, {"command": "bench"}, run_id=name, planned=[{"id": c} for c in cases])
+    for cid, (threads, rounds) in cases.items():
+        store.add({"id": cid, "fixture": "pow", "format": "onnx13", "runtime": "ort", "batch": 1, "threads": threads, "status": "pass",
+                   "timing": {"p50_ms": float(np.median(rounds)), "samples_ms": list(rounds), "rounds_ms": list(rounds)}})
+    if machine is not None:
+        store.set("machine_rounds", machine)
+    store.finish({})
+    return read_run(store.dir)
+
+
+def _rounds(rng, center, noise, n=5):
+    return list(center * np.exp(noise * rng.standard_normal(n)))
+
+
+def test_a_shift_of_the_whole_machine_is_the_machine_not_n_regressions(tmp_path):
+    """Between two A/A runs every case at 2 threads got 1.3x slower, and so did the machine's yardstick:
+    the old gate flagged each case (5 rounds a side completely separated, p=0.008 < 0.01); now the
+    thread count's common change is named the machine's and no case is flagged."""
+    rng = np.random.default_rng(3)
+    ids = [f"c{i}-t2" for i in range(12)]
+    base = _bench_run(tmp_path, "a", {c: (2, _rounds(rng, 1 + i, 0.02)) for i, c in enumerate(ids)}, {"2": _rounds(rng, 0.3, 0.02)})
+    new = _bench_run(tmp_path, "b", {c: (2, _rounds(rng, 1.3 * (1 + i), 0.02)) for i, c in enumerate(ids)}, {"2": _rounds(rng, 0.39, 0.02)})
+    diff = diff_runs(base, new, Gate.parse("median:10%"))
+    assert all(c.ratio > 1.2 for c in diff.cases) and not any(c.flagged for c in diff.cases)
+    (common,) = diff.common
+    assert common.verdict == "machine changed" and common.change == pytest.approx(1.3, rel=0.05) and common.machine > 1.2
+    assert diff.verdict == "pass" and diff.ok
+    from rich.console import Console
+
+    console = Console(record=True, width=250)
+    print_diff(diff, console)
+    text = console.export_text()
+    assert "12 cases moved 1.3" in text and "machine changed" in text and "Benjamini–Hochberg" in text
+    assert "0 latency regression(s)" in text and "verdict: pass" in text
+
+
+def test_one_case_slowed_beyond_the_machines_shift_is_caught(tmp_path):
+    """The machine slowed every 2-thread case ~1.4x (each a little differently) and one case a further
+    1.3x: only that one is flagged, judged relative to the common change."""
+    rng = np.random.default_rng(4)
+    ids = [f"c{i}" for i in range(24)]
+    base = _bench_run(tmp_path, "a", {c: (2, _rounds(rng, 1 + i, 0.02)) for i, c in enumerate(ids)})
+    new = _bench_run(tmp_path, "b", {c: (2, _rounds(rng, (1 + i) * 1.4 * float(np.exp(0.02 * rng.standard_normal())) * (1.3 if c == "c5" else 1), 0.02))
+                                     for i, c in enumerate(ids)})
+    diff = diff_runs(base, new, Gate.parse("median:10%"))
+    assert [c.id for c in diff.cases if c.flagged] == ["c5"]
+    c5 = next(c for c in diff.cases if c.id == "c5")
+    assert c5.relative == pytest.approx(1.3, rel=0.06) and c5.q_value < 0.05
+    assert not diff.ok and any("c5: latency" in line and "beyond the common change" in line for line in diff.regressions)
+
+
+def test_many_cases_are_judged_together_not_each_at_its_own_alpha(tmp_path):
+    """48 cases, one of them 12% slower with 5% round noise: on its own p < 0.01 (the old gate's level
+    per case flagged it), but it is one of 48 tests: Benjamini–Hochberg's q is far above 0.05."""
+    rng = np.random.default_rng(5)
+    ids = [f"c{i}" for i in range(48)]
+    threads = {c: 1 if i % 2 else 2 for i, c in enumerate(ids)}
+    base_rounds = {c: _rounds(rng, 1.0, 0.05) for c in ids}
+    new_rounds = {c: _rounds(rng, 1.0, 0.05) for c in ids}
+    new_rounds["c7"] = list(np.asarray(base_rounds["c7"]) * 1.12 * np.exp(0.01 * rng.standard_normal(5)))
+    new_rounds["c7"] = [x * (1.0 if x > max(base_rounds["c7"]) else 1.1) for x in new_rounds["c7"]]  # complete separation
+    base = _bench_run(tmp_path, "a", {c: (threads[c], base_rounds[c]) for c in ids})
+    new = _bench_run(tmp_path, "b", {c: (threads[c], new_rounds[c]) for c in ids})
+    from scipy.stats import mannwhitneyu
+
+    assert mannwhitneyu(base_rounds["c7"], new_rounds["c7"]).pvalue < 0.01, "the old gate's test calls it"
+    diff = diff_runs(base, new, Gate.parse("median:10%"))
+    c7 = next(c for c in diff.cases if c.id == "c7")
+    assert c7.ratio > 1.1 and c7.p_value < 0.05 and c7.q_value > 0.05 and not c7.flagged
+    assert all(c.q_value >= c.p_value for c in diff.cases if c.judged)
+    assert not any(c.flagged for c in diff.cases)
+
+
+def test_every_case_slower_while_the_machine_stood_still_is_one_regression(tmp_path):
+    """Every case 1.3x slower and the yardstick unmoved: one regression for the thread count (the build
+    slowed everything), not ten."""
+    rng = np.random.default_rng(6)
+    ids = [f"c{i}" for i in range(10)]
+    yard = {"1": [0.4, 0.401, 0.399, 0.4, 0.4]}
+    base = _bench_run(tmp_path, "a", {c: (1, _rounds(rng, 1 + i, 0.01)) for i, c in enumerate(ids)}, yard)
+    new = _bench_run(tmp_path, "b", {c: (1, _rounds(rng, 1.3 * (1 + i), 0.01)) for i, c in enumerate(ids)}, {"1": [0.4, 0.4, 0.401, 0.399, 0.4]})
+    diff = diff_runs(base, new, Gate.parse("median:10%"))
+    assert not any(c.flagged for c in diff.cases)
+    assert diff.common[0].verdict == "common regression"
+    assert diff.verdict == "regression" and len(diff.regressions) == 1 and "stood still" in diff.regressions[0]
+
+
+def test_too_noisy_to_judge_is_inconclusive_with_the_noise_and_the_rounds_it_needs(tmp_path):
+    """30% round noise over 6 cases: a 10% change could not have been seen. The comparison is neither a
+    pass nor a regression: `inconclusive`, exit 4, with the noise and the rounds it would take."""
+    rng = np.random.default_rng(7)
+    ids = [f"c{i}" for i in range(6)]
+    for name in ("a", "b"):
+        _bench_run(tmp_path, name, {c: (1, _rounds(rng, 1.0, 0.3)) for c in ids})
+    diff = diff_runs(read_run(tmp_path / "runs" / "a"), read_run(tmp_path / "runs" / "b"), Gate.parse("median:10%"))
+    assert diff.verdict == "inconclusive" and diff.ok, "no regression, but no pass either"
+    assert any("too noisy to show a 10% change" in line and "round noise" in line for line in diff.inconclusive)
+    proc = run_cli("compare", "a", "b", "--reports", str(tmp_path))
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert "verdict: inconclusive" in proc.stdout and "median round noise" in proc.stdout
+
+
+def test_rounds_needed_follows_the_noise_and_the_spread_that_rounds_cannot_shrink():
+    from harness.bench import detection_power, rounds_needed
+
+    lone = 0.05 / 48
+    quiet, noisy = rounds_needed(np.log(1.25), 0.03, 0.0, lone), rounds_needed(np.log(1.25), 0.08, 0.0, lone)
+    assert 3 <= quiet < noisy <= 200
+    assert rounds_needed(np.log(1.10), 0.03, 0.0, lone) > quiet, "a smaller change needs more rounds"
+    assert rounds_needed(np.log(1.10), 0.03, 0.05, lone) is None, "a between-case spread of 5% hides a 10% change at any count"
+    n = rounds_needed(np.log(1.25), 0.08, 0.0, lone)
+    assert detection_power(np.log(1.25), float(np.sqrt(2 * 0.08 ** 2 / n)), 2 * n - 2, lone) >= 0.8
+    assert detection_power(np.log(1.25), float(np.sqrt(2 * 0.08 ** 2 / (n - 1))), 2 * n - 4, lone) < 0.8
+
+
+def test_one_slow_round_does_not_hide_a_real_change(tmp_path):
+    """12 rounds a side; the slowed case (1.25x) also had one round 3x slow (a neighbour's burst on a
+    shared machine): Welch's test on all rounds loses it in the inflated variance, the trimmed test
+    (Yuen's, 10% a side) still catches it, and flags nothing else."""
+    rng = np.random.default_rng(8)
+    ids = [f"c{i}" for i in range(24)]
+    base = {c: _rounds(rng, 1 + i, 0.03, n=12) for i, c in enumerate(ids)}
+    new = {c: _rounds(rng, 1 + i, 0.03, n=12) for i, c in enumerate(ids)}
+    new["c3"] = [x * 1.25 for x in new["c3"]]
+    new["c3"][4] *= 3.0
+    diff = diff_runs(_bench_run(tmp_path, "a", {c: (1, base[c]) for c in ids}), _bench_run(tmp_path, "b", {c: (1, new[c]) for c in ids}),
+                     Gate.parse("median:10%"))
+    assert [c.id for c in diff.cases if c.flagged] == ["c3"]
