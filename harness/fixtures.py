@@ -156,10 +156,89 @@ class Fixture:
         )
 
     def digest(self) -> str:
+        """What the fixture's artifacts are made from: its own file and the project code it imports
+        (see `source_closure`), so a change of a shared helper (fixtures/_nn.py) makes new artifacts."""
         if self.source_digest:
             return self.source_digest
         assert self.source is not None
-        return hashlib.sha256(self.source.read_bytes()).hexdigest()
+        known = _DIGESTS.get(self.source)
+        if known is not None and _stats(known[0]) == known[1]:  # a few stat calls: digest() is asked per case
+            return known[2]
+        closure = source_closure(self.source, _FILES.setdefault(self.source, []))
+        if len(closure) == 1:  # a self-contained file: its bytes' digest, as before helpers were hashed (cache keys unchanged)
+            digest = hashlib.sha256(closure[0][1]).hexdigest()
+        else:
+            h = hashlib.sha256()
+            for name, data in closure:
+                h.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+            digest = h.hexdigest()
+        files = list(_FILES[self.source])  # the files read (their stats tell a change without hashing again)
+        _DIGESTS[self.source] = (files, _stats(files), digest)
+        return digest
+
+
+FIXTURES_PACKAGE = "harness_fixtures"
+_DIGESTS: dict[Path, tuple[list[Path], list[tuple[int, int]], str]] = {}  # source -> (files, their stats, digest)
+_FILES: dict[Path, list[Path]] = {}  # the files of the closure, per source
+
+
+def _stats(files: list[Path]) -> list[tuple[int, int]]:
+    out = []
+    for f in files:
+        try:
+            st = f.stat()
+            out.append((st.st_mtime_ns, st.st_size))
+        except OSError:
+            out.append((-1, -1))
+    return out
+
+
+def source_closure(source: Path, files: list[Path] | None = None) -> list[tuple[str, bytes]]:
+    """The code a fixture module's exports depend on, as (name, bytes), in a stable order: its own file;
+    every module of the fixtures package it imports, transitively (fixtures/_nn.py, another fixture),
+    whole; and the source of each function it imports from the harness (`set_weights` draws the
+    weights). Classes imported from the harness (Fixture, TensorSpec) describe the fixture and leave
+    the exported model alone, so they stay out: a change to the registry does not re-export everything."""
+    import ast
+    import importlib.util
+    import inspect
+
+    package_dir = Path(importlib.util.find_spec(FIXTURES_PACKAGE).submodule_search_locations[0])  # type: ignore[union-attr,index]
+    seen: dict[str, bytes] = {}
+    read: list[Path] = files if files is not None else []
+    read.clear()
+    todo = [Path(source)]
+    while todo:
+        path = todo.pop()
+        key = f"{FIXTURES_PACKAGE}/{path.relative_to(package_dir)}" if package_dir in path.parents else path.name
+        if key in seen:
+            continue
+        data = path.read_bytes()
+        seen[key] = data
+        read.append(path)
+        for node in ast.walk(ast.parse(data, filename=str(path))):
+            if isinstance(node, ast.Import):
+                pairs = [(alias.name, None) for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:  # relative: inside the fixtures package
+                    base = FIXTURES_PACKAGE + (f".{base}" if base else "")
+                pairs = [(base, alias.name) for alias in node.names]
+            else:
+                continue
+            for module, name in pairs:
+                if module == FIXTURES_PACKAGE or module.startswith(FIXTURES_PACKAGE + "."):
+                    # `from harness_fixtures import _nn` names a module; `from harness_fixtures._nn import x` a name in one.
+                    for candidate in ([f"{module}.{name}", module] if name else [module]):
+                        spec = importlib.util.find_spec(candidate)
+                        if spec is not None and spec.origin and spec.origin.endswith(".py"):
+                            todo.append(Path(spec.origin))
+                            break
+                elif name and (module == "harness" or module.startswith("harness.")):
+                    obj = getattr(importlib.import_module(module), name, None)
+                    if inspect.isfunction(obj):
+                        seen[f"{module}.{name}"] = inspect.getsource(obj).encode()
+    return sorted(seen.items())
 
 
 def set_weights(model: Any, seed: int) -> None:
