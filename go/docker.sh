@@ -14,6 +14,8 @@
 #            untrusted models: uid 65534 (HARNESS_DOCKER_USER), no capabilities, no new privileges,
 #            read-only root, a small /tmp, no network, memory and pid limits (HARNESS_DOCKER_MEMORY,
 #            HARNESS_DOCKER_PIDS). SCRATCH must be writable by that uid (the harness makes it so).
+#            The container is stopped when the process that started this script dies (a watchdog),
+#            so a harness killed with SIGKILL leaves no container running.
 #   kill NAME  stop a named worker container (the harness's timeout path)
 # The engine has its own socket and data folder, so it disturbs no other Docker on the machine;
 # DOCKER_HOST overrides the socket.
@@ -110,13 +112,30 @@ run() {
     find "$artifacts" -type d ! -perm -005 -exec chmod go+rx {} + 2>/dev/null || true
     chmod 1777 "$scratch"
   fi
-  exec "$DOCKER" run --rm -i --init --network none --memory "$memory" --memory-swap "$memory" \
+  local name="${HARNESS_CONTAINER_NAME:-harness-worker-$$-$RANDOM}" harness="$PPID"
+  # The client runs in the background on this script's stdin and stdout (fd 3: a background job of a
+  # non-interactive shell would get /dev/null), so that the watchdog below can outlive this script.
+  exec 3<&0
+  "$DOCKER" run --rm -i --init --network none --memory "$memory" --memory-swap "$memory" \
     --pids-limit "${HARNESS_DOCKER_PIDS:-512}" --ulimit core=0 \
-    ${HARNESS_CONTAINER_NAME:+--name "$HARNESS_CONTAINER_NAME"} \
+    --name "$name" \
     --user "$user" --cap-drop ALL --security-opt no-new-privileges \
     --read-only --tmpfs /tmp:rw,nosuid,nodev,size=256m \
     -v "$artifacts:$artifacts:ro" -v "$scratch:$scratch:rw" \
-    --entrypoint "$entry" "$IMAGE" --runtime "$runtime"
+    --entrypoint "$entry" "$IMAGE" --runtime "$runtime" <&3 &
+  local client=$!
+  exec 3<&-
+  # Watchdog: a container outlives its client. When the harness that started this script is gone (a
+  # SIGKILL of the harness kills this script and leaves the client and the container running), the
+  # container is stopped; when the client ends first (shutdown, a kill of the worker), so does this.
+  (
+    trap '' HUP INT TERM
+    while kill -0 "$client" 2>/dev/null; do
+      if ! kill -0 "$harness" 2>/dev/null; then "$DOCKER" kill "$name" >/dev/null 2>&1; exit 0; fi
+      sleep 1
+    done
+  ) </dev/null >/dev/null 2>&1 &
+  wait "$client"
 }
 
 case "${1:-}" in

@@ -324,9 +324,8 @@ def inspect(path: Path, signature: str | None, tag: str | None, as_json: bool, c
 @click.option("--fixtures", "-f", multiple=True, help="Fixtures to verify (default: all).")
 @click.option("--formats", "-F", multiple=True, help="Formats to verify (default: all).")
 def verify(fixtures: tuple[str, ...], formats: tuple[str, ...]) -> None:
-    """Hash every file of every cached artifact against the digests its export recorded. Exit 1 if any
-    is damaged (the next run re-exports it)."""
-    from harness.artifact import damage
+    """Hash every file of every cached artifact against the digests its export recorded. A damaged one
+    is removed from the cache, so the next run or export exports it again; exit 1 if any was damaged."""
     from harness.cases import Selection
     from harness.export import Exporter, formats_for
     from harness.fixtures import all_fixtures
@@ -345,10 +344,10 @@ def verify(fixtures: tuple[str, ...], formats: tuple[str, ...]) -> None:
             if art is None or art.status != "ok":
                 continue
             checked += 1
-            problems = damage(art, full=True)
-            if problems:
+            problem = exporter.verify_fully(fx, fmt)  # removes a damaged entry, under its lock
+            if problem:
                 damaged += 1
-                out.print(f"[red]damaged[/] {art.dir}: {'; '.join(problems)}", highlight=False, soft_wrap=True)
+                out.print(f"[red]damaged[/] {art.dir}: {problem} (removed: the next run exports it again)", highlight=False, soft_wrap=True)
     out.print(f"{checked} cached artifacts hashed, {damaged} damaged", highlight=False)
     sys.exit(1 if damaged else 0)
 
@@ -385,6 +384,8 @@ def _execute(cases, fixtures, options, reports: Path, run_options: dict, *, benc
         raise HarnessError("the selection names no case: check --fixtures, --formats and --runtimes against `harness doctor`")
     orch = Orchestrator(cases, fixtures, options, reports, run_options, resume=resume, refresh=refresh, bench=bench,
                         bisect=bisect, allow_inconclusive=allow_inconclusive, builds=builds)
+    if resume is not None:  # said once the run is known to be resumable (not running, same models)
+        err.print(f"resuming {resume.name}: {len(cases)} cases without a result", highlight=False)
     with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
         task = progress.add_task("running", total=len(cases))
 
@@ -616,7 +617,6 @@ def _resume(which: str, reports: Path, refresh: bool, allow_inconclusive: bool) 
                       min_time_s=opts.get("min_time_s", 0.0), rounds=opts.get("rounds", 1),
                       sandbox=opts.get("sandbox", "bwrap" if command == "check" else "none"))
     _sandboxed([], options.sandbox)
-    err.print(f"resuming {folder.name}: {len(cases)} cases without a result", highlight=False)
     return _execute(cases, fixtures, options, reports, opts, bench=command == "bench", refresh=refresh,
                     allow_inconclusive=allow_inconclusive, resume=folder, bisect=command == "check" and opts.get("bisect", False))
 
@@ -874,12 +874,13 @@ def report(run: str, reports: Path, out_dir: Path | None, fuzz_path: Path | None
 @click.option("--alpha", default=0.05, show_default=True, type=float,
               help="False alarms across all the comparison's cases (Benjamini–Hochberg false-discovery rate).")
 @click.option("--reports", default="reports", show_default=True, type=click.Path(path_type=Path))
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Where to write index.html and compare.md (default: reports/compare/BASE_vs_NEW).")
-@click.option("--allow-missing", is_flag=True, help="A case of BASE absent from NEW is not a regression.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Where to write index.html and compare.md (default: compare/BASE_vs_NEW in the new run's reports folder).")
+@click.option("--allow-missing", is_flag=True, help="A case of BASE absent from NEW, or an unreadable line of either, is not a regression.")
+@click.option("--allow-new", is_flag=True, help="A case absent from BASE that does not pass in NEW is not a regression.")
 @click.option("--gate-conformance", is_flag=True,
               help="Also judge cases without rounds (conformance runs) on their pooled iterations: a weaker test, named in the output.")
 def compare(base: str, new: str, fail_on: str, alpha: float, reports: Path, out_dir: Path | None, allow_missing: bool,
-            gate_conformance: bool) -> None:
+            allow_new: bool, gate_conformance: bool) -> None:
     """What changed between two runs: verdicts, numerics, latency. Exit 1 on a regression, 3 when the
     latency could not be judged (too noisy to show the gate's change, or a machine that changed in a way
     its yardstick cannot tell from the build)."""
@@ -892,7 +893,7 @@ def compare(base: str, new: str, fail_on: str, alpha: float, reports: Path, out_
     for label, run in (("baseline", a), ("new run", b)):
         # Numbers from another schema may not mean the same thing: refuse rather than mis-compare.
         check_schema(run.meta, f"{label} {run.folder}")
-    diff = diff_runs(a, b, gate, allow_missing, gate_conformance)
+    diff = diff_runs(a, b, gate, allow_missing, gate_conformance, allow_new=allow_new)
     print_diff(diff, out)
     if diff.across_machines:
         from harness.report.agreement import agreement, print_agreement
@@ -901,7 +902,9 @@ def compare(base: str, new: str, fail_on: str, alpha: float, reports: Path, out_
         folder = {id(r): run.folder for run in (a, b) for r in run.results}
         groups = agreement(a.results + b.results, lambda r: read_outputs(folder[id(r)], r.id), many_machines=True)
         print_agreement(groups, out, "agreement across the two machines")
-    paths = write_diff(diff, out_dir or reports / "compare" / f"{a.run_id}_vs_{b.run_id}")
+    # Beside the runs compared (REPORTS/compare of the new run's REPORTS/runs/ID), wherever the command is run from.
+    home = b.folder.parent.parent if b.folder.parent.name == "runs" else b.folder.parent
+    paths = write_diff(diff, out_dir or home / "compare" / f"{a.run_id}_vs_{b.run_id}")
     out.print(f"html: {paths['html']}\nmarkdown: {paths['markdown']}", highlight=False)
     sys.exit({"pass": 0, "regression": 1, "inconclusive": INCONCLUSIVE_EXIT}[diff.verdict])
 

@@ -181,9 +181,11 @@ class Engine:
         """The case; when it fails in a way a damaged artifact would explain (load failed, the worker
         crashed, outputs disagree), every file of its artifact and of the reference is hashed: a
         damaged one (same size and mtime, so the fast check missed it) is exported again and the case
-        run once more, so the cache's fault is never blamed on a runtime."""
+        run once more, so the cache's fault is never blamed on a runtime (nor on the reference's)."""
         first = self._run_case_once(case, replace(result))
-        if first.status not in ("error", "crash", "fail") or first.stage not in ("load", "run", "compare"):
+        # A failure at stage reference counts too: a damaged reference SavedModel fails TF's load
+        # ("checksum does not match") for every case of the fixture, and is the cache's fault.
+        if first.status not in ("error", "crash", "fail") or first.stage not in ("load", "run", "compare", "reference"):
             return first
         fixture = self.fixtures[case.fixture]
         damaged = [(fmt, why) for fmt in dict.fromkeys([case.format, fixture.reference[0]])

@@ -428,7 +428,8 @@ def user_fixture(path: Path, signature: str = "serving_default", tag: str = "ser
     )
     if custom_objects:  # the custom code is part of what every artifact is made from
         digest = hashlib.sha256(f"{digest}\0{custom_objects.digest()}".encode()).hexdigest()
-    outputs = tuple(f"output_{i}" for i in range(len(model.outputs)))  # the exported signature's keys
+    # The exported signature's keys: a dict's own keys (`keras.Model(x, {"a": a, "b": b})`), else output_<i>.
+    outputs = tuple(output_keys(model) or (f"output_{i}" for i in range(len(model.outputs))))
     bounds = _embedding_bounds(model)
     # Keras 3 names each output by its layer (`logits`): the name the user knows.
     layer_names = list(getattr(model, "output_names", None) or [])
@@ -440,6 +441,18 @@ def user_fixture(path: Path, signature: str = "serving_default", tag: str = "ser
         generate_alt=_generator(inputs, alt=True, bounds=bounds),
         source_digest=digest, custom_objects=custom_objects or None,
     )
+
+
+def output_keys(model: Any) -> list[str] | None:
+    """The keys of a Keras model's dict outputs (`keras.Model(x, {"a": a, "b": b})`) in the order of
+    `model.outputs`, or None for a tensor or a list. Keras flattens a dict by sorted key; flattening a
+    dict of its own keys says which, whatever the rule."""
+    import keras
+
+    struct = getattr(model, "_outputs_struct", None)
+    if not isinstance(struct, dict):
+        return None
+    return [str(k) for k in keras.tree.flatten({k: k for k in struct})]
 
 
 # Keras' words for a class its registry lacks (.keras: "Could not locate class 'Scale'"; .h5: "Unknown layer: 'Scale'").

@@ -94,12 +94,23 @@ class Orchestrator:
         self.bench, self.bisect, self.allow_inconclusive = bench, bisect, allow_inconclusive
         self.results: list[CaseResult] = []
         # A resumed run's summary covers the results it already had, too.
-        self.earlier: list[CaseResult] = read_run(resume).results if resume is not None else []
+        earlier = read_run(resume) if resume is not None else None
+        self.earlier: list[CaseResult] = earlier.results if earlier is not None else []
+        # What each fixture's artifacts are made from (the user's model file, the fixture's code): a
+        # resume must find the same, or its cases would judge another model than the results it keeps.
+        sources = {name: fixtures[name].digest() for name in dict.fromkeys(c.fixture for c in cases)}
+        if earlier is not None:
+            _check_sources(earlier.folder, earlier.meta.sources, sources)  # before anything of the run is touched
         self.exporter = Exporter(refresh=refresh)
         self.store: RunStore | None = None
         if reports is not None:
             planned = None if resume is not None else [case_record(c) for c in cases]
             self.store = RunStore(reports, run_options, run_id=run_id, planned=planned, resume=resume)
+            try:
+                self.store.set("sources", {**(self.store.meta.sources or {}), **sources})
+            except BaseException:
+                self.store.release()
+                raise
         if scratch is None:
             if self.store is None:
                 raise HarnessError("a run without a run folder needs a scratch folder")
@@ -227,8 +238,8 @@ class Orchestrator:
 
     def _store(self, result: CaseResult) -> None:
         outputs = self.engine.take_outputs(result.id)
-        if self.store is not None:
-            self.store.add(result, outputs)
+        if self.store is not None and not self.store.add(result, outputs):
+            return  # its id is stored already: a result is stored, and counted, once
         self.results.append(result)
 
     def _prepare(self, progress: Callable[[str, int, int], None] | None) -> None:
@@ -270,6 +281,16 @@ class Orchestrator:
                     self.store.finish(summary, state, reason)
                 except OSError:
                     pass  # the disk that stopped the run may not take run.json either: results.jsonl has what ran
+
+
+def _check_sources(folder: Path, recorded: dict[str, str] | None, now: dict[str, str]) -> None:
+    """Refuse, in one line, to resume a run whose models changed since it started (runs that recorded
+    nothing, from before this check, are resumed as before)."""
+    changed = sorted(name for name, digest in now.items() if recorded and name in recorded and recorded[name] != digest)
+    if changed:
+        raise HarnessError(f"cannot resume {folder}: what {', '.join(changed)} {'is' if len(changed) == 1 else 'are'} made from "
+                           "(the model file, the fixture's code) changed since the run started, and its results are of the "
+                           "old one: expected the same inputs; start a new run instead")
 
 
 def resume_plan(folder: Path) -> tuple[list[Case], dict]:

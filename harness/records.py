@@ -325,10 +325,11 @@ class RunMeta(_Record):
     resumed: list[str] | None = None
     machine: dict | None = None  # where it ran: label, arch, cpu, ISA features, cores, memory, accelerators
     machines: dict | None = None  # a run merged from several machines: label -> identity
+    sources: dict[str, str] | None = None  # fixture -> what its results depend on, at the start: a resume must find the same
 
     OMIT: ClassVar[frozenset[str]] = frozenset(
         ("wall_s", "machine_peak_gflops", "machine_blas", "machine_peak_notes", "machine_rounds", "shards", "pairs", "repaired_artifacts", "resumed",
-         "machine", "machines"))
+         "machine", "machines", "sources"))
 
     @classmethod
     def from_json(cls, data: dict) -> RunMeta:

@@ -5,6 +5,7 @@ typed records of harness/records.py (CaseResult, RunMeta)."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import platform
@@ -17,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock, Timeout
 
 from harness.errors import HarnessError
 from harness.machine import identify
@@ -60,19 +62,26 @@ def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
 
 
+RUN_LOCK = ".run.lock"  # held by the process writing a run, from its start to its final state
+
+
 class RunStore:
     """One run folder. Results are appended as they come, one whole line each (signals are held off
     while a line is written); run.json is rewritten atomically. A run records the cases it plans
     up front and its `state`: running, then complete, interrupted (a signal) or failed (a harness
-    error such as a full disk). Only a complete run becomes `reports/latest`."""
+    error such as a full disk). Only a complete run becomes `reports/latest`. The process writing a run
+    holds its lock (`.run.lock`, released by the kernel if it dies), so a resume of a run still running
+    is refused; and a result whose id is in results.jsonl already is never appended again."""
 
     def __init__(self, reports: Path, options: dict, run_id: str | None = None, planned: list[dict] | None = None,
                  resume: Path | None = None):
         self.reports = reports
+        self._lock: FileLock | None = None
         try:
             if resume is not None:
                 self.dir = Path(resume)
                 self.run_id = self.dir.name
+                self._lock = _hold(self.dir)
                 self.meta = RunMeta.from_json(json.loads((self.dir / "run.json").read_text()))
                 check_schema(self.meta, f"cannot resume {self.dir}")
                 self.meta.schema_version = SCHEMA
@@ -86,15 +95,23 @@ class RunStore:
                     raise HarnessError(f"run name {self.run_id!r} is not valid: expected a non-empty name without '/' that does not start with '.'")
                 self.dir = reports / "runs" / self.run_id
                 self.dir.mkdir(parents=True, exist_ok=False)
+                self._lock = _hold(self.dir)
                 machine = identify(options.get("machine"))
                 self.meta = RunMeta(SCHEMA, self.run_id, "running", started=datetime.now(UTC).isoformat(),
                                     environment=environment(machine), options=options, planned=planned or [], machine=machine)
             self._write_meta()
-            self._results = open(self.dir / "results.jsonl", "a", encoding="utf-8")
+            self._results = open(self.dir / "results.jsonl", "a+b")
+            self._ids: set[str] = set()
+            self._read = 0  # bytes of results.jsonl whose ids are in _ids
         except FileExistsError:
+            self.release()
             raise HarnessError(f"run {self.dir} exists already: expected a new run name") from None
         except OSError as e:
+            self.release()
             raise HarnessError(f"cannot write a run folder under {reports}: {e.strerror or e} (expected a writable folder with free space)") from None
+        except BaseException:
+            self.release()
+            raise
         self._t0 = time.monotonic()
 
     def _check_same_machine(self) -> None:
@@ -108,6 +125,12 @@ class RunStore:
                 raise HarnessError(f"cannot resume {self.dir} here: it ran on machine {recorded.get('label')} ({key} {recorded.get(key)}), "
                                    f"this machine has {key} {here[key]} (expected the same machine; start a new run here and harness merge the two)")
 
+    def release(self) -> None:
+        """Let go of the run's lock (a finished run; a run that could not start)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
     @property
     def tensors(self) -> Path:
         return self.dir / "tensors"
@@ -120,22 +143,41 @@ class RunStore:
     def outputs(self) -> Path:
         return self.dir / OUTPUTS
 
-    def add(self, result: CaseResult | dict, outputs: dict | None = None) -> None:
+    def add(self, result: CaseResult | dict, outputs: dict | None = None) -> bool:
         """Append one result (a dict is read as a CaseResult first: a key without a field is an error).
         Its outputs, when given and small (records.KEPT_OUTPUT_BYTES), are kept in outputs/<id>.npz,
-        written before the result line: a result that says it ran has its outputs there."""
+        written before the result line: a result that says it ran has its outputs there. False, and
+        nothing written, when results.jsonl holds that case's id already (whoever wrote it)."""
         if not isinstance(result, CaseResult):
             result = CaseResult.from_json(result, strict=True)
-        if outputs:
-            self.add_outputs(result.id, outputs)
         if result.machine is None and self.meta.machine:
             result.machine = self.meta.machine.get("label")  # every result says where it ran (merge keeps it)
-        line = json.dumps(result.to_json()) + "\n"
+        line = (json.dumps(result.to_json()) + "\n").encode()
         # A signal arriving now is delivered after the line is complete, never in the middle of it.
         blocked = _block_signals()
         try:
-            self._results.write(line)
-            self._results.flush()
+            # Under an exclusive lock on the file: the lines others appended since our last look are read
+            # first, so two writers of one run (a lock that did not hold, a copy) never store an id twice.
+            fcntl.flock(self._results.fileno(), fcntl.LOCK_EX)
+            try:
+                self._results.seek(self._read)
+                for text in self._results.read().splitlines():
+                    try:
+                        self._ids.add(json.loads(text)["id"])
+                    except (ValueError, TypeError, KeyError):
+                        pass  # half-written or foreign: read_run counts it
+                if result.id in self._ids:
+                    self._read = self._results.tell()
+                    return False
+                if outputs:
+                    self.add_outputs(result.id, outputs)
+                self._results.write(line)
+                self._results.flush()
+                self._read = self._results.tell()
+                self._ids.add(result.id)
+                return True
+            finally:
+                fcntl.flock(self._results.fileno(), fcntl.LOCK_UN)
         finally:
             _unblock_signals(blocked)
 
@@ -169,7 +211,10 @@ class RunStore:
         self.meta.finished = datetime.now(UTC).isoformat()
         self.meta.wall_s = round(time.monotonic() - self._t0, 3)
         self.meta.summary = summary
-        self._write_meta()
+        try:
+            self._write_meta()
+        finally:
+            self.release()
         if state != "complete":
             return
         latest = self.reports / "latest"
@@ -195,6 +240,17 @@ class RunStore:
                 raise
             with open(path, "r+", encoding="utf-8") as f:  # in place: no new block is needed
                 f.write(text.ljust(have))
+
+
+def _hold(folder: Path) -> FileLock:
+    """The run's lock, taken without waiting: a run being written by another process is refused in one line."""
+    lock = FileLock(str(folder / RUN_LOCK), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise HarnessError(f"run {folder} is still running (another harness holds {folder / RUN_LOCK}): "
+                           "expected a run that has stopped; wait for it to end, or stop it first") from None
+    return lock
 
 
 _SIGNALS = {signal.SIGINT, signal.SIGTERM}

@@ -38,6 +38,8 @@ class _Keras(Session):
     def run(self, feeds):
         args = [self.tf.constant(feeds[n]) for n in self.input_names]
         out = self.model(args[0] if len(args) == 1 else args, training=False)
+        if isinstance(out, dict):  # outputs keyed by name: artifact.json stores each under its key
+            return {str(k): _host(v) for k, v in out.items()}
         outs = out if isinstance(out, (list, tuple)) else [out]
         return {str(i): np.asarray(o) for i, o in enumerate(outs)}
 

@@ -86,3 +86,294 @@ def test_a_change_of_a_shared_helper_makes_a_new_artifact(tmp_path):
     (pkg / "_nn.py").write_text(helper + "\ndef pixel_scale():\n    return 1.0 / 255\n")  # a default changed: a new SavedModel, not the stale one
     changed = export()
     assert changed["status"] == "ok" and changed["key"] not in (broken["key"], mended["key"]), changed
+
+
+# --- 2. a damaged reference is repaired, and blamed on the cache ----------------------------------------
+
+def _flip_keeping_size_and_mtime(path: Path) -> None:
+    stat = path.stat()
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # only a full hash tells
+
+
+def test_a_damaged_reference_savedmodel_is_exported_again_and_the_cases_pass(tmp_path):
+    cache = tmp_path / "cache"
+    env = {"HARNESS_CACHE": str(cache)}
+    assert run_cli("export", "-f", "mlp", "-F", "savedmodel,tflite", env=env).returncode == 0
+    (variables,) = cache.glob("mlp-savedmodel-*/saved_model/variables/variables.data-*")
+    _flip_keeping_size_and_mtime(variables)
+    proc = run_cli("run", "-f", "mlp", "-F", "tflite", "-r", "litert", "-b", "1,2", "-n", "2", "--reports", str(tmp_path / "r"), env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = _results((tmp_path / "r" / "latest").resolve())
+    assert [r["status"] for r in results] == ["pass", "pass"], [r.get("summary") for r in results]
+    assert any("savedmodel: saved_model/variables/variables.data" in x for x in results[0]["artifact"]["repaired"]), results[0]["artifact"]
+    assert "(damaged in the cache)" in proc.stdout and "mlp-savedmodel-" in proc.stdout
+
+    # `harness verify` finds the same damage and removes the entry, as its help says: the next run exports it.
+    (variables,) = cache.glob("mlp-savedmodel-*/saved_model/variables/variables.data-*")
+    _flip_keeping_size_and_mtime(variables)
+    bad = run_cli("verify", "-f", "mlp", "-F", "savedmodel", env=env)
+    assert bad.returncode == 1 and "removed: the next run exports it again" in bad.stdout, bad.stdout
+    assert not list(cache.glob("mlp-savedmodel-*/artifact.json"))
+    assert "removed from the cache" in " ".join(run_cli("verify", "--help").stdout.split())
+
+
+# --- 3. a resume after the model changed is refused -----------------------------------------------------
+
+def _dense_model(path: Path, units: int) -> None:
+    import keras
+
+    inputs = keras.Input(shape=(4,), name="x")
+    keras.Model(inputs, keras.layers.Dense(units)(inputs)).save(path)
+
+
+def _interrupted(args: list[str], reports: Path, at_least: int = 1) -> Path:
+    """Start a run in its own process group, SIGINT it once `at_least` results are in: an interrupted run."""
+    proc = subprocess.Popen(HARNESS + args + ["--reports", str(reports)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    folder = _wait_for(lambda: next((p for p in (reports / "runs").glob("*") if _lines(p) >= at_least), None))
+    assert folder is not None, "the run never got going"
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out + err
+    return folder
+
+
+def test_resume_refuses_a_run_whose_model_changed(tmp_path):
+    model = tmp_path / "model.keras"
+    _dense_model(model, 3)
+    reports = tmp_path / "reports"
+    folder = _interrupted(["check", str(model), "-F", "keras", "-r", "tf", "-b", "1,2,3,4,5,6", "-n", "2000", "--no-bisect"], reports)
+    before = (folder / "results.jsonl").read_bytes(), read_run(folder).state
+    assert json.loads((folder / "run.json").read_text())["sources"], "run.json records what the run's models are made from"
+
+    shutil.copy(model, tmp_path / "original.keras")
+    _dense_model(model, 5)  # another model copied over the file
+    proc = run_cli("run", "--resume", folder.name, "--reports", str(reports))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot resume" in lines[0] and "changed since the run started" in lines[0], lines
+    assert ((folder / "results.jsonl").read_bytes(), read_run(folder).state) == before, "the run is left as it was"
+
+    shutil.copy(tmp_path / "original.keras", model)  # the same model again: the resume goes on
+    resumed = run_cli("run", "--resume", folder.name, "--reports", str(reports))
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert read_run(folder).state == "complete" and not read_run(folder).missing
+
+
+# --- 4. a resume of a run still running is refused; an id is stored once ---------------------------------
+
+def test_resume_of_a_run_still_running_is_refused_and_no_case_is_stored_twice(tmp_path):
+    reports = tmp_path / "reports"
+    args = ["run", "-f", "mlp", "-r", "ort,litert", "-b", "1,2,3,4", "-n", "30000", "--reports", str(reports)]
+    first = subprocess.Popen(HARNESS + args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    folder = _wait_for(lambda: next((p for p in (reports / "runs").glob("*") if _lines(p) >= 1), None))
+    assert folder is not None, "the run never got going"
+    for which in (folder.name, ""):  # named, and the newest incomplete run
+        proc = run_cli("run", "--resume", *([which] if which else []), "--reports", str(reports))
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and "is still running" in lines[0], lines
+    out, err = first.communicate(timeout=600)
+    assert first.returncode == 0, out + err
+    run = read_run(folder)
+    ids = [r.id for r in run.results]
+    assert len(ids) == len(set(ids)) == len(run.planned) == run.meta.summary["cases"]
+
+
+def test_a_result_id_already_in_results_jsonl_is_not_appended_again(tmp_path):
+    """Two writers of one run (a lock that did not hold: a copy of the folder, a network disk): the
+    store reads what the other appended before it writes, under a lock on the file."""
+    from harness.store import RunStore
+
+    store = RunStore(tmp_path, {}, planned=[{"id": "a"}, {"id": "b"}])
+    case = {"id": "a", "fixture": "f", "format": "savedmodel", "runtime": "tf", "device": "cpu", "batch": 1, "status": "pass"}
+    with open(store.dir / "results.jsonl", "a") as other:  # another process got there first
+        other.write(json.dumps(case) + "\n")
+    assert store.add(case) is False
+    assert store.add({**case, "id": "b"}) is True and store.add({**case, "id": "b"}) is False
+    store.finish({})
+    assert [r.id for r in read_run(store.dir).results] == ["a", "b"]
+
+
+# --- 5. --refresh while another run reads the cache ------------------------------------------------------
+
+def test_refresh_replaces_entries_atomically_while_another_run_reads_them(tmp_path):
+    from harness.artifact import Artifact
+
+    cache = tmp_path / "cache"
+    env = {"HARNESS_CACHE": str(cache)}
+    assert run_cli("export", "-f", "pow", "-F", "savedmodel,onnx13,tflite", env=env).returncode == 0
+    entries = sorted(p for p in cache.iterdir() if p.is_dir() and not p.name.startswith("."))
+    holes: list[str] = []
+    stop = threading.Event()
+
+    def read() -> None:  # a reader of the cache, as a worker loading an artifact reads it
+        while not stop.is_set():
+            for entry in entries:
+                try:
+                    art = Artifact.load(entry)
+                    if not art.model_path.exists():
+                        holes.append(f"{entry.name}: {art.path} missing")
+                except Exception as e:
+                    holes.append(f"{entry.name}: {type(e).__name__}: {e}")
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    common = ["run", "-f", "pow", "-r", "ort,litert,tf", "-n", "2"]
+    other = subprocess.Popen(HARNESS + common + ["-b", "1,2,3,4,5,6,7,8", "--reports", str(tmp_path / "a")], cwd=REPO,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
+    refreshing = run_cli(*common, "--refresh", "--reports", str(tmp_path / "b"), env=env)
+    out, err = other.communicate(timeout=600)
+    stop.set()
+    reader.join()
+    assert refreshing.returncode == 0, refreshing.stdout + refreshing.stderr
+    assert "damaged" not in refreshing.stdout, "nothing was damaged: a refresh is not a repair"
+    assert other.returncode == 0, out + err
+    assert not holes, holes[:5]
+    assert not list(cache.glob(".tmp-*")), "no temporary folder stays behind"
+
+
+# --- 10d. SIGKILL during an export leaves a temporary folder: the next run removes it -------------------
+
+def test_a_temporary_folder_left_by_a_killed_export_is_removed_by_the_next_run(tmp_path):
+    cache = tmp_path / "cache"
+    env = {**os.environ, "HARNESS_CACHE": str(cache)}
+    proc = subprocess.Popen(HARNESS + ["export", "-f", "mlp", "-F", "savedmodel,onnx13"], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    left = _wait_for(lambda: list(cache.glob(".tmp-mlp-onnx13-*")), every=0.02)
+    assert left, "the export never started"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    (left_over,) = cache.glob(".tmp-*")
+    young = run_cli("export", "-f", "pow", "-F", "savedmodel", env={"HARNESS_CACHE": str(cache)})
+    assert young.returncode == 0 and left_over.exists(), "a young one may still be written: kept"
+    old = time.time() - 3600
+    os.utime(left_over, (old, old))
+    again = run_cli("export", "-f", "pow", "-F", "savedmodel", env={"HARNESS_CACHE": str(cache)})
+    assert again.returncode == 0 and not left_over.exists(), again.stdout + again.stderr
+    assert list(cache.glob("mlp-savedmodel-*/artifact.json")), "what the killed export finished is kept"
+
+
+# --- 6. a truncated baseline never passes the gate; 10c. compare writes beside the runs --------------------
+
+def test_a_truncated_baseline_and_a_new_failing_case_fail_the_gate(tmp_path):
+    reports = tmp_path / "reports"
+    base = run_cli("run", "-f", "pow", "-r", "ort,litert", "-b", "1,2", "-n", "2", "--reports", str(reports))
+    assert base.returncode == 0, base.stdout + base.stderr
+    base_dir = (reports / "latest").resolve()
+    good = run_cli("run", "-f", "pow", "-r", "ort,litert", "-b", "1", "-n", "2", "--reports", str(reports))
+    assert good.returncode == 0
+    good_dir = (reports / "latest").resolve()
+    # The batch-2 cases fail for real in the new run: no worker answers within 0.1 ms.
+    slow = run_cli("run", "-f", "pow", "-r", "ort,litert", "-b", "2", "-n", "2", "--timeout", "0.0001", "--reports", str(reports))
+    assert slow.returncode == 1
+    slow_dir = max((reports / "runs").iterdir(), key=lambda p: p.stat().st_mtime)
+    merged = run_cli("merge", good_dir.name, slow_dir.name, "--name", "candidate", "--reports", str(reports))
+    assert merged.returncode == 1, merged.stdout + merged.stderr
+    # The baseline cut in half: its batch-2 lines gone, one of them half there.
+    lines = (base_dir / "results.jsonl").read_text().splitlines()
+    kept = [x for x in lines if json.loads(x)["batch"] == 1]
+    cut = [x for x in lines if json.loads(x)["batch"] == 2][0]
+    (base_dir / "results.jsonl").write_text("\n".join(kept + [cut[: len(cut) // 2]]) + "\n")
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    proc = run_cli("compare", str(base_dir), str(reports / "runs" / "candidate"), "--fail-on", "median:1000%", cwd=elsewhere)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "1 line(s) of the baseline's results.jsonl could not be read" in proc.stdout
+    assert "2 new case(s) not passing" in proc.stdout and "(absent) → timeout" not in proc.stderr
+    assert not (elsewhere / "reports").exists(), "nothing written where the command happened to run"
+    assert list((reports / "compare").glob(f"{base_dir.name}_vs_candidate/index.html")), "the pages go beside the runs"
+    allowed = run_cli("compare", str(base_dir), str(reports / "runs" / "candidate"), "--fail-on", "median:1000%", "--allow-missing",
+                      "--allow-new", cwd=elsewhere)
+    assert allowed.returncode == 0, allowed.stdout
+
+
+# --- 7. Keras models with dict outputs ------------------------------------------------------------------
+
+def test_a_keras_model_with_dict_outputs_passes_its_keras_and_h5_cases(tmp_path):
+    import keras
+
+    inputs = keras.Input(shape=(4,), name="x")
+    # Keys out of sorted order and of different widths: a mix-up of names cannot pass.
+    model = keras.Model(inputs, {"zeta": keras.layers.Dense(2, name="dz")(inputs), "alpha": keras.layers.Dense(3, name="da")(inputs)})
+    model.save(tmp_path / "dict.keras")
+    proc = run_cli("check", str(tmp_path / "dict.keras"), "-F", "savedmodel,keras,h5", "-r", "tf", "-b", "2", "--no-bisect",
+                   "--reports", str(tmp_path / "reports"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = _results((tmp_path / "reports" / "latest").resolve())
+    assert {r["format"]: r["status"] for r in results} == {"savedmodel": "pass", "keras": "pass", "h5": "pass"}
+    assert all(set(r["metrics"]) == {"alpha", "zeta"} for r in results), [list(r["metrics"]) for r in results]
+
+
+# --- 8. no orphans after a SIGKILL of the harness ---------------------------------------------------------
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.add(child)
+            todo.append(child)
+    return out
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
+    except OSError:
+        return ""
+
+
+def _containers(prefix: str) -> list[str]:
+    proc = subprocess.run(["bash", str(REPO / "go" / "docker.sh"), "ping"], capture_output=True)
+    if proc.returncode != 0:
+        return []
+    out = subprocess.run(["/usr/bin/docker", "ps", "-q", "--filter", f"name={prefix}"], capture_output=True, text=True,
+                         env={**os.environ, "DOCKER_HOST": "unix:///run/harness-docker/docker.sock"})
+    return out.stdout.split()
+
+
+@pytest.mark.parametrize("runtime, fmt, worker", [("litert", "tflite", "harness_runners.litert"),
+                                                  ("go-tfgo@docker", "savedmodel", "docker run")])
+def test_workers_and_containers_die_with_a_harness_killed_with_sigkill(tmp_path, runtime, fmt, worker):
+    from harness.runners.table import RUNTIMES
+
+    available = RUNTIMES[runtime].availability()
+    if not available.ok:
+        pytest.skip(f"{runtime} unavailable: {available.reason}")
+    # A call that takes minutes: the worker is busy in it, not reading its stdin, when the harness dies.
+    harness = subprocess.Popen(HARNESS + ["run", "-f", "mlp", "-F", fmt, "-r", runtime, "-n", "50000000", "--timeout", "900",
+                                          "--reports", str(tmp_path / "r")], cwd=REPO, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    family: set[int] = set()
+    try:
+        busy = _wait_for(lambda: [p for p in _descendants(harness.pid) if worker in _cmdline(p)], timeout=300, every=0.2)
+        assert busy, "the worker never started"
+        time.sleep(3)  # well into its call (a container: started, the model loaded)
+        family = _descendants(harness.pid)
+        container = _containers(f"harness-go-tfgo-{harness.pid}-") if "docker" in runtime else []
+        assert "docker" not in runtime or container, "the container never started"
+        os.kill(harness.pid, signal.SIGKILL)  # the harness alone, as the OOM killer or `kill -9` would
+        harness.wait()
+        left = _wait_for(lambda: not [p for p in family if _alive(p)] and not _containers(f"harness-go-tfgo-{harness.pid}-"), timeout=30)
+        assert left, f"still running 30 s after the harness died: {[_cmdline(p)[:80] for p in family if _alive(p)]} " \
+                     f"containers {_containers(f'harness-go-tfgo-{harness.pid}-')}"
+    finally:  # what a failure left behind
+        harness.kill()
+        for p in family | _descendants(harness.pid):
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for container in _containers(f"harness-go-tfgo-{harness.pid}-"):
+            subprocess.run(["bash", str(REPO / "go" / "docker.sh"), "kill", container], capture_output=True)

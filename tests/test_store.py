@@ -55,6 +55,7 @@ def test_half_written_run_keeps_complete_lines_and_resume_cuts_the_half_line(tmp
     store.add({**_case("a"), "status": "pass"})
     with open(store.dir / "results.jsonl", "a") as f:
         f.write('{"id": "b", "sta')  # the run died mid-line
+    store.release()  # ... and the kernel let go of its lock
     run = read_run(store.dir)
     assert run.meta["finished"] is None and [r["id"] for r in run.results] == ["a"]
     assert run.unreadable == 1 and run.missing == ["b"] and run.state == "running"

@@ -8,6 +8,7 @@ them, instead of one per converter CLI call.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import hashlib
 import importlib
@@ -15,6 +16,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from harness.artifact import Artifact, damage, manifest
 from harness.errors import HarnessError, unknown
@@ -129,6 +131,7 @@ class Exporter:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise HarnessError(f"cannot create the export cache {self.root}: {e.strerror or e} (expected a writable folder; set HARNESS_CACHE to move it)") from None
+        self.cleaned = clean_stale(self.root)  # what exports killed mid-way (SIGKILL, power loss) left behind
         self.versions = converter_versions()
         self.refresh = refresh
         self.repairs: list[dict] = []  # artifacts found damaged and exported again in this process
@@ -177,7 +180,7 @@ class Exporter:
         if art is None:
             return False, None
         if self.refresh and art.dir not in self._fresh:
-            return False, "--refresh/--force: exported again"
+            return False, REFRESHED
         if art.status == "ok":
             problems = damage(art)
             return (False, "; ".join(problems)) if problems else (True, None)
@@ -229,10 +232,10 @@ class Exporter:
                 assert art is not None
                 self._fresh.add(folder)
                 return art
-            if why and art is not None and art.status == "ok":
+            if why and why != REFRESHED and art is not None and art.status == "ok":
                 self.repairs.append({"artifact": folder.name, "fixture": fixture.name, "format": fmt, "problem": why})
-            if folder.exists():  # damaged, stale or refreshed: replace it
-                shutil.rmtree(folder)
+            # A damaged, stale or refreshed entry stays where it is until its replacement is complete:
+            # a reader (another run) sees the old artifact or the new one, never a hole (_install).
             source = None
             if fmt != "savedmodel" and not spec.keras_only and fixture.kind != "given":  # a given model is handed out as it is
                 source = self.get(fixture, "savedmodel")
@@ -253,7 +256,8 @@ class Exporter:
         )
         art.extra["tag"] = fixture.tag
         try:
-            tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.root))
+            # Named after its entry, so a later run can tell from the entry's lock whether its writer is gone.
+            tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{folder.name}-", dir=self.root))
         except OSError as e:
             raise HarnessError(f"cannot write to the export cache {self.root}: {e.strerror or e} (expected a writable folder with free space)") from None
         start = time.perf_counter()
@@ -300,10 +304,67 @@ class Exporter:
                 raise HarnessError(f"cannot write to the export cache {self.root}: {e.strerror or e} (expected a writable folder with free space)") from None
             raise
         try:
-            os.rename(tmp, folder)  # atomic: readers see all of it or nothing
+            _install(tmp, folder)
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)
         return Artifact.load(folder)
+
+
+REFRESHED = "--refresh/--force: exported again"  # why an intact entry was exported again: not a repair
+TMP_PREFIX = ".tmp-"  # an export being written: .tmp-<entry>-<random>
+STALE_TMP_S = 600.0  # a temporary folder this old whose entry's lock is free was left by a killed export
+_ENTRY = re.compile(r"(?P<entry>.+-[0-9a-f]{20})-[a-z0-9_]+")
+
+
+def clean_stale(root: Path, min_age_s: float = STALE_TMP_S) -> list[str]:
+    """Remove the temporary folders of exports that died mid-way (SIGKILL, power loss): older than
+    `min_age_s` and with their entry's lock free (the lock is held from before the folder is made until
+    it is renamed into place, and the kernel lets go of it when its process dies). A folder whose entry
+    cannot be told is removed only when a day old. Returns the names removed."""
+    removed = []
+    now = time.time()
+    for tmp in root.glob(f"{TMP_PREFIX}*"):
+        try:
+            age = now - tmp.lstat().st_mtime
+        except OSError:
+            continue
+        match = _ENTRY.fullmatch(tmp.name[len(TMP_PREFIX):])
+        if age < (min_age_s if match else max(min_age_s, 86400.0)):
+            continue
+        try:
+            if match:
+                with FileLock(str(root / match["entry"]) + ".lock", timeout=0):
+                    shutil.rmtree(tmp)
+            else:
+                shutil.rmtree(tmp)
+        except (Timeout, OSError):
+            continue  # being written after all, or not ours to remove (another user's)
+        removed.append(tmp.name)
+    return removed
+
+
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
+_renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+
+
+def _install(tmp: Path, folder: Path) -> None:
+    """Put a finished export in place, atomically: renamed to the entry's name, or, where an entry is
+    there (refreshed, stale, damaged), swapped with it in one step (renameat2 RENAME_EXCHANGE) and the
+    old one removed, so a concurrent reader finds the old artifact or the new one and never nothing.
+    Where the file system cannot swap, the old entry is moved aside first (a hole of one rename)."""
+    try:
+        os.rename(tmp, folder)
+        return
+    except OSError as e:
+        if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
+    if _renameat2 is not None and _renameat2(_AT_FDCWD, os.fsencode(tmp), _AT_FDCWD, os.fsencode(folder), _RENAME_EXCHANGE) == 0:
+        shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old entry
+        return
+    old = tmp.with_name(tmp.name + "-old")
+    os.rename(folder, old)
+    os.rename(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _disk_full(e: BaseException) -> bool:

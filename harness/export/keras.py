@@ -7,7 +7,7 @@ from pathlib import Path
 
 from harness.artifact import Artifact, IOSpec
 from harness.export.common import import_tf
-from harness.fixtures import Fixture
+from harness.fixtures import Fixture, output_keys
 
 
 def export(fixture: Fixture, spec, out: Path, source: Artifact | None, art: Artifact) -> None:
@@ -23,7 +23,11 @@ def export(fixture: Fixture, spec, out: Path, source: Artifact | None, art: Arti
         IOSpec(name=s.name, stored_name=t.name, dtype=s.dtype, shape=list(s.shape))
         for s, t in zip(fixture.inputs, model.inputs)
     ]
+    # A model whose outputs are a dict (`keras.Model(x, {"a": a, "b": b})`) returns them by key, the
+    # signature's names too: each is stored under its key, in Keras' flattened order (model.outputs).
+    keys = output_keys(model)
     art.outputs = [
-        IOSpec(name=name, stored_name=str(i), dtype="float32", shape=[None] + list(t.shape[1:]))
-        for i, (name, t) in enumerate(zip(fixture.outputs, model.outputs))
+        IOSpec(name=keys[i] if keys else name, stored_name=keys[i] if keys else str(i), dtype="float32", shape=[None] + list(t.shape[1:]))
+        for i, (name, t) in enumerate(zip(keys or fixture.outputs, model.outputs))
     ]
+

@@ -60,6 +60,12 @@ class CaseDiff:
         """In the baseline, absent from the new run (not run, cut short, or its line unreadable)."""
         return self.base_status is not None and self.new_status is None
 
+    @property
+    def new_failure(self) -> bool:
+        """Absent from the baseline (a new case, or its baseline line lost) and not good in the new run:
+        nothing says it was ever better, but nothing says it is fine either."""
+        return self.base_status is None and self.new_status in BAD_STATUSES + ("inconclusive",)
+
 
 @dataclass
 class RunDiff:
@@ -69,6 +75,7 @@ class RunDiff:
     cases: list[CaseDiff]
     allow_missing: bool = False
     latency: LatencyJudgement | None = None
+    allow_new: bool = False  # a case absent from the baseline that does not pass is not a regression
 
     @property
     def common(self) -> list[CommonShift]:
@@ -126,10 +133,15 @@ class RunDiff:
         out += [f"{c.id}: latency {c.ratio:.2f}×, {c.relative:.2f}× beyond the common change (q={c.q_value:.2g})"
                 for c in self.cases if c.flagged and c.ratio and c.relative and c.q_value is not None]
         out += [f"{s.threads} thread(s): {s.why}" for s in self.common if s.verdict == "common regression"]
+        if not self.allow_new:
+            out += [f"{c.id}: (absent) → {c.new_status}: not in {self.base.run_id}, and not a pass in {self.new.run_id}"
+                    for c in self.cases if c.new_failure]
         if not self.allow_missing:
             out += [f"{cid}: {self.base.run_id} has it, {self.new.run_id} does not" for cid in self.missing]
-            if self.new.unreadable:
-                out.append(f"{self.new.unreadable} unreadable line(s) in {self.new.folder / 'results.jsonl'}: their cases count as missing")
+            for label, run in (("new run", self.new), ("baseline", self.base)):
+                if run.unreadable:  # a baseline cut short hides what it held: never a silent pass
+                    out.append(f"{run.unreadable} unreadable line(s) in the {label}'s {run.folder / 'results.jsonl'}: "
+                               "their cases cannot be compared")
         return out
 
     @property
@@ -150,7 +162,7 @@ def run_kind(run: RunData) -> str:
 
 
 def diff_runs(base: RunData, new: RunData, gate: Gate, allow_missing: bool = False, gate_conformance: bool = False,
-              effects: tuple[float, ...] = (1.25,)) -> RunDiff:
+              effects: tuple[float, ...] = (1.25,), allow_new: bool = False) -> RunDiff:
     """Case by case. Two runs with no case in common are an error: nothing could be compared."""
     before: dict[str, CaseResult] = {r.id: r for r in base.results}
     after: dict[str, CaseResult] = {r.id: r for r in new.results}
@@ -203,7 +215,7 @@ def diff_runs(base: RunData, new: RunData, gate: Gate, allow_missing: bool = Fal
             d = by_id[j.id]
             d.relative, d.p_value, d.q_value, d.noise, d.power = j.relative, j.p_value, j.q_value, j.noise, j.power
             d.significant, d.flagged, d.improved, d.inconclusive, d.cause = j.q_value < gate.alpha, j.flagged, j.improved, j.inconclusive, j.cause
-    return RunDiff(base, new, gate, out, allow_missing, latency)
+    return RunDiff(base, new, gate, out, allow_missing, latency, allow_new)
 
 
 def print_diff(diff: RunDiff, console) -> None:
@@ -271,9 +283,18 @@ def print_diff(diff: RunDiff, console) -> None:
     if diff.new.unreadable:
         console.print(f"[red]unreadable[/]: {diff.new.unreadable} line(s) of the new run's results.jsonl could not be read: "
                       "their cases count as missing", highlight=False)
+    if diff.base.unreadable:
+        how = "allowed (--allow-missing)" if diff.allow_missing else "a regression (--allow-missing to accept)"
+        console.print(f"[red]unreadable[/]: {diff.base.unreadable} line(s) of the baseline's results.jsonl could not be read: "
+                      f"the cases they held cannot be compared, {how}", highlight=False)
+    new_failures = [c.id for c in diff.cases if c.new_failure]
+    if new_failures:
+        how = "allowed (--allow-new)" if diff.allow_new else "each is a regression (--allow-new to accept)"
+        console.print(f"[red]new, not passing[/]: {len(new_failures)} case(s) absent from the baseline do not pass, {how}: "
+                      + ", ".join(new_failures[:10]) + (" …" if len(new_failures) > 10 else ""), highlight=False, soft_wrap=True)
     flagged = [c for c in diff.cases if c.flagged] + [s for s in diff.common if s.verdict == "common regression"]
     console.print(f"{len(flagged)} latency regression(s), {sum(c.verdict_regressed for c in diff.cases)} verdict regression(s), "
-                  f"{len(missing)} missing case(s)", highlight=False)
+                  f"{len(new_failures)} new case(s) not passing, {len(missing)} missing case(s)", highlight=False)
     noisy = diff.noisy_cases
     if noisy:
         console.print(f"[yellow]too noisy to judge[/]: {len(noisy)} case(s) could not have shown a {diff.gate.threshold:.0%} change "

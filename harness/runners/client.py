@@ -6,6 +6,8 @@ the error carries the tail of its stderr so the case can be recorded as `crash` 
 from __future__ import annotations
 
 import collections
+import ctypes
+import functools
 import json
 import os
 import queue
@@ -59,6 +61,20 @@ class RpcError(Exception):
 
 _EOF = object()
 
+_PR_SET_PDEATHSIG = 1
+_prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)  # looked up here: nothing is resolved after fork
+
+
+def _die_with(parent: int) -> None:
+    """Run in the worker process between fork and exec: the kernel sends it SIGKILL when the harness
+    dies, however it dies (a SIGKILL of the harness runs no cleanup of ours). The setting survives exec
+    and is bound to the forking thread, so workers are started from the thread that uses them. A harness
+    already gone by now (the signal would never come) ends the child at once."""
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(1)
+
 
 class WorkerClient:
     def __init__(self, name: str, command: list[str], cwd: Path | None = None, env: dict | None = None, stderr_lines: int = 200,
@@ -96,6 +112,9 @@ class WorkerClient:
                 text=True,
                 bufsize=1,
                 start_new_session=True,  # its own process group: a kill takes its children too
+                # ... and it dies with the harness (a container, which outlives its client, has its own
+                # watchdog in go/docker.sh; bwrap passes the signal on with --die-with-parent).
+                preexec_fn=functools.partial(_die_with, os.getpid()),
             )
         except OSError as e:
             if on_exit is not None:
