@@ -32,7 +32,8 @@ LOG: Path | None = None
 
 
 def _split(values: tuple[str, ...]) -> list[str] | None:
-    items = [v.strip() for value in values for v in value.split(",") if v.strip()]
+    # Each value once, in the order given (`-b 1,1`, `-r ort -r ort`): the same case is never run or stored twice.
+    items = list(dict.fromkeys(v.strip() for value in values for v in value.split(",") if v.strip()))
     return items or None
 
 
@@ -41,7 +42,7 @@ def _batches(values: tuple[str, ...]) -> list[int] | None:
     if items is None:
         return None
     try:
-        return [int(v) for v in items]
+        return list(dict.fromkeys(int(v) for v in items))  # 1 and 01 are one batch
     except ValueError:
         raise HarnessError(f"--batch {','.join(items)} is not valid: expected positive integers like 1,4") from None
 
@@ -859,6 +860,9 @@ def report(run: str, reports: Path, out_dir: Path | None, fuzz_path: Path | None
     from harness.store import resolve_run
 
     folder = resolve_run(run, reports)
+    if not (folder / "run.json").exists() and not (folder / "results.jsonl").exists():
+        raise HarnessError(f"{folder} is not a run: it has neither run.json nor results.jsonl (expected a run folder, a run id "
+                           f"under {reports / 'runs'}, or 'latest')")
     section = None if no_fuzz else fuzz_section.load(reports, fuzz_path)
     paths = write_report(folder, reports, out_dir, fuzz=section)
     for kind, path in paths.items():

@@ -419,6 +419,9 @@ def user_fixture(path: Path, signature: str = "serving_default", tag: str = "ser
         objects = custom_objects.load() if custom_objects else {}
     except CustomObjectsError as e:
         raise HarnessError(str(e)) from None
+    wrong = _not_a_keras_file(path)
+    if wrong:  # Keras would say "File not found" of a file that is there
+        raise HarnessError(wrong)
     try:
         model = keras.models.load_model(str(path), compile=False, custom_objects=objects)
     except Exception as e:
@@ -457,6 +460,28 @@ def output_keys(model: Any) -> list[str] | None:
 
 # Keras' words for a class its registry lacks (.keras: "Could not locate class 'Scale'"; .h5: "Unknown layer: 'Scale'").
 _UNKNOWN_CLASS = re.compile(r"Could not locate (?:class|function) '([^']+)'|Unknown (?:layer|object|class|activation|loss|metric)\w*: '?([\w>.]+)'?")
+
+
+def _not_a_keras_file(path: Path) -> str | None:
+    """Why a .keras/.h5 file cannot be a Keras model (empty, or not the container its suffix says), or None."""
+    import zipfile
+
+    size = path.stat().st_size
+    if path.suffix == ".keras" and not zipfile.is_zipfile(path):
+        what = "empty" if size == 0 else f"{size} bytes that are not a zip archive"
+        return f"cannot load Keras model {path}: the file is {what} (expected a .keras file as model.save writes it: a zip with config.json)"
+    if path.suffix == ".h5":
+        heads = []
+        with open(path, "rb") as f:  # HDF5's signature: at 0, or at 512, 1024, 2048, ... after a user block
+            for offset in (0, *(512 << k for k in range(20))):
+                if offset >= size:
+                    break
+                f.seek(offset)
+                heads.append(f.read(8))
+        if b"\x89HDF\r\n\x1a\n" not in heads:
+            what = "empty" if size == 0 else f"{size} bytes that are not an HDF5 file"
+            return f"cannot load Keras model {path}: the file is {what} (expected a legacy .h5 file as model.save writes it)"
+    return None
 
 
 def _keras_load_error(path: Path, e: BaseException, had_custom: bool) -> str:

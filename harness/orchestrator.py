@@ -90,7 +90,8 @@ class Orchestrator:
                  run_options: dict, *, resume: Path | None = None, refresh: bool = False, bench: bool = False,
                  bisect: bool = False, allow_inconclusive: bool = False, deviations: list[Deviation] | None = None,
                  scratch: Path | None = None, run_id: str | None = None, builds: dict[str, str | None] | None = None):
-        self.cases, self.fixtures, self.options = cases, fixtures, options
+        # Each case once (a selection that names a batch or runtime twice): a case is run and stored once.
+        self.cases, self.fixtures, self.options = list({c.id: c for c in cases}.values()), fixtures, options
         self.bench, self.bisect, self.allow_inconclusive = bench, bisect, allow_inconclusive
         self.results: list[CaseResult] = []
         # A resumed run's summary covers the results it already had, too.
@@ -104,7 +105,7 @@ class Orchestrator:
         self.exporter = Exporter(refresh=refresh)
         self.store: RunStore | None = None
         if reports is not None:
-            planned = None if resume is not None else [case_record(c) for c in cases]
+            planned = None if resume is not None else [case_record(c) for c in self.cases]
             self.store = RunStore(reports, run_options, run_id=run_id, planned=planned, resume=resume)
             try:
                 self.store.set("sources", {**(self.store.meta.sources or {}), **sources})

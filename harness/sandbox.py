@@ -408,6 +408,10 @@ _BLOCKED = [
     (re.compile(r"Read-only file system|EROFS", re.I), "a write outside the scratch folder (read-only file system)", True),
     (re.compile(r"libcurl|Could not resolve host|Couldn't connect|Connection refused|Network is unreachable|ENETUNREACH|ECONNREFUSED", re.I),
      "a network connection (the sandbox has no network)", True),
+    # Unsandboxed, the same read fails on the network or the credentials of this machine: still the
+    # model's doing (a file it names outside its artifact), never the runtime's.
+    # (http(s):// is left out: upstream messages link their documentation.)
+    (re.compile(r"\b(?:gs|s3|hdfs)://\S", re.I), "a remote file the model reads (a gs://, s3:// or hdfs:// path)", False),
     (re.compile(r"OOM when allocating|ResourceExhausted|Cannot allocate memory|bad_alloc|out of memory|ENOMEM|Failed to allocate", re.I),
      "memory beyond the sandbox's limit", True),
     (re.compile(r"Resource temporarily unavailable|EAGAIN", re.I), "processes beyond the sandbox's limit", True),

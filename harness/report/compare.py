@@ -347,13 +347,15 @@ def _n(value) -> str:
 
 
 def write_diff(diff: RunDiff, out: Path) -> dict[str, Path]:
-    from harness.report.html import render
+    from harness.report.html import render, write_files
 
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise HarnessError(f"cannot write the comparison to {out}: {e.strerror or e} (expected a writable folder with free space)") from None
     paths = {"html": out / "index.html", "markdown": out / "compare.md"}
     ctx = {"diff": diff, "changed": [c for c in diff.cases if c.verdict_changed],
            "drifted": [c for c in diff.cases if c.numerics == "changed"], "method": METHOD,
            "timed": sorted((c for c in diff.cases if c.ratio), key=lambda c: c.ratio or 1, reverse=True)}
-    paths["html"].write_text(render("compare.html.j2", **ctx))
-    paths["markdown"].write_text(render("compare.md.j2", **ctx))
+    write_files({paths["html"]: render("compare.html.j2", **ctx), paths["markdown"]: render("compare.md.j2", **ctx)})
     return paths

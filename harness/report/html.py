@@ -13,6 +13,7 @@ from pathlib import Path
 
 import jinja2
 
+from harness.errors import HarnessError
 from harness.records import BAD_STATUSES, STATUSES, CaseResult, Timing, sanitize
 from harness.report.agreement import agreement, drift_rows, machines_of
 from harness.report.fuzz_section import FuzzSection
@@ -313,14 +314,39 @@ def previous_run(run: RunData, reports: Path) -> RunData | None:
 def write_report(folder: Path, reports: Path = Path("reports"), out: Path | None = None, fuzz: FuzzSection | None = None) -> dict[str, Path]:
     run = read_run(folder)
     out = out or run.folder
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise HarnessError(f"cannot write the report to {out}: {e.strerror or e} (expected a writable folder with free space)") from None
     history = history_runs(reports)
     ctx = _context(run, history, previous_run(run, reports))
     ctx["fuzz"] = fuzz  # the differential-fuzzing section (harness/report/fuzz_section.py), when there are fuzz results
     ctx["machines"] = machines_of(run.results)
     ctx["agreement"] = drift_rows(agreement(run.results, lambda r: read_outputs(run.folder, r.id), len(ctx["machines"]) > 1))
     paths = {"html": out / "index.html", "markdown": out / "report.md", "json": out / "summary.json"}
-    paths["html"].write_text(_env.get_template("index.html.j2").render(**ctx), encoding="utf-8")
-    paths["markdown"].write_text(_env.get_template("report.md.j2").render(**ctx), encoding="utf-8")
-    paths["json"].write_text(json.dumps(sanitize({**ctx["summary"], "agreement": ctx["agreement"]}), indent=2), encoding="utf-8")
+    write_files({paths["html"]: _env.get_template("index.html.j2").render(**ctx),
+                 paths["markdown"]: _env.get_template("report.md.j2").render(**ctx),
+                 paths["json"]: json.dumps(sanitize({**ctx["summary"], "agreement": ctx["agreement"]}), indent=2)})
     return paths
+
+
+def write_files(texts: dict[Path, str]) -> None:
+    """Write each file whole or not at all: a temporary file beside it, renamed over it, so a full or
+    read-only disk, or a second report of the same run at the same moment, never leaves a 0-byte or
+    half-written page. A failure is one line naming the folder (HarnessError)."""
+    import os
+    import tempfile
+
+    for path, text in texts.items():
+        tmp = None
+        try:
+            fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+            tmp = Path(name)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+            os.chmod(tmp, 0o644)  # mkstemp makes it 0600: a report is for reading
+            os.replace(tmp, path)
+        except OSError as e:
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+            raise HarnessError(f"cannot write {path.name} to {path.parent}: {e.strerror or e} (expected a writable folder with free space)") from None
