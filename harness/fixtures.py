@@ -217,6 +217,7 @@ def source_closure(source: Path, files: list[Path] | None = None) -> list[tuple[
         seen[key] = data
         read.append(path)
         for node in ast.walk(ast.parse(data, filename=str(path))):
+            pairs: list[tuple[str, str | None]]
             if isinstance(node, ast.Import):
                 pairs = [(alias.name, None) for alias in node.names]
             elif isinstance(node, ast.ImportFrom):
@@ -270,7 +271,13 @@ def all_fixtures() -> dict[str, Fixture]:
         for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
             if info.name.startswith("_"):
                 continue
-            mod = importlib.import_module(f"harness_fixtures.{info.name}")
+            try:
+                mod = importlib.import_module(f"harness_fixtures.{info.name}")
+            except Exception as e:  # a fixture being edited: one line naming it, not a traceback for every command
+                where = Path(pkg.__path__[0]) / f"{info.name}.py"
+                line = f" (line {e.lineno})" if isinstance(e, SyntaxError) and e.lineno else ""
+                raise HarnessError(f"fixture module {where} cannot be imported{line}: {type(e).__name__}: {e} "
+                                   "(expected a module defining FIXTURE or FIXTURES)") from None
             # A module defines one FIXTURE, or a FIXTURES list for a family (a size sweep).
             for fx in [getattr(mod, "FIXTURE", None), *getattr(mod, "FIXTURES", [])]:
                 if isinstance(fx, Fixture):

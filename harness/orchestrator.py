@@ -165,7 +165,11 @@ class Orchestrator:
                 blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM}) \
                     if threading.current_thread() is threading.main_thread() else None
                 try:
-                    self.close(state, reason, kill=interrupted is not None)
+                    lost = self.close(state, reason, kill=interrupted is not None)
+                    if lost and state == "complete":
+                        # The run's record could not be finished (its folder removed, the disk gone): the
+                        # results may be lost, and a run that cannot say what it did is not complete.
+                        state, reason = "failed", lost
                 finally:
                     if blocked is not None:
                         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
@@ -262,10 +266,12 @@ class Orchestrator:
                 self.store.set("machine_blas", blas or [])
                 self.store.set("machine_peak_notes", peak_notes(self.peaks))
 
-    def close(self, state: str = "complete", reason: str | None = None, kill: bool = False) -> None:
+    def close(self, state: str = "complete", reason: str | None = None, kill: bool = False) -> str | None:
+        """Stop the workers and write the run's final state; what could not be written, if anything."""
         if self._closed:
-            return
+            return None
         self._closed = True
+        lost = None
         try:
             if kill:
                 self.engine.kill()
@@ -280,8 +286,13 @@ class Orchestrator:
                     summary = summarize(self.earlier + self.results, self.allow_inconclusive)
                     summary["ok"] = summary["ok"] and state == "complete"  # a partial run is never a good one
                     self.store.finish(summary, state, reason)
-                except OSError:
-                    pass  # the disk that stopped the run may not take run.json either: results.jsonl has what ran
+                    if self.results and not (self.store.dir / "results.jsonl").exists():
+                        lost = f"{self.store.dir / 'results.jsonl'} is gone: removed while the run wrote it"
+                except OSError as e:
+                    # The disk that stopped the run may not take run.json either: results.jsonl has what ran.
+                    self.store.release()
+                    lost = f"cannot write the run's final state in {self.store.dir}: {e.strerror or e}"
+        return lost
 
 
 def _check_sources(folder: Path, recorded: dict[str, str] | None, now: dict[str, str]) -> None:

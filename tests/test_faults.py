@@ -486,3 +486,176 @@ def test_a_gs_read_without_a_sandbox_is_blamed_on_the_model(tmp_path):
     (result,) = _results((tmp_path / "r" / "latest").resolve())
     assert (result["status"], result["culprit"]) == ("error", "model"), result["summary"]  # at stage run, as when a sandbox stops it
     assert "gs://harness-test-bucket/weights.bin" in result["error"] and "gs://" in result["evidence"]["blocked"]
+
+
+# === Ten faults nobody listed ==============================================================================
+
+# --- 11. something prints on a worker's stdout before the protocol starts ----------------------------------
+
+def test_a_worker_that_prints_garbage_on_stdout_still_gets_its_verdicts(tmp_path):
+    # A sitecustomize that prints (a site's banner, a debugging print): it runs before the worker's own
+    # code can move stdout aside, so its lines reach the protocol channel. One is valid JSON, not an object.
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text('print(42)\nprint("[1, 2]")\nprint("welcome to the cluster")\nprint(\'{"id": 99}\')\n')
+    proc = run_cli("run", "-f", "pow", "-r", "ort,litert", "-b", "1", "-n", "1", "--reports", str(tmp_path / "r"),
+                   env={"PYTHONPATH": str(site)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert {r["status"] for r in _results((tmp_path / "r" / "latest").resolve())} == {"pass"}
+
+
+# --- 12. a worker that answers without the fields the protocol requires ------------------------------------
+
+BROKEN_WORKER = r"""
+import json, sys
+for line in sys.stdin:
+    req = json.loads(line)
+    result = {"info": {"runtime": "broken", "formats": ["onnx13"]}, "load": {"handle": "h"},
+              "run": {"outputs": {}}}.get(req["method"], {})
+    print(json.dumps({"jsonrpc": "2.0", "id": req["id"], "result": result}), flush=True)
+"""
+
+
+def test_a_worker_answer_without_its_fields_is_the_workers_fault_not_a_harness_bug(tmp_path):
+    from harness.runners.client import ProtocolViolation, WorkerClient, WorkerCrash
+
+    worker = WorkerClient("broken", [sys.executable, "-c", BROKEN_WORKER])
+    try:
+        assert worker.call("info")["formats"] == ["onnx13"]
+        with pytest.raises(WorkerCrash) as caught:  # a crash of the runtime's worker, which the engine blames on the runtime
+            worker.call("load", {"artifact": str(tmp_path), "format": "onnx13", "device": "cpu"})
+        assert isinstance(caught.value, ProtocolViolation)
+        assert "broke the protocol answering load: field 'load_ns' is missing" in str(caught.value)
+        assert not worker.alive, "killed: the next case gets a fresh worker"
+    finally:
+        worker.kill()
+
+
+# --- 13. the run folder removed while the run runs -----------------------------------------------------------
+
+def test_a_run_whose_folder_was_removed_midway_is_not_called_complete(tmp_path):
+    reports = tmp_path / "reports"
+    proc = subprocess.Popen(HARNESS + ["run", "-f", "mlp", "-r", "ort", "-b", "1,2,3,4", "-n", "2000000", "--reports", str(reports)],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    folder = _wait_for(lambda: next((p for p in (reports / "runs").glob("*") if _lines(p) >= 1), None))
+    assert folder is not None, "the run never got going"
+    shutil.rmtree(folder)  # a clean-up script, a user's rm -rf
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 2, out + err
+    assert "run failed" in err and "results: " not in out, out + err
+    assert not (reports / "latest").exists()
+
+
+# --- 14. a model that floods its worker's stderr --------------------------------------------------------
+
+LOUD_MODEL = """
+import sys, tensorflow as tf
+class M(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="x")])
+    def __call__(self, x):
+        tf.print(tf.range(200000), summarize=-1, output_stream=sys.stderr)  # about 1.3 MB a call
+        return {"y": x * 2.0}
+m = M()
+tf.saved_model.save(m, sys.argv[1], signatures={"serving_default": m.__call__})
+"""
+
+
+def test_a_model_that_floods_stderr_does_not_fill_the_reports_disk(tmp_path):
+    from harness.runners.client import LOG_LIMIT_BYTES
+
+    subprocess.run([sys.executable, "-c", LOUD_MODEL, str(tmp_path / "loud")], check=True, capture_output=True, timeout=300)
+    proc = run_cli("check", str(tmp_path / "loud"), "--sandbox", "none", "-F", "savedmodel", "-r", "tf", "-b", "1", "-n", "40",
+                   "--reports", str(tmp_path / "r"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (log,) = (tmp_path / "r" / "latest" / "logs").glob("tf*.log")
+    assert LOG_LIMIT_BYTES < 40 * 1_000_000, "the model says more than the limit"
+    assert log.stat().st_size <= LOG_LIMIT_BYTES + 4096, log.stat().st_size
+    assert "log cut here" in log.read_text()[-300:]
+
+
+# --- 15. a fixture file being edited (a syntax error) ------------------------------------------------------
+
+def test_a_broken_fixture_module_is_one_line_naming_it(tmp_path):
+    pkg = _fixtures_copy(tmp_path)
+    (pkg / "matmul.py").write_text((pkg / "matmul.py").read_text() + "\ndef oops(:\n")
+    proc = run_cli("run", "-f", "pow", "-r", "ort", "--reports", str(tmp_path / "r"), env={"PYTHONPATH": str(pkg.parent)})
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "matmul.py cannot be imported" in lines[0] and "internal error" not in lines[0], lines
+
+
+# --- 16. the harness killed with SIGKILL, then resumed: no lock outlives it ---------------------------------
+
+def test_a_run_whose_harness_was_killed_resumes_without_duplicates(tmp_path):
+    reports = tmp_path / "reports"
+    proc = subprocess.Popen(HARNESS + ["run", "-f", "mlp", "-r", "ort", "-b", "1,2,3,4", "-n", "2000000", "--reports", str(reports)],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    folder = _wait_for(lambda: next((p for p in (reports / "runs").glob("*") if _lines(p) >= 1), None))
+    assert folder is not None
+    proc.kill()
+    proc.wait()
+    assert read_run(folder).state == "running", "killed without a trace"
+    resumed = run_cli("run", "--resume", "--reports", str(reports))
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    run = read_run(folder)
+    ids = [r.id for r in run.results]
+    assert run.state == "complete" and len(ids) == len(set(ids)) == len(run.planned)
+
+
+# --- 17, 18. two harnesses on one reports folder; two reports of one run at once --------------------------
+
+def test_two_runs_and_two_reports_at_once_on_one_reports_folder(tmp_path):
+    reports = tmp_path / "reports"
+    args = ["run", "-f", "pow", "-r", "ort", "-b", "1,2", "-n", "1", "--reports", str(reports)]
+    procs = [subprocess.Popen(HARNESS + args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for p in procs:
+        out, err = p.communicate(timeout=600)
+        assert p.returncode == 0, out + err
+    runs = sorted((reports / "runs").iterdir())
+    assert len(runs) == 2 and all(read_run(r).state == "complete" and not read_run(r).problems for r in runs)
+    assert (reports / "latest").resolve() in runs
+    for _ in range(2):
+        reporters = [subprocess.Popen(HARNESS + ["report", str(runs[0]), "--reports", str(reports), "--no-fuzz"], cwd=REPO,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+        for p in reporters:
+            out, err = p.communicate(timeout=300)
+            assert p.returncode == 0, out + err
+        page = (runs[0] / "index.html").read_text()
+        assert page.rstrip().endswith("</html>"), "a whole page, whichever report wrote it last"
+        assert json.loads((runs[0] / "summary.json").read_text())["cases"] == 2
+    assert not list(runs[0].glob(".index.html*")), "no temporary file left"
+
+
+# --- 19. compare on a full disk --------------------------------------------------------------------------
+
+def test_compare_on_a_full_disk_is_one_line(small_disk, tmp_path):
+    reports = tmp_path / "reports"
+    for _ in range(2):
+        assert run_cli("run", "-f", "pow", "-r", "ort", "-b", "1", "-n", "1", "--reports", str(reports)).returncode == 0
+    a, b = sorted((reports / "runs").iterdir())
+    _fill(small_disk)
+    proc = run_cli("compare", str(a), str(b), "--out", str(small_disk / "cmp"))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "No space left on device" in lines[0] and "internal error" not in lines[0], lines
+    assert not (small_disk / "cmp" / "index.html").exists() or (small_disk / "cmp" / "index.html").stat().st_size > 0
+
+
+# --- 20. a worker killed from outside mid-call (the kernel's OOM killer) ---------------------------------------
+
+def test_a_worker_killed_from_outside_is_a_crash_and_the_run_goes_on(tmp_path):
+    reports = tmp_path / "reports"
+    proc = subprocess.Popen(HARNESS + ["run", "-f", "mlp", "-F", "tflite,onnx13", "-r", "litert,ort", "-b", "1", "-n", "30000000",
+                                       "--timeout", "600", "--reports", str(reports)],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    busy = _wait_for(lambda: [p for p in _descendants(proc.pid) if "harness_runners.litert" in _cmdline(p)], every=0.2)
+    assert busy
+    time.sleep(2)
+    os.kill(busy[0], signal.SIGKILL)  # as the OOM killer does
+    # The ort case is the next one and runs 30 million iterations too: stop the run there, politely.
+    folder = _wait_for(lambda: next((p for p in (reports / "runs").glob("*") if _lines(p) >= 1), None))
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    first = _results(folder)[0]
+    assert first["status"] == "crash" and first["culprit"] == "runtime" and "SIGKILL" in first["error"], first
+    assert read_run(folder).state == "interrupted" and proc.returncode == 130, out + err

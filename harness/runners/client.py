@@ -34,6 +34,18 @@ class WorkerTimeout(WorkerError):
     """The worker did not answer in time and was killed."""
 
 
+class ProtocolViolation(WorkerCrash):
+    """The worker answered, but not as the protocol says (a result without its fields): the runtime's
+    worker is at fault, and it is killed like a crashed one, so the next case gets a fresh worker."""
+
+
+# What each answer must hold (the protocol's JSON Schemas, tests/protocol_kit, in full): checked here so
+# a worker that breaks the protocol is blamed on its runtime, not taken for a bug of the harness.
+REQUIRED: dict[str, dict[str, type | tuple[type, ...]]] = {"info": {"formats": list}, "load": {"handle": str, "load_ns": (int, float)},
+            "run": {"outputs": dict, "first_ns": (int, float), "samples_ns": list}}
+LOG_LIMIT_BYTES = 32 << 20  # of one worker's stderr kept in its log file; a model that floods it does not fill the disk
+
+
 class RpcError(Exception):
     """A JSON-RPC error the worker answered: `kind` is the protocol's data.kind, `data` its facts (None for
     an error made on the harness side or answered by a worker that gives none), and the message the
@@ -131,12 +143,20 @@ class WorkerClient:
 
     def _read_stderr(self) -> None:
         assert self.proc.stderr is not None
+        written = 0
         for line in self.proc.stderr:
             self._stderr.append(line.rstrip("\n"))
             if self._log is not None:
                 try:
+                    if written + len(line) > LOG_LIMIT_BYTES:
+                        self._log.write(f"[harness] log cut here at {LOG_LIMIT_BYTES >> 20} MiB: the worker goes on saying more "
+                                        "(the last lines are kept with a failing case)\n")
+                        self._log.close()
+                        self._log = None
+                        continue
                     self._log.write(line)
                     self._log.flush()
+                    written += len(line)
                 except (OSError, ValueError):
                     self._log = None
 
@@ -170,14 +190,21 @@ class WorkerClient:
             try:
                 response = json.loads(line)
             except ValueError:
+                response = None
+            if not isinstance(response, dict):  # a banner, a stray print, a bare JSON number: not a message of ours
                 self._stderr.append(f"[harness] not a protocol line on stdout: {line.rstrip()[:200]}")
                 continue
             if response.get("id") != req_id:
                 continue  # a late answer to a request we gave up on
             if "error" in response:
-                raise RpcError.from_answer(response["error"], self.runtime)
+                error = response["error"] if isinstance(response["error"], dict) else {"message": str(response["error"])}
+                raise RpcError.from_answer(error, self.runtime)
             result = response.get("result")
-            if method == "info" and isinstance(result, dict) and isinstance(result.get("runtime"), str):
+            wrong = _malformed(method, result)
+            if wrong:
+                self.kill()
+                raise ProtocolViolation(f"worker {self.name} broke the protocol answering {method}: {wrong}; killed", self.stderr_tail())
+            if method == "info" and isinstance(result.get("runtime"), str):
                 self.runtime = result["runtime"]
             return result
 
@@ -220,3 +247,21 @@ class WorkerClient:
             except (WorkerError, RpcError, subprocess.TimeoutExpired):
                 pass
         self.kill()
+
+
+def _malformed(method: str, result) -> str | None:
+    """What is missing or of the wrong type in a worker's answer to `method`, or None."""
+    need = REQUIRED.get(method)
+    if need is None:
+        return None
+    if not isinstance(result, dict):
+        return f"expected an object with {sorted(need)}, got {json.dumps(result)[:100]}"
+    for key, kind in need.items():
+        if not isinstance(result.get(key), kind) or isinstance(result.get(key), bool):
+            return f"field {key!r} is {json.dumps(result.get(key))[:60] if key in result else 'missing'} (expected {_kind(kind)})"
+    return None
+
+
+def _kind(kind) -> str:
+    names = {list: "a list", dict: "an object", str: "a string"}
+    return names.get(kind, "a number")
