@@ -517,14 +517,14 @@ for line in sys.stdin:
 
 
 def test_a_worker_answer_without_its_fields_is_the_workers_fault_not_a_harness_bug(tmp_path):
-    from harness.runners.client import ProtocolViolation, WorkerClient, WorkerCrash
+    from harness.runners.client import WorkerClient, WorkerCrash
 
     worker = WorkerClient("broken", [sys.executable, "-c", BROKEN_WORKER])
     try:
         assert worker.call("info")["formats"] == ["onnx13"]
         with pytest.raises(WorkerCrash) as caught:  # a crash of the runtime's worker, which the engine blames on the runtime
             worker.call("load", {"artifact": str(tmp_path), "format": "onnx13", "device": "cpu"})
-        assert isinstance(caught.value, ProtocolViolation)
+        assert type(caught.value).__name__ == "ProtocolViolation"
         assert "broke the protocol answering load: field 'load_ns' is missing" in str(caught.value)
         assert not worker.alive, "killed: the next case gets a fresh worker"
     finally:
