@@ -10,6 +10,7 @@ SIGTERM (the line being written is finished, workers and containers are killed, 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import statistics
@@ -18,6 +19,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from harness.cases import Case, Deviation
 from harness.engine import Engine, Options
@@ -99,7 +102,7 @@ class Orchestrator:
         self.earlier: list[CaseResult] = earlier.results if earlier is not None else []
         # What each fixture's artifacts are made from (the user's model file, the fixture's code): a
         # resume must find the same, or its cases would judge another model than the results it keeps.
-        sources = {name: fixtures[name].digest() for name in dict.fromkeys(c.fixture for c in cases)}
+        sources = {name: run_digest(fixtures[name]) for name in dict.fromkeys(c.fixture for c in cases)}
         if earlier is not None:
             _check_sources(earlier.folder, earlier.meta.sources, sources)  # before anything of the run is touched
         self.exporter = Exporter(refresh=refresh)
@@ -165,11 +168,7 @@ class Orchestrator:
                 blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM}) \
                     if threading.current_thread() is threading.main_thread() else None
                 try:
-                    lost = self.close(state, reason, kill=interrupted is not None)
-                    if lost and state == "complete":
-                        # The run's record could not be finished (its folder removed, the disk gone): the
-                        # results may be lost, and a run that cannot say what it did is not complete.
-                        state, reason = "failed", lost
+                    state, reason = self.close(state, reason, kill=interrupted is not None)
                 finally:
                     if blocked is not None:
                         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
@@ -266,12 +265,13 @@ class Orchestrator:
                 self.store.set("machine_blas", blas or [])
                 self.store.set("machine_peak_notes", peak_notes(self.peaks))
 
-    def close(self, state: str = "complete", reason: str | None = None, kill: bool = False) -> str | None:
-        """Stop the workers and write the run's final state; what could not be written, if anything."""
+    def close(self, state: str = "complete", reason: str | None = None, kill: bool = False) -> tuple[str, str | None]:
+        """Stop the workers and write the run's final state, which is returned: `failed` where the run's
+        record cannot be finished (its folder removed, the disk gone), for a run that cannot say what it
+        did is not complete."""
         if self._closed:
-            return None
+            return state, reason
         self._closed = True
-        lost = None
         try:
             if kill:
                 self.engine.kill()
@@ -283,16 +283,33 @@ class Orchestrator:
                     self.store.set_runtimes(self.engine.runtime_versions())
                     if self.exporter.repairs:
                         self.store.meta.repaired_artifacts = self.exporter.repairs
+                    lost = self.store.lost() if self.results else None
+                    if lost and state == "complete":
+                        state, reason = "failed", lost
                     summary = summarize(self.earlier + self.results, self.allow_inconclusive)
                     summary["ok"] = summary["ok"] and state == "complete"  # a partial run is never a good one
                     self.store.finish(summary, state, reason)
-                    if self.results and not (self.store.dir / "results.jsonl").exists():
-                        lost = f"{self.store.dir / 'results.jsonl'} is gone: removed while the run wrote it"
                 except OSError as e:
                     # The disk that stopped the run may not take run.json either: results.jsonl has what ran.
                     self.store.release()
-                    lost = f"cannot write the run's final state in {self.store.dir}: {e.strerror or e}"
-        return lost
+                    if state == "complete":
+                        state, reason = "failed", f"cannot write the run's final state in {self.store.dir}: {e.strerror or e}"
+        return state, reason
+
+
+def run_digest(fixture: Fixture) -> str:
+    """What a fixture's results in a run depend on besides the options: what its artifacts are made
+    from, and a user's own inputs and golden outputs (`check --inputs/--expected`), whose files may
+    change between an interrupted run and its resume too."""
+    given = [*(fixture.given_inputs or {}).items(), *(fixture.golden or {}).items()]
+    if not given:
+        return fixture.digest()
+    h = hashlib.sha256(fixture.digest().encode())
+    for name, value in given:
+        array = np.ascontiguousarray(value)
+        h.update(f"\0{name}\0{array.dtype.str}\0{array.shape}\0".encode())
+        h.update(array.tobytes())
+    return h.hexdigest()
 
 
 def _check_sources(folder: Path, recorded: dict[str, str] | None, now: dict[str, str]) -> None:
@@ -301,8 +318,8 @@ def _check_sources(folder: Path, recorded: dict[str, str] | None, now: dict[str,
     changed = sorted(name for name, digest in now.items() if recorded and name in recorded and recorded[name] != digest)
     if changed:
         raise HarnessError(f"cannot resume {folder}: what {', '.join(changed)} {'is' if len(changed) == 1 else 'are'} made from "
-                           "(the model file, the fixture's code) changed since the run started, and its results are of the "
-                           "old one: expected the same inputs; start a new run instead")
+                           "(the model file, the fixture's code, the given inputs) changed since the run started, and its results "
+                           "are of the old one: expected the same inputs; start a new run instead")
 
 
 def resume_plan(folder: Path) -> tuple[list[Case], dict]:

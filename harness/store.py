@@ -191,6 +191,17 @@ class RunStore:
             np.savez(f, allow_pickle=False, **arrays)
         os.replace(tmp, self.outputs / f"{case_id}.npz")
 
+    def lost(self) -> str | None:
+        """Why the results written are no longer where the run says they are (results.jsonl removed or
+        replaced while the run wrote it: a clean-up script, a user's rm -rf), or None."""
+        try:
+            mine, there = os.fstat(self._results.fileno()), os.stat(self.dir / "results.jsonl")
+        except OSError:
+            return f"{self.dir / 'results.jsonl'} is gone: removed while the run wrote it"
+        if (mine.st_dev, mine.st_ino) != (there.st_dev, there.st_ino):
+            return f"{self.dir / 'results.jsonl'} was replaced while the run wrote it"
+        return None
+
     def set(self, key: str, value) -> None:
         """Another top-level entry of run.json (e.g. the machine's measured peak GFLOP/s): a field of RunMeta."""
         self.meta.set(key, value)

@@ -244,7 +244,8 @@ def test_a_temporary_folder_left_by_a_killed_export_is_removed_by_the_next_run(t
     env = {**os.environ, "HARNESS_CACHE": str(cache)}
     proc = subprocess.Popen(HARNESS + ["export", "-f", "mlp", "-F", "savedmodel,onnx13"], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    left = _wait_for(lambda: list(cache.glob(".tmp-mlp-onnx13-*")), every=0.02)
+    # The SavedModel is in place and the ONNX export is being written into its temporary folder.
+    left = _wait_for(lambda: list(cache.glob("mlp-savedmodel-*/artifact.json")) and list(cache.glob(".tmp-*")), every=0.02)
     assert left, "the export never started"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -383,14 +384,15 @@ def test_workers_and_containers_die_with_a_harness_killed_with_sigkill(tmp_path,
 # --- 9. report on a full or read-only disk; a folder that is not a run; a selection value twice ---------
 
 def _fill(disk: Path) -> Path:
+    """Fill a disk to the last block (it may be full already: then there is no filler to write)."""
     filler = disk / "filler"
-    with open(filler, "wb") as f:
-        try:
+    try:
+        with open(filler, "wb") as f:
             while True:
                 f.write(b"\0" * 4096)
                 f.flush()
-        except OSError:
-            pass
+    except OSError:
+        pass
     return filler
 
 
@@ -404,7 +406,7 @@ def test_report_on_a_full_or_read_only_disk_is_one_line_and_leaves_no_empty_page
     lines = full.stderr.strip().splitlines()
     assert len(lines) == 1 and "No space left on device" in lines[0] and "internal error" not in lines[0], lines
     assert not (folder / "index.html").exists() and not list(folder.glob(".index.html*")), "nothing half-written"
-    filler.unlink()
+    filler.unlink(missing_ok=True)
     subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
     ro = run_cli("report", str(folder), "--reports", str(small_disk), "--no-fuzz")
     assert ro.returncode == 2 and len(ro.stderr.strip().splitlines()) == 1 and "Read-only file system" in ro.stderr, ro.stderr
@@ -535,7 +537,7 @@ def test_a_worker_answer_without_its_fields_is_the_workers_fault_not_a_harness_b
 
 def test_a_run_whose_folder_was_removed_midway_is_not_called_complete(tmp_path):
     reports = tmp_path / "reports"
-    proc = subprocess.Popen(HARNESS + ["run", "-f", "mlp", "-r", "ort", "-b", "1,2,3,4", "-n", "2000000", "--reports", str(reports)],
+    proc = subprocess.Popen(HARNESS + ["run", "-f", "mlp", "-r", "ort", "-b", "1,2,3,4", "-n", "300000", "--reports", str(reports)],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     folder = _wait_for(lambda: next((p for p in (reports / "runs").glob("*") if _lines(p) >= 1), None))
     assert folder is not None, "the run never got going"
@@ -588,7 +590,7 @@ def test_a_broken_fixture_module_is_one_line_naming_it(tmp_path):
 
 def test_a_run_whose_harness_was_killed_resumes_without_duplicates(tmp_path):
     reports = tmp_path / "reports"
-    proc = subprocess.Popen(HARNESS + ["run", "-f", "mlp", "-r", "ort", "-b", "1,2,3,4", "-n", "2000000", "--reports", str(reports)],
+    proc = subprocess.Popen(HARNESS + ["run", "-f", "mlp", "-r", "ort", "-b", "1,2,3,4", "-n", "300000", "--reports", str(reports)],
                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     folder = _wait_for(lambda: next((p for p in (reports / "runs").glob("*") if _lines(p) >= 1), None))
     assert folder is not None
@@ -622,7 +624,7 @@ def test_two_runs_and_two_reports_at_once_on_one_reports_folder(tmp_path):
             assert p.returncode == 0, out + err
         page = (runs[0] / "index.html").read_text()
         assert page.rstrip().endswith("</html>"), "a whole page, whichever report wrote it last"
-        assert json.loads((runs[0] / "summary.json").read_text())["cases"] == 2
+        assert json.loads((runs[0] / "summary.json").read_text())["cases"] == len(read_run(runs[0]).planned)
     assert not list(runs[0].glob(".index.html*")), "no temporary file left"
 
 
@@ -645,17 +647,14 @@ def test_compare_on_a_full_disk_is_one_line(small_disk, tmp_path):
 
 def test_a_worker_killed_from_outside_is_a_crash_and_the_run_goes_on(tmp_path):
     reports = tmp_path / "reports"
-    proc = subprocess.Popen(HARNESS + ["run", "-f", "mlp", "-F", "tflite,onnx13", "-r", "litert,ort", "-b", "1", "-n", "30000000",
+    proc = subprocess.Popen(HARNESS + ["run", "-f", "mlp", "-F", "tflite", "-r", "litert", "-b", "1", "-n", "30000000",
                                        "--timeout", "600", "--reports", str(reports)],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     busy = _wait_for(lambda: [p for p in _descendants(proc.pid) if "harness_runners.litert" in _cmdline(p)], every=0.2)
     assert busy
     time.sleep(2)
     os.kill(busy[0], signal.SIGKILL)  # as the OOM killer does
-    # The ort case is the next one and runs 30 million iterations too: stop the run there, politely.
-    folder = _wait_for(lambda: next((p for p in (reports / "runs").glob("*") if _lines(p) >= 1), None))
-    proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=300)
-    first = _results(folder)[0]
-    assert first["status"] == "crash" and first["culprit"] == "runtime" and "SIGKILL" in first["error"], first
-    assert read_run(folder).state == "interrupted" and proc.returncode == 130, out + err
+    assert proc.returncode == 1, out + err
+    (result,) = _results((reports / "latest").resolve())
+    assert result["status"] == "crash" and result["culprit"] == "runtime" and "SIGKILL" in result["error"], result
