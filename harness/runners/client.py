@@ -204,7 +204,7 @@ class WorkerClient:
             if wrong:
                 self.kill()
                 raise ProtocolViolation(f"worker {self.name} broke the protocol answering {method}: {wrong}; killed", self.stderr_tail())
-            if method == "info" and isinstance(result.get("runtime"), str):
+            if method == "info" and isinstance(result, dict) and isinstance(result.get("runtime"), str):
                 self.runtime = result["runtime"]
             return result
 
