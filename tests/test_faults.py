@@ -148,7 +148,6 @@ def test_resume_refuses_a_run_whose_model_changed(tmp_path):
     reports = tmp_path / "reports"
     folder = _interrupted(["check", str(model), "-F", "keras", "-r", "tf", "-b", "1,2,3,4,5,6", "-n", "2000", "--no-bisect"], reports)
     before = (folder / "results.jsonl").read_bytes(), read_run(folder).state
-    assert json.loads((folder / "run.json").read_text())["sources"], "run.json records what the run's models are made from"
 
     shutil.copy(model, tmp_path / "original.keras")
     _dense_model(model, 5)  # another model copied over the file
@@ -157,6 +156,7 @@ def test_resume_refuses_a_run_whose_model_changed(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "cannot resume" in lines[0] and "changed since the run started" in lines[0], lines
     assert ((folder / "results.jsonl").read_bytes(), read_run(folder).state) == before, "the run is left as it was"
+    assert json.loads((folder / "run.json").read_text())["sources"], "run.json records what the run's models are made from"
 
     shutil.copy(tmp_path / "original.keras", model)  # the same model again: the resume goes on
     resumed = run_cli("run", "--resume", folder.name, "--reports", str(reports))
@@ -541,7 +541,9 @@ def test_a_run_whose_folder_was_removed_midway_is_not_called_complete(tmp_path):
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     folder = _wait_for(lambda: next((p for p in (reports / "runs").glob("*") if _lines(p) >= 1), None))
     assert folder is not None, "the run never got going"
-    shutil.rmtree(folder)  # a clean-up script, a user's rm -rf
+    gone = tmp_path / "gone"
+    os.rename(folder, gone)  # a clean-up script, a user's rm -rf: the path is gone at once ...
+    shutil.rmtree(gone, ignore_errors=True)  # ... and so are the files (the run may be writing a tensor meanwhile)
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 2, out + err
     assert "run failed" in err and "results: " not in out, out + err
