@@ -565,15 +565,13 @@ tf.saved_model.save(m, sys.argv[1], signatures={"serving_default": m.__call__})
 
 
 def test_a_model_that_floods_stderr_does_not_fill_the_reports_disk(tmp_path):
-    from harness.runners.client import LOG_LIMIT_BYTES
-
+    limit = 32 << 20  # harness.runners.client.LOG_LIMIT_BYTES, as the README says
     subprocess.run([sys.executable, "-c", LOUD_MODEL, str(tmp_path / "loud")], check=True, capture_output=True, timeout=300)
     proc = run_cli("check", str(tmp_path / "loud"), "--sandbox", "none", "-F", "savedmodel", "-r", "tf", "-b", "1", "-n", "40",
                    "--reports", str(tmp_path / "r"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (log,) = (tmp_path / "r" / "latest" / "logs").glob("tf*.log")
-    assert LOG_LIMIT_BYTES < 40 * 1_000_000, "the model says more than the limit"
-    assert log.stat().st_size <= LOG_LIMIT_BYTES + 4096, log.stat().st_size
+    assert log.stat().st_size <= limit + 4096, f"{log.stat().st_size} bytes: the model said about 50 MB"
     assert "log cut here" in log.read_text()[-300:]
 
 
