@@ -427,8 +427,11 @@ def _execute(cases, fixtures, options, reports: Path, run_options: dict, *, benc
     if outcome.state == "complete":
         say.print(f"results: {outcome.run_dir / 'results.jsonl'}  ({reports / 'latest'} -> {outcome.run_dir.name})", highlight=False)
     if results:
-        say.print(_write_page(outcome.run_dir, reports), highlight=False)
-    else:
+        try:
+            say.print(_write_page(outcome.run_dir, reports), highlight=False)
+        except HarnessError as e:  # a full disk that stopped the run takes no page either: the run's own line still comes
+            err.print(f"harness: {e}", highlight=False, soft_wrap=True)
+    if outcome.state != "complete":  # interrupted or failed, with or without results
         missing = outcome.planned - len(results)
         err.print(f"harness: run {outcome.state} ({outcome.reason}): {len(results)} of {outcome.planned} cases ran, {missing} missing; "
                   f"results kept in {outcome.run_dir}; {reports / 'latest'} not moved; finish it with: harness run --resume {outcome.run_dir.name}"
