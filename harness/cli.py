@@ -1117,5 +1117,124 @@ def nightly(reports: Path, fail_on: str, fixtures: tuple[str, ...], runtimes: tu
     sys.exit(0 if all(c == 0 for c in codes.values()) else 1)
 
 
+
+# --- builds: another version of a runtime or converter (harness/builds.py) ---------------------------
+
+@main.group()
+def build() -> None:
+    """Builds: another version of a runtime or converter in its own pinned environment, named RUNTIME@BUILD
+    (or CONVERTER@BUILD) wherever a runtime (a converter) is named. Definitions: harness-builds.toml here."""
+
+
+def _build_kind(name: str) -> tuple[str, list[str]]:
+    """What kind of environment `name` (TARGET@LABEL) needs, and what must be there once installed."""
+    from harness import builds
+    from harness.runners.table import RUNTIMES, NodeRuntime, PythonRuntime
+
+    target, label = builds.check_name(name)
+    if target in RUNTIMES:
+        spec = RUNTIMES[target]
+        if label in {v.name for v in spec.variants}:
+            raise HarnessError(f"build name {name!r} is a variant of {target} already: expected another name")
+        if spec.build_kind is None:
+            takers = ", ".join(n for n, s in RUNTIMES.items() if s.build_kind)
+            raise HarnessError(f"runtime {target} cannot take a build ({'it is one image' if target.endswith('@docker') else 'its worker is tied to this checkout'}): "
+                               f"expected one of {takers}")
+        if isinstance(spec, PythonRuntime):
+            return "python", [spec.import_name]
+        if isinstance(spec, NodeRuntime):
+            return "node", list(spec.requires)
+        return spec.build_kind, [""]
+    if target in builds.CONVERTERS:
+        return "converter", [{"tensorflow": "tensorflow", "tf2onnx": "tf2onnx", "tensorflowjs": "tensorflowjs.version"}[target]]
+    raise HarnessError(f"unknown runtime or converter {target!r} in build name {name!r}: expected one of "
+                       + ", ".join([*(n for n, s in RUNTIMES.items() if s.build_kind), *builds.CONVERTERS]))
+
+
+@build.command("add")
+@click.argument("name")
+@click.argument("specs", nargs=-1)
+def build_add(name: str, specs: tuple[str, ...]) -> None:
+    """Define build NAME (RUNTIME@BUILD or CONVERTER@BUILD) of exact pins SPEC... and install it:
+    `harness build add ort@1.30 onnxruntime==1.30.0`, `harness build add node-ort@1.31 onnxruntime-node@1.31.1`,
+    `harness build add tf2onnx@1.16 tf2onnx==1.16.1`, `harness build add go-ort@1.30 onnxruntime==1.30.0`."""
+    from harness import builds
+
+    kind, verify = _build_kind(name)
+    made = builds.add(name, kind, list(specs), verify=[v for v in verify if v], say=lambda m: err.print(m, highlight=False))
+    out.print(f"build {made.name}: {builds.describe(made)} ({len(made.lock)} packages locked in {builds.builds_file()}; "
+              f"environment {made.root})", highlight=False, soft_wrap=True)
+
+
+@build.command("remove")
+@click.argument("name")
+def build_remove(name: str) -> None:
+    """Remove build NAME from harness-builds.toml (and its environment, unless another build shares it)."""
+    from harness import builds
+
+    gone = builds.remove(name)
+    out.print(f"removed build {gone.name} ({builds.describe(gone)})", highlight=False)
+
+
+def build_rows(start: bool) -> list[dict[str, Any]]:
+    """Every build of the project: versions, whether its environment is here, and (start=True) whether its
+    worker starts (an info call) or its converter imports."""
+    from harness import builds
+
+    rows = []
+    for b in sorted(builds.load().values(), key=lambda b: b.name):
+        row: dict[str, Any] = {"name": b.name, "kind": b.kind, "versions": b.versions, "built": b.ready, "environment": str(b.root),
+                               "packages": len(b.lock)}
+        if start:
+            row["starts"], row["reason"] = _build_starts(b)
+        rows.append(row)
+    return rows
+
+
+def _build_starts(b) -> tuple[bool, str]:
+    from harness import builds
+    from harness.runners import WorkerPool, check_runtime
+
+    try:
+        if b.kind == "converter":
+            builds.ensure(b)
+            return builds.converter_starts(b)
+        spec = check_runtime(b.name)
+        why = spec.prepare()
+        if why is not None:
+            return False, why.reason
+        a = spec.availability()
+        if not a.ok:
+            return False, a.reason
+        with WorkerPool() as pool:
+            info = pool.get(b.name)
+            versions = pool.info.get(b.name, {}).get("versions") or {}
+            del info
+        return True, ", ".join(f"{k} {v}" for k, v in versions.items())
+    except Exception as e:  # whatever stops it is the answer, in one line
+        return False, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+
+
+@build.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@click.option("--check/--no-check", default=False, show_default=True, help="Start each build's worker once (an info call): does it start?")
+def build_list(as_json: bool, check: bool) -> None:
+    """Every build harness-builds.toml defines: its versions and whether its environment is here."""
+    from harness import builds
+
+    rows = build_rows(check)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        out.print(f"no builds in {builds.builds_file()} (harness build add RUNTIME@NAME PIN... makes one)", highlight=False)
+        return
+    for r in rows:
+        state = "built" if r["built"] else "not built here (rebuilt from its lock at first use)"
+        starts = "" if "starts" not in r else ("; starts" + (f": {r['reason']}" if r["reason"] else "") if r["starts"] else f"; does not start: {r['reason']}")
+        out.print(f"{r['name']}  {r['kind']}  {', '.join(f'{k} {v}' for k, v in r['versions'].items())}  ({r['packages']} packages; {state}{starts})",
+                  highlight=False, soft_wrap=True)
+
+
 if __name__ == "__main__":
     main()

@@ -17,7 +17,9 @@ from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 
+from harness import builds as project_builds
 from harness.availability import Availability
+from harness.builds import Build
 from harness.errors import HarnessError, unknown
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,6 +89,9 @@ class RuntimeSpec:
     # runs, and the environment its worker gets on top of the base's.
     base: str | None = None
     variant: Variant | None = None
+    build: Build | None = None  # `RUNTIME@BUILD`: another version, in its own environment (harness/builds.py)
+    # The kind of build this runtime takes (harness/builds.py KINDS), or None when it cannot take one.
+    build_kind: str | None = None
 
     @property
     def root(self) -> str:
@@ -104,6 +109,29 @@ class RuntimeSpec:
     def qualified(self, variant: Variant) -> RuntimeSpec:
         """This runtime running `variant`: same worker, formats and tolerances; its own name and environment."""
         return replace(self, name=f"{self.name}@{variant.name}", base=self.name, variant=variant, required_in_ci=False)
+
+    def built(self, build: Build) -> RuntimeSpec:
+        """This runtime as another build: the same worker code started in the build's environment."""
+        return replace(self, name=build.name, base=self.name, build=build, required_in_ci=False)
+
+    def prepare(self) -> Availability | None:
+        """Make what the runtime needs before its first worker starts: a build's environment, rebuilt
+        from its recorded lock when missing from the cache. None when ready; else why not."""
+        if self.build is None or self.build.ready:
+            return None
+        try:
+            object.__setattr__(self, "build", project_builds.ensure(self.build))
+        except HarnessError as e:
+            return Availability(False, project_builds.describe(self.build), str(e), f"harness build add {self.build.name} {' '.join(self.build.specs)}")
+        return None
+
+    def _build_missing(self) -> Availability | None:
+        if self.build is None:
+            return None
+        if not self.build.lock:
+            return Availability(False, None, f"build {self.build.name} has no lock in {project_builds.builds_file()}",
+                                f"harness build add {self.build.name} {' '.join(self.build.specs)}")
+        return None
 
     def launch(self, ctx: WorkerContext, build: str | None = None) -> Launch:
         """How to start the worker. `build` names another build of the runtime for paired benchmarks:
@@ -134,10 +162,20 @@ class PythonRuntime(RuntimeSpec):
             if build:
                 raise HarnessError(f"runtime {self.name} runs in its own environment: expected no other build (=PATH) of it")
             return Launch(self.variant.command(ctx))
+        if self.build is not None:
+            self.prepare()
+            # PYTHONPATH only the checkout (the sandbox binds runners/ from it); nothing of the harness's venv.
+            return Launch(project_builds.python_command(self.build, self.python_module), env={"PYTHONPATH": str(REPO)})
         return Launch([build or sys.executable, "-m", self.python_module])
 
     def installed(self) -> Availability:
         fix = "make setup   (installs the pinned requirements into .venv)"
+        if self.build is not None:
+            missing = self._build_missing()
+            if missing:
+                return missing
+            # Told from the definition; an environment missing from the cache is rebuilt from the lock at first use.
+            return Availability(True, self.build.versions.get(self.dist) or project_builds.describe(self.build))
         try:
             version = metadata.version(self.dist)
         except metadata.PackageNotFoundError:
@@ -163,13 +201,27 @@ class NodeRuntime(RuntimeSpec):
     package: str = ""  # the npm package whose version is reported
 
     def launch(self, ctx: WorkerContext, build: str | None = None) -> Launch:
-        return Launch([shutil.which("node") or "node", build or str(REPO / "js" / "src" / "worker.js"), "--runtime", self.name])
+        if self.build is not None:
+            self.prepare()
+            view = project_builds.node_view(self.build)
+            # The worker's imports resolve beside the link, in the build's node_modules, not in js/.
+            return Launch([shutil.which("node") or "node", "--preserve-symlinks", "--preserve-symlinks-main", str(view / "src" / "worker.js"),
+                           "--runtime", self.root])
+        return Launch([shutil.which("node") or "node", build or str(REPO / "js" / "src" / "worker.js"), "--runtime", self.root])
 
     def installed(self) -> Availability:
         fix = "make setup   (runs js/setup.sh: npm ci --ignore-scripts and the tfjs-node build against the wheel)"
         if not shutil.which("node"):
             return Availability(False, None, "node is not on PATH", "install Node.js 20")
         modules = REPO / "js" / "node_modules"
+        if self.build is not None:
+            missing = self._build_missing()
+            if missing:
+                return missing
+            if not self.build.ready:  # rebuilt from the lock at first use; its files are checked then
+                return Availability(True, self.build.versions.get(self.package) or project_builds.describe(self.build))
+            modules = self.build.root / "node_modules"
+            fix = f"harness build add {self.build.name} {' '.join(self.build.specs)}   (with every package the runtime loads)"
         gone = _missing([str(modules / r) for r in self.requires])
         if gone:
             return Availability(False, None, f"{gone} is missing", fix)
@@ -197,15 +249,49 @@ class GoRuntime(RuntimeSpec):
     module: str = "github.com/galeone/tfgo"  # the Go binding whose version is reported
 
     def launch(self, ctx: WorkerContext, build: str | None = None) -> Launch:
-        return Launch([build or str(GO_BUILD / self.binary), "--runtime", self.name])
+        if self.build is not None:
+            self.prepare()
+            lib = self.build.ort_lib
+            # The worker opens libonnxruntime at start: the build's, not the one build.sh recorded.
+            return Launch([str(GO_BUILD / self.binary), "--runtime", self.root], env={"HARNESS_ORT_LIB": str(lib) if lib else ""})
+        return Launch([build or str(GO_BUILD / self.binary), "--runtime", self.root])
 
     def installed(self) -> Availability:
         if not shutil.which("go") and not (GO_BUILD / self.binary).exists():
             return Availability(False, None, "go is not on PATH and the worker is not built", "install Go, then make setup")
+        if self.build is not None:
+            missing = self._build_missing() or (None if (GO_BUILD / self.binary).exists() else
+                                                Availability(False, None, f"{GO_BUILD / self.binary} is missing", "make setup   (runs go/build.sh)"))
+            return missing or Availability(True, f"{_go_version(self.module)}, libonnxruntime {self.build.versions.get('onnxruntime')}")
         gone = _missing([str(GO_BUILD / self.binary), *self.libraries])
         if gone:
             return Availability(False, None, f"{gone} is missing", "make setup   (runs go/build.sh)")
+        stale = _stale_link(self.libraries)
+        if stale:
+            return Availability(False, None, stale, "make setup   (go/build.sh links the worker again against the installed wheels)")
         return Availability(True, _go_version(self.module))
+
+
+def _stale_link(libraries: tuple[str, ...]) -> str | None:
+    """Whether the Go worker was built for a libonnxruntime that is no longer the wheel's: go/build.sh
+    records the library it baked in (go/.build/config); after an onnxruntime upgrade that file is gone
+    (or another is the wheel's) and the worker fails at start, whatever doctor would otherwise say."""
+    if ORT_LIB[0] not in libraries:
+        return None
+    try:
+        config = (GO_BUILD / "config").read_text()
+    except OSError:
+        return None
+    lib = dict(part.split("=", 1) for part in config.split() if "=" in part).get("ort")
+    if not lib:
+        return None
+    now = sorted(glob.glob(ORT_LIB[0]))
+    holds = f" (the onnxruntime wheel now holds {Path(now[-1]).name})" if now else ""
+    if not Path(lib).exists():
+        return f"the worker was built for {lib}, which is gone{holds}"
+    if now and Path(now[-1]).resolve() != Path(lib).resolve():
+        return f"the worker was built for {lib}{holds}"
+    return None
 
 
 def _go_version(module: str) -> str | None:
@@ -369,7 +455,7 @@ RUNTIMES: dict[str, RuntimeSpec] = {
     for r in [
         PythonRuntime("tf", "python", ("savedmodel", "keras", "h5", "frozen_graph", "checkpoint"),
                       "Python TensorFlow: SavedModel signatures, Keras .keras/.h5, frozen graphs, checkpoints restored into the fixture's code",
-                      python_module="harness_runners.tf", import_name="tensorflow", dist="tensorflow-cpu",
+                      python_module="harness_runners.tf", import_name="tensorflow", dist="tensorflow-cpu", build_kind="python",
                       variants=(Variant("onednn-off", "oneDNN kernels off (TF_ENABLE_ONEDNN_OPTS=0): TensorFlow's own Eigen kernels",
                                         env={"TF_ENABLE_ONEDNN_OPTS": "0"}),
                                 Variant("onednn", "oneDNN kernels forced on (TF_ENABLE_ONEDNN_OPTS=1): TF's default only on CPUs with "
@@ -381,14 +467,14 @@ RUNTIMES: dict[str, RuntimeSpec] = {
                                         fix="an NVIDIA GPU and a tensorflow[and-cuda] build (harness build add)", beyond_setup=True))),
         PythonRuntime("litert", "python", ("tflite", "tflite_fp16", "tflite_dynamic", "tflite_int8", "tflite_select"),
                       "LiteRT (ai_edge_litert) signature runner",
-                      python_module="harness_runners.litert", import_name="ai_edge_litert", dist="ai-edge-litert",
+                      python_module="harness_runners.litert", import_name="ai_edge_litert", dist="ai-edge-litert", build_kind="python",
                       variants=(Variant("reference", "the builtin kernels without the default XNNPACK delegate (op resolver "
                                         "BUILTIN_WITHOUT_DEFAULT_DELEGATES)", env={"HARNESS_LITERT_OP_RESOLVER": "builtin-without-default-delegates"}),
                                 Variant("builtin-ref", "TFLite's reference kernels (op resolver BUILTIN_REF): what inference_diff compares a delegate to",
                                         env={"HARNESS_LITERT_OP_RESOLVER": "builtin-ref"}),
                                 _arm64_variant("litert"))),
         PythonRuntime("ort", "python", ("onnx13", "onnx18"), "ONNX Runtime, CPU execution provider",
-                      python_module="harness_runners.ort", import_name="onnxruntime", dist="onnxruntime",
+                      python_module="harness_runners.ort", import_name="onnxruntime", dist="onnxruntime", build_kind="python",
                       variants=(Variant("noopt", "every graph optimisation off (ORT_DISABLE_ALL): the kernels run the graph as exported",
                                         env={"HARNESS_ORT_GRAPH_OPTIMIZATION": "disabled"}),
                                 Variant("xnnpack", "the XNNPACK execution provider (where the onnxruntime build has it)",
@@ -405,7 +491,7 @@ RUNTIMES: dict[str, RuntimeSpec] = {
                                 _arm64_variant("ort"))),
         PythonRuntime("openvino", "python", ("onnx13", "onnx18", "tflite", "tflite_fp16", "savedmodel"),
                       "OpenVINO CPU plugin, reading ONNX, TFLite and SavedModel files itself",
-                      python_module="harness_runners.openvino", import_name="openvino", dist="openvino",
+                      python_module="harness_runners.openvino", import_name="openvino", dist="openvino", build_kind="python",
                       variants=(Variant("bf16", "INFERENCE_PRECISION_HINT bf16: computed in bfloat16, judged as bfloat16",
                                         env={"HARNESS_OPENVINO_PRECISION": "bf16"}, missing=_cpu_lacks("bf16"), beyond_setup=True,
                                         fix="a CPU with AVX-512 (avx512bw, avx512vl, avx512dq) or AMX"),
@@ -413,20 +499,20 @@ RUNTIMES: dict[str, RuntimeSpec] = {
                                         env={"HARNESS_OPENVINO_PRECISION": "f16"}, missing=_cpu_lacks("f16"), beyond_setup=True,
                                         fix="a CPU with AVX512-FP16 or AMX-FP16 (Sapphire Rapids or newer)"))),
         NodeRuntime("node-tfjs-cpu", "node", ("tfjs_graph", "tfjs_layers"), "TF.js (@tensorflow/tfjs) cpu backend",
-                    requires=("@tensorflow/tfjs/package.json",), package="@tensorflow/tfjs"),
+                    requires=("@tensorflow/tfjs/package.json",), package="@tensorflow/tfjs", build_kind="node"),
         NodeRuntime("node-tfjs-wasm", "node", ("tfjs_graph", "tfjs_layers"), "TF.js wasm backend",
-                    requires=("@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-simd.wasm",), package="@tensorflow/tfjs-backend-wasm"),
+                    requires=("@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-simd.wasm",), package="@tensorflow/tfjs-backend-wasm", build_kind="node"),
         NodeRuntime("node-tfjs-node", "node", ("tfjs_graph", "tfjs_layers", "savedmodel"), "TF.js tfjs-node (native TensorFlow of the wheel)",
                     requires=("@tensorflow/tfjs-node/lib/napi-v*/tfjs_binding.node", "@tensorflow/tfjs-node/deps/lib/libtensorflow_cc.so.2",
                               "@tensorflow/tfjs-node/deps/lib/libtensorflow_framework.so.2"), package="@tensorflow/tfjs-node"),
         NodeRuntime("node-ort", "node", ("onnx13", "onnx18"), "onnxruntime-node",
-                    requires=("onnxruntime-node/bin/napi-v*/linux/x64/onnxruntime_binding.node",), package="onnxruntime-node"),
+                    requires=("onnxruntime-node/bin/napi-v*/linux/x64/onnxruntime_binding.node",), package="onnxruntime-node", build_kind="node"),
         NodeRuntime("node-ort-web", "node", ("onnx13", "onnx18"), "onnxruntime-web (wasm) in Node",
-                    requires=("onnxruntime-web/dist/ort.node.min.mjs", "onnxruntime-web/dist/ort-wasm-simd-threaded.wasm"), package="onnxruntime-web"),
+                    requires=("onnxruntime-web/dist/ort.node.min.mjs", "onnxruntime-web/dist/ort-wasm-simd-threaded.wasm"), package="onnxruntime-web", build_kind="node"),
         GoRuntime("go-tfgo", "go", ("savedmodel",), "Go tfgo on the TensorFlow C library of the wheel",
                   binary="harness-worker", libraries=tuple(TF_LIBS)),
         GoRuntime("go-ort", "go", ("onnx13", "onnx18"), "Go onnxruntime_go on the wheel's libonnxruntime",
-                  binary="harness-worker-ort", libraries=tuple(ORT_LIB), module="github.com/yalue/onnxruntime_go"),
+                  binary="harness-worker-ort", libraries=tuple(ORT_LIB), module="github.com/yalue/onnxruntime_go", build_kind="go-ort"),
         DockerRuntime("go-tfgo@docker", "go", ("savedmodel",), "the go-tfgo worker in a Docker container",
                       binary="harness-worker", inner="go-tfgo"),
     ]
@@ -446,7 +532,8 @@ def in_table_order(names) -> list[str]:
 
 def check_runtime(name: str) -> RuntimeSpec:
     """The runtime a name stands for: an entry of the table, or `RUNTIME@NAME` — a variant declared on
-    that entry. One line naming what is known when neither."""
+    that entry (another back-end here), else a build of it defined in the project (another version, in
+    its own environment: harness/builds.py). One line naming what is known when none."""
     if name in RUNTIMES:
         return RUNTIMES[name]
     base, at, qualifier = name.partition("@")
@@ -456,14 +543,26 @@ def check_runtime(name: str) -> RuntimeSpec:
     for variant in spec.variants:
         if variant.name == qualifier:
             return spec.qualified(variant)
-    known = ", ".join(v.name for v in spec.variants)
-    raise HarnessError(f"unknown variant {qualifier!r} of runtime {base}: "
-                       + (f"expected one of {known}" if known else f"{base} has no variants (harness doctor lists every RUNTIME@NAME)"))
+    build = project_builds.find(name)
+    if build is not None:
+        if build.kind != spec.build_kind:
+            raise HarnessError(f"build {name} in {project_builds.builds_file()} is a {build.kind} build: runtime {base} takes "
+                               + (f"{spec.build_kind} builds" if spec.build_kind else "no builds"))
+        return spec.built(build)
+    known = [v.name for v in spec.variants] + [b.label for b in project_builds.of_target(base)]
+    raise HarnessError(f"unknown variant or build {qualifier!r} of runtime {base}: "
+                       + (f"expected one of {', '.join(known)}" if known else
+                          f"{base} has none (harness doctor lists every RUNTIME@NAME; harness build add {name} SPEC... makes a build)"))
 
 
 def every_runtime() -> list[RuntimeSpec]:
-    """Every runtime the table can name: each entry, then its variants (harness doctor lists them all)."""
-    return [s for spec in RUNTIMES.values() for s in (spec, *(spec.qualified(v) for v in spec.variants))]
+    """Every runtime the table can name: each entry, then its variants and the project's builds of it
+    (harness doctor lists them all)."""
+    out = []
+    for spec in RUNTIMES.values():
+        out += [spec, *(spec.qualified(v) for v in spec.variants)]
+        out += [spec.built(b) for b in project_builds.of_target(spec.name) if b.kind == spec.build_kind]
+    return out
 
 
 # --- browser runtimes (headless Chromium driven by js/browser/worker.js) --------------------------------
