@@ -632,16 +632,15 @@ def _formats_of(name: str) -> tuple[str, ...]:
 
 
 def _pair_variant(text: str) -> tuple[str, str | None]:
-    """`RUNTIME` or `RUNTIME=BUILD`; the build must exist."""
+    """`RUNTIME`, `RUNTIME@VARIANT` or `RUNTIME@BUILD` (harness build add). The old `RUNTIME=PATH` is
+    refused in one line: a path named no versions and its worker could not import the harness's code."""
     from harness.runners import check_runtime
 
-    name, _, build = text.partition("=")
+    name, eq, path = text.partition("=")
+    if eq:
+        raise HarnessError(f"--pair {text}: RUNTIME=PATH is gone: expected RUNTIME@BUILD, a build defined with "
+                           f"`harness build add {name}@NAME PIN...` (e.g. harness build add ort@1.30 onnxruntime==1.30.0; --pair ort ort@1.30)")
     check_runtime(name)
-    if build:
-        path = Path(build).expanduser()
-        if not path.exists():
-            raise HarnessError(f"--pair {text}: {path} does not exist (expected a Python interpreter, a Node worker.js or a Go worker binary)")
-        return name, str(path.absolute())
     return name, None
 
 
@@ -656,8 +655,8 @@ def _pair_variant(text: str) -> tuple[str, str | None]:
                    "(compare needs 5 a side, --pair 6 or more).")
 @click.option("--sweep/--no-sweep", default=True, show_default=True, help="Batch sweep 1,8,32 and the gemm size sweep.")
 @click.option("--pair", nargs=2, default=None, metavar="A B",
-              help="Paired mode: is B slower than A? Each RUNTIME or RUNTIME=BUILD (another Python interpreter, Node worker.js or Go "
-                   "worker binary); both measured in the same rounds, back to back, on the same artifacts.")
+              help="Paired mode: is B slower than A? Each RUNTIME, RUNTIME@VARIANT or RUNTIME@BUILD (harness build add); "
+                   "both measured in the same rounds, back to back, on the same artifacts.")
 @click.option("--timeout", default=120.0, show_default=True, type=POSITIVE_SECONDS, help="Seconds a worker may take to answer a run.")
 @click.option("--reports", default="reports", show_default=True, type=click.Path(path_type=Path))
 @click.option("--delay-us", default=0, type=click.IntRange(min=0), hidden=True,
@@ -914,6 +913,44 @@ def compare(base: str, new: str, fail_on: str, alpha: float, reports: Path, out_
     paths = write_diff(diff, out_dir or home / "compare" / f"{a.run_id}_vs_{b.run_id}")
     out.print(f"html: {paths['html']}\nmarkdown: {paths['markdown']}", highlight=False)
     sys.exit({"pass": 0, "regression": 1, "inconclusive": INCONCLUSIVE_EXIT}[diff.verdict])
+
+
+@main.command()
+@click.argument("a")
+@click.argument("b")
+@click.argument("run", default="latest")
+@click.option("--runs", nargs=2, default=None, metavar="RUN_A RUN_B", help="A's cases from RUN_A, B's from RUN_B (instead of one RUN).")
+@click.option("--fail-on", default="verdict", show_default=True,
+              help="Exit 1 on: verdict (pass → not), bits (any output not bit-identical), oracle (B further from the float64 oracle), "
+                   "drift:MAXABS, latency:PERCENT% (paired interval above); comma-separated, or none.")
+@click.option("--reports", default="reports", show_default=True, type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Where to write index.html, release.md, release.json "
+                                                                         "(default: reports/release/A_vs_B).")
+def release(a: str, b: str, run: str, runs: tuple[str, str] | None, fail_on: str, reports: Path, out_dir: Path | None) -> None:
+    """What changed from A to B — two builds or variants of a runtime (ort ort@1.30) or converter
+    (tf2onnx tf2onnx@1.16) — over every case both ran: verdicts, numeric drift (bit-identical, max abs,
+    ULP, which side is closer to the float64 oracle), latency ratio from paired rounds."""
+    from harness.report.release import build_release, folder_name, headline, parse_fail_on, write
+    from harness.store import check_schema, read_run, resolve_run
+
+    rules = parse_fail_on(fail_on)
+    if runs:
+        run_a, run_b = (read_run(resolve_run(r, reports)) for r in runs)
+    else:
+        run_a = run_b = read_run(resolve_run(run, reports))
+    for r in {id(run_a): run_a, id(run_b): run_b}.values():
+        check_schema(r.meta, f"release: run {r.folder}")
+    rel = build_release(a, b, run_a, run_b)
+    failures = rel.failures(rules)
+    for line in headline(rel):
+        out.print(line, highlight=False, soft_wrap=True)
+    for c in rel.changed:
+        out.print(f"  {c.key}: {c.a.status} → {c.b.status}" + (f" ({c.b.summary or c.b.error or ''})"[:200] if c.regressed else ""), highlight=False, soft_wrap=True)
+    paths = write(rel, failures, out_dir or reports / "release" / folder_name(a, b))
+    for line in failures:
+        out.print(f"[red]regression[/] {line}", highlight=False, soft_wrap=True)
+    out.print(f"html: {paths['html']}\nmarkdown: {paths['markdown']}", highlight=False)
+    sys.exit(1 if failures else 0)
 
 
 @main.group()

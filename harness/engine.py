@@ -140,9 +140,11 @@ class Engine:
         return out
 
     def availability(self, runtime: str) -> Availability:
-        """Whether `runtime` (a table entry or a variant) runs here, asked once per engine."""
+        """Whether `runtime` (a table entry, a variant or a build) runs here, asked once per engine; a
+        build's environment missing from the cache is rebuilt from its lock first."""
         if runtime not in self._availability:
-            self._availability[runtime] = check_runtime(runtime).availability()
+            spec = check_runtime(runtime)
+            self._availability[runtime] = spec.prepare() or spec.availability()
         return self._availability[runtime]
 
     def artifact(self, fixture: Fixture, fmt: str) -> Artifact:
@@ -279,6 +281,9 @@ class Engine:
             self._outputs[case.id] = outputs
             while len(self._outputs) > 64:  # callers that never take them (fuzzing) hold a few at most
                 self._outputs.pop(next(iter(self._outputs)))
+        libs = (self.pool.info.get(self._worker_key(case)) or {}).get("versions")
+        result.versions = {"runtime": {k: str(v) for k, v in libs.items()} if isinstance(libs, dict) else {},
+                           "converters": dict(art.converters or {})}
 
         reference = ref.outputs
         # The precision the runtime computes in, where its worker says (TF.js WebGL: float16 textures).

@@ -263,9 +263,12 @@ class CaseResult(_Record):
     pair: dict | None = None  # paired benchmark: B against A
     machine: str | None = None  # the label of the machine it ran on (run.json `machine`; schema 4)
     emulated: str | None = None  # the emulator its worker ran under (qemu-aarch64): its timings are not native
+    # What it ran with, exact: {"runtime": the worker's library versions, "converters": the artifact's}.
+    versions: dict | None = None
 
     OMIT: ClassVar[frozenset[str]] = frozenset(
-        ("inputs_variant", "flops", "gflops", "output_digest", "tolerance", "stderr_tail", "divergence", "pair", "machine", "emulated"))
+        ("inputs_variant", "flops", "gflops", "output_digest", "tolerance", "stderr_tail", "divergence", "pair", "machine", "emulated",
+         "versions"))
 
     @classmethod
     def from_json(cls, data: Any, strict: bool = False) -> CaseResult:
