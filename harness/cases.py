@@ -91,17 +91,19 @@ def matrix(selection: Selection, fixtures: dict[str, Fixture] | None = None) -> 
             continue
         if fx.bench_only and not (selection.include_bench_only or (selection.fixtures and fname in selection.fixtures)):
             continue
-        for fmt in formats_for(fx, selection.formats):
-            if selection.formats and fmt not in selection.formats:
-                continue
+        # A format, or the same format made by a converter build (`onnx13@1.16`), as the selection names them.
+        named = selection.formats or []
+        pairs = [(base, fmt) for base in formats_for(fx, [n.partition("@")[0] for n in named])
+                 for fmt in ([n for n in named if n.partition("@")[0] == base] if named else [base])]
+        for base, fmt in pairs:
             for spec in specs:
-                if fmt not in spec.formats:
+                if base not in spec.formats:
                     continue
                 rname = spec.name
                 for batch in selection.batches or fx.batches:
                     if not fx.batchable and batch not in fx.batches:  # a fixed batch (1, or a given model's own)
                         continue
-                    if quick and not _in_quick_matrix(spec, fx, fmt, batch, selection):
+                    if quick and not _in_quick_matrix(spec, fx, base, batch, selection):
                         continue
                     for threads in selection.threads or [0]:
                         cases.append(Case(fname, fmt, rname, selection.device, batch, threads))
@@ -133,7 +135,7 @@ class Deviation:
         base = case.runtime.partition("@")[0] if case.runtime not in RUNTIMES else case.runtime
         return (
             fnmatch.fnmatchcase(case.fixture, self.fixture)
-            and fnmatch.fnmatchcase(case.format, self.format)
+            and (fnmatch.fnmatchcase(case.format, self.format) or fnmatch.fnmatchcase(case.format.partition("@")[0], self.format))
             and (fnmatch.fnmatchcase(case.runtime, self.runtime) or fnmatch.fnmatchcase(base, self.runtime))
             and fnmatch.fnmatchcase(str(case.batch), self.batch)
         )

@@ -316,7 +316,7 @@ class Engine:
         if oracle is not None and baseline != "oracle":
             result.oracle_metrics = metrics_of(comparator.judge(oracle, outputs, tolerances, fixture.classifier_outputs).metrics)
         if not judgement.passed:
-            culprit = "converter" if case.format in QUANTISED else "runtime"
+            culprit = "converter" if case.format.partition("@")[0] in QUANTISED else "runtime"
             error, evidence = "; ".join(judgement.reasons), {}
             if oracle is not None and baseline == "reference" and comparator.judge(oracle, outputs, tolerances, fixture.classifier_outputs).passed:
                 # This output agrees with the float64 oracle and the TF reference does not: TF is the outlier.

@@ -76,7 +76,7 @@ def format_class(fmt: str, precision: str | None = None) -> str:
     # Imported here: harness.export imports this module (its import needs no TensorFlow either).
     from harness.export import FORMATS
 
-    spec = FORMATS.get(fmt)
+    spec = FORMATS.get(fmt.partition("@")[0])  # `onnx13@1.16`: onnx13 made by a converter build
     cls = spec.tolerance_class if spec is not None else "float32"
     return precision if precision in ("float16", "bfloat16") and cls == "float32" else cls
 

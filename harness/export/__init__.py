@@ -18,17 +18,21 @@ import logging
 import os
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from harness import builds as project_builds
 from harness.artifact import Artifact, damage, manifest
+from harness.builds import Build
 from harness.errors import HarnessError, unknown
 from harness.fixtures import Fixture
 
@@ -52,6 +56,13 @@ class FormatSpec:
     # Which tolerances judge it (harness.fixtures.DEFAULT_TOLERANCES, read by fixtures.format_class):
     # float32, float16, dynamic-range or int8 (design: conformance policy).
     tolerance_class: str = "float32"
+    # `FORMAT@BUILD` (`onnx13@1.16`): made by a build of the format's converter (harness/builds.py), in
+    # that build's environment. Out of repr: the cache key of the registry's own formats stays as it was.
+    build: Build | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def base(self) -> str:
+        return self.name.partition("@")[0]
 
 
 FORMATS: dict[str, FormatSpec] = {
@@ -82,9 +93,24 @@ CONVERTER_DISTS = ("tensorflow-cpu", "keras", "tf2onnx", "onnx", "tensorflowjs",
 
 
 def check_format(name: str) -> FormatSpec:
-    if name not in FORMATS:
+    """A format of the registry, or `FORMAT@BUILD`: that format made by a build of its converter
+    (`onnx13@1.16` by build `tf2onnx@1.16`; harness build add tf2onnx@1.16 tf2onnx==1.16.1)."""
+    if name in FORMATS:
+        return FORMATS[name]
+    base, at, label = name.partition("@")
+    if base not in FORMATS:
         raise unknown("format", name, list(FORMATS))
-    return FORMATS[name]
+    spec = FORMATS[base]
+    converter = project_builds.CONVERTER_OF_FAMILY[spec.family]
+    build = project_builds.find(f"{converter}@{label}") if at else None
+    if build is None or build.kind != "converter":
+        raise project_builds.unknown_build(converter, label, "converter")
+    return replace(spec, name=name, build=build)
+
+
+def base_format(name: str) -> str:
+    """The registry's format a name stands for (`onnx13@1.16` is onnx13 made by another converter)."""
+    return name.partition("@")[0]
 
 
 def formats_for(fixture: Fixture, named: list[str] | None = None) -> list[str]:
@@ -149,11 +175,20 @@ class Exporter:
             fmt,
             repr(spec),  # the registry's entry: converter options and layout
             self._family_source_hash("given" if fixture.kind == "given" else spec.family),
-            json.dumps(self.versions, sort_keys=True),
+            json.dumps(self.versions_for(spec), sort_keys=True),
         ):
             h.update(part.encode())
             h.update(b"\0")
         return h.hexdigest()[:20]
+
+    def versions_for(self, spec: FormatSpec) -> dict[str, str]:
+        """The converters' versions an export of `spec` is made with: this environment's, with a converter
+        build's own packages over them (their exact versions, from its lock)."""
+        if spec.build is None:
+            return self.versions
+        locked = dict(p.split("==", 1) for p in spec.build.lock if "==" in p)
+        norm = {re.sub(r"[-_.]+", "-", k).lower(): v for k, v in locked.items()}
+        return {dist: norm.get(dist, version) for dist, version in self.versions.items()}
 
     def _family_source_hash(self, family: str) -> str:
         if family not in self._family_hash:
@@ -193,7 +228,7 @@ class Exporter:
 
     def _source_digest(self, fixture: Fixture, fmt: str) -> str:
         spec = check_format(fmt)
-        if fmt == "savedmodel" or spec.keras_only or fixture.kind == "given":
+        if spec.base == "savedmodel" or spec.keras_only or fixture.kind == "given":
             return fixture.digest()
         return _digest_of(self.get(fixture, "savedmodel"))
 
@@ -237,7 +272,7 @@ class Exporter:
             # A damaged, stale or refreshed entry stays where it is until its replacement is complete:
             # a reader (another run) sees the old artifact or the new one, never a hole (_install).
             source = None
-            if fmt != "savedmodel" and not spec.keras_only and fixture.kind != "given":  # a given model is handed out as it is
+            if spec.base != "savedmodel" and not spec.keras_only and fixture.kind != "given":  # a given model is handed out as it is
                 source = self.get(fixture, "savedmodel")
             fresh = self._export(fixture, spec, folder, source)
             self._fresh.add(folder)
@@ -246,15 +281,17 @@ class Exporter:
     def _export(self, fixture: Fixture, spec: FormatSpec, folder: Path, source: Artifact | None) -> Artifact:
         art = Artifact(
             fixture=fixture.name,
-            format=spec.name,
+            format=spec.base,  # what workers are told they load; a converter build's name is in the folder's
             key=self.key(fixture, spec.name),
             status="ok",
             signature=fixture.signature,
-            converters=dict(self.versions),
+            converters=dict(self.versions_for(spec)),
             source_hash=fixture.digest(),
             source_digest=fixture.digest() if source is None else _digest_of(source),
         )
         art.extra["tag"] = fixture.tag
+        if spec.build is not None:
+            art.extra["converter_build"] = spec.build.name
         try:
             # Named after its entry, so a later run can tell from the entry's lock whether its writer is gone.
             tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{folder.name}-", dir=self.root))
@@ -262,38 +299,10 @@ class Exporter:
             raise HarnessError(f"cannot write to the export cache {self.root}: {e.strerror or e} (expected a writable folder with free space)") from None
         start = time.perf_counter()
         try:
-            try:
-                if source is not None and source.status != "ok":
-                    art.extra.update(stage=source.stage, culprit=source.culprit)
-                    raise _SourceFailed(f"the SavedModel it is converted from failed ({source.stage}, {source.culprit}): {source.error}")
-                if source is not None and not spec.holds_assets:
-                    assets = _assets(source)
-                    if assets:
-                        raise FormatLimit(f"the format cannot hold the SavedModel's assets ({', '.join(assets)}): it keeps no files beside "
-                                          "the graph, so the lookup tables they initialise would be empty")
-                module = importlib.import_module(f"harness.export.{'given' if fixture.kind == 'given' else spec.family}")
-                export: Callable = module.export
-                said = _ConverterLog()
-                try:
-                    with said, contextlib.redirect_stdout(said.printed):
-                        export(fixture, spec, tmp, source, art)
-                        if fixture.custom_objects and spec.family == "keras":  # for the tf worker (harness_runners.custom)
-                            art.extra["custom_objects"] = fixture.custom_objects.stage(tmp)
-                finally:
-                    if said.lines:
-                        art.extra["converter_log"] = said.lines
-                from harness.export.validate import validate
-
-                if fixture.kind != "given":  # a given model was validated as the user's (harness/export/given.py)
-                    validate(spec.name, tmp, art)
-            except Exception as e:  # a converter's failure is a result, recorded with its whole message
-                if _disk_full(e):
-                    code = errno.EROFS if "Read-only" in str(e) else errno.ENOSPC
-                    raise OSError(code, os.strerror(code)) from e
-                _record_failure(art, e, fixture)
-                if art.extra.get("converter_log"):
-                    # The converter's own warnings often name the real cause ("loop rewrite failed: ...").
-                    art.error = f"{art.error}\n--- what the converter logged ---\n" + "\n".join(art.extra["converter_log"])
+            if spec.build is not None:
+                art = _convert_in_build(spec.build, fixture, spec, tmp, source, art)
+            else:
+                convert(fixture, spec, tmp, source, art)
             art.export_s = round(time.perf_counter() - start, 3)
             if art.status == "ok":
                 art.files = manifest(tmp)
@@ -365,6 +374,99 @@ def _install(tmp: Path, folder: Path) -> None:
     os.rename(folder, old)
     os.rename(tmp, folder)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def convert(fixture: Fixture, spec: FormatSpec, tmp: Path, source: Artifact | None, art: Artifact) -> None:
+    """Convert `fixture` (or its SavedModel `source`) to `spec` into `tmp` and validate it, in this
+    process; a converter's failure is recorded in `art` with its whole message (a result, not a raise)."""
+    try:
+        if source is not None and source.status != "ok":
+            art.extra.update(stage=source.stage, culprit=source.culprit)
+            raise _SourceFailed(f"the SavedModel it is converted from failed ({source.stage}, {source.culprit}): {source.error}")
+        if source is not None and not spec.holds_assets:
+            assets = _assets(source)
+            if assets:
+                raise FormatLimit(f"the format cannot hold the SavedModel's assets ({', '.join(assets)}): it keeps no files beside "
+                                  "the graph, so the lookup tables they initialise would be empty")
+        module = importlib.import_module(f"harness.export.{'given' if fixture.kind == 'given' else spec.family}")
+        export: Callable = module.export
+        said = _ConverterLog()
+        try:
+            with said, contextlib.redirect_stdout(said.printed):
+                export(fixture, spec, tmp, source, art)
+                if fixture.custom_objects and spec.family == "keras":  # for the tf worker (harness_runners.custom)
+                    art.extra["custom_objects"] = fixture.custom_objects.stage(tmp)
+        finally:
+            if said.lines:
+                art.extra["converter_log"] = said.lines
+        from harness.export.validate import validate
+
+        if fixture.kind != "given":  # a given model was validated as the user's (harness/export/given.py)
+            validate(spec.base, tmp, art)
+    except Exception as e:  # a converter's failure is a result, recorded with its whole message
+        if _disk_full(e):
+            code = errno.EROFS if "Read-only" in str(e) else errno.ENOSPC
+            raise OSError(code, os.strerror(code)) from e
+        _record_failure(art, e, fixture)
+        if art.extra.get("converter_log"):
+            # The converter's own warnings often name the real cause ("loop rewrite failed: ...").
+            art.error = f"{art.error}\n--- what the converter logged ---\n" + "\n".join(art.extra["converter_log"])
+
+
+CONVERT_TIMEOUT_S = 900
+
+
+def _convert_in_build(build: Build, fixture: Fixture, spec: FormatSpec, tmp: Path, source: Artifact | None, art: Artifact) -> Artifact:
+    """`convert` in a converter build's interpreter (its packages over this environment's): the child
+    reads the fixture from the registry, writes the artifact into `tmp` and its record as artifact.json.
+    What the child could not do (the build will not start, a fixture from outside the registry) is an
+    error of the environment with the child's last words."""
+    from harness.fixtures import all_fixtures
+
+    def failed(message: str) -> Artifact:
+        art.status, art.error = "error", message
+        art.extra.update(stage="export", culprit="environment")
+        return art
+
+    if fixture.name not in all_fixtures():
+        return failed(f"converter build {build.name} exports the registry's fixtures only: {fixture.name} is not one")
+    try:
+        project_builds.ensure(build)
+    except HarnessError as e:
+        return failed(str(e))
+    (tmp / "artifact.json").write_text(art.to_json())
+    request = json.dumps({"fixture": fixture.name, "format": spec.base, "tmp": str(tmp), "source": str(source.dir) if source else None})
+    code = project_builds.OVERLAY + "import harness.export as _e; _e._child_convert()"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        done = subprocess.run([str(build.python_exe), "-c", code, request], capture_output=True, text=True, timeout=CONVERT_TIMEOUT_S, env=env)
+    except subprocess.TimeoutExpired:
+        return failed(f"converter build {build.name} did not finish the export in {CONVERT_TIMEOUT_S} s")
+    try:
+        made = Artifact.load(tmp)
+    except HarnessError:
+        made = None
+    if done.returncode != 0 or made is None or made.extra.get("child") != "done":
+        tail = "\n".join((done.stderr or done.stdout or "").strip().splitlines()[-15:])
+        return failed(f"converter build {build.name} could not export (exit {done.returncode}): {tail or 'no message'}")
+    made.extra.pop("child", None)
+    made.key, made.converters = art.key, {**art.converters, **made.converters}
+    return made
+
+
+def _child_convert() -> None:
+    """The child side of _convert_in_build (run in a converter build): one conversion, recorded."""
+    from harness.fixtures import get_fixture
+
+    request = json.loads(sys.argv[1])
+    tmp = Path(request["tmp"])
+    art = Artifact.load(tmp)
+    art.converters = converter_versions()  # this interpreter's: the build's converter over the harness's environment
+    source = Artifact.load(Path(request["source"])) if request["source"] else None
+    convert(get_fixture(request["fixture"]), FORMATS[request["format"]], tmp, source, art)
+    art.extra["child"] = "done"
+    (tmp / "artifact.json").write_text(art.to_json())
 
 
 def _disk_full(e: BaseException) -> bool:
