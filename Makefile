@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup python node go rust browser sandbox docker arm64 run test lint test-python test-node test-go export doctor report bench nightly lock clean
+.PHONY: setup python node go rust browser sandbox docker arm64 builds run test lint test-python test-node test-go export doctor report bench nightly lock clean
 
 setup: python node go rust browser sandbox
 
@@ -62,6 +62,13 @@ docker: go
 arm64: python
 	bash arm64/arm64.sh all
 
+# The second versions the tests compare against (harness-builds.toml: ort@1.30, litert@2.2), installed
+# from their recorded locks into the per-user build cache once (HARNESS_BUILD_CACHE moves it); skipped
+# when already there. `make nightly` installs every build of the file (an older tf2onnx, TF.js, ...).
+TEST_BUILDS := ort@1.30 litert@2.2
+builds: python
+	$(BIN)/harness build sync $(TEST_BUILDS)
+
 run: setup
 	$(BIN)/harness run
 
@@ -77,7 +84,7 @@ lint: python
 # HARNESS_MATRIX=quick: the browser runtimes (about a second a case) run a subset of the conformance
 # matrix here (their own formats at each fixture's first batch, one ONNX opset); `harness run`, nightly
 # and a pytest run without it have every case (harness/cases.py, _in_quick_matrix).
-test-python: setup
+test-python: setup builds
 	HARNESS_MATRIX=quick $(BIN)/python -m pytest --benchmark-disable
 
 test-node: node
@@ -100,6 +107,7 @@ bench: setup
 
 # Export, run, bench, report, compare against the previous bench run under reports/history/.
 nightly: setup
+	$(BIN)/harness build sync
 	$(BIN)/harness nightly
 
 # Rebuild requirements.lock from a fresh resolve of requirements.txt.

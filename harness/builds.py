@@ -205,7 +205,7 @@ def remove(name: str) -> Build:
     """Drop a definition (its environment stays in the cache while another definition shares it)."""
     builds = dict(load())
     if name not in builds:
-        raise _unknown_build(name)
+        raise unknown_name(name)
     gone = builds.pop(name)
     _save(builds)
     if not any(b.env_id == gone.env_id for b in builds.values()):
@@ -213,7 +213,7 @@ def remove(name: str) -> Build:
     return gone
 
 
-def _unknown_build(name: str) -> HarnessError:
+def unknown_name(name: str) -> HarnessError:
     known = ", ".join(sorted(load())) or f"none yet ({builds_file()} has none: harness build add NAME SPEC...)"
     return HarnessError(f"unknown build {name!r}: expected one of {known}")
 
@@ -285,7 +285,8 @@ def ensure(build: Build, verify: list[str] | None = None, say=None) -> Build:
     with FileLock(str(lock_file)):
         if build.lock and build.ready:  # another process built it meanwhile
             return build
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=cache))
+        _sweep(cache)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{os.getpid()}-", dir=cache))
         try:
             if say:
                 say(f"building {build.name} ({', '.join(build.specs)}) in {cache}" + (" from its lock" if build.lock else ""))
@@ -309,6 +310,15 @@ def ensure(build: Build, verify: list[str] | None = None, say=None) -> Build:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+
+
+def _sweep(cache: Path) -> None:
+    """Remove what an install killed outright (SIGKILL, a power cut) left: `.tmp-<pid>-*` folders whose
+    process is gone. A live process's folder is never touched."""
+    for tmp in cache.glob(".tmp-*-*"):
+        pid = tmp.name.split("-")[1]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _named_versions(build: Build, lock: list[str]) -> dict[str, str]:
@@ -343,7 +353,8 @@ def _reason(text: str) -> str:
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     errors = [ln for ln in lines if ln.startswith("ERROR:") or ln.startswith("npm error") or ln.startswith("npm ERR!")]
     errors = [ln for ln in errors if not re.match(r"^npm (error|ERR!) (A complete log|code|errno|$)", ln)]
-    picked = errors[:2] if errors else lines[-1:]
+    # pip's last ERROR line is its conclusion ("No matching distribution found for ..."); npm's first is its cause.
+    picked = (errors[-1:] if errors[-1].startswith("ERROR:") else errors[:1]) if errors else lines[-1:]
     return " ".join(picked) or "the installer failed without saying why"
 
 

@@ -134,11 +134,14 @@ def doctor(as_json: bool, strict: bool) -> None:
     from harness.runners.table import every_runtime
 
     rows: list[dict[str, Any]] = []
-    for spec in every_runtime():  # each runtime, then the variants it takes as RUNTIME@NAME
+    for spec in every_runtime():  # each runtime, then the variants and the project's builds it takes as RUNTIME@NAME
         a = spec.availability()
-        rows.append({"name": spec.name, "kind": "variant" if spec.variant else "runtime", "language": spec.language,
-                     "available": a.ok, "version": a.version, "formats": list(spec.formats), "reason": a.reason, "fix": a.fix,
-                     **({"description": spec.variant.description, "beyond_setup": spec.variant.beyond_setup} if spec.variant else {})})
+        row = {"name": spec.name, "kind": "variant" if spec.variant else "build" if spec.build else "runtime", "language": spec.language,
+               "available": a.ok, "version": a.version, "formats": list(spec.formats), "reason": a.reason, "fix": a.fix,
+               **({"description": spec.variant.description, "beyond_setup": spec.variant.beyond_setup} if spec.variant else {})}
+        if spec.build is not None:
+            row.update(_build_doctor(spec.build, a.ok))
+        rows.append(row)
     for dist, role in [("tensorflow-cpu", "exporter: savedmodel, keras, h5, frozen_graph, tflite*"), ("tf2onnx", "exporter: onnx13, onnx18"), ("tensorflowjs", "exporter: tfjs_graph")]:
         try:
             version, ok, reason = metadata.version(dist), True, ""
@@ -146,6 +149,12 @@ def doctor(as_json: bool, strict: bool) -> None:
             version, ok, reason = None, False, f"Python package {dist} is not installed"
         rows.append({"name": dist, "kind": "converter", "language": "python", "available": ok, "version": version,
                      "formats": [role], "reason": reason, "fix": "" if ok else "make setup"})
+    from harness import builds as project_builds
+
+    for b in sorted(project_builds.load().values(), key=lambda b: b.name):
+        if b.kind == "converter":
+            rows.append({"name": b.name, "kind": "build", "language": "python", "available": True, "version": project_builds.describe(b),
+                         "formats": [f"converter build of {b.target}: FORMAT@{b.label}"], "reason": "", "fix": "", **_build_doctor(b, True)})
     # Chromium, its WebGL and WebGPU adapter, and whether each browser backend starts in a page
     # (harness/browser.py: one browser start, cached while the browser and js/ are unchanged).
     from harness.browser import doctor_rows as browser_rows
@@ -915,6 +924,21 @@ def compare(base: str, new: str, fail_on: str, alpha: float, reports: Path, out_
     sys.exit({"pass": 0, "regression": 1, "inconclusive": INCONCLUSIVE_EXIT}[diff.verdict])
 
 
+def _build_doctor(b, ok: bool) -> dict[str, Any]:
+    """A build's row in doctor: its exact versions, and whether it starts here (its worker answers info,
+    its converter imports). A build not in this machine's cache is not built by doctor: it says so."""
+    from harness import builds
+
+    facts: dict[str, Any] = {"versions": b.versions}
+    if not ok:
+        return facts
+    if not b.ready:
+        return {**facts, "available": False, "reason": f"not built on this machine ({builds.build_cache()})", "fix": f"harness build sync {b.name}"}
+    starts, why = _build_starts(b)
+    return {**facts, "version": why if starts and why else builds.describe(b)} if starts else \
+        {**facts, "available": False, "reason": f"does not start: {why}", "fix": f"harness build remove {b.name}; harness build add {b.name} ..."}
+
+
 @main.command()
 @click.argument("a")
 @click.argument("b")
@@ -1211,6 +1235,32 @@ def build_remove(name: str) -> None:
 
     gone = builds.remove(name)
     out.print(f"removed build {gone.name} ({builds.describe(gone)})", highlight=False)
+
+
+@build.command("sync")
+@click.argument("names", nargs=-1)
+def build_sync(names: tuple[str, ...]) -> None:
+    """Install every build (or the NAMEs) from its recorded lock where its environment is missing from
+    the cache: what CI and a fresh clone run (make builds). Exit 1 if one cannot be installed."""
+    from harness import builds
+
+    defined = builds.load()
+    for name in names:
+        if name not in defined:
+            raise builds.unknown_name(name)
+    failed = 0
+    for name in names or sorted(defined):
+        b = defined[name]
+        if not b.lock:
+            raise HarnessError(f"build {name} in {builds.builds_file()} has no lock: expected one (harness build add writes it)")
+        was = b.ready
+        try:
+            builds.ensure(b, say=lambda m: err.print(m, highlight=False))
+            out.print(f"build {name}: {builds.describe(b)} ({'already built' if was else 'built from its lock'})", highlight=False)
+        except HarnessError as e:
+            failed += 1
+            err.print(f"harness: error: {e}", highlight=False, soft_wrap=True)
+    sys.exit(1 if failed else 0)
 
 
 def build_rows(start: bool) -> list[dict[str, Any]]:

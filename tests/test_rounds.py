@@ -121,20 +121,19 @@ def test_pair_verdicts_need_the_whole_interval_and_a_real_effect():
 
 
 def test_bench_pair_measures_two_builds_in_the_same_rounds(tmp_path):
-    import sys
-
-    proc = run_cli("bench", "-f", "pow", "-F", "onnx13", "-b", "1", "--threads", "all", "--pair", "ort", f"ort={sys.executable}",
+    # A variant here (no install); builds (RUNTIME@BUILD) in tests/test_builds.py.
+    proc = run_cli("bench", "-f", "pow", "-F", "onnx13", "-b", "1", "--threads", "all", "--pair", "ort", "ort@noopt",
                    "--rounds", "6", "--min-time", "0.01", "-n", "5", "--reports", str(tmp_path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "paired: B = ort=" in proc.stdout
+    assert "paired: B = ort@noopt" in proc.stdout
     meta = json.loads((tmp_path / "latest" / "run.json").read_text())
     (pair,) = meta["pairs"]
     assert pair["rounds"] == 6 and len(pair["ratios"]) == 6 and pair["a_status"] == pair["b_status"] == "pass"
     assert pair["verdict"] in ("no difference shown", "B slower", "B faster") and pair["ci"][0] <= pair["ratio"] <= pair["ci"][1]
-    assert meta["runtimes"]["ort~B"]["build"] == sys.executable, "B ran on the build it was given"
+    assert meta["runtimes"]["ort@noopt~B"]["settings"], "B ran as the variant it was given"
     assert check_run_schema((tmp_path / "latest").resolve()) == 2
     for args, message in [(["--pair", "ort", "litert"], "share no format"), (["--pair", "ort", "ort", "--rounds", "5"], "expected 6 or more"),
-                          (["--pair", "ort", "ort=/nonexistent/python"], "/nonexistent/python does not exist")]:
+                          (["--pair", "ort", "ort=/nonexistent/python"], "RUNTIME=PATH is gone: expected RUNTIME@BUILD")]:
         bad = run_cli("bench", "-f", "pow", *args, "--reports", str(tmp_path))
         assert bad.returncode == 2 and message in bad.stderr, bad.stderr
 

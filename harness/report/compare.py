@@ -237,6 +237,10 @@ def print_diff(diff: RunDiff, console) -> None:
     if any(c.on_samples for c in diff.cases):
         console.print("[yellow]note:[/] --gate-conformance: cases without rounds are judged on their pooled iterations, "
                       "which sees only the noise within one process", highlight=False, soft_wrap=True)
+    from harness.report.release import runtime_version_changes
+
+    for line in runtime_version_changes(diff.base.meta.runtimes or {}, diff.new.meta.runtimes or {}):
+        console.print(f"[yellow]versions changed:[/] {line}", highlight=False, soft_wrap=True)
     for label, run in (("baseline", diff.base), ("new run", diff.new)):
         for problem in run.problems:
             console.print(f"  [yellow]{label}:[/] {problem}", highlight=False, soft_wrap=True)

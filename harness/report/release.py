@@ -212,6 +212,19 @@ def version_change(va: dict, vb: dict) -> list[str]:
     return [f"{k} {va.get(k, '–')} → {vb.get(k, '–')}" for k in sorted(set(va) | set(vb)) if va.get(k) != vb.get(k)]
 
 
+def runtime_version_changes(a: dict, b: dict) -> list[str]:
+    """For two runs' run.json `runtimes`: `ort: onnxruntime 1.31.1 → 1.32.0` for each runtime both ran
+    whose workers reported other library versions (`harness compare` says it in the terminal)."""
+    out = []
+    for name in sorted(set(a) & set(b)):
+        va, vb = (x.get(name, {}).get("versions") if isinstance(x.get(name), dict) else None for x in (a, b))
+        if isinstance(va, dict) and isinstance(vb, dict):
+            change = version_change({k: str(v) for k, v in va.items()}, {k: str(v) for k, v in vb.items()})
+            if change:
+                out.append(f"{name}: {'; '.join(change)}")
+    return out
+
+
 # --- views ---------------------------------------------------------------------------------------
 
 def headline(rel: Release) -> list[str]:
@@ -227,7 +240,7 @@ def headline(rel: Release) -> list[str]:
     lines.append(f"verdicts: {len(rel.changed)} changed ({len(regressed)} regressions, {len(fixed)} fixes)")
     drifted = [c for c in rel.cases if c.drift is not None]
     lines.append(f"numerics: {len(rel.identical)} of {len(drifted)} bit-identical, {len(rel.not_identical)} not"
-                 + (f"; largest drift {_g(rel.largest.drift.max_abs)} abs, {rel.largest.drift.max_ulp} ULP ({rel.largest.key})"  # type: ignore[union-attr]
+                 + (f"; largest drift {_g(rel.largest.drift.max_abs)} abs, {rel.largest.drift.max_ulp} ULP ({rel.largest.key})"
                     if rel.largest and rel.largest.drift and rel.largest.drift.max_abs else ""))
     with_oracle = [c for c in rel.not_identical if c.drift and c.drift.closer]
     if with_oracle:

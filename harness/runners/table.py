@@ -237,7 +237,7 @@ def _npm_version(folder: Path) -> str | None:
         return None
 
 
-GO_BUILD = REPO / "go" / ".build"
+GO_BUILD = Path(os.environ.get("HARNESS_GO_BUILD") or REPO / "go" / ".build")  # go/build.sh's output (moved by tests)
 TF_LIBS = [str(VENV_SITE / "tensorflow" / "libtensorflow_cc.so.2"), str(VENV_SITE / "tensorflow" / "libtensorflow_framework.so.2")]
 ORT_LIB = [str(VENV_SITE / "onnxruntime" / "capi" / "libonnxruntime.so.1.*")]
 
