@@ -264,6 +264,11 @@ def add(name: str, kind: str, specs: list[str], verify: list[str] | None = None,
     existing = find(name)
     if existing is not None and existing.specs == build.specs and existing.lock:
         build = existing  # the same definition again: make sure its environment is there
+    elif kind in ("converter", "go-ort"):
+        # Installed with --no-deps: the lock is the pins themselves, so an equal environment may be here already.
+        pinned = Build(build.name, kind, build.specs, versions, tuple(sorted(f"{k}=={v}" for k, v in versions.items())), build.python)
+        if pinned.ready:
+            build = pinned
     built = ensure(build, verify=verify, say=say)
     builds = dict(load())
     builds[name] = built

@@ -1116,6 +1116,33 @@ def fuzz(levels, fixtures, runtimes, formats, max_examples, time_budget, seed, s
     sys.exit(1 if fail_on_finding and report.findings else 0)
 
 
+# The runtime that runs what each converter makes, in a converter build's release step.
+_CONVERTER_RUNS = {"tf2onnx": ("onnx13,onnx18", "ort"), "tensorflowjs": ("tfjs_graph", "node-tfjs-cpu"), "tensorflow": ("tflite", "litert")}
+
+
+def _release_steps(reports: Path, only_fixtures: list[str]) -> list[list[str]]:
+    """For each build of the project (harness-builds.toml): its cases beside its base's over the default
+    fixtures, then `harness release BASE BUILD` on that run; for a runtime build also the paired rounds
+    of mnist_cnn (bench --pair) and the release of that run, for the latency ratio with its interval."""
+    from harness import builds as project_builds
+
+    steps: list[list[str]] = []
+    release_reports = ["--reports", str(reports / "release-runs")]
+    for b in sorted(project_builds.load().values(), key=lambda b: b.name):
+        if b.kind == "converter":
+            formats, runtime = _CONVERTER_RUNS[b.target]
+            qualified = ",".join(f"{f},{f}@{b.label}" for f in formats.split(","))
+            steps += [["run", "--release", "-F", qualified, "-r", runtime, *only_fixtures, *release_reports],
+                      ["release", b.target, b.name, "latest", "--fail-on", "verdict", *release_reports]]
+        else:
+            steps += [["run", "--release", "-r", f"{b.target},{b.name}", *only_fixtures, *release_reports],
+                      ["release", b.target, b.name, "latest", "--fail-on", "verdict", *release_reports],
+                      ["bench", "--pair", b.target, b.name, "-f", "mnist_cnn", "-b", "1", "--threads", "1", "--rounds", "10", *release_reports],
+                      ["release", b.target, b.name, "latest", "--fail-on", "none", *release_reports,
+                       "--out", str(reports / "release-runs" / "release" / f"{b.name}-latency")]]
+    return steps
+
+
 @main.command()
 @click.option("--reports", default="reports", show_default=True, type=click.Path(path_type=Path))
 @click.option("--fail-on", default="median:10%", show_default=True)
@@ -1149,12 +1176,20 @@ def nightly(reports: Path, fail_on: str, fixtures: tuple[str, ...], runtimes: tu
              ["report", "latest", "--reports", str(reports), *with_fuzz], ["bench", "--reports", str(reports), *limit]]
     if fuzz_budget == 0:
         steps = [s for s in steps if s[0] != "fuzz"]
+    steps += _release_steps(reports, only_fixtures)
     codes = {}
     for step in steps:
-        if step[0] == "bench":
+        if step[0] == "release":  # harness release A B: compares the newest run (the one just made)
+            key = f"release {step[1]} {step[2]}"
+        elif step[0] == "run" and "--release" in step:
+            step = [s for s in step if s != "--release"]
+            key = f"run {step[step.index('-r') + 1]}"
+        else:
+            key = step[0]
+        if step[0] == "bench" and "--pair" not in step:
             before = (reports / "latest").resolve() if (reports / "latest").exists() else None
         out.print(f"[bold]harness {' '.join(step)}[/]")
-        codes[step[0]] = subprocess.run(base + step, stderr=_real_stderr).returncode
+        codes[key] = subprocess.run(base + step, stderr=_real_stderr).returncode
     if not (reports / "latest").exists() or (reports / "latest").resolve() == before:
         # The bench made no complete run: nothing to keep in history or to compare.
         out.print(f"nightly: {json.dumps(codes)}; the bench step made no complete run, so nothing was kept in {reports / 'history'}",

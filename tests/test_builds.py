@@ -259,3 +259,23 @@ def test_ulp_distance_counts_representable_values():
     same = output_drift("y", np.arange(4, dtype=np.int64), np.arange(4, dtype=np.int64))
     assert same.identical and same.max_abs == 0 and same.max_ulp == 0
     assert output_drift("y", np.zeros((2, 2), np.float32), np.zeros(4, np.float32)).shape_changed
+
+
+def test_compare_says_a_version_change_in_the_terminal(tmp_path):
+    """The same runtime name in two runs, on two versions (go-ort@cand on onnxruntime 1.30.0, then on
+    1.31.1: two real wheels' libraries): `harness compare` names the change, not only its HTML page."""
+    from harness.runners import RUNTIMES
+
+    if not RUNTIMES["go-ort"].availability().ok:
+        pytest.skip("go-ort is not available here (harness doctor says why)")
+    reports = tmp_path / "reports"
+    runs = []
+    for version in ("1.30.0", "1.31.1"):
+        env = {"HARNESS_BUILDS_FILE": str(tmp_path / f"builds-{version}.toml")}
+        add = run_cli("build", "add", "go-ort@cand", f"onnxruntime=={version}", cwd=tmp_path, env=env, timeout=900)
+        assert add.returncode == 0, add.stderr
+        proc = run_cli("run", "-f", "pow", "-F", "onnx13", "-b", "1", "-r", "go-ort@cand", "--reports", str(reports), cwd=tmp_path, env=env)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        runs.append(str((reports / "latest").resolve()))
+    proc = run_cli("compare", *runs, "--reports", str(reports), cwd=tmp_path)
+    assert "versions changed: go-ort@cand: onnxruntime 1.30.0 → 1.31.1" in proc.stdout, proc.stdout
