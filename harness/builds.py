@@ -439,11 +439,13 @@ def _bootstrap(module: str, folders: dict[str, Path]) -> str:
     """Code for `python -c` that maps the harness's worker packages onto this checkout's folders and
     runs `module` as __main__ (as `python -m` does): the build holds no copy of them, so the worker
     code is the same as the main environment's."""
-    maps = "; ".join(
-        f"_s = _u.spec_from_file_location({pkg!r}, {str(path / '__init__.py')!r}, submodule_search_locations=[{str(path)!r}]); "
-        f"_m = _u.module_from_spec(_s); _sys.modules[{pkg!r}] = _m; _s.loader.exec_module(_m)"
+    # A folder the worker cannot see (a sandbox shows it runners/ only) is left unmapped, as in the main venv.
+    maps = "\n".join(
+        f"if _os.path.exists({str(path / '__init__.py')!r}):\n"
+        f" _s = _u.spec_from_file_location({pkg!r}, {str(path / '__init__.py')!r}, submodule_search_locations=[{str(path)!r}])\n"
+        f" _m = _u.module_from_spec(_s); _sys.modules[{pkg!r}] = _m; _s.loader.exec_module(_m)"
         for pkg, path in folders.items())
-    return f"import sys as _sys, importlib.util as _u, runpy as _r; {maps}; _r.run_module({module!r}, run_name='__main__', alter_sys=True)"
+    return f"import os as _os, sys as _sys, importlib.util as _u, runpy as _r\n{maps}\n_r.run_module({module!r}, run_name='__main__', alter_sys=True)"
 
 
 def worker_folders() -> dict[str, Path]:
@@ -452,7 +454,7 @@ def worker_folders() -> dict[str, Path]:
 
 def python_command(build: Build, module: str) -> list[str]:
     """How to start the Python worker `module` in a build's interpreter."""
-    code = (OVERLAY if build.kind == "converter" else "") + _bootstrap(module, worker_folders())
+    code = (OVERLAY + "\n" if build.kind == "converter" else "") + _bootstrap(module, worker_folders())
     return [str(build.python_exe), "-c", code]
 
 

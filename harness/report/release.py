@@ -239,7 +239,7 @@ def headline(rel: Release) -> list[str]:
     fixed = [c for c in rel.changed if c.fixed]
     lines.append(f"verdicts: {len(rel.changed)} changed ({len(regressed)} regressions, {len(fixed)} fixes)")
     drifted = [c for c in rel.cases if c.drift is not None]
-    lines.append(f"numerics: {len(rel.identical)} of {len(drifted)} bit-identical, {len(rel.not_identical)} not"
+    lines.append(f"numerics ({len(drifted)} cases with outputs on both sides): {len(rel.identical)} bit-identical, {len(rel.not_identical)} not"
                  + (f"; largest drift {_g(rel.largest.drift.max_abs)} abs, {rel.largest.drift.max_ulp} ULP ({rel.largest.key})"
                     if rel.largest and rel.largest.drift and rel.largest.drift.max_abs else ""))
     with_oracle = [c for c in rel.not_identical if c.drift and c.drift.closer]
