@@ -1242,7 +1242,7 @@ def _build_kind(name: str) -> tuple[str, list[str]]:
             return "node", list(spec.requires)
         return spec.build_kind, [""]
     if target in builds.CONVERTERS:
-        return "converter", [{"tensorflow": "tensorflow", "tf2onnx": "tf2onnx", "tensorflowjs": "tensorflowjs.version"}[target]]
+        return "converter", [builds.CONVERTERS[target]]
     raise HarnessError(f"unknown runtime or converter {target!r} in build name {name!r}: expected one of "
                        + ", ".join([*(n for n, s in RUNTIMES.items() if s.build_kind), *builds.CONVERTERS]))
 
