@@ -58,16 +58,18 @@ def test_a_format_the_table_promises_but_the_worker_refuses_is_an_error_of_the_h
 
 # --- RUNTIME@NAME: variants of a runtime on this machine ------------------------------------------------
 
-def test_a_variant_resolves_to_its_runtime_with_its_environment_and_bad_names_are_one_line():
+def test_a_variant_resolves_to_its_runtime_with_its_environment_and_bad_names_are_one_line(tmp_path, monkeypatch):
     from harness.errors import HarnessError
     from harness.runners import check_runtime
+
+    monkeypatch.setenv("HARNESS_BUILDS_FILE", str(tmp_path / "no-builds.toml"))  # variants only (builds: tests/test_builds.py)
 
     spec = check_runtime("ort@noopt")
     assert (spec.name, spec.root, spec.formats) == ("ort@noopt", "ort", RUNTIMES["ort"].formats)
     assert spec.env == {"HARNESS_ORT_GRAPH_OPTIMIZATION": "disabled"} and RUNTIMES["ort"].env == {}
-    with pytest.raises(HarnessError, match=r"^unknown variant 'fast' of runtime ort: expected one of noopt, xnnpack, cuda, tensorrt, arm64$"):
+    with pytest.raises(HarnessError, match=r"^unknown variant or build 'fast' of runtime ort: expected one of noopt, xnnpack, cuda, tensorrt, arm64$"):
         check_runtime("ort@fast")
-    with pytest.raises(HarnessError, match=r"^unknown variant 'x' of runtime node-ort: node-ort has no variants"):
+    with pytest.raises(HarnessError, match=r"^unknown variant or build 'x' of runtime node-ort: node-ort has none \(harness doctor lists every RUNTIME@NAME; harness build add"):
         check_runtime("node-ort@x")
     with pytest.raises(HarnessError, match=r"^unknown runtime 'nope@x'"):
         check_runtime("nope@x")
