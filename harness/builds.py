@@ -202,14 +202,13 @@ def _save(builds: dict[str, Build]) -> None:
 
 
 def remove(name: str) -> Build:
-    """Drop a definition (its environment stays in the cache while another definition shares it)."""
+    """Drop a definition. Its environment stays in the per-user cache: other projects' definitions with
+    the same lock share it (and a worker may be running in it); delete the folder to reclaim the space."""
     builds = dict(load())
     if name not in builds:
         raise unknown_name(name)
     gone = builds.pop(name)
     _save(builds)
-    if not any(b.env_id == gone.env_id for b in builds.values()):
-        shutil.rmtree(gone.root, ignore_errors=True)
     return gone
 
 
@@ -306,9 +305,11 @@ def ensure(build: Build, verify: list[str] | None = None, say=None) -> Build:
             (tmp / "build.json").write_text(json.dumps({"name": final.name, "kind": final.kind, "lock": list(final.lock)}, indent=1))
             (tmp / ".complete").write_text("")
             dest = final.root
-            if dest.exists():
+            if final.ready:
                 shutil.rmtree(tmp, ignore_errors=True)  # an equal lock's environment is there already
             else:
+                if dest.exists():  # a folder without its completion marker: damaged, replaced whole
+                    shutil.rmtree(dest)
                 os.rename(tmp, dest)
                 _fix_prefix(final, tmp, dest)
             return final

@@ -1265,11 +1265,12 @@ def build_add(name: str, specs: tuple[str, ...]) -> None:
 @build.command("remove")
 @click.argument("name")
 def build_remove(name: str) -> None:
-    """Remove build NAME from harness-builds.toml (and its environment, unless another build shares it)."""
+    """Remove build NAME from harness-builds.toml (its environment stays in the per-user cache, which other projects share)."""
     from harness import builds
 
     gone = builds.remove(name)
-    out.print(f"removed build {gone.name} ({builds.describe(gone)})", highlight=False)
+    out.print(f"removed build {gone.name} ({builds.describe(gone)}) from {builds.builds_file()}; its environment stays in the per-user cache, "
+              f"shared with any project whose build has the same lock: {gone.root}", highlight=False, soft_wrap=True)
 
 
 @build.command("sync")
