@@ -62,10 +62,10 @@ docker: go
 arm64: python
 	bash arm64/arm64.sh all
 
-# The second versions the tests compare against (harness-builds.toml: ort@1.30, litert@2.2), installed
+# The second versions the tests compare against (harness-builds.toml: ort@1.30, litert@2.2, tf2onnx@1.16), installed
 # from their recorded locks into the per-user build cache once (HARNESS_BUILD_CACHE moves it); skipped
 # when already there. `make nightly` installs every build of the file (an older tf2onnx, TF.js, ...).
-TEST_BUILDS := ort@1.30 litert@2.2
+TEST_BUILDS := ort@1.30 litert@2.2 tf2onnx@1.16
 builds: python
 	$(BIN)/harness build sync $(TEST_BUILDS)
 

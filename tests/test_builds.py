@@ -279,3 +279,21 @@ def test_compare_says_a_version_change_in_the_terminal(tmp_path):
         runs.append(str((reports / "latest").resolve()))
     proc = run_cli("compare", *runs, "--reports", str(reports), cwd=tmp_path)
     assert "versions changed: go-ort@cand: onnxruntime 1.30.0 → 1.31.1" in proc.stdout, proc.stdout
+
+
+def test_a_converter_build_exports_into_its_own_cache_entry(tmp_path):
+    """onnx13@1.16: pow converted by tf2onnx 1.16.1 (build tf2onnx@1.16, laid over the harness's
+    environment) beside tf2onnx 1.17's onnx13; two cache entries, each result with its converter's version."""
+    _ready("tf2onnx@1.16")
+    reports = tmp_path / "reports"
+    proc = run_cli("run", "-f", "pow", "-F", "onnx13,onnx13@1.16", "-b", "1", "-r", "ort", "--reports", str(reports), cwd=tmp_path, env=BUILDS)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = _results((reports / "latest").resolve())
+    old, new = results["pow-onnx13@1.16-ort-cpu-b1"], results["pow-onnx13-ort-cpu-b1"]
+    assert old["status"] == new["status"] == "pass"
+    assert old["versions"]["converters"]["tf2onnx"] == "1.16.1" and new["versions"]["converters"]["tf2onnx"] != "1.16.1"
+    assert old["artifact"]["dir"] != new["artifact"]["dir"] and "pow-onnx13@1.16-" in old["artifact"]["dir"]
+    made = json.loads((Path(old["artifact"]["dir"]) / "artifact.json").read_text())
+    assert made["format"] == "onnx13" and made["extra"]["converter_build"] == "tf2onnx@1.16"
+    rel = run_cli("release", "tf2onnx", "tf2onnx@1.16", "--reports", str(reports), cwd=tmp_path)
+    assert rel.returncode == 0 and "tf2onnx 1.17.0 → 1.16.1" in rel.stdout, rel.stdout + rel.stderr
