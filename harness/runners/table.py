@@ -187,6 +187,10 @@ class PythonRuntime(RuntimeSpec):
         return Availability(True, version)
 
 
+def _prepend(folder: str) -> str:
+    return os.pathsep.join([folder, *[p for p in os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p]])
+
+
 def _missing(paths: list[str]) -> str | None:
     """The first required path (glob patterns allowed) that does not exist."""
     for pattern in paths:
@@ -205,8 +209,10 @@ class NodeRuntime(RuntimeSpec):
             self.prepare()
             view = project_builds.node_view(self.build)
             # The worker's imports resolve beside the link, in the build's node_modules, not in js/.
+            # LD_LIBRARY_PATH names the build's node_modules so a sandbox binds it (harness/sandbox.py binds its
+            # folders); it holds no shared library itself, so nothing else loads from it.
             return Launch([shutil.which("node") or "node", "--preserve-symlinks", "--preserve-symlinks-main", str(view / "src" / "worker.js"),
-                           "--runtime", self.root])
+                           "--runtime", self.root], env={"LD_LIBRARY_PATH": _prepend(str(self.build.root / "node_modules"))})
         return Launch([shutil.which("node") or "node", build or str(REPO / "js" / "src" / "worker.js"), "--runtime", self.root])
 
     def installed(self) -> Availability:
@@ -252,8 +258,10 @@ class GoRuntime(RuntimeSpec):
         if self.build is not None:
             self.prepare()
             lib = self.build.ort_lib
-            # The worker opens libonnxruntime at start: the build's, not the one build.sh recorded.
-            return Launch([str(GO_BUILD / self.binary), "--runtime", self.root], env={"HARNESS_ORT_LIB": str(lib) if lib else ""})
+            # The worker opens libonnxruntime at start: the build's, not the one build.sh recorded (its folder
+            # on LD_LIBRARY_PATH too, which a sandbox binds).
+            return Launch([str(GO_BUILD / self.binary), "--runtime", self.root],
+                          env={"HARNESS_ORT_LIB": str(lib) if lib else "", **({"LD_LIBRARY_PATH": _prepend(str(lib.parent))} if lib else {})})
         return Launch([build or str(GO_BUILD / self.binary), "--runtime", self.root])
 
     def installed(self) -> Availability:
