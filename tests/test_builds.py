@@ -297,3 +297,18 @@ def test_a_converter_build_exports_into_its_own_cache_entry(tmp_path):
     assert made["format"] == "onnx13" and made["extra"]["converter_build"] == "tf2onnx@1.16"
     rel = run_cli("release", "tf2onnx", "tf2onnx@1.16", "--reports", str(reports), cwd=tmp_path)
     assert rel.returncode == 0 and "tf2onnx 1.17.0 → 1.16.1" in rel.stdout, rel.stdout + rel.stderr
+
+
+def test_check_runs_a_build_in_the_sandbox(tmp_path, pow_artifacts):
+    """harness check sandboxes its workers (bwrap) by default: a build's interpreter and the worker code
+    it maps are inside what the sandbox shows."""
+    from harness.sandbox import availability
+
+    if not availability("bwrap").ok:
+        pytest.skip("bubblewrap is not available here (harness doctor says why)")
+    _ready("ort@1.30")
+    model = pow_artifacts["onnx13"].model_path
+    proc = run_cli("check", str(model), "-r", "ort@1.30", "-b", "1", "--reports", str(tmp_path), cwd=tmp_path, env=BUILDS)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    meta = json.loads((tmp_path / "latest" / "run.json").read_text())
+    assert meta["options"]["sandbox"] == "bwrap" and meta["runtimes"]["ort@1.30"]["versions"]["onnxruntime"] == "1.30.0"
