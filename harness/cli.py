@@ -1125,6 +1125,7 @@ def _release_steps(reports: Path, only_fixtures: list[str]) -> list[list[str]]:
     fixtures, then `harness release BASE BUILD` on that run; for a runtime build also the paired rounds
     of mnist_cnn (bench --pair) and the release of that run, for the latency ratio with its interval."""
     from harness import builds as project_builds
+    from harness.runners.table import RUNTIMES
 
     steps: list[list[str]] = []
     release_reports = ["--reports", str(reports / "release-runs")]
@@ -1137,7 +1138,8 @@ def _release_steps(reports: Path, only_fixtures: list[str]) -> list[list[str]]:
         else:
             steps += [["run", "--release", "-r", f"{b.target},{b.name}", *only_fixtures, *release_reports],
                       ["release", b.target, b.name, "latest", "--fail-on", "verdict", *release_reports],
-                      ["bench", "--pair", b.target, b.name, "-f", "mnist_cnn", "-b", "1", "--threads", "1", "--rounds", "10", *release_reports],
+                      ["bench", "--pair", b.target, b.name, "-f", "mnist_cnn", "-F", RUNTIMES[b.target].formats[0], "-b", "1", "--threads", "1",
+                       "--rounds", "10", *release_reports],
                       ["release", b.target, b.name, "latest", "--fail-on", "none", *release_reports,
                        "--out", str(reports / "release-runs" / "release" / f"{b.name}-latency")]]
     return steps
