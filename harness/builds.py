@@ -24,6 +24,9 @@ Kinds of environment:
   the worker runs from a per-checkout view that links js/src beside the build's node_modules.
 - `go-ort` (the go-ort runtime): the libonnxruntime of an onnxruntime wheel, which the Go worker
   opens at start (HARNESS_ORT_LIB); the worker binary is this checkout's.
+- `go-tfgo` (the go-tfgo runtime): the TensorFlow C library of a tensorflow-cpu wheel; this checkout's
+  Go worker is compiled against it at first use (as go/build.sh does against the main wheel), into the
+  environment, under the digest of the Go sources (go_worker).
 
 This module knows nothing of the runtime table (harness/runners/table.py resolves names through it).
 """
@@ -47,7 +50,7 @@ from filelock import FileLock
 from harness.errors import HarnessError
 
 BUILDS_FILE = "harness-builds.toml"
-KINDS = ("python", "converter", "node", "go-ort")
+KINDS = ("python", "converter", "node", "go-ort", "go-tfgo")
 # The converters a build can replace, and the distribution each one is (its version goes into the
 # export cache key of every artifact it makes).
 CONVERTERS = {"tensorflow": "tensorflow-cpu", "tf2onnx": "tf2onnx", "tensorflowjs": "tensorflowjs"}
@@ -263,7 +266,7 @@ def add(name: str, kind: str, specs: list[str], verify: list[str] | None = None,
     existing = find(name)
     if existing is not None and existing.specs == build.specs and existing.lock:
         build = existing  # the same definition again: make sure its environment is there
-    elif kind in ("converter", "go-ort"):
+    elif kind in ("converter", "go-ort", "go-tfgo"):
         # Installed with --no-deps: the lock is the pins themselves, so an equal environment may be here already.
         pinned = Build(build.name, kind, build.specs, versions, tuple(sorted(f"{k}=={v}" for k, v in versions.items())), build.python)
         if pinned.ready:
@@ -380,7 +383,7 @@ def _install(build: Build, tmp: Path) -> list[str]:
         req = tmp / "lock.txt"
         req.write_text("\n".join(build.lock) + "\n")
         _run(_pip(py, "install", "-q", "--no-deps", "--only-binary=:all:", "-r", str(req)), what)
-    elif build.kind in ("converter", "go-ort"):
+    elif build.kind in ("converter", "go-ort", "go-tfgo"):
         # Only the named packages (the harness's environment provides the rest, or nothing else is needed).
         _run(_pip(py, "install", "-q", "--no-deps", "--only-binary=:all:", *build.specs), what)
     else:
@@ -408,6 +411,10 @@ def _verify(build: Build, tmp: Path, check: str) -> None:
     if build.kind == "node":
         if not list((tmp / "node_modules").glob(check)):
             raise HarnessError(f"build {build.name} installed, but {check} is missing under its node_modules (expected the packages the runtime loads)")
+        return
+    if build.kind == "go-tfgo":
+        if not list(tmp.glob("lib/python*/site-packages/tensorflow/libtensorflow_cc.so.2")):
+            raise HarnessError(f"build {build.name} installed, but it holds no libtensorflow_cc.so.2 (expected a tensorflow-cpu wheel, e.g. tensorflow-cpu==2.20.0)")
         return
     if build.kind == "go-ort":
         if not list(tmp.glob("lib/python*/site-packages/onnxruntime/capi/libonnxruntime.so.1.*")):
@@ -489,6 +496,52 @@ def node_view(build: Build) -> Path:
 
 def describe(build: Build) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(build.versions.items())) or ", ".join(build.specs)
+
+
+GO_DIR = REPO / "go"
+GO_TIMEOUT_S = 900
+
+
+def _go_sources_digest() -> str:
+    """What the Go worker is compiled from (go/build.sh's staleness check, as a digest)."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in GO_DIR.rglob("*") if p.is_file() and ".build" not in p.parts
+                       and (p.suffix == ".go" and not p.name.endswith("_test.go") or p.name in ("go.mod", "go.sum"))):
+        h.update(str(path.relative_to(GO_DIR)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def go_worker(build: Build) -> Path:
+    """The go-tfgo worker compiled against a build's TensorFlow C library: from this checkout's Go
+    sources, once per version of them (cgo flags as go/env.sh sets them; the run path relative to the
+    binary, so the environment can move). One line with the compiler's reason when it fails."""
+    tf = next(iter(sorted(build.root.glob("lib/python*/site-packages/tensorflow"))), None)
+    if tf is None:
+        raise HarnessError(f"build {build.name}: no TensorFlow in {build.root} (harness build sync {build.name})")
+    out = build.root / "go" / _go_sources_digest() / "harness-worker"
+    if out.exists():
+        return out
+    go = shutil.which("go")
+    if go is None:
+        raise HarnessError(f"build {build.name}: go is not on PATH (expected Go, to compile the worker against the build's TensorFlow)")
+    with FileLock(str(build.root / "go.lock")):
+        if out.exists():
+            return out
+        links = build.root / "go" / "lib"
+        links.mkdir(parents=True, exist_ok=True)
+        for name, target in (("libtensorflow.so", "libtensorflow_cc.so.2"), ("libtensorflow_framework.so", "libtensorflow_framework.so.2")):
+            (links / name).unlink(missing_ok=True)
+            os.symlink(tf / target, links / name)
+        rel = os.path.relpath(tf, out.parent)
+        env = {**os.environ, "CGO_ENABLED": "1", "CGO_CFLAGS": f"-I{tf}/include",
+               "CGO_LDFLAGS": f"-L{links} -ltensorflow_framework -Wl,-rpath,$ORIGIN/{rel}"}
+        tmp = out.with_name(f".harness-worker.{os.getpid()}.tmp")
+        try:
+            _run([go, "build", "-o", str(tmp), "./cmd/harness-worker"], f"cannot compile the go-tfgo worker for build {build.name}", env=env, cwd=GO_DIR)
+            os.replace(tmp, out)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return out
 
 
 def converter_starts(build: Build) -> tuple[bool, str]:

@@ -1236,8 +1236,10 @@ def _build_kind(name: str) -> tuple[str, list[str]]:
             raise HarnessError(f"build name {name!r} is a variant of {target} already: expected another name")
         if spec.build_kind is None:
             takers = ", ".join(n for n, s in RUNTIMES.items() if s.build_kind)
-            raise HarnessError(f"runtime {target} cannot take a build ({'it is one image' if target.endswith('@docker') else 'its worker is tied to this checkout'}): "
-                               f"expected one of {takers}")
+            why = ("it is one image, built by go/docker.sh" if target.endswith("@docker") else
+                   "its native binding is built against the main wheel's TensorFlow by js/setup.sh" if target == "node-tfjs-node" else
+                   "its page loads the packages of js/node_modules" if spec.language == "browser" else "it has one installation")
+            raise HarnessError(f"runtime {target} cannot take a build ({why}): expected one of {takers}")
         if isinstance(spec, PythonRuntime):
             return "python", [spec.import_name]
         if isinstance(spec, NodeRuntime):

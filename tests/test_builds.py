@@ -229,7 +229,7 @@ def test_an_install_killed_midway_leaves_nothing_once_the_next_one_runs(tmp_path
     (["run", "-f", "pow", "-F", "onnx13@nope"], "unknown build 'nope' of converter tf2onnx"),
     (["build", "add", "nope@1", "x==1"], "unknown runtime or converter 'nope'"),
     (["build", "add", "node-tfjs-node@4.21", "@tensorflow/tfjs-node@4.21.0"], "runtime node-tfjs-node cannot take a build"),
-    (["build", "add", "go-tfgo@docker2", "tensorflow-cpu==2.20.0"], "runtime go-tfgo cannot take a build"),
+    (["build", "add", "browser-tfjs-cpu@4.21", "@tensorflow/tfjs@4.21.0"], "runtime browser-tfjs-cpu cannot take a build"),
     (["build", "add", "ort@x", "onnxruntime>=1.30"], "'onnxruntime>=1.30' is not an exact pin"),
     (["build", "add", "ort@noopt", "onnxruntime==1.30.0"], "is a variant of ort already"),
     (["build", "add", "ort", "onnxruntime==1.30.0"], "build name 'ort' is not valid"),

@@ -255,6 +255,11 @@ class GoRuntime(RuntimeSpec):
     module: str = "github.com/galeone/tfgo"  # the Go binding whose version is reported
 
     def launch(self, ctx: WorkerContext, build: str | None = None) -> Launch:
+        if self.build is not None and self.build.kind == "go-tfgo":
+            self.prepare()
+            binary = project_builds.go_worker(self.build)  # compiled against the build's TensorFlow at first use
+            tf = str(next(iter(sorted(self.build.root.glob("lib/python*/site-packages/tensorflow")))))
+            return Launch([str(binary), "--runtime", self.root], env={"LD_LIBRARY_PATH": _prepend(tf)})  # bound by a sandbox
         if self.build is not None:
             self.prepare()
             lib = self.build.ort_lib
@@ -267,6 +272,10 @@ class GoRuntime(RuntimeSpec):
     def installed(self) -> Availability:
         if not shutil.which("go") and not (GO_BUILD / self.binary).exists():
             return Availability(False, None, "go is not on PATH and the worker is not built", "install Go, then make setup")
+        if self.build is not None and self.build.kind == "go-tfgo":
+            if not shutil.which("go"):
+                return Availability(False, None, "go is not on PATH (a go-tfgo build compiles the worker against its TensorFlow)", "install Go")
+            return self._build_missing() or Availability(True, f"{_go_version(self.module)}, TensorFlow C library {self.build.versions.get('tensorflow-cpu')}")
         if self.build is not None:
             missing = self._build_missing() or (None if (GO_BUILD / self.binary).exists() else
                                                 Availability(False, None, f"{GO_BUILD / self.binary} is missing", "make setup   (runs go/build.sh)"))
@@ -518,7 +527,7 @@ RUNTIMES: dict[str, RuntimeSpec] = {
         NodeRuntime("node-ort-web", "node", ("onnx13", "onnx18"), "onnxruntime-web (wasm) in Node",
                     requires=("onnxruntime-web/dist/ort.node.min.mjs", "onnxruntime-web/dist/ort-wasm-simd-threaded.wasm"), package="onnxruntime-web", build_kind="node"),
         GoRuntime("go-tfgo", "go", ("savedmodel",), "Go tfgo on the TensorFlow C library of the wheel",
-                  binary="harness-worker", libraries=tuple(TF_LIBS)),
+                  binary="harness-worker", libraries=tuple(TF_LIBS), build_kind="go-tfgo"),
         GoRuntime("go-ort", "go", ("onnx13", "onnx18"), "Go onnxruntime_go on the wheel's libonnxruntime",
                   binary="harness-worker-ort", libraries=tuple(ORT_LIB), module="github.com/yalue/onnxruntime_go", build_kind="go-ort"),
         DockerRuntime("go-tfgo@docker", "go", ("savedmodel",), "the go-tfgo worker in a Docker container",
