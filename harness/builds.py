@@ -511,6 +511,11 @@ def _go_sources_digest() -> str:
     return h.hexdigest()[:16]
 
 
+def go_worker_path(build: Build) -> Path:
+    """Where the go-tfgo worker of this checkout's Go sources lives in a build (compiled or not)."""
+    return build.root / "go" / _go_sources_digest() / "harness-worker"
+
+
 def go_worker(build: Build) -> Path:
     """The go-tfgo worker compiled against a build's TensorFlow C library: from this checkout's Go
     sources, once per version of them (cgo flags as go/env.sh sets them; the run path relative to the
@@ -518,7 +523,7 @@ def go_worker(build: Build) -> Path:
     tf = next(iter(sorted(build.root.glob("lib/python*/site-packages/tensorflow"))), None)
     if tf is None:
         raise HarnessError(f"build {build.name}: no TensorFlow in {build.root} (harness build sync {build.name})")
-    out = build.root / "go" / _go_sources_digest() / "harness-worker"
+    out = go_worker_path(build)
     if out.exists():
         return out
     go = shutil.which("go")

@@ -934,6 +934,8 @@ def _build_doctor(b, ok: bool) -> dict[str, Any]:
         return facts
     if not b.ready:
         return {**facts, "available": False, "reason": f"not built on this machine ({builds.build_cache()})", "fix": f"harness build sync {b.name}"}
+    if b.kind == "go-tfgo" and not builds.go_worker_path(b).exists():  # doctor compiles nothing (a minute or two)
+        return {**facts, "reason": "its worker is compiled against the build's TensorFlow at first use"}
     starts, why = _build_starts(b)
     return {**facts, "version": why if starts and why else builds.describe(b)} if starts else \
         {**facts, "available": False, "reason": f"does not start: {why}", "fix": f"harness build remove {b.name}; harness build add {b.name} ..."}
