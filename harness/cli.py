@@ -933,7 +933,9 @@ def _build_doctor(b, ok: bool) -> dict[str, Any]:
     if not ok:
         return facts
     if not b.ready:
-        return {**facts, "available": False, "reason": f"not built on this machine ({builds.build_cache()})", "fix": f"harness build sync {b.name}"}
+        # Its cases do not skip: the environment is built from the recorded lock at first use.
+        return {**facts, "reason": f"not built on this machine yet ({builds.build_cache()}): built from its lock at first use",
+                "fix": f"harness build sync {b.name}   (now)"}
     if b.kind == "go-tfgo" and not builds.go_worker_path(b).exists():  # doctor compiles nothing (a minute or two)
         return {**facts, "reason": "its worker is compiled against the build's TensorFlow at first use"}
     starts, why = _build_starts(b)
