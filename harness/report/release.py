@@ -173,6 +173,8 @@ def _side_versions(run: RunData, side: Side, results: list[CaseResult]) -> dict:
 
 
 def _pair_of(run: RunData, a: CaseResult, b: CaseResult) -> dict | None:
+    if a.emulated or b.emulated:  # an emulator's timings are never compared with native ones (or each other)
+        return None
     for p in getattr(run.meta, "pairs", None) or []:
         if isinstance(p, dict) and p.get("a") == a.id and p.get("b") == b.id:
             return p
