@@ -29,6 +29,7 @@ class OutputDrift:
     max_abs: float | None = None  # over elements finite on both sides; None when not measured
     max_ulp: int | None = None  # in the output's own float type (float32 or float64); |a-b| for integers
     differ: int | None = None  # how many elements are not bit-identical (NaN positions included)
+    nonfinite_mismatch: int = 0  # elements NaN or infinite on one side and not the same on the other
     shape_changed: bool = False
     # Distance of each side to the fixture's float64 oracle (max abs), and which is closer: "A", "B",
     # "same" (equal distance) or None (no oracle).
@@ -115,8 +116,10 @@ def output_drift(name: str, a: np.ndarray, b: np.ndarray) -> OutputDrift:
         unequal = a != b
     max_abs = float(np.abs(fa[both] - fb[both]).max()) if both.any() else 0.0
     ulps = ulp_distance(a[both], b[both]) if both.any() else np.zeros(0, dtype=np.int64)
+    # NaN against NaN, or the same infinity, agrees; any other non-finite element is an unbounded difference.
+    same_special = (np.isnan(fa) & np.isnan(fb)) | (np.isinf(fa) & (fa == fb))
     return OutputDrift(name, identical=same_bits, max_abs=max_abs, max_ulp=int(ulps.max()) if ulps.size else 0,
-                       differ=int(np.count_nonzero(unequal)))
+                       differ=int(np.count_nonzero(unequal)), nonfinite_mismatch=int(np.count_nonzero(~both & ~same_special)))
 
 
 def _oracle_distance(result: CaseResult, name: str) -> float | None:

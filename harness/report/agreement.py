@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from harness.drift import output_drift
 from harness.records import CaseResult
 
 Outputs = dict[str, np.ndarray]
@@ -54,21 +55,21 @@ def _group_key(r: CaseResult) -> str:
 
 
 def _drift(a: Outputs, b: Outputs) -> float | None:
+    """The largest |a - b| over every output (harness/drift.py per output); infinite where a NaN or an
+    infinity is not matched on the other side or a non-numeric output differs; None: not comparable."""
     worst = 0.0
     for name, x in a.items():
         y = b.get(name)
-        if y is None or x.shape != y.shape:
+        if y is None:
             return None
-        if x.dtype.kind not in "biuf" or y.dtype.kind not in "biuf":
-            if not np.array_equal(x, y):
+        d = output_drift(name, x, y)
+        if d.shape_changed:
+            return None
+        if d.max_abs is None:  # not numeric: equal or not
+            if not d.identical:
                 return float("inf")
             continue
-        diff = np.abs(x.astype(np.float64) - y.astype(np.float64))
-        # NaN in the same places is agreement; anywhere else it is an unbounded difference.
-        same_nan = np.isnan(x) & np.isnan(y) if x.dtype.kind == "f" and y.dtype.kind == "f" else np.zeros(x.shape, bool)
-        diff = np.where(same_nan, 0.0, diff)
-        if diff.size:
-            worst = max(worst, float(np.nan_to_num(diff, nan=np.inf).max()))
+        worst = max(worst, float("inf") if d.nonfinite_mismatch else d.max_abs)
     return worst
 
 
