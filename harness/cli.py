@@ -381,7 +381,7 @@ def _timing_summary(result: CaseResult) -> dict:
 
 
 def _execute(cases, fixtures, options, reports: Path, run_options: dict, *, bench: bool = False, bisect: bool = False,
-             refresh: bool = False, allow_inconclusive: bool = False, resume: Path | None = None, builds: dict | None = None,
+             refresh: bool = False, allow_inconclusive: bool = False, resume: Path | None = None,
              output: str = "table", quiet: bool = False) -> int:
     """Run the cases through the orchestrator, print the verdicts. Returns the exit code."""
     from rich.progress import Progress
@@ -393,7 +393,7 @@ def _execute(cases, fixtures, options, reports: Path, run_options: dict, *, benc
     if not cases:
         raise HarnessError("the selection names no case: check --fixtures, --formats and --runtimes against `harness doctor`")
     orch = Orchestrator(cases, fixtures, options, reports, run_options, resume=resume, refresh=refresh, bench=bench,
-                        bisect=bisect, allow_inconclusive=allow_inconclusive, builds=builds)
+                        bisect=bisect, allow_inconclusive=allow_inconclusive)
     if resume is not None:  # said once the run is known to be resumable (not running, same models)
         err.print(f"resuming {resume.name}: {len(cases)} cases without a result", highlight=False)
     with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
@@ -640,7 +640,7 @@ def _formats_of(name: str) -> tuple[str, ...]:
     return check_runtime(name).formats
 
 
-def _pair_variant(text: str) -> tuple[str, str | None]:
+def _pair_side(text: str) -> str:
     """`RUNTIME`, `RUNTIME@VARIANT` or `RUNTIME@BUILD` (harness build add). The old `RUNTIME=PATH` is
     refused in one line: a path named no versions and its worker could not import the harness's code."""
     from harness.runners import check_runtime
@@ -649,8 +649,7 @@ def _pair_variant(text: str) -> tuple[str, str | None]:
     if eq:
         raise HarnessError(f"--pair {text}: RUNTIME=PATH is gone: expected RUNTIME@BUILD, a build defined with "
                            f"`harness build add {name}@NAME PIN...` (e.g. harness build add ort@1.30 onnxruntime==1.30.0; --pair ort ort@1.30)")
-    check_runtime(name)
-    return name, None
+    return check_runtime(name).name
 
 
 @main.command()
@@ -690,9 +689,8 @@ def bench(fixtures, formats, runtimes, batch, threads_, warmup, iterations, min_
         raise HarnessError(f"--threads {threads_} is not valid: expected counts like 1,all") from None
     if any(t < 1 for t in threads):
         raise HarnessError(f"--threads {threads_} is not valid: expected positive counts like 1,all")
-    builds = None
     if pair:
-        (a_rt, a_build), (b_rt, b_build) = (_pair_variant(v) for v in pair)
+        a_rt, b_rt = (_pair_side(v) for v in pair)
         if runtimes:
             raise HarnessError("--pair names the runtimes: expected no --runtimes with it")
         shared = [f for f in _formats_of(a_rt) if f in _formats_of(b_rt)]
@@ -700,7 +698,6 @@ def bench(fixtures, formats, runtimes, batch, threads_, warmup, iterations, min_
             raise HarnessError(f"--pair {pair[0]} {pair[1]}: the two runtimes share no format (expected two builds of one runtime, or runtimes that load the same artifacts)")
         runtimes, sweep = (a_rt,), False
         formats = tuple(f for f in (_split(formats) or shared) if f in shared) or ("-",)
-        builds = {"A": a_build, "B": b_build}
     batches = _batches(batch) or ([1, 8, 32] if sweep else None)
     sel = Selection(fixtures=_split(fixtures), formats=_split(formats), runtimes=_split(runtimes), batches=batches, threads=threads)
     cases = matrix(sel)
@@ -729,7 +726,7 @@ def bench(fixtures, formats, runtimes, batch, threads_, warmup, iterations, min_
     except OSError as e:
         raise HarnessError(f"cannot take the benchmark lock .harness/bench.lock: {e.strerror or e}") from None
     try:
-        sys.exit(_execute(cases, all_fixtures(), options, reports, run_options, bench=True, allow_inconclusive=True, builds=builds))
+        sys.exit(_execute(cases, all_fixtures(), options, reports, run_options, bench=True, allow_inconclusive=True))
     finally:
         lock.release()
 

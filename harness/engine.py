@@ -101,7 +101,6 @@ class Engine:
         self._references: dict[tuple[str, int], Reference] = {}
         self._input_files: dict[tuple, str] = {}
         self._availability = {name: spec.availability() for name, spec in RUNTIMES.items()}  # variants added as cases name them
-        self.builds: dict[str, str | None] = {}  # variant -> another build of the runtime (paired benchmarks)
         # The outputs of the cases run, until the orchestrator takes them for the store (which keeps the
         # small ones: drift between machines and back-ends is computed from them).
         self._outputs: dict[str, dict[str, np.ndarray]] = {}
@@ -127,8 +126,8 @@ class Engine:
             shutil.rmtree(self.scratch, ignore_errors=True)
 
     def runtime_versions(self) -> dict:
-        # Worker keys are the runtime, or runtime#t<threads> for a thread setting, with ~A/~B for the
-        # builds of a paired benchmark (each recorded with its own versions).
+        # Worker keys are the runtime, or runtime#t<threads> for a thread setting, with ~A/~B for the two
+        # sides of a paired benchmark (each recorded with its own versions; the runtime names its build).
         info = {re.sub(r"#t\d+", "", key): value for key, value in self.pool.info.items()}
         out = {
             name: (info.get(name) or {"available": a.ok, "version": a.version, "reason": a.reason})
@@ -136,7 +135,7 @@ class Engine:
         }
         for key, value in info.items():
             if "~" in key:
-                out[key] = {**value, "build": self.builds.get(key.split("~")[1])}
+                out[key] = value
         return out
 
     def availability(self, runtime: str) -> Availability:
@@ -459,7 +458,7 @@ class Engine:
 
     def _load(self, case: Case, art: Artifact) -> _Loaded:
         wkey = self._worker_key(case)
-        worker = self.pool.get(case.runtime, wkey, self.builds.get(case.variant))
+        worker = self.pool.get(case.runtime, wkey)
         generation = self.pool.starts[wkey]
         for stale in [k for k, v in self._loaded.items() if k[0] == wkey and v.generation != generation]:
             del self._loaded[stale]  # the worker that held it was replaced
@@ -505,7 +504,7 @@ class Engine:
         try:
             loaded = self._load(case, art)
             stage = "run"
-            worker = self.pool.get(case.runtime, wkey, self.builds.get(case.variant))
+            worker = self.pool.get(case.runtime, wkey)
             warmup = self.options.warmup if iterations is None else 0
             count = self.options.iterations if iterations is None else iterations
             first_ns = None

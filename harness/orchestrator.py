@@ -92,7 +92,7 @@ class Orchestrator:
     def __init__(self, cases: list[Case], fixtures: dict[str, Fixture], options: Options, reports: Path | None,
                  run_options: dict, *, resume: Path | None = None, refresh: bool = False, bench: bool = False,
                  bisect: bool = False, allow_inconclusive: bool = False, deviations: list[Deviation] | None = None,
-                 scratch: Path | None = None, run_id: str | None = None, builds: dict[str, str | None] | None = None):
+                 scratch: Path | None = None, run_id: str | None = None):
         # Each case once (a selection that names a batch or runtime twice): a case is run and stored once.
         self.cases, self.fixtures, self.options = list({c.id: c for c in cases}.values()), fixtures, options
         self.bench, self.bisect, self.allow_inconclusive = bench, bisect, allow_inconclusive
@@ -121,7 +121,6 @@ class Orchestrator:
             scratch = self.store.tensors
         self.engine = Engine(self.exporter, scratch, options, fixtures=fixtures, deviations=deviations,
                              logs=self.store.logs if self.store else None)
-        self.engine.builds = dict(builds or {})
         self.peaks: dict = {}
         self.pairs: list[dict] = []
         self.machine_rounds: dict[str, list[float | None]] = {}

@@ -229,21 +229,23 @@ def test_every_built_in_fixture_reference_has_signal(engine):
             assert result["status"] == "pass", (name, batch, result["status"], result.get("reason") or result.get("error"))
 
 
-def test_a_crash_names_its_cause_in_the_summary_and_the_evidence(engine, tmp_path):
-    """A worker that dies at start (an interpreter without the runtime's modules, as a --pair build can be)
-    is a crash whose one-line cause — the stderr line that says why — is in its summary, the terminal's
-    cause line, and evidence.cause; a missing module is the environment's fault."""
+def test_a_crash_names_its_cause_in_the_summary_and_the_evidence(engine, tmp_path, monkeypatch):
+    """A worker that dies at start (an interpreter without the runtime's modules, as a broken build or
+    variant environment can be) is a crash whose one-line cause — the stderr line that says why — is in
+    its summary, the terminal's cause line, and evidence.cause; a missing module is the environment's fault."""
     import subprocess
     import sys
+    from dataclasses import replace
 
     from harness.report.terminal import cause
+    from harness.runners import RUNTIMES
+    from harness.runners.table import Variant
 
+    bare = tmp_path / "bare" / "bin" / "python"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "bare")], check=True)
-    engine.builds["B"] = str(tmp_path / "bare" / "bin" / "python")
-    try:
-        result = engine.run_case(Case("pow", "onnx13", "ort", variant="B"))
-    finally:
-        del engine.builds["B"]
+    broken = Variant("bare", "the ort worker in an interpreter without onnxruntime", command=lambda ctx: [str(bare), "-m", "harness_runners.ort"])
+    monkeypatch.setitem(RUNTIMES, "ort", replace(RUNTIMES["ort"], variants=(*RUNTIMES["ort"].variants, broken)))
+    result = engine.run_case(Case("pow", "onnx13", "ort@bare"))
     assert (result.status, result.culprit) == ("crash", "environment")
     assert "No module named" in result.evidence["cause"]
     assert "No module named" in result.summary and "No module named" in cause(result)

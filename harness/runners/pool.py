@@ -28,7 +28,7 @@ class WorkerPool:
         self.info: dict[str, dict] = {}
         self.starts: dict[str, int] = {}
 
-    def get(self, runtime: str, key: str | None = None, build: str | None = None) -> WorkerClient:
+    def get(self, runtime: str, key: str | None = None) -> WorkerClient:
         """The worker for `runtime`, started if needed. `key` names a separate worker of the same
         runtime (one per thread setting, since some runtimes fix threads per process)."""
         key = key or runtime
@@ -38,7 +38,7 @@ class WorkerPool:
         if worker is not None:
             worker.kill()
         spec = check_runtime(runtime)
-        launch = spec.launch(self.context, build)
+        launch = spec.launch(self.context)
         env = dict(os.environ)
         env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

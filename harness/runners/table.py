@@ -133,9 +133,9 @@ class RuntimeSpec:
                                 f"harness build add {self.build.name} {' '.join(self.build.specs)}")
         return None
 
-    def launch(self, ctx: WorkerContext, build: str | None = None) -> Launch:
-        """How to start the worker. `build` names another build of the runtime for paired benchmarks:
-        a Python interpreter (another venv), a Node worker.js (another checkout's js/), a Go worker binary."""
+    def launch(self, ctx: WorkerContext) -> Launch:
+        """How to start the worker: the base runtime's command, a variant's, or a build's (its interpreter,
+        node_modules or binary and libraries, harness/builds.py)."""
         raise NotImplementedError
 
     def installed(self) -> Availability:
@@ -157,16 +157,14 @@ class PythonRuntime(RuntimeSpec):
     import_name: str = ""  # the framework module the worker imports
     dist: str = ""  # the distribution that provides it
 
-    def launch(self, ctx: WorkerContext, build: str | None = None) -> Launch:
+    def launch(self, ctx: WorkerContext) -> Launch:
         if self.variant is not None and self.variant.command is not None:
-            if build:
-                raise HarnessError(f"runtime {self.name} runs in its own environment: expected no other build (=PATH) of it")
             return Launch(self.variant.command(ctx))
         if self.build is not None:
             self.prepare()
             # PYTHONPATH only the checkout (the sandbox binds runners/ from it); nothing of the harness's venv.
             return Launch(project_builds.python_command(self.build, self.python_module), env={"PYTHONPATH": str(REPO)})
-        return Launch([build or sys.executable, "-m", self.python_module])
+        return Launch([sys.executable, "-m", self.python_module])
 
     def installed(self) -> Availability:
         fix = "make setup   (installs the pinned requirements into .venv)"
@@ -204,7 +202,7 @@ class NodeRuntime(RuntimeSpec):
     requires: tuple[str, ...] = ()  # files relative to js/node_modules
     package: str = ""  # the npm package whose version is reported
 
-    def launch(self, ctx: WorkerContext, build: str | None = None) -> Launch:
+    def launch(self, ctx: WorkerContext) -> Launch:
         if self.build is not None:
             self.prepare()
             view = project_builds.node_view(self.build)
@@ -213,7 +211,7 @@ class NodeRuntime(RuntimeSpec):
             # folders); it holds no shared library itself, so nothing else loads from it.
             return Launch([shutil.which("node") or "node", "--preserve-symlinks", "--preserve-symlinks-main", str(view / "src" / "worker.js"),
                            "--runtime", self.root], env={"LD_LIBRARY_PATH": _prepend(str(self.build.root / "node_modules"))})
-        return Launch([shutil.which("node") or "node", build or str(REPO / "js" / "src" / "worker.js"), "--runtime", self.root])
+        return Launch([shutil.which("node") or "node", str(REPO / "js" / "src" / "worker.js"), "--runtime", self.root])
 
     def installed(self) -> Availability:
         fix = "make setup   (runs js/setup.sh: npm ci --ignore-scripts and the tfjs-node build against the wheel)"
@@ -254,7 +252,7 @@ class GoRuntime(RuntimeSpec):
     libraries: tuple[str, ...] = ()
     module: str = "github.com/galeone/tfgo"  # the Go binding whose version is reported
 
-    def launch(self, ctx: WorkerContext, build: str | None = None) -> Launch:
+    def launch(self, ctx: WorkerContext) -> Launch:
         if self.build is not None and self.build.kind == "go-tfgo":
             self.prepare()
             binary = project_builds.go_worker(self.build)  # compiled against the build's TensorFlow at first use
@@ -267,7 +265,7 @@ class GoRuntime(RuntimeSpec):
             # on LD_LIBRARY_PATH too, which a sandbox binds).
             return Launch([str(GO_BUILD / self.binary), "--runtime", self.root],
                           env={"HARNESS_ORT_LIB": str(lib) if lib else "", **({"LD_LIBRARY_PATH": _prepend(str(lib.parent))} if lib else {})})
-        return Launch([build or str(GO_BUILD / self.binary), "--runtime", self.root])
+        return Launch([str(GO_BUILD / self.binary), "--runtime", self.root])
 
     def installed(self) -> Availability:
         if not shutil.which("go") and not (GO_BUILD / self.binary).exists():
@@ -345,9 +343,7 @@ class DockerRuntime(GoRuntime):
 
     inner: str = "go-tfgo"
 
-    def launch(self, ctx: WorkerContext, build: str | None = None) -> Launch:
-        if build:
-            raise HarnessError(f"runtime {self.name} has one build (its image {GO_IMAGE}): expected no =PATH")
+    def launch(self, ctx: WorkerContext) -> Launch:
         from harness.sandbox import Limits, Sandbox
 
         name = f"harness-{self.inner}-{os.getpid()}-{secrets.token_hex(3)}"
@@ -600,8 +596,8 @@ class BrowserRuntime(NodeRuntime):
     # (harness.cases.matrix); everything in a full run (harness run, nightly, a named runtime).
     quick_formats: tuple[str, ...] = ()
 
-    def launch(self, ctx: WorkerContext, build: str | None = None) -> Launch:
-        return Launch([shutil.which("node") or "node", build or str(REPO / "js" / "browser" / "worker.js"), "--runtime", self.name])
+    def launch(self, ctx: WorkerContext) -> Launch:
+        return Launch([shutil.which("node") or "node", str(REPO / "js" / "browser" / "worker.js"), "--runtime", self.name])
 
     def installed(self) -> Availability:
         base = NodeRuntime.installed(self)
