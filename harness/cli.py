@@ -256,10 +256,10 @@ def export(fixtures: tuple[str, ...], formats: tuple[str, ...], force: bool, as_
     from harness.export import Exporter, formats_for
     from harness.fixtures import all_fixtures
 
-    sel = Selection(fixtures=_split(fixtures), formats=_split(formats))
+    sel = Selection(fixtures=_split(fixtures), formats=_split(formats), include_bench_only=True)  # all: the sweeps too, not the zoo
     sel.validate()
     exporter = Exporter(refresh=force)
-    jobs = [(fx, fmt) for name, fx in all_fixtures().items() if not sel.fixtures or name in sel.fixtures
+    jobs = [(fx, fmt) for name, fx in all_fixtures().items() if sel.includes(name, fx)
             for fmt in formats_for(fx, sel.formats) if not sel.formats or fmt in sel.formats]
     start = time.perf_counter()
     arts = _export_all(exporter, jobs)
@@ -336,7 +336,7 @@ def verify(fixtures: tuple[str, ...], formats: tuple[str, ...]) -> None:
     exporter = Exporter()
     checked, damaged = 0, 0
     for name, fx in all_fixtures().items():
-        if sel.fixtures and name not in sel.fixtures:
+        if sel.fixtures and name not in sel.fixtures:  # every cached artifact, the zoo's too, unless named
             continue
         for fmt in formats_for(fx):
             if sel.formats and fmt not in sel.formats:
