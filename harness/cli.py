@@ -1064,8 +1064,10 @@ def fuzz(levels, fixtures, runtimes, formats, max_examples, time_budget, seed, s
               help="Seconds of differential fuzzing (harness fuzz); 0 skips the step.")
 @click.option("--fuzz-seed", default=None, type=int, help="Seed of the fuzzing step (default: today's date, YYYYMMDD, in UTC): "
                                                            "a night's search again.")
+@click.option("--zoo/--no-zoo", default=True, show_default=True,
+              help="Run the model zoo (-f zoo) into REPORTS/zoo, with its model-status page (not when --fixtures limits the night).")
 def nightly(reports: Path, fail_on: str, fixtures: tuple[str, ...], runtimes: tuple[str, ...], fuzz_budget: float,
-            fuzz_seed: int | None) -> None:
+            fuzz_seed: int | None, zoo: bool) -> None:
     """Export, run, bench, report, and compare the bench run against the previous one kept under
     reports/history/ (then keep this one there). Exit 1 on a failed case or a regression."""
     import shutil
@@ -1094,6 +1096,14 @@ def nightly(reports: Path, fail_on: str, fixtures: tuple[str, ...], runtimes: tu
             before = (reports / "latest").resolve() if (reports / "latest").exists() else None
         out.print(f"[bold]harness {' '.join(step)}[/]")
         codes[step[0]] = subprocess.run(base + step, stderr=_real_stderr).returncode
+    if zoo and not fixtures:
+        # The zoo (fixtures/zoo_*.py: every Keras Applications family, keras_hub backbones), in a run of its
+        # own under REPORTS/zoo, so reports/latest stays the bench run; its report has the model-status page.
+        zoo_reports = str(reports / "zoo")
+        for key, step in (("zoo", ["run", "-f", "zoo", "-q", "--reports", zoo_reports, *limit]),
+                          ("zoo-report", ["report", "latest", "--reports", zoo_reports, "--no-fuzz"])):
+            out.print(f"[bold]harness {' '.join(step)}[/]")
+            codes[key] = subprocess.run(base + step, stderr=_real_stderr).returncode
     if not (reports / "latest").exists() or (reports / "latest").resolve() == before:
         # The bench made no complete run: nothing to keep in history or to compare.
         out.print(f"nightly: {json.dumps(codes)}; the bench step made no complete run, so nothing was kept in {reports / 'history'}",
