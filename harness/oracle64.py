@@ -109,7 +109,7 @@ class Float64Oracle:
             model = self.model()
             feed = [np.asarray(inputs[t.name.split(":")[0]]) for t in model.inputs]
             feed = [x.astype(np.float64) if x.dtype.kind == "f" else x for x in feed]
-            out = model(feed if len(feed) > 1 else feed[0], training=False)
+            out = model(feed if isinstance(model.input, (list, tuple)) else feed[0], training=False)  # as it was built
             outs = list(out.values()) if isinstance(out, dict) else (list(out) if isinstance(out, (list, tuple)) else [out])
             self._memo[key] = {name: np.asarray(o) for name, o in zip(self.outputs, outs)}
         return self._memo[key]

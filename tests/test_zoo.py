@@ -43,7 +43,7 @@ def test_the_zoo_is_opt_in_and_selected_by_its_group():
 
 def _call(model, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
     feed = [inputs[t.name.split(":")[0]] for t in model.inputs]
-    out = model(feed if len(feed) > 1 else feed[0], training=False)
+    out = model(feed if isinstance(model.input, (list, tuple)) else feed[0], training=False)
     return [np.asarray(o) for o in (out if isinstance(out, (list, tuple)) else [out])]
 
 
