@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -112,14 +111,15 @@ def test_a_users_keras_model_is_judged_against_itself_in_float64(tmp_path):
 
 
 def test_two_small_zoo_models_through_formats_and_runtimes_and_the_status_page(tmp_path):
-    """zoo_mobilenet and zoo_gpt2 exported to SavedModel, TFLite and ONNX and run in tf, litert and ort:
+    """zoo_mobilenet and zoo_gpt2 exported to SavedModel and ONNX and run in tf and ort (few formats: an export
+    of a zoo model costs 10-70 s here; `make nightly` runs the zoo everywhere):
     every case passes (or is a known deviation), judged against TF, which is judged against the model in
     float64; the report has the model-status page, as a section and as status.md."""
     reports = tmp_path / "reports"
-    proc = run_cli("run", "-f", ",".join(SMALL), "-F", "savedmodel,tflite,onnx13", "-r", "tf,litert,ort", "-b", "1", "--reports",
+    proc = run_cli("run", "-f", ",".join(SMALL), "-F", "savedmodel,onnx13", "-r", "tf,ort", "-b", "1", "--reports",
                    str(reports), "-o", "json")
     results = [r for r in map(json.loads, proc.stdout.splitlines()) if r.get("fixture")]
-    assert {r["fixture"] for r in results} == set(SMALL) and len(results) == 6, proc.stderr[-2000:]
+    assert {r["fixture"] for r in results} == set(SMALL) and len(results) == 4, proc.stderr[-2000:]
     for r in results:
         assert r["status"] in ("pass", "xfail"), (r["id"], r["status"], r.get("error"))
         if (r["format"], r["runtime"]) == ("savedmodel", "tf"):
@@ -132,7 +132,7 @@ def test_two_small_zoo_models_through_formats_and_runtimes_and_the_status_page(t
     folder = (reports / "latest").resolve()
     status = (folder / "status.md").read_text()
     for name in SMALL:
-        for fmt in ("savedmodel", "tflite", "onnx13"):
+        for fmt in ("savedmodel", "onnx13"):
             assert f"| {name} | {fmt} |" in status
     assert "| tf | 2 | 2 |" in status or "xf" in status
     assert 'id="status-grid"' in (folder / "index.html").read_text()
@@ -173,7 +173,8 @@ def test_status_table_names_each_deviation_once_with_its_whole_message():
     assert "| b | onnx18 |" in text and "`b onnx13 ort`, `b onnx18 ort`" in text
 
 
-def test_bad_group_or_fixture_name_is_one_line():
-    proc = run_cli("run", "-f", "zooo", "--reports", str(Path("/nonexistent")))
+def test_a_group_name_is_taken_and_a_bad_name_beside_it_is_one_line(tmp_path):
+    proc = run_cli("export", "-f", "zoo,nope", "-F", "savedmodel")
     assert proc.returncode != 0
-    assert "unknown fixture 'zooo'" in proc.stderr.strip().splitlines()[-1]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "unknown fixture 'nope'" in last and "zoo_vgg" in last, last
