@@ -373,7 +373,7 @@ def _timing_summary(result: CaseResult) -> dict:
 
 def _execute(cases, fixtures, options, reports: Path, run_options: dict, *, bench: bool = False, bisect: bool = False,
              refresh: bool = False, allow_inconclusive: bool = False, resume: Path | None = None, builds: dict | None = None,
-             output: str = "table", quiet: bool = False) -> int:
+             output: str = "table", quiet: bool = False, jobs: int = 1) -> int:
     """Run the cases through the orchestrator, print the verdicts. Returns the exit code."""
     from rich.progress import Progress
 
@@ -384,7 +384,7 @@ def _execute(cases, fixtures, options, reports: Path, run_options: dict, *, benc
     if not cases:
         raise HarnessError("the selection names no case: check --fixtures, --formats and --runtimes against `harness doctor`")
     orch = Orchestrator(cases, fixtures, options, reports, run_options, resume=resume, refresh=refresh, bench=bench,
-                        bisect=bisect, allow_inconclusive=allow_inconclusive, builds=builds)
+                        bisect=bisect, allow_inconclusive=allow_inconclusive, builds=builds, jobs=jobs)
     if resume is not None:  # said once the run is known to be resumable (not running, same models)
         err.print(f"resuming {resume.name}: {len(cases)} cases without a result", highlight=False)
     with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
@@ -500,8 +500,10 @@ def _sandboxed(cases, sandbox: str) -> list:
 @click.option("--list", "list_only", is_flag=True, help="Print the cases the selection names, their count and an estimate of the "
                                                        "time, without running them.")
 @_sandbox_option("none")
+@click.option("--jobs", "-j", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Export different fixtures in N processes, and run N shares of the cases (by fixture, each with its own workers) at once.")
 def run(fixtures, formats, runtimes, batch, warmup, iterations, threads, timeout, reports, keep_tensors, refresh,
-        allow_inconclusive, output, quiet, machine, resume, signature, tag, shard, list_only, sandbox) -> None:
+        allow_inconclusive, output, quiet, machine, resume, signature, tag, shard, list_only, sandbox, jobs) -> None:
     """Run the case matrix: export (cached), run every case in its runtime's worker, judge, store."""
     from harness.cases import Selection, matrix
     from harness.engine import Options
@@ -534,11 +536,12 @@ def run(fixtures, formats, runtimes, batch, warmup, iterations, threads, timeout
     options = Options(warmup=warmup, iterations=iterations, threads=threads, run_timeout_s=timeout, keep_tensors=keep_tensors, sandbox=sandbox)
     run_options = {"command": "run", "fixtures": sel.fixtures, "formats": sel.formats, "runtimes": sel.runtimes,
                    "batches": sel.batches, "warmup": warmup, "iterations": iterations, "threads": threads, "timeout": timeout,
-                   "keep_tensors": keep_tensors, "sandbox": sandbox, "signature": signature, "tag": tag, "shard": shard, "machine": machine}
+                   "keep_tensors": keep_tensors, "sandbox": sandbox, "signature": signature, "tag": tag, "shard": shard, "machine": machine,
+                   "jobs": jobs}
     if signature is not None or tag is not None:
         run_options["fixtures"] = _split(fixtures)  # the fixtures named, from which --resume makes the variants again
     sys.exit(_execute(cases, known, options, reports, run_options, refresh=refresh, allow_inconclusive=allow_inconclusive,
-                      output=output, quiet=quiet))
+                      output=output, quiet=quiet, jobs=jobs))
 
 
 def _pace(reports: Path) -> float | None:
