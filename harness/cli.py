@@ -1103,7 +1103,7 @@ def nightly(reports: Path, fail_on: str, fixtures: tuple[str, ...], runtimes: tu
         # The zoo (fixtures/zoo_*.py: every Keras Applications family, keras_hub backbones), in a run of its
         # own under REPORTS/zoo, so reports/latest stays the bench run; its report has the model-status page.
         zoo_reports = str(reports / "zoo")
-        for key, step in (("zoo", ["run", "-f", "zoo", "-q", "--reports", zoo_reports, *limit]),
+        for key, step in (("zoo", ["run", "-f", "zoo", "-j", "2", "-q", "--reports", zoo_reports, *limit]),
                           ("zoo-report", ["report", "latest", "--reports", zoo_reports, "--no-fuzz"])):
             out.print(f"[bold]harness {' '.join(step)}[/]")
             codes[key] = subprocess.run(base + step, stderr=_real_stderr).returncode
