@@ -41,22 +41,9 @@ def float64_clone(model: Any, custom_objects: dict | None = None) -> Any:
     model's own, cast to float64 (exact). Raises Float64Unavailable when Keras cannot rebuild it."""
     import keras
 
-    def clone_layer(layer):
-        config = layer.get_config()
-        if isinstance(layer, keras.layers.Layer):  # an op of the graph (`x + y`: keras.ops Add) has no dtype: it takes its inputs'
-            config["dtype"] = _policy64(config.get("dtype"))
-        return layer.__class__.from_config(config)
-
-    def spec(t):
-        dtype = "float64" if "float" in str(t.dtype) else str(t.dtype)
-        return keras.Input(batch_shape=tuple(t.shape), dtype=dtype, name=t.name.split(":")[0])
-
     try:
         with keras.saving.custom_object_scope(custom_objects or {}):
-            if isinstance(model, keras.Sequential) or model.__class__ is keras.Model or _is_functional(model):
-                clone = keras.models.clone_model(model, input_tensors=keras.tree.map_structure(spec, model.input), clone_function=clone_layer)
-            else:
-                clone = clone_layer(model)  # a subclassed model: rebuilt from its own config
+            clone = _rebuild(model, keras)
     except Exception as e:
         raise Float64Unavailable(f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}") from None
     ours, theirs = model.weights, clone.weights
@@ -66,6 +53,37 @@ def float64_clone(model: Any, custom_objects: dict | None = None) -> Any:
         value = np.asarray(a.numpy())
         b.assign(value.astype(np.float64) if value.dtype.kind == "f" else value)
     return clone
+
+
+def _rebuild(model: Any, keras: Any) -> Any:
+    """The model's structure in float64 (fresh weights); a model nested as a layer is rebuilt the same way."""
+
+    def clone_layer(layer):
+        if isinstance(layer, keras.Model):
+            return _rebuild(layer, keras)
+        config = layer.get_config()
+        if isinstance(layer, keras.layers.Layer):  # an op of the graph (`x + y`: keras.ops Add) has no dtype: it takes its inputs'
+            config["dtype"] = _policy64(config.get("dtype"))
+        return layer.__class__.from_config(config)
+
+    def spec(t):
+        return keras.Input(batch_shape=tuple(t.shape), dtype=_policy64(str(t.dtype)), name=t.name.split(":")[0])
+
+    if isinstance(model, keras.Sequential):
+        # Rebuilt as a functional model on a float64 input (a Sequential clone keeps its float32 Input,
+        # which would cast the oracle's inputs down).
+        first = model._layers[0] if model._layers and isinstance(model._layers[0], keras.layers.InputLayer) else None
+        if first is None:
+            raise ValueError("a Sequential model without an Input: its input shape is unknown")
+        x = y = keras.Input(batch_shape=tuple(first.batch_shape), dtype=_policy64(str(first.dtype)), name=first.name)
+        for layer in model.layers:
+            y = clone_layer(layer)(y)
+        return keras.Model(x, y, name=model.name)
+    if model.__class__ is keras.Model or _is_functional(model):
+        return keras.models.clone_model(model, input_tensors=keras.tree.map_structure(spec, model.input), clone_function=clone_layer)
+    config = model.get_config()  # a subclassed model (a keras_hub backbone): rebuilt from its own config
+    config["dtype"] = _policy64(config.get("dtype"))
+    return model.__class__.from_config(config)
 
 
 def _is_functional(model: Any) -> bool:

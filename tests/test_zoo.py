@@ -178,3 +178,42 @@ def test_a_group_name_is_taken_and_a_bad_name_beside_it_is_one_line(tmp_path):
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
     assert "unknown fixture 'nope'" in last and "zoo_vgg" in last, last
+
+
+def test_float64_clone_of_sequential_nested_and_integer_input_models():
+    """The float64 rebuild for any Keras model: a Sequential model, a functional one holding another as a
+    layer and taking integer ids; float64 outputs, the same weights exactly, agreeing with float32 to its
+    rounding. A subclassed model Keras cannot rebuild is said so (Float64Unavailable), never guessed."""
+    from harness.export.common import import_tf
+
+    import_tf()
+    import keras
+
+    from harness.oracle64 import Float64Unavailable, float64_clone
+
+    rng = np.random.default_rng(0)
+    seq = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="gelu"), keras.layers.BatchNormalization(),
+                            keras.layers.Dense(3)])
+    inner = keras.Sequential([keras.Input((4, 5)), keras.layers.LayerNormalization(), keras.layers.Dense(2)])
+    ids = keras.Input((4,), dtype="int32", name="ids")
+    nested = keras.Model(ids, inner(keras.layers.Embedding(10, 5)(ids)))
+    for model, x in ((seq, rng.standard_normal((2, 6)).astype(np.float32)), (nested, rng.integers(0, 10, (2, 4)).astype(np.int32))):
+        clone = float64_clone(model)
+        assert all(w.dtype == "float64" for w in clone.weights)
+        assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(model.get_weights(), clone.get_weights()))
+        y32 = np.asarray(model(x, training=False))
+        y64 = np.asarray(clone(x.astype(np.float64) if x.dtype.kind == "f" else x, training=False))
+        assert y64.dtype == np.float64 and np.allclose(y32, y64, atol=1e-5, rtol=1e-5)
+
+    class Opaque(keras.Model):
+        def __init__(self, units):  # a constructor argument get_config does not record
+            super().__init__()
+            self.dense = keras.layers.Dense(units)
+
+        def call(self, x):
+            return self.dense(x)
+
+    opaque = Opaque(2)
+    opaque(np.zeros((1, 3), np.float32))
+    with pytest.raises(Float64Unavailable):
+        float64_clone(opaque)
