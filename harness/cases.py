@@ -69,7 +69,6 @@ class Selection:
             if t < 0:
                 raise HarnessError(f"threads {t} is not valid: expected 0 (runtime default) or a positive integer")
 
-
     def includes(self, name: str, fx: Fixture) -> bool:
         """Whether the selection takes this fixture: named (or its group named), or, when none is named,
         every fixture but the opt-in ones (benchmark sweeps, a group such as the zoo)."""
