@@ -460,7 +460,7 @@ def history_report(two_runs, tmp_path_factory):
 def test_history_report_without_a_browser(history_report):
     proc, out = history_report
     assert proc.returncode == 0, proc.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["index.html", "report.md", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["index.html", "report.md", "status.md", "summary.json"]
     assert "verdicts per run" in (out / "index.html").read_text()
 
 
