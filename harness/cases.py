@@ -51,6 +51,8 @@ class Selection:
     include_bench_only: bool = False  # fixtures that exist for benchmark sweeps (large GEMMs)
 
     def validate(self, fixtures: dict[str, Fixture] | None = None) -> None:
+        if self.fixtures:
+            self.fixtures = expand_groups(self.fixtures, fixtures)
         for name in self.fixtures or []:
             if fixtures is None:
                 get_fixture(name)
@@ -66,6 +68,23 @@ class Selection:
         for t in self.threads or []:
             if t < 0:
                 raise HarnessError(f"threads {t} is not valid: expected 0 (runtime default) or a positive integer")
+
+    def includes(self, name: str, fx: Fixture) -> bool:
+        """Whether the selection takes this fixture: named (or its group named), or, when none is named,
+        every fixture but the opt-in ones (benchmark sweeps, a group such as the zoo)."""
+        if self.fixtures:
+            return name in self.fixtures
+        return not fx.group and (not fx.bench_only or self.include_bench_only)
+
+
+def expand_groups(names: list[str], fixtures: dict[str, Fixture] | None = None) -> list[str]:
+    """The names, each group's name (`zoo`) replaced by its fixtures; a fixture's own name wins."""
+    fixtures = fixtures if fixtures is not None else all_fixtures()
+    out: list[str] = []
+    for name in names:
+        members = [f for f, fx in fixtures.items() if fx.group == name] if name not in fixtures else []
+        out.extend(m for m in (members or [name]) if m not in out)
+    return out
 
 
 def _in_quick_matrix(spec, fx: Fixture, fmt: str, batch: int, selection: Selection) -> bool:
@@ -87,9 +106,7 @@ def matrix(selection: Selection, fixtures: dict[str, Fixture] | None = None) -> 
     specs = [check_runtime(n) for n in in_table_order(selection.runtimes)] if selection.runtimes else list(RUNTIMES.values())
     cases = []
     for fname, fx in fixtures.items():
-        if selection.fixtures and fname not in selection.fixtures:
-            continue
-        if fx.bench_only and not (selection.include_bench_only or (selection.fixtures and fname in selection.fixtures)):
+        if not selection.includes(fname, fx):
             continue
         # A format, or the same format made by a converter build (`onnx13@1.16`), as the selection names them.
         named = selection.formats or []

@@ -265,10 +265,10 @@ def export(fixtures: tuple[str, ...], formats: tuple[str, ...], force: bool, as_
     from harness.export import Exporter, formats_for
     from harness.fixtures import all_fixtures
 
-    sel = Selection(fixtures=_split(fixtures), formats=_split(formats))
+    sel = Selection(fixtures=_split(fixtures), formats=_split(formats), include_bench_only=True)  # all: the sweeps too, not the zoo
     sel.validate()
     exporter = Exporter(refresh=force)
-    jobs = [(fx, fmt) for name, fx in all_fixtures().items() if not sel.fixtures or name in sel.fixtures
+    jobs = [(fx, fmt) for name, fx in all_fixtures().items() if sel.includes(name, fx)
             for fmt in formats_for(fx, sel.formats) if not sel.formats or fmt in sel.formats]
     start = time.perf_counter()
     arts = _export_all(exporter, jobs)
@@ -345,7 +345,7 @@ def verify(fixtures: tuple[str, ...], formats: tuple[str, ...]) -> None:
     exporter = Exporter()
     checked, damaged = 0, 0
     for name, fx in all_fixtures().items():
-        if sel.fixtures and name not in sel.fixtures:
+        if sel.fixtures and name not in sel.fixtures:  # every cached artifact, the zoo's too, unless named
             continue
         for fmt in formats_for(fx):
             if sel.formats and fmt not in sel.formats:
@@ -382,7 +382,7 @@ def _timing_summary(result: CaseResult) -> dict:
 
 def _execute(cases, fixtures, options, reports: Path, run_options: dict, *, bench: bool = False, bisect: bool = False,
              refresh: bool = False, allow_inconclusive: bool = False, resume: Path | None = None,
-             output: str = "table", quiet: bool = False) -> int:
+             output: str = "table", quiet: bool = False, jobs: int = 1) -> int:
     """Run the cases through the orchestrator, print the verdicts. Returns the exit code."""
     from rich.progress import Progress
 
@@ -393,7 +393,7 @@ def _execute(cases, fixtures, options, reports: Path, run_options: dict, *, benc
     if not cases:
         raise HarnessError("the selection names no case: check --fixtures, --formats and --runtimes against `harness doctor`")
     orch = Orchestrator(cases, fixtures, options, reports, run_options, resume=resume, refresh=refresh, bench=bench,
-                        bisect=bisect, allow_inconclusive=allow_inconclusive)
+                        bisect=bisect, allow_inconclusive=allow_inconclusive, jobs=jobs)
     if resume is not None:  # said once the run is known to be resumable (not running, same models)
         err.print(f"resuming {resume.name}: {len(cases)} cases without a result", highlight=False)
     with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
@@ -509,8 +509,10 @@ def _sandboxed(cases, sandbox: str) -> list:
 @click.option("--list", "list_only", is_flag=True, help="Print the cases the selection names, their count and an estimate of the "
                                                        "time, without running them.")
 @_sandbox_option("none")
+@click.option("--jobs", "-j", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Export different fixtures in N processes, and run N shares of the cases (by fixture, each with its own workers) at once.")
 def run(fixtures, formats, runtimes, batch, warmup, iterations, threads, timeout, reports, keep_tensors, refresh,
-        allow_inconclusive, output, quiet, machine, resume, signature, tag, shard, list_only, sandbox) -> None:
+        allow_inconclusive, output, quiet, machine, resume, signature, tag, shard, list_only, sandbox, jobs) -> None:
     """Run the case matrix: export (cached), run every case in its runtime's worker, judge, store."""
     from harness.cases import Selection, matrix
     from harness.engine import Options
@@ -543,11 +545,12 @@ def run(fixtures, formats, runtimes, batch, warmup, iterations, threads, timeout
     options = Options(warmup=warmup, iterations=iterations, threads=threads, run_timeout_s=timeout, keep_tensors=keep_tensors, sandbox=sandbox)
     run_options = {"command": "run", "fixtures": sel.fixtures, "formats": sel.formats, "runtimes": sel.runtimes,
                    "batches": sel.batches, "warmup": warmup, "iterations": iterations, "threads": threads, "timeout": timeout,
-                   "keep_tensors": keep_tensors, "sandbox": sandbox, "signature": signature, "tag": tag, "shard": shard, "machine": machine}
+                   "keep_tensors": keep_tensors, "sandbox": sandbox, "signature": signature, "tag": tag, "shard": shard, "machine": machine,
+                   "jobs": jobs}
     if signature is not None or tag is not None:
         run_options["fixtures"] = _split(fixtures)  # the fixtures named, from which --resume makes the variants again
     sys.exit(_execute(cases, known, options, reports, run_options, refresh=refresh, allow_inconclusive=allow_inconclusive,
-                      output=output, quiet=quiet))
+                      output=output, quiet=quiet, jobs=jobs))
 
 
 def _pace(reports: Path) -> float | None:
@@ -1155,8 +1158,10 @@ def _release_steps(reports: Path, only_fixtures: list[str]) -> list[list[str]]:
               help="Seconds of differential fuzzing (harness fuzz); 0 skips the step.")
 @click.option("--fuzz-seed", default=None, type=int, help="Seed of the fuzzing step (default: today's date, YYYYMMDD, in UTC): "
                                                            "a night's search again.")
+@click.option("--zoo/--no-zoo", default=True, show_default=True,
+              help="Run the model zoo (-f zoo) into REPORTS/zoo, with its model-status page (not when --fixtures limits the night).")
 def nightly(reports: Path, fail_on: str, fixtures: tuple[str, ...], runtimes: tuple[str, ...], fuzz_budget: float,
-            fuzz_seed: int | None) -> None:
+            fuzz_seed: int | None, zoo: bool) -> None:
     """Export, run, bench, report, and compare the bench run against the previous one kept under
     reports/history/ (then keep this one there). Exit 1 on a failed case or a regression."""
     import shutil
@@ -1193,6 +1198,14 @@ def nightly(reports: Path, fail_on: str, fixtures: tuple[str, ...], runtimes: tu
             before = (reports / "latest").resolve() if (reports / "latest").exists() else None
         out.print(f"[bold]harness {' '.join(step)}[/]")
         codes[key] = subprocess.run(base + step, stderr=_real_stderr).returncode
+    if zoo and not fixtures:
+        # The zoo (fixtures/zoo_*.py: every Keras Applications family, keras_hub backbones), in a run of its
+        # own under REPORTS/zoo, so reports/latest stays the bench run; its report has the model-status page.
+        zoo_reports = str(reports / "zoo")
+        for key, step in (("zoo", ["run", "-f", "zoo", "-j", "2", "-q", "--reports", zoo_reports, *limit]),
+                          ("zoo-report", ["report", "latest", "--reports", zoo_reports, "--no-fuzz"])):
+            out.print(f"[bold]harness {' '.join(step)}[/]")
+            codes[key] = subprocess.run(base + step, stderr=_real_stderr).returncode
     if not (reports / "latest").exists() or (reports / "latest").resolve() == before:
         # The bench made no complete run: nothing to keep in history or to compare.
         out.print(f"nightly: {json.dumps(codes)}; the bench step made no complete run, so nothing was kept in {reports / 'history'}",

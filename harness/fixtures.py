@@ -107,6 +107,7 @@ class Fixture:
     batchable: bool = True  # the first dimension is a free batch dimension
     flops: Callable[[int], float] | None = None  # floating-point operations of one call at a batch size
     bench_only: bool = False  # left out of the default matrix (large benchmark sweeps)
+    group: str | None = None  # opt-in set (`zoo`): left out of the default matrix, selected by `-f GROUP` or by name
     extra_formats: tuple[str, ...] = ()  # opt-in formats (converter options such as tflite_select) in its matrix
     signature: str = "serving_default"
     tag: str = "serve"  # the meta graph's tag set, comma-separated ("serve,extra")
@@ -444,9 +445,15 @@ def user_fixture(path: Path, signature: str = "serving_default", tag: str = "ser
     # Keras 3 names each output by its layer (`logits`): the name the user knows.
     layer_names = list(getattr(model, "output_names", None) or [])
     aliases = {str(n): o for n, o in zip(layer_names, outputs) if n and str(n) not in outputs} if len(layer_names) == len(outputs) else {}
+    from harness.oracle64 import Float64Oracle, Float64Unavailable, float64_clone
+
+    try:  # the model itself in float64, same weights: tells when TF's float32 reference is the outlier
+        oracle: Float64Oracle | None = Float64Oracle.of(float64_clone(model, objects), outputs)
+    except Float64Unavailable:
+        oracle = None  # a model Keras cannot rebuild in float64 is judged against TF alone, as before
     return Fixture(
         name=name, description=f"user Keras model {path}", kind="keras", inputs=inputs,
-        outputs=outputs, output_aliases=aliases, int_bounds=bounds,
+        outputs=outputs, output_aliases=aliases, int_bounds=bounds, oracle=oracle,
         build=lambda: keras.models.load_model(str(path), compile=False, custom_objects=objects), generate=_generator(inputs, bounds=bounds),
         generate_alt=_generator(inputs, alt=True, bounds=bounds),
         source_digest=digest, custom_objects=custom_objects or None,

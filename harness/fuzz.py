@@ -816,7 +816,7 @@ def fuzz(levels: Iterable[str] = ("inputs",), fixtures: Iterable[str] | None = N
 
     levels = list(levels)
     registry = all_fixtures()
-    names = list(fixtures) if fixtures else [n for n, f in registry.items() if not f.bench_only and _fuzzable(f)]
+    names = list(fixtures) if fixtures else [n for n, f in registry.items() if not f.bench_only and not f.group and _fuzzable(f)]
     for n in names:
         if n not in registry:
             from harness.errors import unknown

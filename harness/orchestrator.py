@@ -92,9 +92,13 @@ class Orchestrator:
     def __init__(self, cases: list[Case], fixtures: dict[str, Fixture], options: Options, reports: Path | None,
                  run_options: dict, *, resume: Path | None = None, refresh: bool = False, bench: bool = False,
                  bisect: bool = False, allow_inconclusive: bool = False, deviations: list[Deviation] | None = None,
-                 scratch: Path | None = None, run_id: str | None = None):
+                 scratch: Path | None = None, run_id: str | None = None, jobs: int = 1):
         # Each case once (a selection that names a batch or runtime twice): a case is run and stored once.
         self.cases, self.fixtures, self.options = list({c.id: c for c in cases}.values()), fixtures, options
+        # `run -j N` (harness/parallel.py): N exports and N shares of the cases at once; benchmarks never.
+        self.jobs = 1 if bench or options.rounds > 1 else max(1, jobs)
+        self._engines: list[Engine] = []  # the other shares' engines (-j)
+        self._store_lock = threading.Lock()
         self.bench, self.bisect, self.allow_inconclusive = bench, bisect, allow_inconclusive
         self.results: list[CaseResult] = []
         # A resumed run's summary covers the results it already had, too.
@@ -150,6 +154,8 @@ class Orchestrator:
                 self._prepare(progress)
                 if self.options.rounds > 1:
                     self._run_rounds(progress)
+                elif self.jobs > 1:
+                    self._run_parallel(progress)
                 else:
                     for i, case in enumerate(self.cases):
                         if progress:
@@ -239,14 +245,56 @@ class Orchestrator:
         if self.store is not None:
             self.store.set("machine_rounds", self.machine_rounds)
 
-    def _store(self, result: CaseResult) -> None:
-        outputs = self.engine.take_outputs(result.id)
-        if self.store is not None and not self.store.add(result, outputs):
-            return  # its id is stored already: a result is stored, and counted, once
-        self.results.append(result)
+    def _store(self, result: CaseResult, engine: Engine | None = None) -> None:
+        outputs = (engine or self.engine).take_outputs(result.id)  # -j: the share's engine that ran it
+        with self._store_lock:  # -j: shares finish cases at once; each line is written whole
+            if self.store is not None and not self.store.add(result, outputs):
+                return  # its id is stored already: a result is stored, and counted, once
+            self.results.append(result)
+
+    def _run_parallel(self, progress: Callable[[str, int, int], None] | None) -> None:
+        """`-j N`: the cases in N shares by fixture, each on its own engine (its own workers), at once."""
+        from harness.parallel import run_shares, shares
+
+        parts = shares(self.cases, self.jobs)
+        base = self.engine.scratch
+        for i in range(1, len(parts)):
+            engine = Engine(self.exporter, base / f"share-{i}", self.options, fixtures=self.fixtures, deviations=self.engine.deviations,
+                            logs=self.store.logs / f"share-{i}" if self.store else None)
+            self._engines.append(engine)
+        engines = [self.engine, *self._engines]
+        stop = threading.Event()
+        done = [0]
+
+        def run_one(share: int, case: Case) -> None:
+            result = engines[share].run_case(case)
+            if stop.is_set():
+                return  # interrupted while it ran: its workers were killed under it, so it is not a verdict
+            self._store(result, engines[share])
+            with self._store_lock:
+                done[0] += 1
+                if progress:
+                    progress(case.id, done[0], len(self.cases))
+
+        run_shares(parts, run_one, stop)
 
     def _prepare(self, progress: Callable[[str, int, int], None] | None) -> None:
         needed = list(dict.fromkeys([(c.fixture, self.fixtures[c.fixture].reference[0]) for c in self.cases] + [(c.fixture, c.format) for c in self.cases]))
+        if self.jobs > 1 and not self.exporter.refresh:
+            # Different artifacts exported in parallel, a process per fixture (harness/parallel.py); the loop
+            # below then finds them in the cache (and exports what only this process can: a user's model).
+            from harness.fixtures import all_fixtures
+            from harness.parallel import export_in_processes
+
+            registry = all_fixtures()
+            by_fixture: dict[str, list[str]] = {}
+            for fixture, fmt in needed:
+                if registry.get(fixture) is self.fixtures[fixture] and self.exporter.cached(self.fixtures[fixture], fmt) is None:
+                    by_fixture.setdefault(fixture, []).append(fmt)
+            if by_fixture:
+                if progress:
+                    progress(f"exporting {len(by_fixture)} fixtures, {self.jobs} at a time", 0, len(needed))
+                export_in_processes(by_fixture, self.jobs, log=self.store.logs / "exports.log" if self.store else None)
         for i, (fixture, fmt) in enumerate(needed):
             if progress:
                 progress(f"exporting {fixture}/{fmt}", i, len(needed))
@@ -272,6 +320,8 @@ class Orchestrator:
             return state, reason
         self._closed = True
         try:
+            for engine in self._engines:  # -j: the other shares' workers first
+                engine.kill() if kill else engine.close()
             if kill:
                 self.engine.kill()
             else:

@@ -77,7 +77,7 @@ def test_deviation_with_match_only_covers_that_error():
 def test_every_known_deviation_matches_cases_and_a_bad_entry_is_named(tmp_path):
     """A deviation that matches no case of the matrix is stale (it would hide nothing and rot);
     an entry without a reason is refused with the entry's number."""
-    cases = matrix(Selection())
+    cases = matrix(Selection()) + matrix(Selection(fixtures=["zoo"]))  # the zoo is opt-in, its deviations too
     # Signature variants (`harness run --signature`) are cases too, named <fixture>.<signature>.
     fixtures = all_fixtures()
     variants = [Case(f"{name}.{sig}", fmt, rt) for name, fx in fixtures.items() for sig in fx.signature_generators
@@ -222,8 +222,8 @@ def test_every_built_in_fixture_reference_has_signal(engine):
     from harness.fixtures import all_fixtures
 
     for name, fx in all_fixtures().items():
-        if fx.bench_only or name.startswith("fuzz-"):
-            continue  # a saved fuzz finding pins minimal inputs, and its reference may be the bug it keeps
+        if fx.bench_only or fx.group or name.startswith("fuzz-"):
+            continue  # a saved fuzz finding pins minimal inputs, and its reference may be the bug it keeps; the zoo: tests/test_zoo.py
         for batch in fx.batches:
             result = engine.run_case(Case(name, "savedmodel", "tf", batch=batch))
             assert result["status"] == "pass", (name, batch, result["status"], result.get("reason") or result.get("error"))

@@ -27,7 +27,7 @@ def test_inputs_are_deterministic_and_match_the_signature(name):
 
 def test_oracles_are_exact_types():
     for fx in all_fixtures().values():
-        if fx.oracle:
+        if fx.oracle and not fx.group:  # the zoo's float64 models: tests/test_zoo.py
             for value in fx.oracle(fx.make_inputs(2)).values():
                 assert value.dtype in (np.float64, np.int64)
 
@@ -36,7 +36,8 @@ def test_unknown_fixture_names_the_known_ones():
     built_in = ("argmax, conv3x3, gemm256, gemm272, gemm512, gemm64, gru_seq, lstm_seq, matmul, mlp, mnist_cnn, mobilenet_block, pow, "
                 "resize_norm, text_embed, tf1_flat, tf1_pruned, transformer_block, unet_small, vocab_lookup")
     # The saved fuzz findings (fixtures/regressions, fuzz-<id>) are fixtures too, listed in the same order.
-    known = ", ".join(sorted([*built_in.split(", "), *(n for n in all_fixtures() if n.startswith("fuzz-"))]))
+    # The zoo (fixtures/zoo_*.py, opt-in) is listed too.
+    known = ", ".join(sorted([*built_in.split(", "), *(n for n in all_fixtures() if n.startswith(("fuzz-", "zoo_")))]))
     with pytest.raises(HarnessError) as info:
         get_fixture("nope")
     assert str(info.value) == f"unknown fixture 'nope': expected one of {known}"

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from harness.fixtures import Tolerance, all_fixtures, get_fixture
 from harness.fuzz import BATCHES, Budget, Example, Fuzzer, domain, input_strategy, regression_fixtures
 
-FUZZABLE = [n for n, f in all_fixtures().items() if not f.bench_only and all(s.dtype != "bytes" for s in f.inputs)
+FUZZABLE = [n for n, f in all_fixtures().items() if not f.bench_only and not f.group and all(s.dtype != "bytes" for s in f.inputs)
             and not f.signature_generators]
 
 

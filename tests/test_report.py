@@ -56,7 +56,10 @@ def reported(two_runs):
 def test_report_files_without_a_browser(reported):
     proc, run = reported
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines() == [f"html: {run / 'index.html'}", f"markdown: {run / 'report.md'}", f"json: {run / 'summary.json'}"]
+    assert proc.stdout.splitlines() == [f"html: {run / 'index.html'}", f"markdown: {run / 'report.md'}", f"json: {run / 'summary.json'}",
+                                        f"status: {run / 'status.md'}"]  # the model-status page (harness/report/status.py)
+    status = (run / "status.md").read_text()
+    assert "| mnist_cnn | onnx13 |" in status and "| ort | 2 | 2 |" in status
     html = (run / "index.html").read_text()
     # Self-contained: nothing is fetched (namespace URIs in inline SVG are names, not fetches).
     assert not re.search(r'(src|href)\s*=\s*"(https?:)?//|@import|url\((https?:)?//', html)
@@ -457,7 +460,7 @@ def history_report(two_runs, tmp_path_factory):
 def test_history_report_without_a_browser(history_report):
     proc, out = history_report
     assert proc.returncode == 0, proc.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["index.html", "report.md", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["index.html", "report.md", "status.md", "summary.json"]
     assert "verdicts per run" in (out / "index.html").read_text()
 
 

@@ -17,6 +17,9 @@ from harness.errors import HarnessError
 from harness.records import BAD_STATUSES, STATUSES, CaseResult, Timing, sanitize
 from harness.report.agreement import agreement, drift_rows, machines_of
 from harness.report.fuzz_section import FuzzSection
+from harness.report.plots import STATUS_COLOURS
+from harness.report.status import markdown as status_markdown
+from harness.report.status import status_table
 from harness.report.terminal import CODES, SHORT, cause_groups, min_snr, snr_judged
 from harness.store import RunData, read_outputs, read_run
 
@@ -323,10 +326,13 @@ def write_report(folder: Path, reports: Path = Path("reports"), out: Path | None
     ctx["fuzz"] = fuzz  # the differential-fuzzing section (harness/report/fuzz_section.py), when there are fuzz results
     ctx["machines"] = machines_of(run.results)
     ctx["agreement"] = drift_rows(agreement(run.results, lambda r: read_outputs(run.folder, r.id), len(ctx["machines"]) > 1))
-    paths = {"html": out / "index.html", "markdown": out / "report.md", "json": out / "summary.json"}
+    # The model-status page (harness/report/status.py): a section of the page, and status.md.
+    ctx.update(status=status_table(run.results), codes=CODES, short=SHORT, status_colours=STATUS_COLOURS)
+    paths = {"html": out / "index.html", "markdown": out / "report.md", "json": out / "summary.json", "status": out / "status.md"}
     write_files({paths["html"]: _env.get_template("index.html.j2").render(**ctx),
                  paths["markdown"]: _env.get_template("report.md.j2").render(**ctx),
-                 paths["json"]: json.dumps(sanitize({**ctx["summary"], "agreement": ctx["agreement"]}), indent=2)})
+                 paths["json"]: json.dumps(sanitize({**ctx["summary"], "agreement": ctx["agreement"]}), indent=2),
+                 paths["status"]: status_markdown(ctx["status"], f"Model status of run {run.run_id}")})
     return paths
 
 
