@@ -211,11 +211,42 @@ def _print_doctor(rows: list[dict[str, Any]]) -> None:
         out.print("[green]everything is available[/]", highlight=False)
 
 
+# One vocabulary: the same thing has the same option, the same short flag and the same words in every
+# command (tests/test_cli_vocabulary.py holds them to it). A selection is -f/-F/-r/-b; a reports folder
+# is --reports; a flag that prints JSON on stdout is --json.
+SELECTION = {
+    "fixtures": (("--fixtures", "-f"), "Fixtures, comma-separated or repeated"),
+    "formats": (("--formats", "-F"), "Formats (FORMAT or FORMAT@BUILD), comma-separated or repeated"),
+    "runtimes": (("--runtimes", "-r"), "Runtimes (RUNTIME, RUNTIME@VARIANT or RUNTIME@BUILD), comma-separated or repeated"),
+    "batch": (("--batch", "-b"), "Batch sizes, comma-separated or repeated"),
+}
+REPORTS_HELP = "Reports folder: runs/<id>/ and latest, history/, fuzz/, compare/, release/"
+
+
+def _joined(_ctx, _param, value: tuple[str, ...]) -> str | None:
+    """A repeated option given to a command that takes one comma-separated string."""
+    return ",".join(value) if value else None
+
+
+def _select(name: str, default: str, *, joined: bool = False, fallback: str | None = None):
+    """The selection option `name` (fixtures, formats, runtimes, batch) with its one wording and this
+    command's default; `joined` hands the command one comma-separated string (or `fallback`)."""
+    opts, words = SELECTION[name]
+    extra: dict = {"callback": _joined} if joined else {}
+    if joined and fallback is not None:
+        extra["default"] = (fallback,)
+    return click.option(*opts, name, multiple=True, help=f"{words} (default: {default}).", **extra)
+
+
+def _reports_option(default: str = "reports"):
+    return click.option("--reports", default=default, show_default=True, type=click.Path(path_type=Path), help=REPORTS_HELP + ".")
+
+
 def _selection_options(f):
-    f = click.option("--fixtures", "-f", multiple=True, help="Fixtures to include (comma-separated or repeated).")(f)
-    f = click.option("--formats", "-F", multiple=True, help="Formats to include.")(f)
-    f = click.option("--runtimes", "-r", multiple=True, help="Runtimes to include.")(f)
-    f = click.option("--batch", "-b", multiple=True, help="Batch sizes (default: each fixture's own).")(f)
+    f = _select("fixtures", "all")(f)
+    f = _select("formats", "all")(f)
+    f = _select("runtimes", "all")(f)
+    f = _select("batch", "each fixture's own")(f)
     return f
 
 
@@ -231,12 +262,13 @@ def _run_options(f):
     f = click.option("--iterations", "-n", default=10, show_default=True, type=COUNT, help="Timed runs per case.")(f)
     f = click.option("--threads", default=0, show_default=True, type=COUNT, help="Threads per runtime (0: runtime default).")(f)
     f = click.option("--timeout", default=60.0, show_default=True, type=POSITIVE_SECONDS, help="Seconds a worker may take to answer a run.")(f)
-    f = click.option("--reports", default="reports", show_default=True, type=click.Path(path_type=Path), help="Where run folders go.")(f)
+    f = _reports_option()(f)
     f = click.option("--keep-tensors", is_flag=True, help="Keep input/output .npy files in the run folder.")(f)
     f = click.option("--refresh", is_flag=True, help="Export every artifact the run needs again, cached or not.")(f)
     f = click.option("--allow-inconclusive", is_flag=True, help="Exit 0 even when some cases are inconclusive.")(f)
     f = click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True,
                      help="json: one object per case on stdout (raw samples left out; they stay in results.jsonl).")(f)
+    f = click.option("--json", "output", flag_value="json", help="The same as -o json (as doctor, export and inspect say it).")(f)
     f = click.option("--quiet", "-q", is_flag=True, help="Only the causes of what did not pass and the summary line.")(f)
     return _machine_option(f)
 
@@ -254,8 +286,8 @@ def _machine_option(f):
 
 
 @main.command()
-@click.option("--fixtures", "-f", multiple=True, help="Fixtures to export (default: all).")
-@click.option("--formats", "-F", multiple=True, help="Formats to export (default: all).")
+@_select("fixtures", "all")
+@_select("formats", "all")
 @click.option("--force", is_flag=True, help="Export again even what the cache holds.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per artifact (fixture, format, status, key, dir, error): "
               "the cache lookup other languages' tests use.")
@@ -331,8 +363,8 @@ def inspect(path: Path, signature: str | None, tag: str | None, as_json: bool, c
 
 
 @main.command()
-@click.option("--fixtures", "-f", multiple=True, help="Fixtures to verify (default: all).")
-@click.option("--formats", "-F", multiple=True, help="Formats to verify (default: all).")
+@_select("fixtures", "all")
+@_select("formats", "all")
 def verify(fixtures: tuple[str, ...], formats: tuple[str, ...]) -> None:
     """Hash every file of every cached artifact against the digests its export recorded. A damaged one
     is removed from the cache, so the next run or export exports it again; exit 1 if any was damaged."""
@@ -669,7 +701,7 @@ def _pair_side(text: str) -> str:
               help="Paired mode: is B slower than A? Each RUNTIME, RUNTIME@VARIANT or RUNTIME@BUILD (harness build add); "
                    "both measured in the same rounds, back to back, on the same artifacts.")
 @click.option("--timeout", default=120.0, show_default=True, type=POSITIVE_SECONDS, help="Seconds a worker may take to answer a run.")
-@click.option("--reports", default="reports", show_default=True, type=click.Path(path_type=Path))
+@_reports_option()
 @click.option("--delay-us", default=0, type=click.IntRange(min=0), hidden=True,
               help="Self-tests only: a busy-wait of this many microseconds inside each timed call (an injected slowdown).")
 @click.option("--delay-case", default="", hidden=True, help="Self-tests only: the one case id that gets --delay-us (default: every case).")
@@ -738,9 +770,9 @@ def bench(fixtures, formats, runtimes, batch, threads_, warmup, iterations, min_
 @click.argument("path", type=click.Path(path_type=Path), required=False)
 @click.option("--signature", default="serving_default", show_default=True, help="SavedModel signature to check.")
 @click.option("--tag", default="serve", show_default=True, help="SavedModel tag set.")
-@click.option("--formats", "-F", multiple=True, help="Formats to include (default: every format).")
-@click.option("--runtimes", "-r", multiple=True, help="Runtimes to include.")
-@click.option("--batch", "-b", multiple=True, help="Batch sizes (default: 1,4).")
+@_select("formats", "every format")
+@_select("runtimes", "all")
+@_select("batch", "1,4")
 @click.option("--bisect/--no-bisect", default=True, show_default=True, help="For a failing case of a Keras model, find the first diverging layer.")
 @click.option("--inputs", "inputs_path", type=click.Path(path_type=Path),
               help="Your inputs: a .npz (one array per input name), a .npy (one input) or a folder of ONNX input_*.pb. Their batch is the batch.")
@@ -842,7 +874,7 @@ def _check_project(sel, bisect, warmup, iterations, threads, timeout, reports, k
 
 @main.command()
 @click.argument("runs", nargs=-1, required=True)
-@click.option("--reports", default="reports", show_default=True, type=click.Path(path_type=Path), help="Reports folder (runs/).")
+@_reports_option()
 @click.option("--name", default=None, help="Name of the merged run (default: a new run id).")
 def merge(runs: tuple[str, ...], reports: Path, name: str | None) -> None:
     """Merge the runs of every shard (harness run --shard K/N) into one run; exit 1 if it is not ok."""
@@ -858,10 +890,10 @@ def merge(runs: tuple[str, ...], reports: Path, name: str | None) -> None:
 
 @main.command()
 @click.argument("run", default="latest")
-@click.option("--reports", default="reports", show_default=True, type=click.Path(path_type=Path), help="Reports folder (runs/, history/).")
+@_reports_option()
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Where to write (default: the run folder).")
 @click.option("--fuzz", "fuzz_path", type=click.Path(path_type=Path),
-              help="Fuzz results for the fuzzing section: harness fuzz --json FILE, or a folder of regression cases "
+              help="Fuzz results for the fuzzing section: a summary harness fuzz wrote (REPORTS/fuzz/*.json), or a folder of regression cases "
                    "(default: the newest REPORTS/fuzz/*.json).")
 @click.option("--no-fuzz", is_flag=True, help="Leave the fuzzing section out.")
 def report(run: str, reports: Path, out_dir: Path | None, fuzz_path: Path | None, no_fuzz: bool) -> None:
@@ -888,7 +920,7 @@ def report(run: str, reports: Path, out_dir: Path | None, fuzz_path: Path | None
 @click.option("--fail-on", default="median:10%", show_default=True, help="Gate: STAT:PERCENT; flagged only if also significant.")
 @click.option("--alpha", default=0.05, show_default=True, type=float,
               help="False alarms across all the comparison's cases (Benjamini–Hochberg false-discovery rate).")
-@click.option("--reports", default="reports", show_default=True, type=click.Path(path_type=Path))
+@_reports_option()
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Where to write index.html and compare.md (default: compare/BASE_vs_NEW in the new run's reports folder).")
 @click.option("--allow-missing", is_flag=True, help="A case of BASE absent from NEW, or an unreadable line of either, is not a regression.")
 @click.option("--allow-new", is_flag=True, help="A case absent from BASE that does not pass in NEW is not a regression.")
@@ -951,7 +983,7 @@ def _build_doctor(b, ok: bool) -> dict[str, Any]:
 @click.option("--fail-on", default="verdict", show_default=True,
               help="Exit 1 on: verdict (pass → not), bits (any output not bit-identical), oracle (B further from the float64 oracle), "
                    "drift:MAXABS, latency:PERCENT% (paired interval above); comma-separated, or none.")
-@click.option("--reports", default="reports", show_default=True, type=click.Path(path_type=Path))
+@_reports_option()
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Where to write index.html, release.md, release.json "
                                                                          "(default: reports/release/A_vs_B).")
 def release(a: str, b: str, run: str, runs: tuple[str, str] | None, fail_on: str, reports: Path, out_dir: Path | None) -> None:
@@ -989,10 +1021,10 @@ def selftest() -> None:
 @selftest.command("fidelity")
 @click.option("--rounds", default=10, show_default=True, type=click.IntRange(min=1),
               help="Interleaved rounds, fresh processes on both sides each round (6 or more for a 95% interval).")
-@click.option("--iterations", default=200, show_default=True, type=click.IntRange(min=1))
-@click.option("--warmup", default=300, show_default=True, type=COUNT)
+@click.option("--iterations", "-n", default=200, show_default=True, type=click.IntRange(min=1), help="Timed runs per case.")
+@click.option("--warmup", default=300, show_default=True, type=COUNT, help="Untimed runs after the first.")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(min=0), help="Thread setting of both sides (0: the runtime's default).")
-@click.option("--runtimes", "-r", default="tf,litert,ort", show_default=True, help="Python runtimes to measure.")
+@_select("runtimes", "tf,litert,ort; Python runtimes only", joined=True, fallback="tf,litert,ort")
 @click.option("--no-overhead", is_flag=True, help="Leave out the per-case overhead figure.")
 def selftest_fidelity(rounds: int, iterations: int, warmup: int, threads: int, runtimes: str, no_overhead: bool) -> None:
     """Harness p50 vs a bare in-process loop (mnist_cnn, batch 1) for each Python runtime, in interleaved
@@ -1024,7 +1056,7 @@ def selftest_startup(repeats: int) -> None:
 
 
 @selftest.command("gate")
-@click.option("--reports", default=".harness/selftest-gate", show_default=True, type=click.Path(path_type=Path))
+@_reports_option(".harness/selftest-gate")
 @click.option("--stored-pairs", "stored_pairs", default=0, type=click.IntRange(min=0), metavar="N",
               help="Instead: N pairs of stored bench runs (mlp, mnist_cnn on ort and litert: 48 cases), each an A/A comparison "
                    "but for one case slowed by --slowdown; prints the false-alarm and detection rates, and the gate's before.")
@@ -1032,9 +1064,9 @@ def selftest_startup(repeats: int) -> None:
 @click.option("--slowdown", default=0.25, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="--stored-pairs: the injected slowdown of one case (0.25: 1.25x).")
 @click.option("--min-time", default=0.1, show_default=True, type=click.FloatRange(min=0), help="--stored-pairs: bench --min-time.")
-@click.option("--fixtures", "-f", default=None, help="--stored-pairs: other fixtures than mlp,mnist_cnn (fewer cases, quicker).")
-@click.option("--formats", "-F", default=None, help="--stored-pairs: only these formats.")
-@click.option("--batch", "-b", default=None, help="--stored-pairs: only these batch sizes.")
+@_select("fixtures", "mlp,mnist_cnn; with --stored-pairs, fewer for quicker", joined=True)
+@_select("formats", "all; with --stored-pairs", joined=True)
+@_select("batch", "all; with --stored-pairs", joined=True)
 def selftest_gate(reports: Path, stored_pairs: int, rounds: int, slowdown: float, min_time: float, fixtures: str | None,
                   formats: str | None, batch: str | None) -> None:
     """A/A comparison (must flag nothing) and a real slowdown (must be flagged); exit 1 if either fails,
@@ -1086,21 +1118,26 @@ def fuzz_stats_lines(stats: dict[str, dict]) -> list[str]:
 
 @main.command()
 @click.option("--level", "levels", multiple=True, type=click.Choice(["inputs", "models"]), help="What to generate (default: both).")
-@click.option("--fixtures", "-f", multiple=True, help="Fixtures to fuzz inputs of (default: every fixture with numeric inputs).")
-@click.option("--runtimes", "-r", multiple=True, help="Runtimes (default: tf, litert, ort, the Node and Go ones).")
-@click.option("--formats", "-F", multiple=True, help="Formats (default: every float format).")
+@_select("fixtures", "every fixture with numeric inputs")
+@_select("runtimes", "tf, litert, ort, the Node and Go ones")
+@_select("formats", "every float format")
 @click.option("--max-examples", default=50, show_default=True, help="At most this many examples per search (each fixture; the models).")
 @click.option("--time-budget", default=300.0, show_default=True, help="Seconds for the whole run, shared by fixtures and levels.")
 @click.option("--seed", type=int, default=None, help="Seed of hypothesis' search (default: random).")
 @click.option("--save", "save_dir", default="fixtures/regressions", show_default=True, type=click.Path(path_type=Path),
               help="Folder of regression cases (one folder each).")
-@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Also write the summary as JSON here.")
+@_reports_option()
+# The old spelling, kept for scripts: the summary to exactly this file instead of REPORTS/fuzz/ (hidden:
+# --json is a flag that prints JSON everywhere else).
+@click.option("--json", "json_out", type=click.Path(path_type=Path), hidden=True, help="Write the summary to this file instead.")
 @click.option("--bisect/--no-bisect", default=True, show_default=True, help="Find the first diverging layer of a Keras model.")
 @click.option("--fail-on-finding", is_flag=True, help="Exit 1 when a disagreement is found.")
 @click.option("--scale-atol", is_flag=True, help="Judge each example with atol times its inputs' largest magnitude (rounding grows with scale).")
-def fuzz(levels, fixtures, runtimes, formats, max_examples, time_budget, seed, save_dir, json_out, bisect, fail_on_finding, scale_atol) -> None:
+def fuzz(levels, fixtures, runtimes, formats, max_examples, time_budget, seed, save_dir, reports, json_out, bisect, fail_on_finding,
+         scale_atol) -> None:
     """Differential fuzzing: inputs, and small generated Keras models, that make runtimes disagree,
-    shrunk by hypothesis and saved as regression cases."""
+    shrunk by hypothesis and saved as regression cases; the summary goes to REPORTS/fuzz/<time>.json,
+    where harness report finds the newest."""
     from harness.fuzz import fuzz as run_fuzz
 
     report = run_fuzz(levels or ("inputs", "models"), _split(fixtures), _split(runtimes), _split(formats), max_examples,
@@ -1109,14 +1146,15 @@ def fuzz(levels, fixtures, runtimes, formats, max_examples, time_budget, seed, s
     data = report.to_json()
     for line in fuzz_stats_lines(data["stats"]):
         out.print(line, highlight=False, markup=False)
+    json_out = json_out or reports / "fuzz" / time.strftime("%Y%m%dT%H%M%SZ.json", time.gmtime())
     if report.findings:
         from harness.report.fuzz_section import from_summary, print_section
 
-        print_section(from_summary(data, str(json_out or "this run")), out)
+        print_section(from_summary(data, str(json_out)), out)
     out.print(f"fuzz: {len(report.findings)} finding(s) in {data['seconds']} s", highlight=False)
-    if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(data, indent=1, default=str))
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    json_out.write_text(json.dumps(data, indent=1, default=str))
+    out.print(f"summary: {json_out}", highlight=False)
     sys.exit(1 if fail_on_finding and report.findings else 0)
 
 
@@ -1150,10 +1188,10 @@ def _release_steps(reports: Path, only_fixtures: list[str]) -> list[list[str]]:
 
 
 @main.command()
-@click.option("--reports", default="reports", show_default=True, type=click.Path(path_type=Path))
-@click.option("--fail-on", default="median:10%", show_default=True)
-@click.option("--fixtures", "-f", multiple=True, help="Limit run and bench to these fixtures.")
-@click.option("--runtimes", "-r", multiple=True, help="Limit run and bench to these runtimes.")
+@_reports_option()
+@click.option("--fail-on", default="median:10%", show_default=True, help="The bench run's gate against the previous one, as compare takes it.")
+@_select("fixtures", "all; run and bench")
+@_select("runtimes", "all; run and bench")
 @click.option("--fuzz-budget", default=600.0, show_default=True, type=click.FloatRange(min=0),
               help="Seconds of differential fuzzing (harness fuzz); 0 skips the step.")
 @click.option("--fuzz-seed", default=None, type=int, help="Seed of the fuzzing step (default: today's date, YYYYMMDD, in UTC): "

@@ -1,7 +1,7 @@
 """The differential-fuzzing section of the reports (`harness fuzz` findings): which runtime, which op, how
 large the error, read from stored files only.
 
-Sources, as `harness fuzz` leaves them: the summary JSON (`harness fuzz --json FILE`; `harness nightly`
+Sources, as `harness fuzz` leaves them: the summary JSON (`harness fuzz` writes it to `REPORTS/fuzz/<time>.json`; `harness nightly`
 writes `reports/fuzz/latest.json`) and the regression folders it names (`<id>/case.json`, which adds each
 pair's tolerance and a triage a person recorded). A folder of regression cases alone is a source too.
 Nothing here imports the engine or the fuzzer: a report depends on the stored files only.
@@ -220,10 +220,10 @@ def _searches(stats: Any) -> tuple[SearchRow, ...]:
 
 
 def from_summary(data: dict, source: str, written: str | None = None) -> FuzzSection:
-    """The section of a fuzz summary (what `harness fuzz --json` writes)."""
+    """The section of a fuzz summary (what `harness fuzz` writes under REPORTS/fuzz/)."""
     findings = data.get("findings")
     if not isinstance(findings, list):
-        raise HarnessError(f"{source} has no list of findings: expected the JSON that harness fuzz --json writes")
+        raise HarnessError(f"{source} has no list of findings: expected a summary harness fuzz writes (REPORTS/fuzz/*.json)")
     rows, problems = [], []
     for i, f in enumerate(findings):
         if not isinstance(f, dict) or not f.get("format") or not f.get("runtime"):
@@ -256,13 +256,13 @@ def read(path: Path) -> FuzzSection:
     if path.is_dir():
         return from_folder(path)
     if not path.is_file():
-        raise HarnessError(f"fuzz results not found: {path}: expected the JSON of harness fuzz --json, or a folder of regression cases")
+        raise HarnessError(f"fuzz results not found: {path}: expected a summary harness fuzz writes (REPORTS/fuzz/*.json), or a folder of regression cases")
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise HarnessError(f"{path} is not readable JSON ({e}): expected the JSON of harness fuzz --json") from None
+        raise HarnessError(f"{path} is not readable JSON ({e}): expected a summary harness fuzz writes (REPORTS/fuzz/*.json)") from None
     if not isinstance(data, dict):
-        raise HarnessError(f"{path} is not a JSON object: expected the JSON of harness fuzz --json")
+        raise HarnessError(f"{path} is not a JSON object: expected a summary harness fuzz writes (REPORTS/fuzz/*.json)")
     written = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(path.stat().st_mtime))
     return from_summary(data, str(path), written)
 
