@@ -45,7 +45,7 @@ browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
 	  || echo "chromium could not be installed: the report page tests and the browser-* runtimes will skip (see harness doctor)"
 
-# bubblewrap: the sandbox untrusted models run in (harness check's default; README "Running untrusted models").
+# bubblewrap: the sandbox untrusted models run in (harness check's default; docs/sandbox.md).
 sandbox:
 	@command -v bwrap >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; } \
 	  || echo "bubblewrap could not be installed: harness check needs --sandbox none (see harness doctor)"

@@ -500,7 +500,7 @@ def _sandbox_option(default: str):
         return click.option("--sandbox", type=click.Choice(["bwrap", "docker", "none"]), default=default, show_default=True,
                             help="Where workers run: bwrap (no network, read-only but for scratch, limits), docker (the runtimes "
                                  "with a container in it, the others in bwrap), none (as the harness: only for models you trust). "
-                                 "README: Running untrusted models.")(f)
+                                 "docs/sandbox.md.")(f)
     return deco
 
 

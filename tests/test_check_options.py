@@ -138,17 +138,17 @@ def test_goldens_and_tolerances_by_the_models_own_output_names(named):
 
 
 def test_the_readmes_check_and_pytest_examples_run(named):
-    """The README's own examples, taken from it: `--atol logits=1e-3` on check, and the pytest line
-    `model.keras::inputs=in.npz::expected=golden.npz::atol=logits=1e-4`."""
+    """The docs' own examples, taken from them: `--atol logits=1e-3` on check (docs/own-model.md), and the
+    pytest line `model.keras::inputs=in.npz::expected=golden.npz::atol=logits=1e-4` (docs/pytest.md)."""
     import re
     import subprocess
     import sys
 
     from conftest import REPO
 
-    readme = (REPO / "README.md").read_text()
-    assert "--atol logits=1e-3" in readme
-    [spec] = re.findall(r'--harness-model "(model\.keras::inputs=in\.npz::expected=golden\.npz::atol=logits=[^" ]+)"', readme)
+    assert "--atol logits=1e-3" in (REPO / "docs" / "own-model.md").read_text()
+    [spec] = re.findall(r'--harness-model "(model\.keras::inputs=in\.npz::expected=golden\.npz::atol=logits=[^" ]+)"',
+                        (REPO / "docs" / "pytest.md").read_text())
     check = run_cli("check", "model.keras", "--inputs", "in.npz", "--expected", "golden.npz", "--atol", "logits=1e-3",
                     "-F", "savedmodel,onnx13", "-r", "tf,ort", "--sandbox", "none", cwd=named)
     assert check.returncode == 0, check.stdout[-2000:] + check.stderr[-2000:]
