@@ -928,7 +928,7 @@ def report(run: str, reports: Path, out_dir: Path | None, fuzz_path: Path | None
               help="Also judge cases without rounds (conformance runs) on their pooled iterations: a weaker test, named in the output.")
 def compare(base: str, new: str, fail_on: str, alpha: float, reports: Path, out_dir: Path | None, allow_missing: bool,
             allow_new: bool, gate_conformance: bool) -> None:
-    """What changed between two runs: verdicts, numerics, latency. Exit 1 on a regression, 3 when the
+    """What changed between two runs: verdicts, numerics, latency. Exit 1 on a regression, 4 when the
     latency could not be judged (too noisy to show the gate's change, or a machine that changed in a way
     its yardstick cannot tell from the build)."""
     from harness.bench import Gate
