@@ -1,4 +1,4 @@
-"""Sandboxes for workers that run models from outside the project (../DESIGN.md, "Standards").
+"""Sandboxes for workers that run models from outside the project (docs/sandbox.md).
 
 A SavedModel is a program: `tf.io.write_file` writes where it likes, `tf.io.read_file` reads where it
 likes, and a `gs://` path makes TensorFlow open TCP connections (to the metadata server and to

@@ -1,4 +1,4 @@
-"""The worker side of the runner protocol (../DESIGN.md): JSON-RPC 2.0, one object per line on
+"""The worker side of the runner protocol (docs/architecture.md): JSON-RPC 2.0, one object per line on
 stdin/stdout, tensors as `.npy` files. A runtime module subclasses `Runtime`; this module does the
 rest — framing, validation of inputs against `artifact.json`, timing, name mapping, errors.
 

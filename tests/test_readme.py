@@ -2,6 +2,7 @@
 (harness/runners/table.py RUNTIMES, harness/export/__init__.py FORMATS), and every link it and docs/
 make leads to a page or a file of this repository."""
 import re
+import subprocess
 
 from conftest import REPO
 from harness.export import FORMATS
@@ -72,3 +73,12 @@ def test_every_link_leads_somewhere():
             headings = {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-")
                         for h in re.findall(r"^#+ (.+)$", (page.parent / anchor_page).read_text(), re.M)}
             assert anchor in headings, f"{page.relative_to(REPO)}: no heading #{anchor} in {anchor_page}"
+
+
+def test_nothing_points_at_the_design_document_outside_the_repository():
+    """The design lives in docs/architecture.md; a clone has no ../shared/DESIGN.md."""
+    tracked = subprocess.run(["git", "ls-files", "*.md", "*.py", "*.js", "*.go", "*.rs", "Makefile"], cwd=REPO,
+                             capture_output=True, text=True, check=True).stdout.split()
+    assert len(tracked) > 50
+    stale = [f for f in tracked if f != "tests/test_readme.py" and "DESIGN.md" in (REPO / f).read_text(errors="replace")]
+    assert not stale, f"these point at DESIGN.md, which is not in the repository: {stale}"

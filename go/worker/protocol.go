@@ -1,4 +1,4 @@
-// Package worker is the worker side of the runner protocol (../../shared/DESIGN.md, "Runner
+// Package worker is the worker side of the runner protocol (docs/architecture.md, "The runner
 // protocol"), mirroring runners/protocol.py: JSON-RPC 2.0, one object per line on stdin/stdout,
 // tensors as .npy files, inputs checked against artifact.json, timing with the monotonic clock,
 // outputs named by the signature. A runtime implements Runtime and Session; this package does the
@@ -26,7 +26,7 @@ import (
 // ProtocolVersion is the runner protocol version this worker speaks.
 const ProtocolVersion = 1
 
-// Error kinds (data.kind of a JSON-RPC error), as DESIGN.md lists them.
+// Error kinds (data.kind of a JSON-RPC error), as harness/schemas/protocol.schema.json lists them.
 const (
 	BadRequest  = "bad_request"
 	LoadFailed  = "load_failed"

@@ -1,4 +1,4 @@
-// The worker side of the runner protocol (../../DESIGN.md, "Runner protocol"), a port of
+// The worker side of the runner protocol (docs/architecture.md, "The runner protocol"), a port of
 // runners/protocol.py: JSON-RPC 2.0, one object per line on stdin/stdout, tensors as .npy files.
 // A runtime (src/runtimes/*.js) only loads models and runs one inference; this module does the
 // rest — framing, validation of inputs against artifact.json, timing, name mapping, errors. Errors
