@@ -46,6 +46,46 @@ def small_disk(tmp_path):
         subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
+
+def results_of(folder: Path) -> list[dict]:
+    """A run folder's results.jsonl, one dict a line."""
+    import json
+
+    return [json.loads(x) for x in (folder / "results.jsonl").read_text().splitlines() if x.strip()]
+
+
+def alive(pid: int) -> bool:
+    """Whether a process is still running (a zombie is dead for our purpose)."""
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+# A custom Keras layer users register and hand to --custom-objects (inspect, check, pytest).
+SCALE_LAYER = """
+import keras
+
+
+@keras.saving.register_keras_serializable(package="mine")
+class Scale(keras.layers.Layer):
+    def __init__(self, factor=2.0, **kw):
+        super().__init__(**kw)
+        self.factor = factor
+
+    def call(self, x):
+        return x * self.factor
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor}
+"""
+
 def check_run_schema(folder: Path) -> int:
     """Validate a run folder's run.json and every line of results.jsonl against the checked-in JSON
     Schemas (harness/schemas); returns the number of results checked."""

@@ -18,23 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HARNESS, REPO, run_cli
+from conftest import HARNESS, REPO, alive, results_of, run_cli
 from harness.store import read_run
-
-
-def _results(folder: Path) -> list[dict]:
-    return [json.loads(x) for x in (folder / "results.jsonl").read_text().splitlines() if x.strip()]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie is dead for our purpose
-        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _fixtures_copy(root: Path) -> Path:
@@ -107,7 +92,7 @@ def test_a_damaged_reference_savedmodel_is_exported_again_and_the_cases_pass(tmp
     _flip_keeping_size_and_mtime(variables)
     proc = run_cli("run", "-f", "mlp", "-F", "tflite", "-r", "litert", "-b", "1,2", "-n", "2", "--reports", str(tmp_path / "r"), env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    results = _results((tmp_path / "r" / "latest").resolve())
+    results = results_of((tmp_path / "r" / "latest").resolve())
     assert [r["status"] for r in results] == ["pass", "pass"], [r.get("summary") for r in results]
     assert any("savedmodel: saved_model/variables/variables.data" in x for x in results[0]["artifact"]["repaired"]), results[0]["artifact"]
     assert "(damaged in the cache)" in proc.stdout and "mlp-savedmodel-" in proc.stdout
@@ -306,7 +291,7 @@ def test_a_keras_model_with_dict_outputs_passes_its_keras_and_h5_cases(tmp_path)
     proc = run_cli("check", str(tmp_path / "dict.keras"), "-F", "savedmodel,keras,h5", "-r", "tf", "-b", "2", "--no-bisect",
                    "--reports", str(tmp_path / "reports"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    results = _results((tmp_path / "reports" / "latest").resolve())
+    results = results_of((tmp_path / "reports" / "latest").resolve())
     assert {r["format"]: r["status"] for r in results} == {"savedmodel": "pass", "keras": "pass", "h5": "pass"}
     assert all(set(r["metrics"]) == {"alpha", "zeta"} for r in results), [list(r["metrics"]) for r in results]
 
@@ -367,8 +352,8 @@ def test_workers_and_containers_die_with_a_harness_killed_with_sigkill(tmp_path,
         assert "docker" not in runtime or container, "the container never started"
         os.kill(harness.pid, signal.SIGKILL)  # the harness alone, as the OOM killer or `kill -9` would
         harness.wait()
-        left = _wait_for(lambda: not [p for p in family if _alive(p)] and not _containers(f"harness-go-tfgo-{harness.pid}-"), timeout=30)
-        assert left, f"still running 30 s after the harness died: {[_cmdline(p)[:80] for p in family if _alive(p)]} " \
+        left = _wait_for(lambda: not [p for p in family if alive(p)] and not _containers(f"harness-go-tfgo-{harness.pid}-"), timeout=30)
+        assert left, f"still running 30 s after the harness died: {[_cmdline(p)[:80] for p in family if alive(p)]} " \
                      f"containers {_containers(f'harness-go-tfgo-{harness.pid}-')}"
     finally:  # what a failure left behind
         harness.kill()
@@ -487,7 +472,7 @@ def test_a_gs_read_without_a_sandbox_is_blamed_on_the_model(tmp_path):
     finally:
         metadata.close()
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    (result,) = _results((tmp_path / "r" / "latest").resolve())
+    (result,) = results_of((tmp_path / "r" / "latest").resolve())
     assert (result["status"], result["culprit"]) == ("error", "model"), result["summary"]  # at stage run, as when a sandbox stops it
     assert "gs://harness-test-bucket/weights.bin" in result["error"] and "gs://" in result["evidence"]["blocked"]
 
@@ -505,7 +490,7 @@ def test_a_worker_that_prints_garbage_on_stdout_still_gets_its_verdicts(tmp_path
     proc = run_cli("run", "-f", "pow", "-r", "ort,litert", "-b", "1", "-n", "1", "--reports", str(tmp_path / "r"),
                    env={"PYTHONPATH": str(site)})
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert {r["status"] for r in _results((tmp_path / "r" / "latest").resolve())} == {"pass"}
+    assert {r["status"] for r in results_of((tmp_path / "r" / "latest").resolve())} == {"pass"}
 
 
 # --- 12. a worker that answers without the fields the protocol requires ------------------------------------
@@ -658,5 +643,5 @@ def test_a_worker_killed_from_outside_is_a_crash_and_the_run_goes_on(tmp_path):
     os.kill(busy[0], signal.SIGKILL)  # as the OOM killer does
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 1, out + err
-    (result,) = _results((reports / "latest").resolve())
+    (result,) = results_of((reports / "latest").resolve())
     assert result["status"] == "crash" and result["culprit"] == "runtime" and "SIGKILL" in result["error"], result

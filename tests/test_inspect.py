@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from conftest import SCALE_LAYER
 from harness.errors import HarnessError
 from harness.inspect_model import inspect, render
 from harness.runners.table import RUNTIMES
@@ -386,26 +387,11 @@ def test_an_onnx_file_below_opset_7_says_how_to_upgrade_it_and_a_producer_has_no
     assert "by tf2onnx 1.17.0 ·" in text_of(nine) and "None" not in text_of(nine)
 
 
-CUSTOM_LAYER = '''
-import keras
 
-
-@keras.saving.register_keras_serializable(package="mine")
-class Scale(keras.layers.Layer):
-    def __init__(self, factor=2.0, **kw):
-        super().__init__(**kw)
-        self.factor = factor
-
-    def call(self, x):
-        return x * self.factor
-
-    def get_config(self):
-        return {**super().get_config(), "factor": self.factor}
-'''
 
 
 def test_a_keras_file_with_a_custom_layer_needs_its_code_and_inspect_takes_custom_objects(tmp_path):
-    (tmp_path / "layers.py").write_text(CUSTOM_LAYER)
+    (tmp_path / "layers.py").write_text(SCALE_LAYER)
     (tmp_path / "other.py").write_text("X = 1\n")
     make = ("import sys; sys.path.insert(0, '.'); import keras, layers; x = keras.Input((3,), name='x'); "
             "keras.Model(x, layers.Scale(1.5)(keras.layers.Dense(2)(x))).save('custom.keras')")

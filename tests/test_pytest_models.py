@@ -9,6 +9,8 @@ import textwrap
 
 import pytest
 
+from conftest import SCALE_LAYER
+
 MAKE = """
 import sys
 sys.path.insert(0, ".")
@@ -24,23 +26,6 @@ np.savez("in.npz", x=rng.standard_normal((2, 6)).astype(np.float32))
 np.savez("wrong.npz", output_0=np.full((2, 3), 7.0, np.float32))
 """
 
-LAYER = """
-import keras
-
-
-@keras.saving.register_keras_serializable(package="mine")
-class Scale(keras.layers.Layer):
-    def __init__(self, factor=2.0, **kw):
-        super().__init__(**kw)
-        self.factor = factor
-
-    def call(self, x):
-        return x * self.factor
-
-    def get_config(self):
-        return {**super().get_config(), "factor": self.factor}
-"""
-
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
@@ -49,7 +34,7 @@ def project(tmp_path_factory):
     folder = tmp_path_factory.mktemp("project")
     (folder / "fixtures").mkdir()
     (folder / "fixtures" / "__init__.py").write_text("MINE = True\n")
-    (folder / "layers.py").write_text(LAYER)
+    (folder / "layers.py").write_text(SCALE_LAYER)
     (folder / "test_mine.py").write_text("import fixtures\n\n\ndef test_my_fixtures_package():\n    assert fixtures.MINE\n")
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(MAKE)], cwd=folder, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -11,23 +11,8 @@ import time
 
 import pytest
 
-from conftest import HARNESS, REPO, check_run_schema, run_cli
+from conftest import HARNESS, REPO, alive, check_run_schema, results_of, run_cli
 from harness.store import read_run
-
-
-def _results(folder):
-    return [json.loads(x) for x in (folder / "results.jsonl").read_text().splitlines() if x.strip()]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie is dead for our purpose
-        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +50,7 @@ def test_an_interrupted_run_says_so_and_resumes(finished_run, tmp_path, sig, cod
     assert f"run interrupted ({sig.name})" in stderr and f"harness run --resume {new.name}" in stderr
     assert (reports / "latest").resolve() == before, "latest moves only to complete runs"
     pids = [info["pid"] for info in run.meta["runtimes"].values() if isinstance(info, dict) and "pid" in info]
-    assert pids and not any(_alive(pid) for pid in pids), "no worker outlives the run"
+    assert pids and not any(alive(pid) for pid in pids), "no worker outlives the run"
 
     report = run_cli("report", str(new), "--reports", str(reports))
     assert report.returncode == 0
@@ -147,7 +132,7 @@ def test_a_model_whose_output_ignores_its_input_is_inconclusive_never_pass(tmp_p
     args = ["check", str(model), "-F", "savedmodel,onnx13", "-r", "tf,ort", "-b", "2", "-n", "1"]
     proc = run_cli(*args, "--reports", str(tmp_path / "r1"))
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    results = _results(next((tmp_path / "r1" / "runs").iterdir()))
+    results = results_of(next((tmp_path / "r1" / "runs").iterdir()))
     assert results and {r["status"] for r in results} == {"inconclusive"}
     assert all("does not depend on its input" in r["reason"] and r["culprit"] == "model" for r in results)
     assert "inconclusive" in proc.stdout and "--allow-inconclusive" in proc.stdout
