@@ -128,6 +128,9 @@ class Float64Oracle:
             feed = [np.asarray(inputs[t.name.split(":")[0]]) for t in model.inputs]
             feed = [x.astype(np.float64) if x.dtype.kind == "f" else x for x in feed]
             out = model(feed if isinstance(model.input, (list, tuple)) else feed[0], training=False)  # as it was built
-            outs = list(out.values()) if isinstance(out, dict) else (list(out) if isinstance(out, (list, tuple)) else [out])
-            self._memo[key] = {name: np.asarray(o) for name, o in zip(self.outputs, outs)}
+            if isinstance(out, dict):  # outputs keyed by name (the fixture's names are the dict's keys): by key, never by order
+                self._memo[key] = {str(k): np.asarray(v) for k, v in out.items()}
+            else:
+                outs = list(out) if isinstance(out, (list, tuple)) else [out]
+                self._memo[key] = {name: np.asarray(o) for name, o in zip(self.outputs, outs)}
         return self._memo[key]
