@@ -192,3 +192,20 @@ def test_check_names_the_first_diverging_node_of_an_onnx_model(tmp_path):
     results = [json.loads(ln) for ln in next((tmp_path / "reports" / "runs").iterdir()).joinpath("results.jsonl").read_text().splitlines()]
     failed = next(r for r in results if r["runtime"] == "openvino")
     assert failed["divergence"]["unit"] == "node" and failed["divergence"]["op"] == "Conv"
+
+    # The page shows it in the case's details, as the Keras layer search's answer is shown.
+    import shutil
+
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(chromium).exists():
+        return
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--headless", "--no-sandbox", "--disable-gpu"])
+        page = browser.new_page()
+        page.goto(next((tmp_path / "reports" / "runs").iterdir()).joinpath("index.html").as_uri())
+        page.locator(f'#matrix span.case[data-case="{failed["id"]}"]').click()
+        text = page.locator("p.divergence").inner_text()
+        browser.close()
+    assert text.startswith("first diverging node: ") and "(Conv)" in text and "against ort on the same graph" in text, text
