@@ -453,6 +453,7 @@ def _execute(cases, fixtures, options, reports: Path, run_options: dict, *, benc
             keras = f" (Keras layer {d['keras_layer']})" if node and d.get("keras_layer") else ""
             say.print(f"  first divergence of {r.id}: at {'node' if node else 'layer'} {d['layer_index']} {d['layer']}{keras} "
                       f"(ok up to {d['previous']}): {d.get('error') or d['status']}" + (f"; against {d['against']}" if node else "")
+                      + (f"; alone: {d['isolated']['sentence']}" if (d.get("isolated") or {}).get("done") else "")
                       + (f" [node search: {d['node_search']}]" if d.get("node_search") else ""), highlight=False, soft_wrap=True)
         elif d:
             say.print(f"  first divergence of {r.id}: not found: {d['why']}" if d.get("supported") else

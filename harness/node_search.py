@@ -28,6 +28,7 @@ and, where the converter kept TF's op names, by the Keras layer it came from.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -98,6 +99,9 @@ def first_diverging_node(engine: Engine, fixture: Fixture, case: Case) -> dict:
             tol = _tolerance(engine, fixture, case)
             marked_agree = comparator.judge({k: v for k, v in want.items() if k in declared}, {k: v for k, v in got.items() if k in declared},
                                             {k: tol for k in declared}).passed
+            # What the runtime under test computed, by tensor name: the graph inputs and every marked tensor.
+            computed = {**{s.stored_name: inputs[s.name] for s in art.inputs},
+                        **{n.tensor: got[f"node{n.order:05d}"] for n in nodes if f"node{n.order:05d}" in got}}
         else:
             mine = _run_keeping(engine, case, engine.artifact(fixture, case.format), inputs)
             theirs = _run_keeping(engine, ref_case, engine.artifact(fixture, against[0]), inputs)
@@ -105,13 +109,18 @@ def first_diverging_node(engine: Engine, fixture: Fixture, case: Case) -> dict:
             if not pairs:
                 return {"supported": False, "why": f"no tensor of {case.format} pairs with one of {against[0]} (other operators, other names)"}
             how = f"{against[0]} on {against[1]}, {by} ({len(pairs)} of {len(mine)} tensors paired)"
-            marked_agree = None
+            marked_agree, computed = None, None
     except _Failed as e:
         return {"supported": False, "why": str(e)}
     # The Keras layer names as the SavedModel's export gave them (recorded there): the ONNX and TFLite
     # artifacts are converted from it, so their op names carry these, whatever a build here would number.
     names = engine.artifact(fixture, fixture.reference[0]).extra.get("keras_layers") if fixture.kind == "keras" else None
     found = _judge(pairs, _tolerance(engine, fixture, case), how, _class(engine, case), marked_agree, names)
+    if found.get("found") and computed is not None:
+        try:
+            found["isolated"] = isolate(engine, ref_case, art, found["tensor"], computed, _tolerance(engine, fixture, case))
+        except Exception as e:  # evidence beside the answer: its failure must not cost the answer
+            found["isolated"] = {"done": False, "why": f"{type(e).__name__}: {e}"}
     if found.get("found") and fixture.kind == "keras" and names is None:
         found["keras_layer_why"] = ("no Keras layer names: the SavedModel was exported before they were recorded "
                                     f"(harness export -f {fixture.name} -F {fixture.reference[0]} --force records them)")
@@ -232,6 +241,46 @@ def mark_all(art: Artifact, folder: Path) -> tuple[Artifact, list[Node], int]:
     return Artifact.load(folder), nodes, skipped
 
 
+def isolate(engine: Engine, ref_case: Case, art: Artifact, tensor: str, computed: dict[str, np.ndarray], tol) -> dict:
+    """The diverging node alone (onnx.utils.Extractor: the node, its initializers and constants), fed the
+    tested runtime's own values of its inputs, in the reference runtime. Agreeing with the tested runtime's
+    output, the node is sound and the error came in with its inputs (small until here); disagreeing, the
+    node's kernel itself computes otherwise."""
+    import onnx
+
+    if art.model_path.stat().st_size > PROTOBUF_LIMIT:
+        return {"done": False, "why": "a model over 2 GB is not cut here"}
+    model = onnx.load(str(art.model_path))
+    node = next((n for n in model.graph.node if tensor in n.output), None)
+    if node is None:
+        return {"done": False, "why": f"no node writes {tensor}"}
+    constants = {t.name for t in model.graph.initializer} | {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    feeds = [i for i in dict.fromkeys(node.input) if i and i not in constants]
+    missing = [i for i in feeds if i not in computed]
+    if missing or tensor not in computed:
+        return {"done": False, "why": f"the tested runtime's value of {missing or [tensor]} is not known (a tensor of unknown type)"}
+    cut = onnx.utils.Extractor(onnx.shape_inference.infer_shapes(model)).extract_model(feeds, [tensor])
+    folder = engine.scratch / "nodes" / re.sub(r"[^\w.-]", "_", f"iso-{art.key}-{tensor}")[:200]
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx.save(cut, str(folder / "model.onnx"))
+    specs = [IOSpec(f"in{i}", name, computed[name].dtype.name, list(computed[name].shape)) for i, name in enumerate(feeds)]
+    alone = replace(art, key=f"{art.key}-iso-{hashlib.sha1(tensor.encode()).hexdigest()[:12]}", path="model.onnx", inputs=specs,
+                    outputs=[IOSpec("out", tensor, computed[tensor].dtype.name, [])], files=manifest(folder), dir=None, extra={})
+    (folder / "artifact.json").write_text(alone.to_json())
+    alone = Artifact.load(folder)
+    reply = _run(engine, ref_case, alone, {s.name: computed[s.stored_name] for s in specs}, keep=False)
+    theirs = np.load(reply["outputs"]["out"], allow_pickle=False)
+    j = comparator.judge({tensor: theirs}, {tensor: computed[tensor]}, {tensor: tol})
+    worst = j.metrics[tensor].get("max_abs")
+    if j.passed:
+        sentence = (f"{ref_case.runtime} computes this node from the tested runtime's own inputs to it within tolerance: the node is "
+                    "sound, the error came in with its inputs (within tolerance until here)")
+    else:
+        sentence = (f"{ref_case.runtime} computes this node from the tested runtime's own inputs to it otherwise (max abs {worst:.3g}): "
+                    "the node's kernel itself differs")
+    return {"done": True, "agrees": j.passed, "max_abs": worst, "sentence": sentence}
+
+
 def _call(engine: Engine, case: Case, method: str, params: dict, timeout: float) -> dict:
     worker = engine.pool.get(case.runtime)
     try:
@@ -244,7 +293,7 @@ def _call(engine: Engine, case: Case, method: str, params: dict, timeout: float)
 
 
 def _feeds(engine: Engine, case: Case, art: Artifact, inputs: dict[str, np.ndarray]) -> dict[str, str]:
-    folder = engine.scratch / "nodes" / "inputs" / f"{case.fixture}-{art.format}-b{case.batch}"
+    folder = engine.scratch / "nodes" / "inputs" / f"{case.fixture}-{art.key}-b{case.batch}"
     folder.mkdir(parents=True, exist_ok=True)
     paths = {}
     for i, spec in enumerate(art.inputs):

@@ -70,7 +70,8 @@ def _available(runtime: str) -> None:
 def test_an_onnx_runtime_whose_convolution_rounds_otherwise_is_caught_at_that_node(tmp_path):
     """OpenVINO and ONNX Runtime sum a convolution in another order: at a zero tolerance the case fails,
     and the node search names a convolution node of the marked graph, mapped to its Keras Conv2D, every
-    node before it bit-identical in the two runtimes."""
+    node before it bit-identical in the two runtimes; cut out alone and fed OpenVINO's inputs to it, ONNX
+    Runtime computes otherwise: the kernel, not what came in."""
     _available("openvino")
     fx = replace(get_fixture("mnist_cnn"), tolerances={"float32": Tolerance(atol=0.0, rtol=0.0)})
     case = Case(fx.name, "onnx18", "openvino")
@@ -81,6 +82,8 @@ def test_an_onnx_runtime_whose_convolution_rounds_otherwise_is_caught_at_that_no
         assert d["found"] and d["unit"] == "node" and d["op"] == "Conv", d
         assert d["keras_layer"] in _conv_layers(fx)
         assert d["against"].startswith("ort on the same graph") and d["probes"]["compared"] == d["layer_index"] + 1
+        # Every input of the node was bit-identical: alone, fed OpenVINO's own inputs, ONNX Runtime computes otherwise.
+        assert d["isolated"]["done"] and not d["isolated"]["agrees"] and "kernel itself differs" in d["isolated"]["sentence"], d["isolated"]
     finally:
         engine.close()
 
