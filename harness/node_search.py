@@ -168,7 +168,7 @@ def _judge(pairs: list, tol, how: str, cls: str, marked_agree: bool | None, laye
     node, j = first
     layer = keras_layer(node.node, layers) or keras_layer(node.tensor, layers)
     if layer is not None and layer_names:
-        layer = f"{layer} ({layer_names[layer]})"
+        layer = ", ".join(f"{one} ({layer_names[one]})" for one in layer.split(", "))
     return {
         "supported": True, "found": True, "unit": "node", "layer_index": node.order, "layer": f"{node.node} ({node.op})",
         "node": node.node, "op": node.op, "tensor": node.tensor, "keras_layer": layer, "previous": previous,
@@ -369,13 +369,16 @@ _SUFFIX = re.compile(r"^(.*)_\d+$")
 def keras_layer(name: str, layers: set[str]) -> str | None:
     """The Keras layer a converter's node or tensor name comes from: TF names ops by the name scopes of
     the trace (`MobileNetV3Small_1/expanded_conv_depthwise_bn_1/batchnorm/mul_1`), each scope a layer's
-    name made unique with a `_N` suffix; TFLite joins the names of fused ops with `;`. The last scope
-    that names a layer (the suffix taken off first: `re_lu_1_2` is layer `re_lu_1`), else None."""
+    name made unique with a `_N` suffix; the last scope that names a layer (the suffix taken off first:
+    `re_lu_1_2` is layer `re_lu_1`), else None. TFLite joins the names of the ops it fused with `;`:
+    each layer among them, once, comma-separated."""
+    found: list[str] = []
     for part in name.split(";"):
         for scope in reversed(part.split("/")[:-1]):
             m = _SUFFIX.match(scope)
-            if m and m.group(1) in layers:
-                return m.group(1)
-            if scope in layers:
-                return scope
-    return None
+            layer = m.group(1) if m and m.group(1) in layers else scope if scope in layers else None
+            if layer is not None:
+                if layer not in found:
+                    found.append(layer)
+                break
+    return ", ".join(found) or None

@@ -138,6 +138,7 @@ def test_mark_all_marks_computed_tensors_only(tmp_path):
     assert keras_layer("mul", {"dense"}) is None
     assert keras_layer("m/re_lu_1_2/Relu", {"re_lu", "re_lu_1"}) == "re_lu_1"  # TF's uniquifying suffix taken off
     assert keras_layer("a/conv2d_1/Relu;a/conv2d_1/BiasAdd", {"conv2d"}) == "conv2d"
+    assert keras_layer("m/block_bn_1/batchnorm/add_1;m/block_1/convolution", {"block", "block_bn"}) == "block_bn, block"  # fused by TFLite
 
 
 def test_litert_answers_its_intermediates_and_other_workers_refuse_to_keep_them(tmp_path):
