@@ -146,6 +146,7 @@ def _class(engine: Engine, case: Case) -> str:
 
 
 def _judge(pairs: list, tol, how: str, cls: str, marked_agree: bool | None, layer_names: dict[str, str] | None) -> dict:
+    """The first pair, in run order, out of `tol` (the comparator's judgement, as for a case's outputs)."""
     compared, previous, first = 0, "(model inputs)", None
     for node, got, want in pairs:
         if got is None or want is None or np.shape(got) != np.shape(want):
@@ -163,7 +164,7 @@ def _judge(pairs: list, tol, how: str, cls: str, marked_agree: bool | None, laye
             why += (", and so are the marked model's outputs: the divergence is in what the runtime fuses across nodes "
                     "(marking every tensor an output stops the fusion)")
         elif marked_agree is None:
-            why += ": the divergence is in no node the two models share a name for"
+            why += ": the divergence is in no tensor the two models have in common"
         return {"supported": True, "found": False, "unit": "node", "against": how, "compared": compared, "why": why}
     node, j = first
     layer = keras_layer(node.node, layers) or keras_layer(node.tensor, layers)
