@@ -447,11 +447,17 @@ def _execute(cases, fixtures, options, reports: Path, run_options: dict, *, benc
         print_causes([r for r in results if not quiet or r.status not in ("skip", "xfail", "unsupported")], out)
     for r in results:
         d = r.divergence
-        if d and d.get("supported"):
-            say.print(f"  first divergence of {r.id}: at layer {d['layer_index']} {d['layer']} "
-                      f"(ok up to {d['previous']}): {d.get('error') or d['status']}", highlight=False, soft_wrap=True)
+        if d and d.get("supported") and d.get("found", True):
+            # A node (ONNX, TFLite: harness/node_search.py) names its Keras layer where the names tell; a layer is one.
+            node = d.get("unit") == "node"
+            keras = f" (Keras layer {d['keras_layer']})" if node and d.get("keras_layer") else ""
+            say.print(f"  first divergence of {r.id}: at {'node' if node else 'layer'} {d['layer_index']} {d['layer']}{keras} "
+                      f"(ok up to {d['previous']}): {d.get('error') or d['status']}" + (f"; against {d['against']}" if node else "")
+                      + (f"; alone: {d['isolated']['sentence']}" if (d.get("isolated") or {}).get("done") else "")
+                      + (f" [node search: {d['node_search']}]" if d.get("node_search") else ""), highlight=False, soft_wrap=True)
         elif d:
-            say.print(f"  first divergence of {r.id}: not searched: {d['why']}", highlight=False)
+            say.print(f"  first divergence of {r.id}: not found: {d['why']}" if d.get("supported") else
+                      f"  first divergence of {r.id}: not searched: {d['why']}", highlight=False, soft_wrap=True)
     if bench and results:
         from harness.report.terminal import print_bench, print_pairs
 
@@ -773,7 +779,8 @@ def bench(fixtures, formats, runtimes, batch, threads_, warmup, iterations, min_
 @_select("formats", "every format")
 @_select("runtimes", "all")
 @_select("batch", "1,4")
-@click.option("--bisect/--no-bisect", default=True, show_default=True, help="For a failing case of a Keras model, find the first diverging layer.")
+@click.option("--bisect/--no-bisect", default=True, show_default=True, help="For a failing case, find where it first diverges: the first node of an ONNX or TFLite artifact "
+                                                                       "(every intermediate against a reference runtime), else the first layer of a Keras model.")
 @click.option("--inputs", "inputs_path", type=click.Path(path_type=Path),
               help="Your inputs: a .npz (one array per input name), a .npy (one input) or a folder of ONNX input_*.pb. Their batch is the batch.")
 @click.option("--expected", "expected_path", type=click.Path(path_type=Path),

@@ -373,6 +373,11 @@ class Engine:
         ref = self._references.get((fixture, batch))
         return None if ref is None else ref.outputs
 
+    def reference_inputs(self, fixture: Fixture, batch: int) -> dict[str, np.ndarray] | None:
+        """The inputs every case of the fixture at this batch gets (the reference computed first if
+        needed); None when the reference failed. The node search (harness/node_search.py) feeds them."""
+        return self._reference(fixture, batch).inputs
+
     def _reference(self, fixture: Fixture, batch: int) -> Reference:
         key = (fixture.name, batch)
         if key not in self._references:

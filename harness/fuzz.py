@@ -648,7 +648,7 @@ class Fuzzer:
         layer = None
         op = fx.name if fx.kind != "keras" else None
         if fx.kind == "keras" and self.bisect and mine["status"] == "fail":
-            from harness.layer_search import first_divergence
+            from harness.layer_search import first_diverging_layer
 
             try:
                 if self.divergence is not None and getattr(fx, "_fuzz_spec", None) is not None:
@@ -659,7 +659,7 @@ class Fuzzer:
                     layer = {"supported": False, "why": "the TF reference disagrees with the fixture's oracle, which gives no "
                                                         "output per layer to find where"}
                 else:
-                    layer = first_divergence(self.engine, self.engine.fixtures[fx.name], Case(fx.name, target[0], target[1], "cpu", example.batch))
+                    layer = first_diverging_layer(self.engine, self.engine.fixtures[fx.name], Case(fx.name, target[0], target[1], "cpu", example.batch))
                 op = layer.get("layer")
             except Exception as e:  # the search is evidence; its failure must not lose the finding
                 layer = {"supported": False, "why": f"{type(e).__name__}: {e}"}

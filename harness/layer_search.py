@@ -6,6 +6,10 @@ and judged against its own TF reference with the same tolerance class. Divergenc
 once it appears (an error does not heal downstream), so a binary search over the layers finds the first
 diverging one in log2(layers) probes. Quantised formats are calibrated per cut model, so for them the
 answer is an approximation of where quantisation error first exceeds the tolerance.
+
+An ONNX or TFLite case is searched node by node first (harness/node_search.py: every intermediate of the
+one artifact, against a reference runtime for that format); this bisection answers where that has no
+answer (a case of `ort` itself, a node search that finds every node within tolerance) for a Keras model.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from dataclasses import replace
 from harness.cases import Case
 from harness.engine import Engine
 from harness.fixtures import Fixture
+from harness.node_search import first_diverging_node
 from harness.records import CaseResult
 
 
@@ -38,6 +43,19 @@ def _cut(fixture: Fixture, index: int, name: str) -> Fixture:
 
 
 def first_divergence(engine: Engine, fixture: Fixture, case: Case) -> dict:
+    """Where the case first diverges: for ONNX and TFLite the first node out of tolerance (node_search),
+    else, or where that finds none, the first Keras layer (a bisection of cut models)."""
+    if case.format.partition("@")[0].startswith(("onnx", "tflite")):
+        nodes = first_diverging_node(engine, fixture, case)
+        if nodes.get("found") or fixture.kind != "keras":
+            return nodes
+        layers = first_diverging_layer(engine, fixture, case)
+        layers["node_search"] = nodes["why"]
+        return layers
+    return first_diverging_layer(engine, fixture, case)
+
+
+def first_diverging_layer(engine: Engine, fixture: Fixture, case: Case) -> dict:
     """The first layer whose output fails the case's judgement, with its metrics and the layer before it."""
     if fixture.kind != "keras":
         return {"supported": False, "why": "layer bisection needs a Keras model (a SavedModel has no layer structure)"}
@@ -66,6 +84,8 @@ def first_divergence(engine: Engine, fixture: Fixture, case: Case) -> dict:
     found = probe(lo)
     return {
         "supported": True,
+        "found": True,
+        "unit": "layer",
         "layer_index": lo,
         "layer": names[lo],
         "previous": names[lo - 1] if lo > 0 else "(model inputs)",

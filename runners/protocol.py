@@ -57,6 +57,12 @@ class Session(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook: most sessions free with the process
         """Free what the session holds (unload)."""
 
+    def intermediates(self) -> list[tuple[dict, np.ndarray]]:
+        """After a run of a session loaded with `intermediates`: every tensor an operator wrote, in the
+        order the operators ran, as (facts, value); facts: name, op (the operator's type), index (the
+        runtime's tensor index), scale and zero_point (null unless quantised)."""
+        raise NotImplementedError
+
 
 class Runtime(ABC):
     name: str = ""
@@ -83,13 +89,19 @@ class Runtime(ABC):
     def load(self, artifact: dict, model_path: Path, fmt: str, device: str, threads: int) -> Session:
         """Ready a session for one artifact; raise ProtocolError('load_failed', ...) on failure."""
 
+    def load_keeping(self, artifact: dict, model_path: Path, fmt: str, device: str, threads: int) -> Session:
+        """`load` with every intermediate tensor kept readable after a run (load's `intermediates`: the
+        harness's search for the first diverging node); a runtime that cannot keep them refuses."""
+        raise ProtocolError("unsupported", f"runtime {self.name} cannot keep intermediate tensors (load's intermediates)")
+
 
 class _Loaded:
-    def __init__(self, session: Session, artifact: dict, address: str):
+    def __init__(self, session: Session, artifact: dict, address: str, keeping: bool = False):
         self.session = session
         self.inputs = artifact["inputs"]
         self.outputs = artifact["outputs"]
         self.address = address
+        self.keeping = keeping  # loaded with `intermediates`: run answers them too
 
 
 def _check_input(spec: dict, value: np.ndarray) -> None:
@@ -160,6 +172,9 @@ class Worker:
         fmt = _param(params, "format", str)
         device = params.get("device", "cpu")
         threads = int(params.get("threads", 0) or 0)
+        keeping = params.get("intermediates", False)
+        if not isinstance(keeping, bool):
+            raise ProtocolError("bad_request", code="wrong_param_type", field="intermediates", expected="boolean", got=_json_type(keeping))
         if fmt not in self.runtime.formats:
             raise ProtocolError("unsupported", code="format_not_taken", field="format", expected=list(self.runtime.formats), got=fmt)
         if device not in self.runtime.devices():
@@ -186,7 +201,7 @@ class Worker:
             raise ProtocolError("load_failed", code="model_file_missing", path=str(model_path))
         start = time.perf_counter_ns()
         try:
-            session = self.runtime.load(artifact, model_path, fmt, device, threads)
+            session = (self.runtime.load_keeping if keeping else self.runtime.load)(artifact, model_path, fmt, device, threads)
         except ProtocolError:
             raise
         except Exception as e:
@@ -194,7 +209,7 @@ class Worker:
         load_ns = time.perf_counter_ns() - start
         self.counter += 1
         handle = f"h{self.counter}"
-        self.sessions[handle] = _Loaded(session, artifact, self.runtime.address(fmt))
+        self.sessions[handle] = _Loaded(session, artifact, self.runtime.address(fmt), keeping)
 
         def io(specs: list[dict]) -> list[dict]:
             return [{"name": s["name"], "dtype": s["dtype"], "shape": s["shape"]} for s in specs]
@@ -248,11 +263,26 @@ class Worker:
             path = output_dir / f"{_safe(spec['name'])}.npy"
             np.save(path, np.ascontiguousarray(result[key]), allow_pickle=False)
             outputs[spec["name"]] = str(path)
+        kept = []
+        if loaded.keeping:
+            # The tensors as the last call left them (every call computes the same from the same inputs).
+            folder = output_dir / "intermediates"
+            folder.mkdir(exist_ok=True)
+            try:
+                tensors = session.intermediates()
+            except Exception as e:
+                raise ProtocolError("run_failed", f"{type(e).__name__}: {one_line(e)}", code="library_error") from None
+            for i, (facts, value) in enumerate(tensors):
+                path = folder / f"{i:05d}.npy"
+                value = np.ascontiguousarray(value)
+                np.save(path, value, allow_pickle=False)
+                kept.append({**facts, "dtype": value.dtype.name, "shape": list(value.shape), "path": str(path)})
         return {
             "outputs": outputs,
             "first_ns": first_ns,
             "samples_ns": samples,
             "peak_rss_bytes": peak_rss_bytes(),
+            **({"intermediates": kept} if loaded.keeping else {}),
         }
 
     def unload(self, params: dict) -> dict:

@@ -217,3 +217,42 @@ def test_float64_clone_of_sequential_nested_and_integer_input_models():
     opaque(np.zeros((1, 3), np.float32))
     with pytest.raises(Float64Unavailable):
         float64_clone(opaque)
+
+
+def test_a_change_of_the_zoos_shared_module_makes_new_zoo_artifacts(tmp_path):
+    """fixtures/_zoo.py seeds and calibrates every zoo model: a change there keys new artifacts (the zoo's
+    keys come from Fixture.digest, the module and the fixtures code it imports, as every fixture's do)."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    pkg = tmp_path / "pkg" / "harness_fixtures"
+    pkg.mkdir(parents=True)
+    for f in (repo / "fixtures").iterdir():
+        if f.suffix in (".py", ".toml"):
+            shutil.copy(f, pkg / f.name)
+    probe = ("from harness.export import Exporter; from harness.fixtures import get_fixture; import sys; "
+             "ex = Exporter(root=__import__('pathlib').Path(sys.argv[1])); "
+             "print(*(ex.key(get_fixture(n), 'onnx18') for n in ('zoo_mobilenet', 'zoo_gpt2', 'mlp')))")
+    env = {**os.environ, "PYTHONPATH": str(pkg.parent)}
+
+    def keys() -> list[str]:
+        proc = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "cache")], env=env, capture_output=True, text=True, cwd=repo)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.split()
+
+    before = keys()
+    zoo = pkg / "_zoo.py"
+    zoo.write_text(zoo.read_text().replace("VARIANCE_FLOOR = 0.01", "VARIANCE_FLOOR = 0.02"))
+    after = keys()
+    assert after[0] != before[0] and after[1] != before[1], "a change of fixtures/_zoo.py must key new zoo artifacts"
+    assert after[2] == before[2], "a fixture that does not import _zoo keeps its key"
+    # Any fixtures module a zoo module comes to import is in the key too (the zoo's own digest covered two files).
+    apps = pkg / "zoo_apps.py"
+    apps.write_text(apps.read_text().replace("from harness_fixtures import _zoo", "from harness_fixtures import _nn, _zoo  # noqa: F401"))
+    with_helper = keys()
+    (pkg / "_nn.py").write_text((pkg / "_nn.py").read_text() + "\nPIXEL_SCALE_NOTE = 'changed'\n")
+    helper_changed = keys()
+    assert helper_changed[0] != with_helper[0] and helper_changed[1] == with_helper[1], (with_helper, helper_changed)

@@ -16,6 +16,9 @@ def export(fixture: Fixture, spec, out: Path, source: Artifact | None, art: Arti
     if fixture.kind == "keras":
         model = fixture.build()
         model.export(str(target), format="tf_saved_model", verbose=False)
+        # The layer names as this build gave them (Keras numbers unnamed layers per process): the op names of
+        # every format converted from this SavedModel carry them; harness/node_search.py maps nodes back by them.
+        art.extra["keras_layers"] = {layer.name: type(layer).__name__ for layer in model._flatten_layers(include_self=False)}
     elif fixture.kind == "module":
         module, fn = fixture.build()
         tf.saved_model.save(module, str(target), signatures={"serving_default": fn})
