@@ -1,4 +1,5 @@
-"""Comparator: metrics per output and the tolerance verdict. Never touches a runtime."""
+"""Comparator: tolerances (what passes, per format class), metrics per output and the tolerance verdict.
+Never touches a runtime."""
 
 from __future__ import annotations
 
@@ -7,7 +8,41 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from harness.fixtures import Tolerance
+
+@dataclass(frozen=True)
+class Tolerance:
+    """When a case passes. Float classes use atol/rtol (numpy.allclose semantics: |a-b| <= atol + rtol*|ref|);
+    quantised classes use SNR and top-1 agreement, since elementwise bounds say little there."""
+
+    atol: float | None = None
+    rtol: float | None = None
+    min_snr_db: float | None = None
+    min_top1: float | None = None
+
+
+# The format class decides which tolerance applies (design: conformance policy); each format declares
+# its class once, in the format registry (harness.export.FORMATS, FormatSpec.tolerance_class;
+# harness.export.format_class reads it).
+DEFAULT_TOLERANCES: dict[str, Tolerance] = {
+    "float32": Tolerance(atol=1e-5, rtol=1e-5),
+    "float16": Tolerance(atol=2e-3, rtol=2e-3),
+    # A float32 format computed in bfloat16 (openvino@bf16): 8 significant bits, four times float16's error.
+    "bfloat16": Tolerance(atol=1e-2, rtol=1e-2),
+    "dynamic-range": Tolerance(min_snr_db=30.0, min_top1=1.0),
+    "int8": Tolerance(min_snr_db=15.0, min_top1=0.75),
+}
+
+
+def describe(tol: Tolerance) -> str:
+    """The rule a tolerance applies, in words: what a reader of a verdict needs to know."""
+    parts = []
+    if tol.atol is not None or tol.rtol is not None:
+        parts.append(f"|out - ref| <= {tol.atol or 0:g} + {tol.rtol or 0:g}·|ref| everywhere")
+    if tol.min_snr_db is not None:
+        parts.append(f"SNR >= {tol.min_snr_db:g} dB")
+    if tol.min_top1 is not None:
+        parts.append(f"top-1 agreement >= {tol.min_top1:g} (classifier outputs)")
+    return " and ".join(parts) or "no bound"
 
 
 @dataclass

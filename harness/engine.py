@@ -21,13 +21,13 @@ import numpy as np
 from harness import comparator
 from harness.artifact import MISSING_PIECE, Artifact, crash_cause, one_line
 from harness.availability import Availability
-from harness.bench import latency_stats
 from harness.cases import QUANTISED, Case, Deviation, load_deviations
 from harness.errors import HarnessError
-from harness.export import Exporter
-from harness.fixtures import Fixture, all_fixtures, describe, format_class
+from harness.export import Exporter, format_class
+from harness.fixtures import Fixture, all_fixtures
 from harness.records import KEPT_OUTPUT_BYTES, CaseResult, Timing, metrics_of
 from harness.runners import RUNTIMES, RpcError, WorkerCrash, WorkerPool, WorkerTimeout, check_runtime
+from harness.stats import latency_stats
 
 DISK_ERRORS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
 OTHER_INPUT_SETS = 3  # at most this many more input sets to tell an input-independent output
@@ -291,7 +291,7 @@ class Engine:
         if check_runtime(case.runtime).emulated:
             # Recorded, and marked: an emulator's timings are never compared with native ones.
             result.emulated = (info.get("settings") or {}).get("emulator") or "emulated"
-        tolerances = {name: fixture.tolerance(case.format, name, precision) for name in reference}
+        tolerances = {name: fixture.tolerance(format_class(case.format, precision), name) for name in reference}
         oracle = fixture.oracle(ref.inputs) if fixture.oracle else None
         if oracle is not None:
             # A float64 value beyond the output dtype's range is, correctly rounded, ±inf.
@@ -310,7 +310,7 @@ class Engine:
         judgement = comparator.judge(against, outputs, tolerances, fixture.classifier_outputs, dtypes=dtypes)
         result.baseline = baseline
         result.metrics = metrics_of(judgement.metrics)
-        result.tolerance = {name: {"class": format_class(case.format, precision), "rule": describe(tol), **{k: v for k, v in asdict(tol).items() if v is not None}}
+        result.tolerance = {name: {"class": format_class(case.format, precision), "rule": comparator.describe(tol), **{k: v for k, v in asdict(tol).items() if v is not None}}
                                for name, tol in tolerances.items()}
         if oracle is not None and baseline != "oracle":
             result.oracle_metrics = metrics_of(comparator.judge(oracle, outputs, tolerances, fixture.classifier_outputs).metrics)
@@ -388,7 +388,7 @@ class Engine:
         if not avail.ok:
             return Reference(error=f"runtime {ref_runtime} unavailable: {avail.reason} (fix: {avail.fix})", culprit="environment")
         case = Case(fixture.name, ref_format, ref_runtime, "cpu", batch)
-        tolerances = {name: fixture.tolerance(ref_format, name) for name in fixture.outputs}
+        tolerances = {name: fixture.tolerance(format_class(ref_format), name) for name in fixture.outputs}
         ref = Reference()
         # The user's own inputs (check --inputs) are the inputs: never swapped for the second distribution,
         # which would also drop their golden outputs from the judgement.

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
-import statistics
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,6 +27,7 @@ from harness.errors import HarnessError
 from harness.export import Exporter
 from harness.fixtures import Fixture
 from harness.records import CaseResult, Timing, summarize
+from harness.stats import paired, rounds_timing
 from harness.store import RunStore, planned_cases, read_run
 
 
@@ -397,48 +397,9 @@ def newest_incomplete(reports: Path) -> Path:
     raise HarnessError(f"no incomplete run under {runs} to resume: give the run to resume (--resume RUN)")
 
 
-def rounds_timing(timings: list[dict]) -> dict:
-    """One timing record from several rounds of the same case: the cold start of the first round, the
-    pooled samples for the percentiles, and per round its median; p50 is the median of the round
-    medians, with a bootstrap 95% interval over rounds and the between-round noise (coefficient of
-    variation of the round medians)."""
-    from harness.bench import latency_stats, round_statistics
-
-    samples = [s for t in timings for s in t["samples_ms"]]
-    out = dict(timings[0])
-    out.update(latency_stats([int(s * 1e6) for s in samples]))
-    out.update(samples_ms=samples, iterations=len(samples), **round_statistics([float(statistics.median(t["samples_ms"])) for t in timings]))
-    return out
-
-
-PAIR_MIN_EFFECT = 0.05  # a difference smaller than 5% is not called, however consistent
-
-
-def median_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float, float] | None:
-    """Distribution-free interval for the median from order statistics (the sign test's): the widest
-    inner pair (x_k, x_{n-k+1}) whose coverage is at least `confidence`, and that coverage. None when
-    n is too small for it (n < 6 at 95%). A bootstrap of the median over five rounds is far too narrow."""
-    from scipy.stats import binom
-
-    x = sorted(values)
-    n = len(x)
-    best = None
-    for k in range(1, n // 2 + 1):
-        coverage = 1 - 2 * float(binom.cdf(k - 1, n, 0.5))
-        if coverage >= confidence:
-            best = (x[k - 1], x[n - k], coverage)
-        else:
-            break
-    return best
-
-
 def pair_statistics(results: list[CaseResult], cases: list[Case]) -> list[dict]:
     """For each case measured as build A and build B in the same rounds: the ratio B/A of each round's
-    medians (the two ran back to back, so machine drift cancels), its median over rounds and a 95%
-    distribution-free interval. B is called slower only when the whole interval lies above 1 and the
-    median ratio is at least 5% above it (and faster symmetrically); with too few rounds, nothing is called."""
-    import numpy as np
-
+    medians, its median and interval, and the verdict (harness.stats.paired)."""
     by_id = {r.id: r for r in results}
     out = []
     for b in (c for c in cases if c.variant == "B"):
@@ -447,23 +408,10 @@ def pair_statistics(results: list[CaseResult], cases: list[Case]) -> list[dict]:
         ra, rb = by_id.get(a.id) if a else None, by_id.get(b.id)
         if not ra or not rb:
             continue
-        ta, tb = ra.timing.rounds_ms or [], rb.timing.rounds_ms or []
-        n = min(len(ta), len(tb))
-        if n == 0:
+        pair = paired(ra.timing.rounds_ms or [], rb.timing.rounds_ms or [])
+        if pair is None:
             continue
-        ratios = [float(x) for x in np.asarray(tb[:n]) / np.asarray(ta[:n])]
-        item: dict = {"a": ra.id, "b": rb.id, "rounds": n, "ratios": ratios, "ratio": float(np.median(ratios)),
-                "a_p50_ms": ra.timing.p50_ms, "b_p50_ms": rb.timing.p50_ms,
-                "a_status": ra.status, "b_status": rb.status, "verdict": "too few rounds (6 or more for a 95% interval)"}
-        interval = median_interval(ratios)
-        if interval is not None:
-            lo, hi, coverage = interval
-            item["ci"], item["coverage"] = [lo, hi], coverage
-            if lo > 1 and item["ratio"] >= 1 + PAIR_MIN_EFFECT:
-                item["verdict"] = "B slower"
-            elif hi < 1 and item["ratio"] <= 1 / (1 + PAIR_MIN_EFFECT):
-                item["verdict"] = "B faster"
-            else:
-                item["verdict"] = "no difference shown"
-        out.append(item)
+        head = {k: pair.pop(k) for k in ("rounds", "ratios", "ratio")}
+        out.append({"a": ra.id, "b": rb.id, **head, "a_p50_ms": ra.timing.p50_ms, "b_p50_ms": rb.timing.p50_ms,
+                    "a_status": ra.status, "b_status": rb.status, **pair})
     return out

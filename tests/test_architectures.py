@@ -8,8 +8,8 @@ import pytest
 from harness.cases import Selection, matrix
 from harness.engine import Engine, Options
 from harness.errors import HarnessError
-from harness.export import Exporter, formats_for
-from harness.fixtures import Fixture, TensorSpec, get_fixture, signature_variant
+from harness.export import Exporter, formats_for, signature_variant
+from harness.fixtures import Fixture, TensorSpec, get_fixture
 
 
 def test_opt_in_formats_are_in_the_matrix_only_where_listed_or_named():

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, worker_pool
 from harness.cases import Case, Selection, matrix
 from harness.engine import Engine, Options
-from harness.fixtures import format_class, get_fixture
-from harness.runners import RUNTIMES, WorkerPool
+from harness.export import format_class
+from harness.fixtures import get_fixture
+from harness.runners import RUNTIMES
 from harness.runners.table import BrowserRuntime
 
 CHROMIUM = os.environ.get("HARNESS_CHROMIUM") or "/usr/bin/chromium"
@@ -48,8 +49,8 @@ def test_the_tolerance_class_follows_the_precision_the_runtime_computes_in():
     assert format_class("tfjs_graph", "float16") == "float16"
     assert format_class("tflite_int8", "float16") == "int8"  # a quantised class stays what it is
     fx = get_fixture("mlp")
-    assert fx.tolerance("tfjs_graph", "output_0", "float16").atol == 2e-3
-    assert fx.tolerance("tfjs_graph", "output_0").atol == 1e-5
+    assert fx.tolerance(format_class("tfjs_graph", "float16"), "output_0").atol == 2e-3
+    assert fx.tolerance(format_class("tfjs_graph"), "output_0").atol == 1e-5
 
 
 def test_the_quick_matrix_keeps_a_subset_of_browser_cases_and_every_other_case(monkeypatch):
@@ -197,7 +198,7 @@ def test_doctor_reports_chromium_webgl_webgpu_and_each_browser_backend(chromium)
 
 
 def test_a_browser_worker_started_by_the_pool_reports_the_page_clock(chromium):
-    with WorkerPool() as pool:
+    with worker_pool() as pool:
         pool.get("browser-ort-wasm")
         info = pool.info["browser-ort-wasm"]
     assert info["browser"]["cross_origin_isolated"] is True  # COOP/COEP: the threaded wasm build

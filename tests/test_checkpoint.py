@@ -16,7 +16,7 @@ from harness import comparator
 from harness.artifact import Artifact, manifest
 from harness.cases import Selection, matrix
 from harness.engine import Engine, Options
-from harness.export import Exporter, formats_for
+from harness.export import Exporter, format_class, formats_for
 from harness.export.validate import ConverterFault, validate
 from harness.fixtures import get_fixture
 from harness.runners.table import RUNTIMES
@@ -94,7 +94,7 @@ def test_checkpoint_is_an_opt_in_float32_format_of_tf():
         assert "checkpoint" in formats_for(get_fixture(name)), name
     assert "checkpoint" not in formats_for(get_fixture("unet_small"))
     assert "checkpoint" in formats_for(get_fixture("unet_small"), ["checkpoint"])
-    assert get_fixture("mlp").tolerance("checkpoint", "output_0") == get_fixture("mlp").tolerance("savedmodel", "output_0")
+    assert get_fixture("mlp").tolerance(format_class("checkpoint"), "output_0") == get_fixture("mlp").tolerance(format_class("savedmodel"), "output_0")
 
 
 def test_tf2_and_tf1_checkpoints_restored_into_code_pass(cache, tmp_path):
@@ -124,7 +124,7 @@ def test_restoring_matters(tf, cache, tmp_path):
         inputs = fx.make_inputs(4)
         saved = tf.saved_model.load(str(exporter.get(fx, "savedmodel").model_path), tags=["serve"])
         reference = {k: v.numpy() for k, v in saved.signatures["serving_default"](**{k: tf.constant(v) for k, v in inputs.items()}).items()}
-        tolerances = {k: fx.tolerance("checkpoint", k) for k in reference}
+        tolerances = {k: fx.tolerance(format_class("checkpoint"), k) for k in reference}
         restored = restore(tf, art, inputs)
         assert comparator.judge(reference, restored, tolerances).passed
         unrestored = restore(tf, art, inputs, restore=False)

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from harness import comparator
-from harness.fixtures import Tolerance
+from harness.comparator import Tolerance
 
 F32 = Tolerance(atol=1e-5, rtol=1e-5)
 

@@ -10,12 +10,13 @@ import threading
 import numpy as np
 import pytest
 
-from harness.runners import RpcError, WorkerCrash, WorkerPool, WorkerTimeout
+from conftest import worker_pool
+from harness.runners import RpcError, WorkerCrash, WorkerTimeout
 
 
 @pytest.fixture(scope="module")
 def ort_worker():
-    with WorkerPool() as pool:
+    with worker_pool() as pool:
         yield pool.get("ort")
 
 
@@ -56,7 +57,7 @@ def test_ort_names_a_model_file_it_cannot_parse(ort_worker, pow_artifacts, tmp_p
 
 
 def test_tf_worker_rejects_missing_signature(pow_artifacts, tmp_path):
-    with WorkerPool() as pool:
+    with worker_pool() as pool:
         tf = pool.get("tf")
         with pytest.raises(RpcError, match="has no signature 'nope': expected one of \\['serving_default'\\]") as e:
             tf.call("load", {"artifact": str(pow_artifacts["savedmodel"].dir), "format": "savedmodel", "signature": "nope"})
@@ -77,7 +78,7 @@ def test_a_worker_aborted_mid_run_is_a_crash_with_its_signal_and_stderr(pow_arti
     what the worker wrote to stderr as it died (Python's fault handler writes the stack there)."""
     monkeypatch.setenv("PYTHONFAULTHANDLER", "1")
     x = np.array([2.0, 3.0], dtype=np.float32)
-    with WorkerPool() as pool:
+    with worker_pool() as pool:
         worker = pool.get("ort")
         handle = worker.call("load", {"artifact": str(pow_artifacts["onnx13"].dir), "format": "onnx13"})["handle"]
         params = {"handle": handle, "inputs": _inputs(tmp_path, x=x, y=x), "output_dir": str(tmp_path / "out"),
@@ -96,7 +97,7 @@ def test_a_worker_aborted_mid_run_is_a_crash_with_its_signal_and_stderr(pow_arti
 
 
 def test_a_worker_that_exits_is_a_crash_with_its_exit_code():
-    with WorkerPool() as pool:
+    with worker_pool() as pool:
         worker = pool.get("ort")
         assert worker.call("shutdown") == {}
         worker.proc.wait(timeout=30)
@@ -105,7 +106,7 @@ def test_a_worker_that_exits_is_a_crash_with_its_exit_code():
 
 
 def test_client_kills_a_worker_that_does_not_answer():
-    with WorkerPool() as pool:
+    with worker_pool() as pool:
         worker = pool.get("ort")
         pid = worker.proc.pid
         os.kill(pid, signal.SIGSTOP)  # alive but not answering

@@ -16,9 +16,10 @@ import jsonschema
 import numpy as np
 import pytest
 
+from conftest import worker_pool
 from harness.export import Exporter
 from harness.fixtures import get_fixture
-from harness.runners import RpcError, WorkerClient, WorkerPool
+from harness.runners import RpcError, WorkerClient
 from harness.runners.errors import SENTENCES, ErrorData
 from harness.runners.table import REPO, RUNTIMES
 
@@ -115,7 +116,7 @@ def _call(worker: WorkerClient, method: str, params) -> dict:
 def workers(tmp_path_factory):
     """Started on first use, one per runtime, each with the pow model loaded (the `$handle`)."""
     started: dict[str, tuple] = {}
-    pool = WorkerPool()
+    pool = worker_pool()
     exporter = Exporter()
     own: list[WorkerClient] = []
 

@@ -142,8 +142,8 @@ def test_the_gate_reads_timing_fields():
 
 def test_every_format_declares_a_tolerance_class_the_schema_and_the_tolerances_know():
     from harness.cases import QUANTISED
-    from harness.export import FORMATS
-    from harness.fixtures import DEFAULT_TOLERANCES, format_class
+    from harness.comparator import DEFAULT_TOLERANCES
+    from harness.export import FORMATS, format_class
 
     classes = RESULT["properties"]["tolerance"]["additionalProperties"]["properties"]["class"]["enum"]
     for name, spec in FORMATS.items():

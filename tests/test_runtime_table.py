@@ -5,9 +5,10 @@ import os
 
 import pytest
 
+from conftest import worker_pool
 from harness.cases import Case
 from harness.engine import Engine
-from harness.runners import RUNTIMES, WorkerPool
+from harness.runners import RUNTIMES
 
 
 def test_the_runtime_table_names_only_registered_formats_and_every_format_has_a_runtime():
@@ -31,7 +32,7 @@ def test_worker_formats_match_the_runtime_table(name):
         if os.environ.get("CI") == "true" and spec.required_in_ci:
             pytest.fail(f"runtime {name} is required in CI but unavailable: {avail.reason}")
         pytest.skip(f"runtime {name} unavailable: {avail.reason} (fix: {avail.fix})")
-    with WorkerPool() as pool:
+    with worker_pool() as pool:
         pool.get(name)
         info = pool.info[name]
     assert sorted(info["formats"]) == sorted(spec.formats), f"{name}: worker takes {info['formats']}, table says {spec.formats}"

@@ -205,12 +205,12 @@ def bench_id(result: CaseResult) -> str:
     return result.id.replace(f"-{result.device}-b", "-b", 1) if result.device == "cpu" else result.id
 
 
-def _float_peak_applies(fmt: str) -> bool:
+def _float_peak_applies(result: CaseResult) -> bool:
     """% of the float32 GEMM peak means something for formats computed in floating point only: int8 and
-    dynamic-range formats compute in integers, and no int8 peak is measured."""
-    from harness.fixtures import format_class
-
-    return format_class(fmt) in ("float32", "float16")
+    dynamic-range formats compute in integers, and no int8 peak is measured. The tolerance class the
+    case was judged in, as its record says, tells which."""
+    classes = {t.get("class") for t in (result.tolerance or {}).values()}
+    return not classes & {"int8", "dynamic-range"}
 
 
 def print_bench(results: list[CaseResult], peaks: dict, console: Console | None = None) -> None:
@@ -233,7 +233,7 @@ def print_bench(results: list[CaseResult], peaks: dict, console: Console | None 
         peak = peaks.get(str(t.threads or 0)) or peaks.get(str(max((int(k) for k in peaks), default=0)))
         gf = r.gflops
         ci = t.p50_ci_ms
-        applies = _float_peak_applies(r.format)
+        applies = _float_peak_applies(r)
         integer_formats |= bool(gf) and not applies
         table.add_row(
             bench_id(r), _ms(t.p50_ms), f"{_ms(ci[0])}–{_ms(ci[1])}" if ci and len(ci) == 2 else "–",
