@@ -1,8 +1,8 @@
 """The house's floors: the harness package's modules ("rooms"; a subpackage's modules are rooms of their
 own) and their imports ("arrows"), module-level and deferred (inside a function) alike. No circle, and no
 arrow from a lower floor up to a higher one; harness/cli.py is the one exception (it may import anything,
-inside its commands). The allowed order is FLOORS below, written down once (docs/architecture.md refers
-here): a new module goes onto a floor, or this test says which one is missing.
+inside its commands). The allowed order is written down once, in the "Floors" table of docs/architecture.md,
+which this test reads: a new module goes onto a floor there, or this test says which one is missing.
 
 An import of a subpackage's module from inside that subpackage's own package (harness.export.validate
 reading harness.export's FORMATS) is not an arrow: the package is loaded first anyway."""
@@ -11,42 +11,30 @@ from __future__ import annotations
 
 import ast
 import fnmatch
+import re
 from collections import defaultdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Lowest first. A room may import its own floor and the floors below, never a floor above.
-FLOORS: list[tuple[str, tuple[str, ...]]] = [
-    ("ground: words, records, tolerances, statistics, the build and machine descriptions; nothing of the harness above",
-     ("harness", "harness.errors", "harness.availability", "harness.records", "harness.machine", "harness.builds",
-      "harness.artifact", "harness.stats", "harness.comparator", "harness.runners.errors", "harness.report.plots",
-      "harness.report.fuzz_section", "harness.pytest_models")),
-    ("stored runs, the latency gate, the workers' wire, the sandbox's mechanism",
-     ("harness.store", "harness.bench", "harness.drift", "harness.runners.client", "harness.sandbox")),
-    ("runtimes: the runtime table, the sandboxes a worker runs in, the worker pool",
-     ("harness.runners.table", "harness.runners.sandboxes", "harness.runners.pool", "harness.runners", "harness.browser")),
-    ("reports and merges: stored runs read back (never the engine)",
-     ("harness.report", "harness.report.*", "harness.shard")),
-    ("the fixture registry", ("harness.fixtures",)),
-    ("what every format tool shares: TensorFlow's import and signatures, the checks that gate an artifact",
-     ("harness.export.common", "harness.export.validate")),
-    ("model files read, one reader per format (harness inspect)",
-     ("harness.inspect", "harness.inspect.common", "harness.inspect.savedmodel", "harness.inspect.frozen", "harness.inspect.keras",
-      "harness.inspect.h5", "harness.inspect.tflite", "harness.inspect.onnx", "harness.inspect.tfjs", "harness.inspect.render")),
-    ("exporters and the format registry, the float64 oracle",
-     ("harness.export", "harness.export.*", "harness.oracle64")),
-    ("models from outside the registry: a user's own, generated ones, fuzz findings",
-     ("harness.user_model", "harness.project", "harness.fuzz.strategies", "harness.fuzz.models", "harness.fuzz.findings")),
-    ("the case matrix", ("harness.cases",)),
-    ("the engine: one case end to end; where a model file runs",
-     ("harness.engine", "harness.inspect.runs")),
-    ("searches on the engine", ("harness.layer_search", "harness.parallel")),
-    ("the orchestrator: a run", ("harness.orchestrator",)),
-    ("tools on top of runs: fuzzing, the self-tests",
-     ("harness.fuzz", "harness.fuzz.search", "harness.fidelity")),
-    ("entry points", ("harness.pytest_plugin", "harness.cli")),
-]
+ARCHITECTURE = REPO / "docs" / "architecture.md"
+
+
+def floors_of(page: Path = ARCHITECTURE) -> list[tuple[str, tuple[str, ...]]]:
+    """The floors, lowest first, as the table under "## Floors" in docs/architecture.md lists them (the
+    one place the order is written): each row's words and its rooms (names or patterns, in backticks)."""
+    text = page.read_text()
+    section = text[text.index("## Floors"):].split("\n## ")[0]  # up to the next section
+    rows = [line for line in section.splitlines()[1:] if line.startswith("| ") and not line.startswith("| floor")]
+    out = []
+    for n, line in enumerate(rows):
+        number, what, names = (c.strip() for c in line.strip().strip("|").split("|"))
+        assert number == str(n), f"docs/architecture.md, Floors: row {n} is numbered {number}"
+        out.append((what, tuple(re.findall(r"`([^`]+)`", names))))
+    return out
+
+
+FLOORS = floors_of()
 EXEMPT = "harness.cli"  # may import anything, inside its commands
 
 
@@ -146,7 +134,7 @@ def problems(root: Path, floors: list[tuple[str, tuple[str, ...]]] = FLOORS, exe
     out = [f"circle of {len(c)}: {', '.join(c)}" for c in circles(rooms, edges)]
     for name in sorted(rooms):
         if floor_of(name, floors) is None:
-            out.append(f"{name} is on no floor: add it to FLOORS in tests/test_import_floors.py")
+            out.append(f"{name} is on no floor: add it to the Floors table of docs/architecture.md")
     for src in sorted(edges):
         if src == exempt:
             continue
@@ -190,4 +178,4 @@ def test_the_check_finds_a_circle_an_arrow_up_and_a_room_on_no_floor(tmp_path):
     assert any(p.startswith("harness.low (floor 0: ground) imports harness.high (floor 1: top) inside a function") for p in found), found
     assert len(found) == 2, found
     (pkg / "stray.py").write_text("")
-    assert "harness.stray is on no floor: add it to FLOORS in tests/test_import_floors.py" in problems(tmp_path, floors, exempt="")
+    assert "harness.stray is on no floor: add it to the Floors table of docs/architecture.md" in problems(tmp_path, floors, exempt="")
