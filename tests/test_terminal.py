@@ -81,8 +81,11 @@ def test_the_bench_table_reads_at_100_columns_with_interval_noise_and_no_integer
     for fmt, rt, gflops in (("tflite_int8", "litert", 9.1), ("tflite", "litert", 1.9), ("onnx18", "node-ort-web", 2.2),
                             ("tfjs_graph", "browser-tfjs-webgpu", 0.1)):
         for threads in (1, 2):
+            # The tolerance class each case was judged in, as the engine records it: what tells an integer format.
+            judged = {"class": "int8", "rule": "SNR >= 15 dB"} if fmt == "tflite_int8" else {"class": "float32", "rule": "|out - ref| <= …"}
             rows.append({"id": f"mnist_cnn-{fmt}-{rt}-cpu-b32-t{threads}", "fixture": "mnist_cnn", "format": fmt, "runtime": rt,
                          "batch": 32, "threads": threads, "status": "pass", "gflops": gflops, "peak_rss_bytes": 2**27,
+                         "tolerance": {"output_0": judged},
                          "timing": {"p50_ms": 0.00996, "p90_ms": 0.0121, "first_ms": 3.2, "load_ms": 41.0, "threads": threads,
                                     "p50_ci_ms": [0.0097, 0.0104], "round_cv": 0.031, "rounds": 5}})
     results = [CaseResult.from_json(r, strict=True) for r in rows]
