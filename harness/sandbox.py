@@ -19,7 +19,9 @@ storage.googleapis.com). So a model the harness did not write runs in a worker t
 - `none`: the worker runs as the harness does (the harness's own fixtures: trusted, fastest).
 
 The limits come from the environment (HARNESS_SANDBOX_MEMORY, HARNESS_SANDBOX_PROCS,
-HARNESS_SANDBOX_FILESIZE, HARNESS_SANDBOX_TMP: sizes like 4G or 512M)."""
+HARNESS_SANDBOX_FILESIZE, HARNESS_SANDBOX_TMP: sizes like 4G or 512M). This module is the mechanism and
+knows no runtime: which sandbox can run here and which runtimes are a container already is
+harness/runners/sandboxes.py's; what the sandbox costs, `harness selftest sandbox` (harness/fidelity.py)."""
 
 from __future__ import annotations
 
