@@ -177,7 +177,7 @@ class Orchestrator:
                 finally:
                     if blocked is not None:
                         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-        return Outcome(self.results, summarize(self.earlier + self.results, self.allow_inconclusive), state, reason,
+        return Outcome(self.results, summarize(self.earlier + self.results, self.allow_inconclusive, state), state, reason,
                        self.store.dir if self.store else None, len(self.cases), self.peaks, list(self.exporter.repairs), self.pairs)
 
     def _run_rounds(self, progress: Callable[[str, int, int], None] | None) -> None:
@@ -335,8 +335,7 @@ class Orchestrator:
                     lost = self.store.lost() if self.results else None
                     if lost and state == "complete":
                         state, reason = "failed", lost
-                    summary = summarize(self.earlier + self.results, self.allow_inconclusive)
-                    summary["ok"] = summary["ok"] and state == "complete"  # a partial run is never a good one
+                    summary = summarize(self.earlier + self.results, self.allow_inconclusive, state)  # a partial run is never a good one
                     self.store.finish(summary, state, reason)
                 except OSError as e:
                     # The disk that stopped the run may not take run.json either: results.jsonl has what ran.

@@ -376,14 +376,21 @@ def schema_problem(meta: RunMeta) -> str | None:
     return f"run schema {meta.schema_version!r}, this harness reads schema{'s' if len(READABLE) > 1 else ''} {', '.join(map(str, READABLE))}"
 
 
-def summarize(results: list[CaseResult], allow_inconclusive: bool = False) -> dict:
-    """run.json's summary: cases, counts per verdict, and whether the verdicts are good."""
+def bad_statuses(allow_inconclusive: bool = False) -> tuple[str, ...]:
+    """The verdicts that make a run not ok: `inconclusive` among them unless the run allows it."""
+    return BAD_STATUSES + (() if allow_inconclusive else ("inconclusive",))
+
+
+def summarize(results: list[CaseResult], allow_inconclusive: bool = False, state: str = "complete", missing: int = 0) -> dict:
+    """run.json's summary: cases, counts per verdict, whether inconclusive verdicts were allowed, and
+    whether the run is good. The one rule for "ok" (summary.json reads the same, harness/report/html.py):
+    a complete run with no planned case missing and no bad verdict."""
     counts = {s: 0 for s in STATUSES}
     for r in results:
         status = r.status or "error"
         counts[status] = counts.get(status, 0) + 1
-    bad = BAD_STATUSES + (() if allow_inconclusive else ("inconclusive",))
-    return {"cases": len(results), "counts": {k: v for k, v in counts.items() if v}, "ok": not any(counts[s] for s in bad)}
+    ok = state == "complete" and not missing and not any(counts[s] for s in bad_statuses(allow_inconclusive))
+    return {"cases": len(results), "counts": {k: v for k, v in counts.items() if v}, "allow_inconclusive": allow_inconclusive, "ok": ok}
 
 
 def metrics_of(judged: dict[str, dict]) -> Metrics:

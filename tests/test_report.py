@@ -367,6 +367,24 @@ def _finished_run(tmp_path, results=None):
     return store.dir
 
 
+@pytest.mark.parametrize("allow, state", [(True, "complete"), (False, "complete"), (True, "interrupted")])
+def test_summary_json_and_run_json_agree_on_ok(tmp_path, allow, state):
+    """One rule for "ok": the page's summary.json says what run.json's summary says, --allow-inconclusive
+    and the run's state included (summary.json once ignored the one and run.json the other)."""
+    from harness.records import CaseResult, summarize
+    from harness.report.html import write_report
+
+    results = [CaseResult.from_json(_result("a", "pass")), CaseResult.from_json(_result("b", "inconclusive"))]
+    store = RunStore(tmp_path / "reports", {}, planned=[{"id": r.id} for r in results])
+    for r in results:
+        store.add(r)
+    store.finish(summarize(results, allow, state), state)
+    paths = write_report(store.dir, tmp_path / "reports")
+    page, meta = json.loads(paths["json"].read_text()), json.loads((store.dir / "run.json").read_text())
+    assert page["ok"] == meta["summary"]["ok"] == (allow and state == "complete")
+    assert [f["id"] for f in page["failing"]] == ([] if allow else ["b"])
+
+
 def test_read_run_of_a_sound_run_has_no_problems(tmp_path):
     run = read_run(_finished_run(tmp_path))
     assert run.problems == [] and [r["id"] for r in run.results] == ["a"] and run.meta.schema_version == SCHEMA

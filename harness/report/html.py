@@ -14,7 +14,7 @@ from pathlib import Path
 import jinja2
 
 from harness.errors import HarnessError
-from harness.records import BAD_STATUSES, STATUSES, CaseResult, Timing, sanitize
+from harness.records import STATUSES, CaseResult, Timing, bad_statuses, sanitize, summarize
 from harness.report.agreement import agreement, drift_rows, machines_of
 from harness.report.fuzz_section import FuzzSection
 from harness.report.plots import STATUS_COLOURS
@@ -74,9 +74,13 @@ def render(template: str, **context) -> str:
 
 
 def summary(run: RunData) -> dict:
+    """summary.json: the run's verdicts and whether it is ok, by the rule run.json's summary was made
+    with (records.summarize, with the run's own --allow-inconclusive), so the two never disagree."""
     counts: dict[str, int] = {}
     for r in run.results:
         counts[str(r.status)] = counts.get(str(r.status), 0) + 1
+    allow = bool(run.meta.summary.get("allow_inconclusive"))
+    bad = bad_statuses(allow)
     return {
         "run_id": run.run_id,
         "started": run.meta.started,
@@ -87,10 +91,11 @@ def summary(run: RunData) -> dict:
         "missing": run.missing,
         "cases": len(run.results),
         "counts": counts,
-        "ok": run.state == "complete" and not run.missing and not any(counts.get(s) for s in BAD_STATUSES + ("inconclusive",)),
+        "ok": summarize(run.results, allow, run.state, len(run.missing))["ok"],
+        "allow_inconclusive": allow,
         "problems": run.problems,
         "failing": [{"id": r.id, "status": r.status, "stage": r.stage, "culprit": r.culprit, "summary": r.summary,
-                     "error": r.error} for r in run.results if r.status in BAD_STATUSES + ("inconclusive",)],
+                     "error": r.error} for r in run.results if r.status in bad],
         "results": [
             {"id": r.id, "status": r.status, "p50_ms": _p(r, "p50_ms"), "first_ms": _p(r, "first_ms"),
              "max_abs": max_error(r), "peak_rss_bytes": r.peak_rss_bytes}
