@@ -4,7 +4,9 @@ regression gate that compares two runs' samples."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -12,7 +14,8 @@ from harness.errors import HarnessError
 from harness.records import Timing
 
 
-def latency_stats(samples_ns: list[int]) -> dict[str, float]:
+def latency_stats(samples_ns: Sequence[float]) -> dict[str, Any]:
+    """The statistics of raw samples (ns) in ms, under their Timing field names (Timing(**stats))."""
     if not samples_ns:
         return {}
     ms = np.asarray(samples_ns, dtype=np.float64) / 1e6

@@ -17,7 +17,7 @@ import statistics
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -188,7 +188,7 @@ class Orchestrator:
         import random
 
         rounds = self.options.rounds
-        pending: dict[str, tuple[Case, CaseResult, list[dict]]] = {}
+        pending: dict[str, tuple[Case, CaseResult, list[Timing]]] = {}
         total, done = rounds * len(self.cases), 0
         # The two builds of a paired benchmark run back to back, A then B, then B then A (ABBA), so
         # drift and order effects fall on both alike.
@@ -212,7 +212,7 @@ class Orchestrator:
                 if r == 0:
                     result = self.engine.run_case(case)
                     if result.timing.samples_ms:
-                        pending[case.id] = (case, result, [result.timing.to_dict()])
+                        pending[case.id] = (case, result, [result.timing])
                     else:
                         self._store(result)
                 elif case.id in pending:
@@ -221,7 +221,7 @@ class Orchestrator:
                     except Exception as e:  # a later round that fails leaves the verdict alone, and is said
                         pending[case.id][1].evidence.setdefault("round_errors", []).append(f"round {r + 1}: {type(e).__name__}: {e}")
         for _case, result, timings in pending.values():
-            result.timing = Timing.from_json(rounds_timing(timings), strict=True)
+            result.timing = rounds_timing(timings)
             if result.flops and result.timing.p50_ms:
                 result.gflops = result.flops / (result.timing.p50_ms * 1e6)
         self.pairs = pair_statistics([result for _case, result, _t in pending.values()], self.cases)
@@ -396,18 +396,18 @@ def newest_incomplete(reports: Path) -> Path:
     raise HarnessError(f"no incomplete run under {runs} to resume: give the run to resume (--resume RUN)")
 
 
-def rounds_timing(timings: list[dict]) -> dict:
+def rounds_timing(timings: list[Timing]) -> Timing:
     """One timing record from several rounds of the same case: the cold start of the first round, the
     pooled samples for the percentiles, and per round its median; p50 is the median of the round
     medians, with a bootstrap 95% interval over rounds and the between-round noise (coefficient of
     variation of the round medians)."""
     from harness.bench import latency_stats, round_statistics
 
-    samples = [s for t in timings for s in t["samples_ms"]]
-    out = dict(timings[0])
-    out.update(latency_stats([int(s * 1e6) for s in samples]))
-    out.update(samples_ms=samples, iterations=len(samples), **round_statistics([float(statistics.median(t["samples_ms"])) for t in timings]))
-    return out
+    samples = [s for t in timings for s in t.samples_ms or []]
+    # The rounds' statistics (p50 the median of the round medians) over the pooled samples' percentiles.
+    stats = {**latency_stats([int(s * 1e6) for s in samples]), "samples_ms": samples, "iterations": len(samples),
+             **round_statistics([float(statistics.median(t.samples_ms or [])) for t in timings])}
+    return replace(timings[0], **stats)
 
 
 PAIR_MIN_EFFECT = 0.05  # a difference smaller than 5% is not called, however consistent

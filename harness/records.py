@@ -391,9 +391,3 @@ def summarize(results: list[CaseResult], allow_inconclusive: bool = False, state
         counts[status] = counts.get(status, 0) + 1
     ok = state == "complete" and not missing and not any(counts[s] for s in bad_statuses(allow_inconclusive))
     return {"cases": len(results), "counts": {k: v for k, v in counts.items() if v}, "allow_inconclusive": allow_inconclusive, "ok": ok}
-
-
-def metrics_of(judged: dict[str, dict]) -> Metrics:
-    """The comparator's metrics per output (harness/comparator.py) as records; a metric without a field
-    in OutputMetrics is a TypeError, so none is dropped on the way to results.jsonl."""
-    return _metrics(judged, strict=True)
