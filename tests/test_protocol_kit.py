@@ -290,7 +290,7 @@ def test_the_harness_sends_what_the_schema_defines(tmp_path, monkeypatch):
         result = engine.run_case(Case("pow", "onnx13", "ort"))
     finally:
         engine.close()
-    assert result["status"] == "pass", result.get("error")
+    assert result.status == "pass", result.error
     assert {"info", "load", "run", "shutdown"} <= {r["method"] for r in sent}
     for request in sent:
         errors = list(REQUEST.iter_errors(request))

@@ -387,7 +387,7 @@ def test_summary_json_and_run_json_agree_on_ok(tmp_path, allow, state):
 
 def test_read_run_of_a_sound_run_has_no_problems(tmp_path):
     run = read_run(_finished_run(tmp_path))
-    assert run.problems == [] and [r["id"] for r in run.results] == ["a"] and run.meta.schema_version == SCHEMA
+    assert run.problems == [] and [r.id for r in run.results] == ["a"] and run.meta.schema_version == SCHEMA
 
 
 def _append(path, text):
@@ -410,7 +410,7 @@ def test_read_run_of_a_damaged_folder(tmp_path, damage, problem, ids, meta_known
     damage(folder)
     run = read_run(folder)
     assert len(run.problems) == 1 and problem in run.problems[0], run.problems
-    assert [r["id"] for r in run.results] == ids
+    assert [r.id for r in run.results] == ids
     assert (run.meta.schema_version == SCHEMA) is meta_known is run.has_meta and run.run_id == folder.name
 
 
