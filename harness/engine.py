@@ -136,6 +136,13 @@ class Engine:
         for key, value in info.items():
             if "~" in key:
                 out[key] = value
+        # How reports show each runtime (its table entry's code and colour): reports read them from the run.
+        for key, value in out.items():
+            if isinstance(value, dict):
+                try:
+                    out[key] = {**value, **check_runtime(key.partition("~")[0]).legend}
+                except HarnessError:
+                    pass
         return out
 
     def availability(self, runtime: str) -> Availability:
@@ -176,7 +183,7 @@ class Engine:
 
     @staticmethod
     def _blank(case: Case) -> CaseResult:
-        return CaseResult(case.id, case.fixture, case.format, case.runtime, case.device, case.batch, case.threads)
+        return CaseResult.blank(case)
 
     def _run_case(self, case: Case, result: CaseResult) -> CaseResult:
         """The case; when it fails in a way a damaged artifact would explain (load failed, the worker
@@ -287,7 +294,7 @@ class Engine:
         reference = ref.outputs
         # The precision the runtime computes in, where its worker says (TF.js WebGL: float16 textures).
         info = self.pool.info.get(self._worker_key(case)) or {}
-        precision = info.get("precision") or (info.get("settings") or {}).get("precision")
+        precision = info.get("precision") or (info.get("settings") or {}).get("precision") or check_runtime(case.runtime).precision
         if check_runtime(case.runtime).emulated:
             # Recorded, and marked: an emulator's timings are never compared with native ones.
             result.emulated = (info.get("settings") or {}).get("emulator") or "emulated"

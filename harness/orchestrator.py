@@ -17,7 +17,7 @@ import statistics
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -82,10 +82,6 @@ class Outcome:
         return 0 if self.summary["ok"] else 1
 
 
-def case_record(case: Case) -> dict:
-    return {"id": case.id, **asdict(case)}
-
-
 class Orchestrator:
     """Runs a list of cases into one run folder (or none: `reports=None`, as the pytest plugin may)."""
 
@@ -112,7 +108,7 @@ class Orchestrator:
         self.exporter = Exporter(refresh=refresh)
         self.store: RunStore | None = None
         if reports is not None:
-            planned = None if resume is not None else [case_record(c) for c in self.cases]
+            planned = None if resume is not None else [c.record() for c in self.cases]
             self.store = RunStore(reports, run_options, run_id=run_id, planned=planned, resume=resume)
             try:
                 self.store.set("sources", {**(self.store.meta.sources or {}), **sources})
@@ -381,8 +377,7 @@ def resume_plan(folder: Path) -> tuple[list[Case], dict]:
     missing = set(run.missing)
     if not missing:
         raise HarnessError(f"nothing to resume in {folder}: every planned case has a result (state {run.state})")
-    fields = ("fixture", "format", "runtime", "device", "batch", "threads")
-    cases = [Case(**{k: c[k] for k in fields}) for c in planned if c["id"] in missing]
+    cases = [Case.from_record(c) for c in planned if c["id"] in missing]
     return cases, run.meta.options
 
 

@@ -222,8 +222,43 @@ def _metrics(data: Any, strict: bool) -> Metrics:
     return {k: OutputMetrics.from_json(v, strict) for k, v in data.items() if isinstance(v, dict)} if isinstance(data, dict) else {}
 
 
-# What every reader of a result relies on: a line without these is not a case result.
-IDENTITY = {"id": str, "fixture": str, "format": str, "runtime": str, "batch": int, "status": str}
+@dataclass(frozen=True)
+class Case:
+    """What a case is: fixture × format × runtime[@variant or build] × device × batch × threads, and for
+    a paired benchmark its side. Defined here once: the case matrix makes these (harness/cases.py), a
+    result carries the same fields (CaseResult.case), run.json plans them (Case.record, Case.from_record),
+    the page's rows begin with them. In a run merged from several machines a case's id also names its
+    machine (with_machine, case_key below)."""
+
+    fixture: str
+    format: str
+    runtime: str
+    device: str = "cpu"
+    batch: int = 1
+    threads: int = 0  # 0: the runtime's default; benchmarks set 1 and all cores
+    variant: str = ""  # paired benchmarks: "A" or "B", each a build of the runtime
+
+    @property
+    def id(self) -> str:
+        base = f"{self.fixture}-{self.format}-{self.runtime}-{self.device}-b{self.batch}"
+        return base + (f"-t{self.threads}" if self.threads else "") + (f"~{self.variant}" if self.variant else "")
+
+    def record(self) -> dict:
+        """The case as run.json plans it."""
+        return {"id": self.id, **{name: getattr(self, name) for name in CASE_FIELDS}}
+
+    @classmethod
+    def from_record(cls, data: dict) -> Case:
+        """A planned case (run.json) or a result's identity; fields an older run left out take their defaults."""
+        return cls(**{name: data[name] for name in CASE_FIELDS if data.get(name) is not None})
+
+
+CASE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Case))
+# What every reader of a result relies on: a line without these is not a case result. A case's fields
+# but those an older run may lack (device, threads, a paired side), and its verdict.
+_TYPES = {"str": str, "int": int}
+IDENTITY: dict[str, type] = {"id": str, **{f.name: _TYPES[str(f.type)] for f in fields(Case) if f.name not in ("device", "threads", "variant")},
+                             "status": str}
 
 
 @dataclass
@@ -293,6 +328,16 @@ class CaseResult(_Record):
             if not isinstance(known.get(key), dict):
                 known[key] = {}
         return cls(**known)
+
+    @classmethod
+    def blank(cls, case: Case) -> CaseResult:
+        """The result of a case before it has run (the engine fills it in)."""
+        return cls(case.id, **{name: getattr(case, name) for name in CASE_FIELDS if name in cls.field_names()})
+
+    @property
+    def case(self) -> Case:
+        """The case this result is of (a paired side is not part of a stored result's fields)."""
+        return Case(**{name: getattr(self, name) for name in CASE_FIELDS if name in self.field_names()})
 
     @property
     def max_abs(self) -> float | None:

@@ -198,9 +198,7 @@ def availability(kind: str) -> Availability:
 
 
 def _containerized(spec) -> bool:
-    from harness.runners.table import DockerRuntime
-
-    return isinstance(spec, DockerRuntime)
+    return bool(spec.container)
 
 
 def containerized(runtime: str) -> bool:

@@ -148,14 +148,17 @@ def test_quantised_boxes_show_the_snr_their_rule_judged(reported, browser):
 ONNX_RUNTIMES = ("ort", "node-ort", "go-ort", "node-ort-web", "browser-ort-wasm")
 
 
-def test_every_runtime_has_a_colour_of_its_own():
-    from harness.report.plots import RUNTIME_COLOURS, runtime_colour
+def test_a_page_takes_each_runtimes_colour_and_code_from_the_run(reported):
+    """The page reads how to show each runtime from the run (run.json `runtimes`, which the runtime table
+    fills), not from a list of its own; a runtime the run says nothing of gets a colour by its name."""
+    from harness.report.plots import colours_of, runtime_colour
     from harness.runners.table import RUNTIMES
 
-    assert set(RUNTIMES) <= set(RUNTIME_COLOURS), "a new runtime needs its colour in harness/report/plots.py"
-    colours = [runtime_colour(rt) for rt in RUNTIMES]
-    assert len(set(colours)) == len(colours) and runtime_colour("ort~1.20") == runtime_colour("ort")
-    assert runtime_colour("some-new-runtime") == runtime_colour("some-new-runtime")
+    meta = json.loads((reported[1] / "run.json").read_text())
+    colours = colours_of(meta["runtimes"])
+    assert {rt: colours.get(rt) for rt in RUNTIMES} == {rt: spec.colour for rt, spec in RUNTIMES.items()}
+    assert runtime_colour("ort~1.20", colours) == runtime_colour("ort", colours) == RUNTIMES["ort"].colour
+    assert runtime_colour("some-new-runtime") == runtime_colour("some-new-runtime", colours)
 
 
 def _replicate(run: Path, dest: Path, copies: int) -> list[dict]:
