@@ -7,6 +7,8 @@ check or a runtime, a case field the result or the page lacks — fails here, no
 import json
 import re
 
+from test_protocol_kit import WORKERS
+
 from harness import records
 from harness.engine import Engine
 from harness.export import FORMATS
@@ -16,7 +18,6 @@ from harness.report.html import CASE_FIELDS as PAGE_FIELDS
 from harness.report.plots import colours_of
 from harness.report.terminal import codes_of
 from harness.runners.table import REPO, RUNTIMES, every_runtime
-from test_protocol_kit import WORKERS
 
 HEX = re.compile(r"#[0-9a-f]{6}")
 
