@@ -35,12 +35,13 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from harness.errors import HarnessError
 from harness.fixtures import DEFAULT_TOLERANCES, Fixture, Inputs, TensorSpec, Tolerance
+from harness.records import CaseResult, OutputMetrics
 from harness.store import sanitize
 
 # Formats fuzzed by default: the float ones (harness.cases.QUANTISED, from the format registry, are left
@@ -272,22 +273,17 @@ class _OutOfBudget(BaseException):
     does not treat it as a failure to shrink, it stops the search."""
 
 
-class Result(Protocol):
-    """A case result as the fuzzer reads it: the engine's record (or its JSON object), by key."""
-
-    def __getitem__(self, key: str) -> Any: ...
-
-    def get(self, key: str, default: Any = None) -> Any: ...
+Result = CaseResult  # a case result as the fuzzer reads it: the engine's record, by attribute
 
 
 def disagrees(result: Result) -> bool:
-    return result["status"] in ("fail", "crash", "timeout") or (result["status"] == "error" and result.get("stage") in ("run", "reference"))
+    return result.status in ("fail", "crash", "timeout") or (result.status == "error" and result.stage in ("run", "reference"))
 
 
 def agrees_with_oracle(result: Result) -> bool:
     """A fail against the TF reference by an output that agrees with the float64 oracle: the reference is
     the outlier (its own case fails against the oracle), not this pair."""
-    return result["status"] == "fail" and bool((result.get("evidence") or {}).get("agrees_with_oracle"))
+    return result.status == "fail" and bool((result.evidence or {}).get("agrees_with_oracle"))
 
 
 _PATH = re.compile(r"(?<![\w.`])/(?:[\w.@+~-]+/)+[\w.@+~-]*")
@@ -307,23 +303,23 @@ class Causes:
 
     @staticmethod
     def message(result: Result) -> str:
-        text = str(result.get("error") or result.get("summary") or "")
-        text = _PATH.sub("…", text.replace(str(result["id"]), "<case>"))
+        text = str(result.error or result.summary or "")
+        text = _PATH.sub("…", text.replace(str(result.id), "<case>"))
         text = re.sub(r"fuzzmodel-[0-9a-f]+(~n\d+)?", "<model>", text)
         text = re.sub(r"\bn\d+_[a-z]+", "<layer>", text)
         text = re.sub(r"[-+]?\d+(\.\d+)?(e[-+]?\d+)?", "#", text)
-        return f"{result['status']}@{result.get('stage')}: " + " ".join(text.split())[:300]
+        return f"{result.status}@{result.stage}: " + " ".join(text.split())[:300]
 
     def of(self, fx: Fixture, result: Result, op: str | None) -> str:
-        if result["status"] == "fail":
+        if result.status == "fail":
             return f"fail: {self.op_label(fx, op) or '(whole model)'}"
         return self.message(result)
 
     def seen(self, fx: Fixture, result: Result) -> bool:
-        known = self.known.get((result["format"], result["runtime"]))
+        known = self.known.get((result.format, result.runtime))
         if not known:
             return False
-        if result["status"] == "fail":
+        if result.status == "fail":
             ops = {c.removeprefix("fail: ") for c in known if c.startswith("fail: ")}
             return "(whole model)" in ops or bool(ops & self.op_labels(fx))
         return self.message(result) in known
@@ -443,7 +439,7 @@ class Fuzzer:
             results.append(result)
             if keep is not None:
                 out = self.engine.scratch / case.id / "out"
-                if out.is_dir() and result["status"] not in ("error", "skip", "unsupported"):
+                if out.is_dir() and result.status not in ("error", "skip", "unsupported"):
                     dest = keep / "outputs" / f"{fmt}~{runtime}"
                     shutil.rmtree(dest, ignore_errors=True)
                     shutil.copytree(out, dest)
@@ -473,10 +469,10 @@ class Fuzzer:
         probe = Example(1, fx.make_inputs(1), "the fixture's own inputs")
         keep = []
         for result, pair in zip(self.run_example(fx, probe, found, override=False), [p for p in found if p != REFERENCE] + [p for p in found if p == REFERENCE]):
-            if result["status"] in ("pass", "inconclusive"):
+            if result.status in ("pass", "inconclusive"):
                 keep.append(pair)
             else:
-                stats.set_aside[f"{pair[0]}~{pair[1]}"] = f"{result['status']} on the fixture's own inputs: {result.get('summary') or ''}"[:200]
+                stats.set_aside[f"{pair[0]}~{pair[1]}"] = f"{result.status} on the fixture's own inputs: {result.summary or ''}"[:200]
         stats.pairs = [f"{f}~{r}" for f, r in keep]
         return keep
 
@@ -583,14 +579,14 @@ class Fuzzer:
                 reject()
             bad = self.bad(fx, results, is_bad, causes)
             if state["target"]:
-                bad = [r for r in bad if (r["format"], r["runtime"]) == state["target"]]
+                bad = [r for r in bad if (r.format, r.runtime) == state["target"]]
             if bad:
                 if state["target"] is None:
-                    state["target"] = (bad[0]["format"], bad[0]["runtime"])
-                    self.log(f"  {level} {fx.name}: {bad[0]['runtime']} ({bad[0]['format']}) {bad[0]['status']}: "
-                             f"{(bad[0].get('summary') or '')[:100]} — shrinking")
+                    state["target"] = (bad[0].format, bad[0].runtime)
+                    self.log(f"  {level} {fx.name}: {bad[0].runtime} ({bad[0].format}) {bad[0].status}: "
+                             f"{(bad[0].summary or '')[:100]} — shrinking")
                 state["last"] = (fx, example, bad[0])
-                raise Disagreement(f"{bad[0]['id']}: {bad[0]['status']}: {bad[0].get('summary')}")
+                raise Disagreement(f"{bad[0].id}: {bad[0].status}: {bad[0].summary}")
         return body
 
     @staticmethod
@@ -600,7 +596,7 @@ class Fuzzer:
         from harness.cases import REFERENCE
 
         out = [r for r in results if is_bad(r) and not agrees_with_oracle(r) and not (causes is not None and causes.seen(fx, r))]
-        return sorted(out, key=lambda r: (r["format"], r["runtime"]) != REFERENCE)
+        return sorted(out, key=lambda r: (r.format, r.runtime) != REFERENCE)
 
     def fuzz_inputs(self, fx: Fixture, budget: Budget) -> list[Finding]:
         from harness.fixtures import format_class
@@ -643,11 +639,11 @@ class Fuzzer:
                 np.save(folder / "inputs" / f"{k}.npy", v, allow_pickle=False)
         everything = list(dict.fromkeys([*pairs, target, REFERENCE]))
         results = self.run_example(fx, example, everything, keep=folder)
-        mine = next(r for r in results if (r["format"], r["runtime"]) == target)
-        worst: dict = max((mine.get("metrics") or {}).values(), key=lambda m: m.get("max_abs", 0.0), default={})
+        mine = next(r for r in results if (r.format, r.runtime) == target)
+        worst = max(mine.metrics.values(), key=lambda m: m.max_abs or 0.0, default=OutputMetrics())
         layer = None
         op = fx.name if fx.kind != "keras" else None
-        if fx.kind == "keras" and self.bisect and mine["status"] == "fail":
+        if fx.kind == "keras" and self.bisect and mine.status == "fail":
             from harness.layer_search import first_divergence
 
             try:
@@ -666,18 +662,18 @@ class Fuzzer:
         if op is None and fx.kind == "keras":
             op = "(whole model)"
         finding = Finding(
-            level=level, fixture=fx.name, format=target[0], runtime=target[1], status=mine["status"], stage=mine.get("stage"),
-            culprit=mine.get("culprit"), error=mine.get("error"), example=repr(example), batch=example.batch,
-            max_abs=worst.get("max_abs"), max_rel=worst.get("max_rel"), required_atol=worst.get("required_atol"),
-            required_rtol=worst.get("required_rtol"),
+            level=level, fixture=fx.name, format=target[0], runtime=target[1], status=mine.status or "error", stage=mine.stage,
+            culprit=mine.culprit, error=mine.error, example=repr(example), batch=example.batch,
+            max_abs=worst.max_abs, max_rel=worst.max_rel, required_atol=worst.required_atol,
+            required_rtol=worst.required_rtol,
             op=op, layer=layer, folder=str(folder) if folder else None, flaky=flaky,
-            also=[f"{r['format']}~{r['runtime']}" for r in self.bad(fx, results, is_bad, causes) if (r["format"], r["runtime"]) != target],
-            tolerance=mine.get("tolerance"),
+            also=[f"{r.format}~{r.runtime}" for r in self.bad(fx, results, is_bad, causes) if (r.format, r.runtime) != target],
+            tolerance=mine.tolerance,
         )
         if causes is not None:
             finding.cause = causes.of(fx, mine, op)
             for r in self.bad(fx, results, is_bad, causes):  # the same example's other disagreements: the same cause
-                causes.add((r["format"], r["runtime"]), causes.of(fx, r, op))
+                causes.add((r.format, r.runtime), causes.of(fx, r, op))
             causes.add(target, finding.cause)
         if folder is not None:
             if fx.oracle is not None:
@@ -692,7 +688,7 @@ class Fuzzer:
                 "id": ident, "level": level, "fixture": None if spec is not None else fx.name, "format": target[0],
                 "runtime": target[1], "batch": example.batch, "example": repr(example), "op": op,
                 "finding": {k: v for k, v in finding.__dict__.items() if k not in ("folder",)},
-                "results": {f"{r['format']}~{r['runtime']}": {k: r.get(k) for k in ("status", "stage", "culprit", "summary", "metrics", "tolerance")}
+                "results": {f"{r.format}~{r.runtime}": {k: r.to_dict().get(k) for k in ("status", "stage", "culprit", "summary", "metrics", "tolerance")}
                             for r in results},
                 "found": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
@@ -702,7 +698,7 @@ class Fuzzer:
             (folder / "deviation.toml").write_text(
                 "# Paste into fixtures/deviations.toml once triaged (converter, runtime, tolerance), or fix the bug.\n"
                 f"[[deviation]]\nfixture = \"fuzz-{ident}\"\nformat = \"{target[0]}\"\nruntime = \"{target[1]}\"\n"
-                f"status = [\"{mine['status']}\"]\nreason = \"\"\"found by harness fuzz: {finding.line()}\"\"\"\n"
+                f"status = [\"{mine.status}\"]\nreason = \"\"\"found by harness fuzz: {finding.line()}\"\"\"\n"
             )
         self.log(f"  found: {finding.line()}" + (f" -> {folder}" if folder else ""))
         return finding

@@ -382,8 +382,8 @@ def first_diverging_node(fuzzer, fx: Fixture, example, target: tuple[str, str]) 
     found = probe(lo)
     names = {i: f"n{i}_{spec['nodes'][i - 1]['op']} ({op_label(spec['nodes'][i - 1])})" for i in path}
     return {"supported": True, "layer_index": path[lo] - 1, "layer": names[path[lo]],
-            "previous": names[path[lo - 1]] if lo > 0 else "(model inputs)", "status": found["status"], "error": found.get("error"),
-            "metrics": found.get("metrics"), "probes": {names[path[i]]: r["status"] for i, r in sorted(probes.items())},
+            "previous": names[path[lo - 1]] if lo > 0 else "(model inputs)", "status": found.status, "error": found.error,
+            "metrics": {k: m.to_dict() for k, m in found.metrics.items()}, "probes": {names[path[i]]: r.status for i, r in sorted(probes.items())},
             "judged": "against the float64 model's node" if target == REFERENCE_PAIR else "against the TF reference of the cut model"}
 
 
@@ -394,8 +394,8 @@ def model_disagrees(result) -> bool:
     from harness.fuzz import disagrees
 
     # At this level a converter or runtime that cannot export, validate or load a valid model is a finding too.
-    return disagrees(result) or (result["status"] == "error" and result.get("stage") in ("export", "validate", "load")
-                                 and result.get("culprit") != "environment")
+    return disagrees(result) or (result.status == "error" and result.stage in ("export", "validate", "load")
+                                 and result.culprit != "environment")
 
 
 def fuzz_models(fuzzer, budget, max_nodes: int = 6) -> list:

@@ -11,8 +11,8 @@ where it matters: numbers written as "inf"/"-inf"/"nan" become floats again, and
 keys every reader relies on is refused.
 
 Optional fields (`OMIT`) are left out of the JSON when None, so a result carries only what its case
-produced, as before. Each record also reads like its JSON object (`record["status"]`, `.get`) for
-code not yet moved to attributes; that view is read-only and gives plain values (dicts, lists).
+produced, as before. Records are read by attribute only (mypy checks every one); `to_dict`/`to_json`
+give the JSON object where one is wanted.
 
 The checked-in JSON Schemas (harness/schemas/*.json) describe the same fields; tests/test_records.py
 checks that they agree, field for field."""
@@ -75,7 +75,7 @@ _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 
 
 class _Record:
-    """to_dict/to_json and a read-only mapping view, shared by the records below."""
+    """to_dict/to_json, shared by the records below."""
 
     OMIT: ClassVar[frozenset[str]] = frozenset()  # left out of the JSON when None
 
@@ -111,29 +111,10 @@ class _Record:
             raise TypeError(f"{cls.__name__} has no field {unknown[0]!r}: add it to harness/records.py and harness/schemas")
         return {k: v for k, v in data.items() if k in names}
 
-    # A read-only view as the JSON object, for code that still reads results by key.
-    def __getitem__(self, key: str) -> Any:
-        if key not in self.field_names() or (key in self.OMIT and getattr(self, key) is None):
-            raise KeyError(key)
-        return _plain(getattr(self, key))
-
-    def get(self, key: str, default: Any = None) -> Any:
-        try:
-            return self[key]
-        except KeyError:
-            return default
-
     def number(self, name: str) -> float | None:
         """A field by name when it is a number (absent, or not one: None)."""
         value = getattr(self, name, None)
         return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-    def __contains__(self, key: object) -> bool:
-        try:
-            self[key]  # type: ignore[index]
-        except (KeyError, TypeError):
-            return False
-        return True
 
 
 @dataclass

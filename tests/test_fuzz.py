@@ -145,7 +145,7 @@ def test_runtimes_agree_on_pow(fuzzer, pow_pairs, example: Example):
     and hypothesis shrinks it. Derandomized (the same examples every run): CI must not turn red by chance;
     `harness fuzz` is the open-ended search (which finds TF's pow(1e-45, -0.5) 41% off, for one)."""
     results = fuzzer.run_example(get_fixture("pow"), example, pow_pairs)
-    bad = [f"{r['id']}: {r['status']}: {r.get('summary')}" for r in results if r["status"] not in ("pass", "inconclusive")]
+    bad = [f"{r.id}: {r.status}: {r.summary}" for r in results if r.status not in ("pass", "inconclusive")]
     assert not bad, bad
 
 
@@ -167,9 +167,9 @@ def test_generated_model_runs_everywhere(fuzzer):
     values = found.values
     assert values.shape == (2, 5, 5, 2)
     results = fuzzer.run_example(fx, Example(2, {"x": values}, "test"), [("savedmodel", "tf"), ("tflite", "litert"), ("onnx13", "ort")])
-    assert {r["id"]: r["status"] for r in results} == {r["id"]: "pass" for r in results}, [r.get("summary") for r in results]
-    ref = next(r for r in results if r["runtime"] == "tf")
-    assert ref["baseline"] == "oracle"
+    assert {r.id: r.status for r in results} == {r.id: "pass" for r in results}, [r.summary for r in results]
+    ref = next(r for r in results if r.runtime == "tf")
+    assert ref.baseline == "oracle"
 
 
 def test_value_search_keeps_the_float64_model_finite():
@@ -275,10 +275,10 @@ def test_a_wrong_reference_is_the_finding_not_the_pairs_that_agree_with_the_orac
     fx = model_fixture(spec)
     example = Example(1, {"x": np.array([[0.125]], np.float32)}, "x = 0.125")
     results = fuzzer.run_example(fx, example, [("keras", "tf"), ("onnx13", "ort"), REFERENCE])
-    status = {(r["format"], r["runtime"]): r["status"] for r in results}
-    assert status == {("keras", "tf"): "fail", ("onnx13", "ort"): "fail", REFERENCE: "fail"}, [r.get("summary") for r in results]
+    status = {(r.format, r.runtime): r.status for r in results}
+    assert status == {("keras", "tf"): "fail", ("onnx13", "ort"): "fail", REFERENCE: "fail"}, [r.summary for r in results]
     bad = Fuzzer.bad(fx, results, model_disagrees)
-    assert [(r["format"], r["runtime"]) for r in bad] == [REFERENCE]
+    assert [(r.format, r.runtime) for r in bad] == [REFERENCE]
     layer = first_diverging_node(fuzzer, fx, example, REFERENCE)
     assert layer["layer"] == "n2_max (max)" and layer["previous"] == "n1_add (add)", layer
     assert layer["probes"] == {"n1_add (add)": "pass", "n2_max (max)": "fail"}
