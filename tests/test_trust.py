@@ -139,6 +139,11 @@ def test_a_model_whose_output_ignores_its_input_is_inconclusive_never_pass(tmp_p
     check_run_schema(next((tmp_path / "r1" / "runs").iterdir()))
     allowed = run_cli(*args, "--allow-inconclusive", "--reports", str(tmp_path / "r2"))
     assert allowed.returncode == 0, allowed.stdout
+    # One rule for "ok": the page's summary.json and run.json's summary agree, each way.
+    for reports, ok in (("r1", False), ("r2", True)):
+        folder = next((tmp_path / reports / "runs").iterdir())
+        page, meta = json.loads((folder / "summary.json").read_text()), json.loads((folder / "run.json").read_text())
+        assert page["ok"] is meta["summary"]["ok"] is ok, (reports, page["ok"], meta["summary"])
 
 
 def test_framework_logs_never_reach_the_terminal_unless_verbose(pow_artifacts, tmp_path):
