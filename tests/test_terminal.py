@@ -114,7 +114,7 @@ def test_a_fuzz_regression_fixture_has_a_short_name_in_the_80_column_matrix():
             for fmt, rt in (("savedmodel", "tf"), ("savedmodel", "go-tfgo"), ("savedmodel", "node-tfjs-node"), ("onnx13", "ort"),
                             ("onnx13", "node-ort"), ("onnx13", "go-ort"), ("tflite", "litert"), ("tfjs_graph", "node-tfjs-cpu"))]
     console = Console(width=80, record=True, file=io.StringIO())
-    print_matrix([CaseResult.from_json(r, strict=True) for r in rows], console)
+    print_matrix([CaseResult.from_json(r, strict=True) for r in rows], console, codes={rt: s.code for rt, s in RUNTIMES.items()})
     text = console.export_text()
     assert "(1/2)" not in text, "one table at 80 columns"
     assert "fuzz-1beb18bf87 " in text and f"fuzz-1beb18bf87 = {long}" in " ".join(text.split())
