@@ -16,9 +16,10 @@ from harness import comparator
 from harness.artifact import Artifact, manifest
 from harness.cases import Selection, matrix
 from harness.engine import Engine, Options
-from harness.export import Exporter, formats_for
+from harness.export import FORMATS, Exporter, formats_for
 from harness.export.validate import ConverterFault, validate
 from harness.fixtures import get_fixture
+from harness.records import CaseResult
 from harness.runners.table import RUNTIMES
 
 
@@ -51,7 +52,7 @@ def rerecord(art: Artifact) -> None:
     (art.folder_path / "artifact.json").write_text(art.to_json())
 
 
-def run(art_root: Path, tmp_path: Path, names: list[str], batches=(2,)) -> dict[str, dict]:
+def run(art_root: Path, tmp_path: Path, names: list[str], batches=(2,)) -> dict[str, CaseResult]:
     fixtures = {n: get_fixture(n) for n in names}
     engine = Engine(Exporter(art_root), tmp_path / "scratch", Options(iterations=1, warmup=0), fixtures, deviations=[])
     try:
@@ -220,11 +221,11 @@ def test_a_corrupt_checkpoint_is_a_clear_load_failure_and_validation_catches_a_c
         with pytest.raises(ProtocolError, match=r"checkpoint \S+ckpt cannot be read: DataLossError: ") as e:
             restore(tf, art, get_fixture(name).make_inputs(1))
         assert e.value.kind == "load_failed", name
-        validate("checkpoint", art.folder_path, art)  # values are TensorFlow's to check (checksums)
+        validate(FORMATS["checkpoint"], art.folder_path, art)  # values are TensorFlow's to check (checksums)
         index = art.model_path / "ckpt.index"
         index.write_bytes(index.read_bytes()[:-20])
         with pytest.raises(ConverterFault, match=r"ckpt\.index is not a complete checkpoint index"):
-            validate("checkpoint", art.folder_path, art)
+            validate(FORMATS["checkpoint"], art.folder_path, art)
 
 
 def test_a_damaged_cached_checkpoint_is_exported_again(cache, tmp_path):
