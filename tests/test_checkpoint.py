@@ -150,7 +150,7 @@ def test_a_checkpoint_that_does_not_fit_the_code_is_the_models_fault(tf, cache, 
     assert "variable dense/kernel (model/_operations/1/_kernel) has shape [32, 11] in the checkpoint, [32, 10] in the code; " \
            "variable dense/bias (model/_operations/1/bias) has shape [11] in the checkpoint, [10] in the code; " \
            "variable dense_1/kernel (model/_operations/2/_kernel) has shape [11, 1] in the checkpoint, [10, 1] in the code" in r.error
-    assert "repaired" not in r["artifact"], "the files are as recorded: nothing to repair"
+    assert "repaired" not in r.artifact, "the files are as recorded: nothing to repair"
 
 
 def test_missing_and_unexpected_variables_are_named(tf, cache, tmp_path):
@@ -241,7 +241,7 @@ def test_a_damaged_cached_checkpoint_is_exported_again(cache, tmp_path):
     os.utime(data, ns=(st.st_atime_ns, st.st_mtime_ns))
     r = run(tmp_path / "cache", tmp_path, ["mlp"])["mlp"]
     assert r.status == "pass", r.error
-    assert any(p.startswith("checkpoint: checkpoint/ckpt.data-00000-of-00001 has changed since export") for p in r["artifact"]["repaired"])
+    assert any(p.startswith("checkpoint: checkpoint/ckpt.data-00000-of-00001 has changed since export") for p in r.artifact["repaired"])
     # A file cut short is caught by the fast check before any worker sees it.
     data.write_bytes(data.read_bytes()[:10])
     exporter = Exporter(tmp_path / "cache")
