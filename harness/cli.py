@@ -412,6 +412,19 @@ def _timing_summary(result: CaseResult) -> dict:
     return {k: v for k, v in result.timing.to_dict().items() if k not in ("samples_ms",)}
 
 
+def _codes(runtimes) -> dict[str, str]:
+    """The terminal's column code of each runtime, from its table entry (a variant's or build's from its base's)."""
+    from harness.runners.table import check_runtime
+
+    out = {}
+    for rt in dict.fromkeys(runtimes):
+        try:
+            out[rt] = check_runtime(rt).code
+        except HarnessError:  # a build since removed from the project: its name
+            pass
+    return out
+
+
 def _execute(cases, fixtures, options, reports: Path, run_options: dict, *, bench: bool = False, bisect: bool = False,
              refresh: bool = False, allow_inconclusive: bool = False, resume: Path | None = None,
              output: str = "table", quiet: bool = False, jobs: int = 1) -> int:
@@ -440,8 +453,9 @@ def _execute(cases, fixtures, options, reports: Path, run_options: dict, *, benc
         for r in results:
             click.echo(json.dumps(sanitize({k: v for k, v in r.to_dict().items() if k != "timing"} | {"timing": _timing_summary(r)})))
     elif results and not quiet:
-        print_matrix(results, out)
-        print_latency(results, out)
+        codes = _codes(r.runtime for r in results)
+        print_matrix(results, out, codes=codes)
+        print_latency(results, out, codes=codes)
     say = err if output == "json" else out  # JSON lines alone on stdout
     if results and output != "json":
         print_causes([r for r in results if not quiet or r.status not in ("skip", "xfail", "unsupported")], out)
@@ -599,8 +613,7 @@ def _pace(reports: Path) -> float | None:
     planned = planned_cases(run.meta)
     if run.state != "complete" or not run.meta.wall_s or not planned or (run.meta.options or {}).get("command") not in ("run", "check"):
         return None
-    cases = [Case(c["fixture"], c["format"], c["runtime"], c.get("device") or "cpu", c.get("batch") or 1, c.get("threads") or 0)
-             for c in planned]
+    cases = [Case.from_record(c) for c in planned]
     modelled = estimate(cases, {(c.fixture, c.format) for c in cases})["seconds"]
     return min(max(run.meta.wall_s / modelled, 0.5), 5.0) if modelled else None
 

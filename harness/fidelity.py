@@ -107,7 +107,7 @@ def fidelity(rounds: int = 10, iterations: int = 200, warmup: int = 300, threads
                     for side in (("harness", "bare") if r % 2 == 0 else ("bare", "harness")):
                         if side == "harness":
                             orch.engine.restart_workers()
-                            harness_ms.append(statistics.median(orch.engine.measure(case)["samples_ms"]))
+                            harness_ms.append(statistics.median(orch.engine.measure(case).samples_ms or []))
                         else:
                             proc = subprocess.run(bare_cmd, capture_output=True, text=True, env=_quiet_env())
                             if proc.returncode != 0:

@@ -16,7 +16,7 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -82,10 +82,6 @@ class Outcome:
         return 0 if self.summary["ok"] else 1
 
 
-def case_record(case: Case) -> dict:
-    return {"id": case.id, **asdict(case)}
-
-
 class Orchestrator:
     """Runs a list of cases into one run folder (or none: `reports=None`, as the pytest plugin may)."""
 
@@ -112,7 +108,7 @@ class Orchestrator:
         self.exporter = Exporter(refresh=refresh)
         self.store: RunStore | None = None
         if reports is not None:
-            planned = None if resume is not None else [case_record(c) for c in self.cases]
+            planned = None if resume is not None else [c.record() for c in self.cases]
             self.store = RunStore(reports, run_options, run_id=run_id, planned=planned, resume=resume)
             try:
                 self.store.set("sources", {**(self.store.meta.sources or {}), **sources})
@@ -177,7 +173,7 @@ class Orchestrator:
                 finally:
                     if blocked is not None:
                         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-        return Outcome(self.results, summarize(self.earlier + self.results, self.allow_inconclusive), state, reason,
+        return Outcome(self.results, summarize(self.earlier + self.results, self.allow_inconclusive, state), state, reason,
                        self.store.dir if self.store else None, len(self.cases), self.peaks, list(self.exporter.repairs), self.pairs)
 
     def _run_rounds(self, progress: Callable[[str, int, int], None] | None) -> None:
@@ -188,7 +184,7 @@ class Orchestrator:
         import random
 
         rounds = self.options.rounds
-        pending: dict[str, tuple[Case, CaseResult, list[dict]]] = {}
+        pending: dict[str, tuple[Case, CaseResult, list[Timing]]] = {}
         total, done = rounds * len(self.cases), 0
         # The two builds of a paired benchmark run back to back, A then B, then B then A (ABBA), so
         # drift and order effects fall on both alike.
@@ -212,7 +208,7 @@ class Orchestrator:
                 if r == 0:
                     result = self.engine.run_case(case)
                     if result.timing.samples_ms:
-                        pending[case.id] = (case, result, [result.timing.to_dict()])
+                        pending[case.id] = (case, result, [result.timing])
                     else:
                         self._store(result)
                 elif case.id in pending:
@@ -221,7 +217,7 @@ class Orchestrator:
                     except Exception as e:  # a later round that fails leaves the verdict alone, and is said
                         pending[case.id][1].evidence.setdefault("round_errors", []).append(f"round {r + 1}: {type(e).__name__}: {e}")
         for _case, result, timings in pending.values():
-            result.timing = Timing.from_json(rounds_timing(timings), strict=True)
+            result.timing = rounds_timing(timings)
             if result.flops and result.timing.p50_ms:
                 result.gflops = result.flops / (result.timing.p50_ms * 1e6)
         self.pairs = pair_statistics([result for _case, result, _t in pending.values()], self.cases)
@@ -335,8 +331,7 @@ class Orchestrator:
                     lost = self.store.lost() if self.results else None
                     if lost and state == "complete":
                         state, reason = "failed", lost
-                    summary = summarize(self.earlier + self.results, self.allow_inconclusive)
-                    summary["ok"] = summary["ok"] and state == "complete"  # a partial run is never a good one
+                    summary = summarize(self.earlier + self.results, self.allow_inconclusive, state)  # a partial run is never a good one
                     self.store.finish(summary, state, reason)
                 except OSError as e:
                     # The disk that stopped the run may not take run.json either: results.jsonl has what ran.
@@ -382,8 +377,7 @@ def resume_plan(folder: Path) -> tuple[list[Case], dict]:
     missing = set(run.missing)
     if not missing:
         raise HarnessError(f"nothing to resume in {folder}: every planned case has a result (state {run.state})")
-    fields = ("fixture", "format", "runtime", "device", "batch", "threads")
-    cases = [Case(**{k: c[k] for k in fields}) for c in planned if c["id"] in missing]
+    cases = [Case.from_record(c) for c in planned if c["id"] in missing]
     return cases, run.meta.options
 
 

@@ -1,16 +1,22 @@
 """The statistics of measured latencies, in one place: a worker's raw samples (computed here, never in
 the worker), rounds of the same case (the median of the round medians, its interval, the noise), and
 paired rounds (B against A, run back to back). Used by the engine, the orchestrator, the benchmarks and
-the self-tests; imports nothing of the harness."""
+the self-tests; imports nothing of the harness but its records (the timing record it fills in)."""
 
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
+from harness.records import Timing
 
-def latency_stats(samples_ns: list[int]) -> dict[str, float]:
+
+def latency_stats(samples_ns: Sequence[float]) -> dict[str, Any]:
+    """The statistics of raw samples (ns) in ms, under their Timing field names (Timing(**stats))."""
     if not samples_ns:
         return {}
     ms = np.asarray(samples_ns, dtype=np.float64) / 1e6
@@ -46,16 +52,16 @@ def round_statistics(round_medians: list[float], resamples: int = 2000, seed: in
     return out
 
 
-def rounds_timing(timings: list[dict]) -> dict:
+def rounds_timing(timings: list[Timing]) -> Timing:
     """One timing record from several rounds of the same case: the cold start of the first round, the
     pooled samples for the percentiles, and per round its median; p50 is the median of the round
     medians, with a bootstrap 95% interval over rounds and the between-round noise (coefficient of
     variation of the round medians)."""
-    samples = [s for t in timings for s in t["samples_ms"]]
-    out = dict(timings[0])
-    out.update(latency_stats([int(s * 1e6) for s in samples]))
-    out.update(samples_ms=samples, iterations=len(samples), **round_statistics([float(statistics.median(t["samples_ms"])) for t in timings]))
-    return out
+    samples = [s for t in timings for s in t.samples_ms or []]
+    # The rounds' statistics (p50 the median of the round medians) over the pooled samples' percentiles.
+    stats = {**latency_stats([int(s * 1e6) for s in samples]), "samples_ms": samples, "iterations": len(samples),
+             **round_statistics([float(statistics.median(t.samples_ms or [])) for t in timings])}
+    return replace(timings[0], **stats)
 
 
 PAIR_MIN_EFFECT = 0.05  # a difference smaller than 5% is not called, however consistent

@@ -79,9 +79,9 @@ def test_without_chromium_browser_cases_skip_with_the_reason_and_the_fix(exporte
         result = engine.run_case(Case("pow", "tfjs_graph", "browser-tfjs-cpu"))
     finally:
         engine.close()
-    assert (result["status"], result["stage"], result["culprit"]) == ("skip", "load", "environment")
-    assert f"Chromium is not installed at {tmp_path / 'no-chromium'}" in result["reason"]
-    assert "make browser" in result["reason"]
+    assert (result.status, result.stage, result.culprit) == ("skip", "load", "environment")
+    assert f"Chromium is not installed at {tmp_path / 'no-chromium'}" in result.reason
+    assert "make browser" in result.reason
 
 
 def _chromium_children(pid: int) -> list[int]:
@@ -126,8 +126,8 @@ def test_a_browser_case_that_times_out_is_killed_with_its_chromium(chromium, exp
         browsers = _chromium_children(worker.proc.pid)
         assert browsers, "the worker started Chromium"
         result = engine.run_case(Case("mnist_cnn", "tfjs_graph", "browser-tfjs-cpu"))
-        assert (result["status"], result["stage"], result["culprit"]) == ("timeout", "run", "runtime"), result["error"]
-        assert "did not answer run within 1.5 s; killed" in result["error"]
+        assert (result.status, result.stage, result.culprit) == ("timeout", "run", "runtime"), result.error
+        assert "did not answer run within 1.5 s; killed" in result.error
         deadline = time.monotonic() + 10
         while _alive(browsers) and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -169,10 +169,10 @@ def test_without_a_webgpu_adapter_webgpu_cases_are_unsupported_with_the_reason(c
     finally:
         engine.close()
     for r in results[:2]:
-        assert (r["status"], r["stage"], r["culprit"]) == ("unsupported", "load", "runtime"), r["error"]
-        assert "navigator.gpu.requestAdapter() returned null: the browser has no WebGPU adapter" in r["error"]
-    assert results[2]["status"] == "unsupported" and "no WebGL context" in results[2]["error"]
-    assert cpu["status"] == "pass"  # the rest of the browser still works
+        assert (r.status, r.stage, r.culprit) == ("unsupported", "load", "runtime"), r.error
+        assert "navigator.gpu.requestAdapter() returned null: the browser has no WebGPU adapter" in r.error
+    assert results[2].status == "unsupported" and "no WebGL context" in results[2].error
+    assert cpu.status == "pass"  # the rest of the browser still works
 
 
 def test_doctor_reports_chromium_webgl_webgpu_and_each_browser_backend(chromium):

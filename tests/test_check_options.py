@@ -56,9 +56,9 @@ def test_golden_outputs_are_the_baseline_of_every_case_and_a_wrong_one_fails(aff
             results[name] = [engine.run_case(c) for c in matrix(Selection(formats=["savedmodel", "onnx13"], runtimes=["tf", "ort"]), {f.name: f})]
         finally:
             engine.close()
-    assert [(r["format"], r["status"], r["baseline"]) for r in results["good"]] == [("savedmodel", "pass", "golden"), ("onnx13", "pass", "golden")]
-    assert [(r["status"], r["stage"]) for r in results["bad"]] == [("fail", "compare"), ("fail", "compare")]
-    assert "output_0" in results["bad"][0]["error"]
+    assert [(r.format, r.status, r.baseline) for r in results["good"]] == [("savedmodel", "pass", "golden"), ("onnx13", "pass", "golden")]
+    assert [(r.status, r.stage) for r in results["bad"]] == [("fail", "compare"), ("fail", "compare")]
+    assert "output_0" in results["bad"][0].error
 
 
 def test_tolerances_per_output_and_overall(affine):
@@ -190,7 +190,7 @@ def test_probe_inputs_stay_inside_what_an_integer_input_accepts(token_model, tmp
             results = [engine.run_case(c) for c in matrix(Selection(formats=["savedmodel", "onnx13"], runtimes=["tf", "ort"], batches=None), {f.name: f})]
         finally:
             engine.close()
-        assert {r["status"] for r in results} == {"pass"}, [(r["id"], r["error"]) for r in results]
+        assert {r.status for r in results} == {"pass"}, [(r.id, r.error) for r in results]
 
 
 def test_a_probe_the_model_rejects_is_no_verdict_against_a_runtime(token_model, tmp_path):
@@ -205,5 +205,5 @@ def test_a_probe_the_model_rejects_is_no_verdict_against_a_runtime(token_model, 
         results = [engine.run_case(c) for c in matrix(Selection(formats=["savedmodel", "onnx13"], runtimes=["tf", "ort"]), {wild.name: wild})]
     finally:
         engine.close()
-    assert {r["status"] for r in results} == {"pass"}, [(r["id"], r["error"]) for r in results]
-    assert all("99" in r["evidence"]["probe_rejected"] for r in results)
+    assert {r.status for r in results} == {"pass"}, [(r.id, r.error) for r in results]
+    assert all("99" in r.evidence["probe_rejected"] for r in results)

@@ -5,6 +5,7 @@ itself (framing, every error by code and field) is tests/protocol_kit, run again
 import os
 import resource
 import signal
+import sys
 import threading
 
 import numpy as np
@@ -115,3 +116,35 @@ def test_client_kills_a_worker_that_does_not_answer():
         assert not worker.alive and worker.proc.returncode == -signal.SIGKILL
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)  # gone, not merely stopped
+
+
+# A worker of a few lines that answers load well and run with samples that are not numbers.
+TYPED_WORKER = r"""
+import json, sys
+for line in sys.stdin:
+    req = json.loads(line)
+    result = {"info": {"runtime": "typed", "formats": ["onnx13"]},
+              "load": {"handle": "h1", "load_ns": 2500000, "inputs": [{"name": "x", "dtype": "float32", "shape": [None, 3]}],
+                       "outputs": [{"name": "y", "dtype": "float32", "shape": None}]},
+              "run": {"outputs": {"y": "/nowhere/y.npy"}, "first_ns": 7, "samples_ns": ["fast"], "peak_rss_bytes": None}}
+    print(json.dumps({"jsonrpc": "2.0", "id": req["id"], "result": result.get(req["method"], {})}), flush=True)
+"""
+
+
+def test_answers_are_typed_messages_at_the_client_and_a_wrong_field_is_the_workers_fault():
+    """load and run answers are parsed once, at the client, into typed messages (harness/runners/messages.py);
+    an answer the message cannot be read from kills the worker as a protocol violation (blamed on its
+    runtime), not a KeyError or TypeError deep in the harness."""
+    from harness.runners.client import ProtocolViolation, WorkerClient
+    from harness.runners.messages import LoadReply, TensorInfo
+
+    worker = WorkerClient("typed", [sys.executable, "-c", TYPED_WORKER])
+    try:
+        loaded = worker.load({"artifact": "/nowhere", "format": "onnx13"})
+        assert loaded == LoadReply("h1", 2500000, (TensorInfo("x", "float32", (None, 3)),), (TensorInfo("y", "float32", None),))
+        assert loaded.load_ms == 2.5
+        with pytest.raises(ProtocolViolation, match=r"answering run: field 'samples_ns' is \[\"fast\"\] \(expected a list of numbers\)"):
+            worker.run({"handle": loaded.handle, "inputs": {}, "output_dir": "/nowhere"})
+        assert not worker.alive
+    finally:
+        worker.kill()

@@ -1,6 +1,6 @@
 """The worker conformance kit: the language-neutral protocol cases of tests/protocol_kit/cases.json, run
-against a worker of every language. A new worker is listed in WORKERS (a runtime of the matrix) or
-KIT_ONLY (a worker the kit starts itself) with the format it loads and gets the whole protocol test; the
+against a worker of every language. A new worker is marked `protocol_kit` in the runtime table (a runtime
+of the matrix: WORKERS) or listed in KIT_ONLY (a worker the kit starts itself) with the format it loads and gets the whole protocol test; the
 per-language suites (js/test, go/...) keep only what is their own. Every answer is validated against
 harness/schemas/protocol.schema.json, and errors are checked on their structure (kind, code, fields);
 the sentence a person reads is formed by the harness (harness/runners/errors.py) and checked too."""
@@ -25,13 +25,9 @@ from harness.runners.table import REPO, RUNTIMES
 
 KIT = json.loads((Path(__file__).parent / "protocol_kit" / "cases.json").read_text())["cases"]
 SCHEMA = json.loads((REPO / "harness" / "schemas" / "protocol.schema.json").read_text())
-# One worker of each language and binding, with the format of the pow fixture it loads.
-WORKERS = {
-    "tf": "savedmodel", "litert": "tflite", "ort": "onnx13",
-    "node-tfjs-cpu": "tfjs_graph", "node-ort": "onnx13",
-    "go-tfgo": "savedmodel", "go-ort": "onnx13", "openvino": "onnx13",
-    "browser-ort-wasm": "onnx13",
-}
+# One worker of each language and binding (the runtime table's entries marked protocol_kit: one per worker
+# program at least, tests/test_registries.py), with the format of the pow fixture it loads: its first.
+WORKERS = {name: spec.formats[0] for name, spec in RUNTIMES.items() if spec.protocol_kit}
 
 
 @dataclass(frozen=True)
@@ -291,7 +287,7 @@ def test_the_harness_sends_what_the_schema_defines(tmp_path, monkeypatch):
         result = engine.run_case(Case("pow", "onnx13", "ort"))
     finally:
         engine.close()
-    assert result["status"] == "pass", result.get("error")
+    assert result.status == "pass", result.error
     assert {"info", "load", "run", "shutdown"} <= {r["method"] for r in sent}
     for request in sent:
         errors = list(REQUEST.iter_errors(request))

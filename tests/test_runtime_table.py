@@ -53,8 +53,8 @@ def test_a_format_the_table_promises_but_the_worker_refuses_is_an_error_of_the_h
         result = engine.run_case(Case("pow", "tflite", "ort"))
     finally:
         engine.close()
-    assert (result["status"], result["stage"], result["culprit"]) == ("error", "load", "harness")
-    assert "the runtime table lists format tflite for ort, but its worker takes only ['onnx13', 'onnx18']" in result["error"]
+    assert (result.status, result.stage, result.culprit) == ("error", "load", "harness")
+    assert "the runtime table lists format tflite for ort, but its worker takes only ['onnx13', 'onnx18']" in result.error
 
 
 # --- RUNTIME@NAME: variants of a runtime on this machine ------------------------------------------------

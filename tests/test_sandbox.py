@@ -159,10 +159,10 @@ def test_escapes_get_an_error_verdict_and_the_run_goes_on(built, host, listener,
                 "memory": ("OOM when allocating", "memory beyond the sandbox's limit")}
     for name, (words, what) in expected.items():
         r = results[name]
-        assert (r["status"], r["stage"], r["culprit"]) == ("error", "run", "model"), (name, r)
-        assert words in r["error"], (name, r["error"])
-        assert r["evidence"]["blocked"].startswith(what), (name, r["evidence"])
-    assert results["ok"]["status"] == "pass", results["ok"]
+        assert (r.status, r.stage, r.culprit) == ("error", "run", "model"), (name, r)
+        assert words in r.error, (name, r.error)
+        assert r.evidence["blocked"].startswith(what), (name, r.evidence)
+    assert results["ok"].status == "pass", results["ok"]
     assert starts == {"tf": 1}, f"the worker was restarted: {starts}"
     assert hits == [], f"the model reached the host's port {port}: {hits}"
     assert sorted(p.name for p in host.iterdir()) == ["secret.txt"]

@@ -34,6 +34,7 @@ from harness import builds as project_builds
 from harness.artifact import Artifact, damage, manifest
 from harness.builds import Build
 from harness.errors import HarnessError, unknown
+from harness.export import validate
 from harness.fixtures import Fixture, TensorSpec, generator_for
 
 
@@ -59,6 +60,9 @@ class FormatSpec:
     # `FORMAT@BUILD` (`onnx13@1.16`): made by a build of the format's converter (harness/builds.py), in
     # that build's environment. Out of repr: the cache key of the registry's own formats stays as it was.
     build: Build | None = field(default=None, repr=False, compare=False)
+    # What a valid artifact of the format is (harness/export/validate.py), checked at export: the model at
+    # its layout in the artifact folder. Out of repr too: how an artifact is checked is not what it is.
+    check: Callable[[Path, str], None] | None = field(default=None, repr=False, compare=False)
 
     @property
     def base(self) -> str:
@@ -68,23 +72,23 @@ class FormatSpec:
 FORMATS: dict[str, FormatSpec] = {
     f.name: f
     for f in [
-        FormatSpec("savedmodel", "savedmodel", "saved_model", holds_assets=True),
-        FormatSpec("keras", "keras", "model.keras", keras_only=True),
-        FormatSpec("h5", "keras", "model.h5", keras_only=True),
-        FormatSpec("frozen_graph", "frozen", "model.pb"),
-        FormatSpec("tflite", "tflite", "model.tflite"),
-        FormatSpec("tflite_fp16", "tflite", "model.tflite", tolerance_class="float16"),
-        FormatSpec("tflite_dynamic", "tflite", "model.tflite", tolerance_class="dynamic-range"),
-        FormatSpec("tflite_int8", "tflite", "model.tflite", tolerance_class="int8"),
-        FormatSpec("tflite_select", "tflite", "model.tflite", opt_in=True),
-        FormatSpec("onnx13", "onnx", "model.onnx", options=(("opset", 13),)),
-        FormatSpec("onnx18", "onnx", "model.onnx", options=(("opset", 18),)),
-        FormatSpec("tfjs_graph", "tfjs", "tfjs/model.json"),
-        FormatSpec("tfjs_layers", "tfjs", "tfjs_layers/model.json", keras_only=True),
+        FormatSpec("savedmodel", "savedmodel", "saved_model", holds_assets=True, check=validate.check_savedmodel),
+        FormatSpec("keras", "keras", "model.keras", keras_only=True, check=validate.check_keras),
+        FormatSpec("h5", "keras", "model.h5", keras_only=True, check=validate.check_h5),
+        FormatSpec("frozen_graph", "frozen", "model.pb", check=validate.check_frozen),
+        FormatSpec("tflite", "tflite", "model.tflite", check=validate.check_tflite),
+        FormatSpec("tflite_fp16", "tflite", "model.tflite", tolerance_class="float16", check=validate.check_tflite),
+        FormatSpec("tflite_dynamic", "tflite", "model.tflite", tolerance_class="dynamic-range", check=validate.check_tflite),
+        FormatSpec("tflite_int8", "tflite", "model.tflite", tolerance_class="int8", check=validate.check_tflite),
+        FormatSpec("tflite_select", "tflite", "model.tflite", opt_in=True, check=validate.check_tflite),
+        FormatSpec("onnx13", "onnx", "model.onnx", options=(("opset", 13),), check=validate.check_onnx),
+        FormatSpec("onnx18", "onnx", "model.onnx", options=(("opset", 18),), check=validate.check_onnx),
+        FormatSpec("tfjs_graph", "tfjs", "tfjs/model.json", check=validate.check_tfjs),
+        FormatSpec("tfjs_layers", "tfjs", "tfjs_layers/model.json", keras_only=True, check=validate.check_tfjs),
         # The fixture's variables as a TF2 tf.train.Checkpoint or a TF1 Saver checkpoint, restored by
         # the tf worker into the fixture's code (harness/export/checkpoint.py); run by TF, so judged at
         # the SavedModel's precision (float32).
-        FormatSpec("checkpoint", "checkpoint", "checkpoint", opt_in=True),
+        FormatSpec("checkpoint", "checkpoint", "checkpoint", opt_in=True, check=validate.check_checkpoint),
     ]
 }
 
@@ -409,10 +413,8 @@ def convert(fixture: Fixture, spec: FormatSpec, tmp: Path, source: Artifact | No
         finally:
             if said.lines:
                 art.extra["converter_log"] = said.lines
-        from harness.export.validate import validate
-
         if fixture.kind != "given":  # a given model was validated as the user's (harness/export/given.py)
-            validate(spec.base, tmp, art)
+            validate.validate(spec, tmp, art)
     except Exception as e:  # a converter's failure is a result, recorded with its whole message
         if _disk_full(e):
             code = errno.EROFS if "Read-only" in str(e) else errno.ENOSPC

@@ -28,7 +28,7 @@ def export(fixture: Fixture, spec, out: Path, source: Artifact | None, art: Arti
             shutil.copyfile(given.parent / shard, target)
     art.path = spec.layout
     try:
-        validate(spec.name, out, art)
+        validate(spec, out, art)
     except ConverterFault as e:
         # A given ONNX model keeps its own opset (onnx13 and onnx18 name what every ONNX runtime takes);
         # anything else wrong is the model's: nothing converted it.

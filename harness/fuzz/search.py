@@ -37,7 +37,7 @@ from harness.fuzz.models import (
 )
 from harness.fuzz.strategies import F32_MAX, Example, domain, input_strategy, pinned_generator
 from harness.layer_search import first_divergence
-from harness.records import CaseResult
+from harness.records import CaseResult, OutputMetrics
 from harness.runners import check_runtime
 
 # Formats fuzzed by default: the float ones (harness.cases.QUANTISED, from the format registry, are left
@@ -342,7 +342,7 @@ class Fuzzer:
         everything = list(dict.fromkeys([*pairs, target, REFERENCE]))
         results = self.run_example(fx, example, everything, keep=folder)
         mine = next(r for r in results if (r.format, r.runtime) == target)
-        worst = max(mine.metrics.values(), key=lambda m: m.max_abs if m.max_abs is not None else 0.0, default=None)
+        worst = max(mine.metrics.values(), key=lambda m: m.max_abs or 0.0, default=OutputMetrics())
         layer = None
         op = fx.name if fx.kind != "keras" else None
         if fx.kind == "keras" and self.bisect and mine.status == "fail":
@@ -363,10 +363,10 @@ class Fuzzer:
         if op is None and fx.kind == "keras":
             op = "(whole model)"
         finding = Finding(
-            level=level, fixture=fx.name, format=target[0], runtime=target[1], status=str(mine.status), stage=mine.stage,
+            level=level, fixture=fx.name, format=target[0], runtime=target[1], status=mine.status or "error", stage=mine.stage,
             culprit=mine.culprit, error=mine.error, example=repr(example), batch=example.batch,
-            max_abs=worst.max_abs if worst else None, max_rel=worst.max_rel if worst else None,
-            required_atol=worst.required_atol if worst else None, required_rtol=worst.required_rtol if worst else None,
+            max_abs=worst.max_abs, max_rel=worst.max_rel, required_atol=worst.required_atol,
+            required_rtol=worst.required_rtol,
             op=op, layer=layer, folder=str(folder) if folder else None, flaky=flaky,
             also=[f"{r.format}~{r.runtime}" for r in self.bad(fx, results, is_bad, causes) if (r.format, r.runtime) != target],
             tolerance=mine.tolerance,
@@ -504,7 +504,7 @@ def first_diverging_node(fuzzer: Fuzzer, fx: Fixture, example: Example, target: 
     names = {i: f"n{i}_{spec['nodes'][i - 1]['op']} ({op_label(spec['nodes'][i - 1])})" for i in path}
     return {"supported": True, "layer_index": path[lo] - 1, "layer": names[path[lo]],
             "previous": names[path[lo - 1]] if lo > 0 else "(model inputs)", "status": found.status, "error": found.error,
-            "metrics": found.to_dict().get("metrics"), "probes": {names[path[i]]: r.status for i, r in sorted(probes.items())},
+            "metrics": {k: m.to_dict() for k, m in found.metrics.items()}, "probes": {names[path[i]]: r.status for i, r in sorted(probes.items())},
             "judged": "against the float64 model's node" if target == REFERENCE else "against the TF reference of the cut model"}
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from harness.availability import Availability
 from harness.errors import HarnessError
-from harness.runners.table import RUNTIMES, DockerRuntime
+from harness.runners.table import RUNTIMES
 from harness.sandbox import Limits, bwrap_availability, check_kind
 
 
@@ -27,7 +27,7 @@ def availability(kind: str) -> Availability:
 
 
 def _containerized(spec) -> bool:
-    return isinstance(spec, DockerRuntime)
+    return bool(spec.container)  # the table entry says (RuntimeSpec.container)
 
 
 def containerized(runtime: str) -> bool:
