@@ -434,10 +434,10 @@ def sandbox_cost(runtimes: list[str], rounds: int, iterations: int, batch: int =
                     t = time.perf_counter()
                     worker = pool.get(runtime)
                     samples[kind]["start_ms"].append((time.perf_counter() - t) * 1e3)
-                    h = worker.call("load", {"artifact": str(art.dir), "format": fmt, "device": "cpu"}, timeout=300)
-                    reply = worker.call("run", {"handle": h["handle"], "inputs": inputs, "output_dir": str(scratch / kind),
-                                                "warmup": 20, "iterations": iterations}, timeout=300)
-                    samples[kind]["p50_ms"].append(latency_stats(reply["samples_ns"])["p50_ms"])
+                    loaded = worker.load({"artifact": str(art.dir), "format": fmt, "device": "cpu"}, timeout=300)
+                    reply = worker.run({"handle": loaded.handle, "inputs": inputs, "output_dir": str(scratch / kind),
+                                        "warmup": 20, "iterations": iterations}, timeout=300)
+                    samples[kind]["p50_ms"].append(latency_stats(reply.samples_ns)["p50_ms"])
                 finally:
                     pool.close()
         row: dict = {"runtime": runtime, "case": f"{fixture}/{fmt}/b{batch}", "rounds": rounds, "iterations": iterations}
