@@ -275,13 +275,13 @@ def test_the_harness_sends_what_the_schema_defines(tmp_path, monkeypatch):
     from harness.engine import Engine, Options
 
     sent: list[dict] = []
-    call = WorkerClient.call
+    exchange = WorkerClient._exchange  # every request passes here: call() and the typed load() and run()
 
-    def checked(self, method, params=None, timeout=60.0):
+    def checked(self, method, params, timeout):
         sent.append({"jsonrpc": "2.0", "id": len(sent), "method": method, "params": params or {}})
-        return call(self, method, params, timeout)
+        return exchange(self, method, params, timeout)
 
-    monkeypatch.setattr(WorkerClient, "call", checked)
+    monkeypatch.setattr(WorkerClient, "_exchange", checked)
     engine = Engine(Exporter(), tmp_path, Options(iterations=2, warmup=1), {"pow": get_fixture("pow")})
     try:
         result = engine.run_case(Case("pow", "onnx13", "ort"))
