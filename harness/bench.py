@@ -1,5 +1,5 @@
-"""Latency statistics from a worker's raw samples (computed here, never in the worker), and the
-regression gate that compares two runs' samples."""
+"""The latency regression gate that compares two runs' samples, and the machine probes (GEMM peak)
+benchmarks are read against. The statistics of one run's samples are harness/stats.py's."""
 
 from __future__ import annotations
 
@@ -10,42 +10,6 @@ import numpy as np
 
 from harness.errors import HarnessError
 from harness.records import Timing
-
-
-def latency_stats(samples_ns: list[int]) -> dict[str, float]:
-    if not samples_ns:
-        return {}
-    ms = np.asarray(samples_ns, dtype=np.float64) / 1e6
-    q = np.percentile(ms, [10, 25, 50, 75, 90, 99])
-    mean = float(ms.mean())
-    return {
-        "min_ms": float(ms.min()),
-        "p10_ms": float(q[0]),
-        "p50_ms": float(q[2]),
-        "p90_ms": float(q[4]),
-        "p99_ms": float(q[5]),
-        "mean_ms": mean,
-        "stdev_ms": float(ms.std(ddof=1)) if ms.size > 1 else 0.0,
-        "iqr_ms": float(q[3] - q[1]),
-        "throughput_per_s": 1000.0 / mean if mean > 0 else float("inf"),
-    }
-
-
-def round_statistics(round_medians: list[float], resamples: int = 2000, seed: int = 0) -> dict:
-    """p50 as the median of the rounds' medians, its bootstrap 95% interval over rounds, and the case's
-    own between-round noise (coefficient of variation of the round medians)."""
-    r = np.asarray(round_medians, dtype=np.float64)
-    out: dict = {"rounds": len(r), "rounds_ms": [float(x) for x in r]}
-    if len(r) == 0:
-        return out
-    out["p50_ms"] = float(np.median(r))
-    if len(r) >= 2:
-        rng = np.random.default_rng(seed)
-        boot = np.median(rng.choice(r, size=(resamples, len(r)), replace=True), axis=1)
-        lo, hi = np.percentile(boot, [2.5, 97.5])
-        out["p50_ci_ms"] = [float(lo), float(hi)]
-        out["round_cv"] = float(np.std(r, ddof=1) / np.mean(r)) if np.mean(r) > 0 else 0.0
-    return out
 
 
 @dataclass(frozen=True)

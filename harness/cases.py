@@ -16,28 +16,13 @@ from pathlib import Path
 from harness.errors import HarnessError, unknown
 from harness.export import FORMATS, check_format, formats_for
 from harness.fixtures import Fixture, all_fixtures, get_fixture
+from harness.records import Case  # a case's identity is the records' (the matrix makes them, results carry them)
 from harness.runners import RUNTIMES, check_runtime
 from harness.runners.table import in_table_order
 
 REFERENCE = ("savedmodel", "tf")
 # Formats judged below float32 (the registry's tolerance class): their error is the converter's choice.
 QUANTISED = tuple(name for name, spec in FORMATS.items() if spec.tolerance_class != "float32")
-
-
-@dataclass(frozen=True)
-class Case:
-    fixture: str
-    format: str
-    runtime: str
-    device: str = "cpu"
-    batch: int = 1
-    threads: int = 0  # 0: the runtime's default; benchmarks set 1 and all cores
-    variant: str = ""  # paired benchmarks: "A" or "B", each a build of the runtime (Engine.builds)
-
-    @property
-    def id(self) -> str:
-        base = f"{self.fixture}-{self.format}-{self.runtime}-{self.device}-b{self.batch}"
-        return base + (f"-t{self.threads}" if self.threads else "") + (f"~{self.variant}" if self.variant else "")
 
 
 @dataclass

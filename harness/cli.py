@@ -168,7 +168,7 @@ def doctor(as_json: bool, strict: bool) -> None:
             r["precision"] = seen["precision"]
     rows.extend(browser)
     # Sandboxes for untrusted models (harness/sandbox.py): what --sandbox can choose here.
-    from harness.sandbox import availability as sandbox_availability
+    from harness.runners.sandboxes import availability as sandbox_availability
 
     for kind, covers in (("bwrap", "sandbox: every non-container worker (default of check)"), ("docker", "sandbox: go-tfgo@docker")):
         sa = sandbox_availability(kind)
@@ -338,8 +338,8 @@ def inspect(path: Path, signature: str | None, tag: str | None, as_json: bool, c
     """What a model is, without running it: a SavedModel folder, .keras, .h5, .tflite, .onnx, a TF.js
     model.json or a frozen graph .pb — tags and signatures, inputs and outputs with dtype and shape, op
     counts, which formats and runtimes can run it (with the reason where not), and what will stop a path."""
-    from harness.inspect_model import inspect as inspect_model
-    from harness.inspect_model import render
+    from harness.inspect.render import render
+    from harness.inspect.runs import inspect as inspect_model
 
     names = None
     if custom_files or import_modules:
@@ -412,6 +412,19 @@ def _timing_summary(result: CaseResult) -> dict:
     return {k: v for k, v in result.timing.to_dict().items() if k not in ("samples_ms",)}
 
 
+def _codes(runtimes) -> dict[str, str]:
+    """The terminal's column code of each runtime, from its table entry (a variant's or build's from its base's)."""
+    from harness.runners.table import check_runtime
+
+    out = {}
+    for rt in dict.fromkeys(runtimes):
+        try:
+            out[rt] = check_runtime(rt).code
+        except HarnessError:  # a build since removed from the project: its name
+            pass
+    return out
+
+
 def _execute(cases, fixtures, options, reports: Path, run_options: dict, *, bench: bool = False, bisect: bool = False,
              refresh: bool = False, allow_inconclusive: bool = False, resume: Path | None = None,
              output: str = "table", quiet: bool = False, jobs: int = 1) -> int:
@@ -440,8 +453,9 @@ def _execute(cases, fixtures, options, reports: Path, run_options: dict, *, benc
         for r in results:
             click.echo(json.dumps(sanitize({k: v for k, v in r.to_dict().items() if k != "timing"} | {"timing": _timing_summary(r)})))
     elif results and not quiet:
-        print_matrix(results, out)
-        print_latency(results, out)
+        codes = _codes(r.runtime for r in results)
+        print_matrix(results, out, codes=codes)
+        print_latency(results, out, codes=codes)
     say = err if output == "json" else out  # JSON lines alone on stdout
     if results and output != "json":
         print_causes([r for r in results if not quiet or r.status not in ("skip", "xfail", "unsupported")], out)
@@ -514,7 +528,7 @@ def _sandboxed(cases, sandbox: str) -> list:
     """The cases, once the sandbox is known to work here and every emulated variant they name is
     ready (a one-line error otherwise)."""
     from harness.runners import check_runtime
-    from harness.sandbox import containerized, require
+    from harness.runners.sandboxes import containerized, require
 
     for name in dict.fromkeys(c.runtime for c in cases):
         spec = check_runtime(name)
@@ -605,8 +619,7 @@ def _pace(reports: Path) -> float | None:
     planned = planned_cases(run.meta)
     if run.state != "complete" or not run.meta.wall_s or not planned or (run.meta.options or {}).get("command") not in ("run", "check"):
         return None
-    cases = [Case(c["fixture"], c["format"], c["runtime"], c.get("device") or "cpu", c.get("batch") or 1, c.get("threads") or 0)
-             for c in planned]
+    cases = [Case.from_record(c) for c in planned]
     modelled = estimate(cases, {(c.fixture, c.format) for c in cases})["seconds"]
     return min(max(run.meta.wall_s / modelled, 0.5), 5.0) if modelled else None
 
@@ -637,9 +650,10 @@ def _list_cases(cases, fixtures, refresh: bool, reports: Path) -> None:
 
 def _resume(which: str, reports: Path, refresh: bool, allow_inconclusive: bool) -> int:
     from harness.engine import Options
-    from harness.fixtures import all_fixtures, user_fixture
+    from harness.fixtures import all_fixtures
     from harness.orchestrator import newest_incomplete, resume_plan
     from harness.store import resolve_run
+    from harness.user_model import user_fixture
 
     folder = newest_incomplete(reports) if which == "" else resolve_run(which, reports)
     cases, opts = resume_plan(folder)
@@ -649,7 +663,7 @@ def _resume(which: str, reports: Path, refresh: bool, allow_inconclusive: bool) 
 
         fixtures = {fx.name: fx for fx in project.unique_names([m.fixture() for m in project.read(Path(opts["project"]))])}
     elif command == "check":
-        from harness.fixtures import with_user_options
+        from harness.user_model import with_user_options
 
         fx = user_fixture(Path(opts["path"]), opts.get("signature", "serving_default"), opts.get("tag", "serve"))
         fx = with_user_options(fx, Path(opts["inputs"]) if opts.get("inputs") else None, Path(opts["expected"]) if opts.get("expected") else None,
@@ -805,7 +819,7 @@ def check(path, signature, tag, formats, runtimes, batch, bisect, inputs_path, e
     (harness.toml, or [tool.harness] in pyproject.toml), each with the options it lists there."""
     from harness.cases import Selection, matrix
     from harness.engine import Options
-    from harness.fixtures import user_fixture, with_user_options
+    from harness.user_model import user_fixture, with_user_options
     from harness_runners.custom import CustomObjects
 
     sel = Selection(formats=_split(formats), runtimes=_split(runtimes), batches=_batches(batch))
@@ -1062,6 +1076,40 @@ def selftest_startup(repeats: int) -> None:
     click.echo(json.dumps(startup(repeats), indent=2))
 
 
+@selftest.command("sandbox")
+@click.option("--runtimes", "-r", default="tf,ort,go-tfgo,node-tfjs-cpu,node-ort", show_default=True,
+              help="Comma-separated runtimes to measure (each on mnist_cnn in a format it runs).")
+@click.option("--rounds", default=8, show_default=True, type=click.IntRange(min=1), help="Rounds, ABBA order (6 or more for a 95% interval).")
+@click.option("--iterations", default=300, show_default=True, type=click.IntRange(min=1), help="Timed inferences per worker, after 20 warm-up.")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def selftest_sandbox(runtimes: str, rounds: int, iterations: int, as_json: bool) -> None:
+    """What the bwrap sandbox costs against none: worker start and p50 of one inference, fresh workers each
+    round in ABBA order, the median of the per-round ratios bwrap/none with a 95% interval."""
+    from harness.fidelity import SANDBOX_MEASURED, sandbox_cost
+    from harness.runners.sandboxes import require
+
+    chosen = _split((runtimes,)) or []
+    unknown = [r for r in chosen if r not in SANDBOX_MEASURED]
+    if not chosen or unknown:
+        raise HarnessError(f"--runtimes {runtimes}: unknown runtime {(unknown or [runtimes])[0]!r}: expected some of {', '.join(SANDBOX_MEASURED)}")
+    require("bwrap")
+    rows = sandbox_cost(chosen, rounds, iterations)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    # Plain text (click.echo): the brackets of the intervals are not markup.
+    click.echo(f"{'runtime':15} {'case':22} {'start none':>10} {'bwrap':>8} {'ratio [95% CI]':>22} {'p50 none':>9} {'bwrap':>8} {'ratio [95% CI]':>22}")
+    for row in rows:
+        cells = []
+        for metric in ("start_ms", "p50_ms"):
+            m = row[metric]
+            ci = f"[{m['ratio_ci95'][0]:.3f}, {m['ratio_ci95'][1]:.3f}]" if m["ratio_ci95"] else "[n<6]"
+            cells.append(f"{m['none']:9.2f}ms {m['bwrap']:6.2f}ms {m['ratio']:6.3f} {ci:>15}")
+        click.echo(f"{row['runtime']:15} {row['case']:22} {cells[0]} {cells[1]}")
+    click.echo(f"{rounds} rounds, ABBA order, fresh workers each; start = spawn to the info answer; "
+               f"p50 of {iterations} inferences after 20 warm-up")
+
+
 @selftest.command("gate")
 @_reports_option(".harness/selftest-gate")
 @click.option("--stored-pairs", "stored_pairs", default=0, type=click.IntRange(min=0), metavar="N",
@@ -1145,7 +1193,7 @@ def fuzz(levels, fixtures, runtimes, formats, max_examples, time_budget, seed, s
     """Differential fuzzing: inputs, and small generated Keras models, that make runtimes disagree,
     shrunk by hypothesis and saved as regression cases; the summary goes to REPORTS/fuzz/<time>.json,
     where harness report finds the newest."""
-    from harness.fuzz import fuzz as run_fuzz
+    from harness.fuzz.search import fuzz as run_fuzz
 
     report = run_fuzz(levels or ("inputs", "models"), _split(fixtures), _split(runtimes), _split(formats), max_examples,
                       time_budget, seed, save_dir, log=lambda m: out.print(m, highlight=False, markup=False), bisect=bisect,
@@ -1378,8 +1426,12 @@ def build_rows(start: bool) -> list[dict[str, Any]]:
 
 
 def _build_starts(b) -> tuple[bool, str]:
+    import tempfile
+
     from harness import builds
+    from harness.export import cache_root
     from harness.runners import WorkerPool, check_runtime
+    from harness.runners.table import WorkerContext
 
     try:
         if b.kind == "converter":
@@ -1392,7 +1444,7 @@ def _build_starts(b) -> tuple[bool, str]:
         a = spec.availability()
         if not a.ok:
             return False, a.reason
-        with WorkerPool() as pool:
+        with WorkerPool(WorkerContext(cache_root(), Path(tempfile.gettempdir()) / "harness-scratch")) as pool:
             info = pool.get(b.name)
             versions = pool.info.get(b.name, {}).get("versions") or {}
             del info

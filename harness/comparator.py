@@ -1,19 +1,59 @@
-"""Comparator: metrics per output and the tolerance verdict. Never touches a runtime."""
+"""Comparator: tolerances (what passes, per format class), metrics per output and the tolerance verdict.
+Never touches a runtime.
+
+The metrics are the stored records themselves (records.OutputMetrics): what is judged is what
+results.jsonl keeps, with no dictionary in between."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from harness.fixtures import Tolerance
+from harness.records import OutputMetrics
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """When a case passes. Float classes use atol/rtol (numpy.allclose semantics: |a-b| <= atol + rtol*|ref|);
+    quantised classes use SNR and top-1 agreement, since elementwise bounds say little there."""
+
+    atol: float | None = None
+    rtol: float | None = None
+    min_snr_db: float | None = None
+    min_top1: float | None = None
+
+
+# The format class decides which tolerance applies (design: conformance policy); each format declares
+# its class once, in the format registry (harness.export.FORMATS, FormatSpec.tolerance_class;
+# harness.export.format_class reads it).
+DEFAULT_TOLERANCES: dict[str, Tolerance] = {
+    "float32": Tolerance(atol=1e-5, rtol=1e-5),
+    "float16": Tolerance(atol=2e-3, rtol=2e-3),
+    # A float32 format computed in bfloat16 (openvino@bf16): 8 significant bits, four times float16's error.
+    "bfloat16": Tolerance(atol=1e-2, rtol=1e-2),
+    "dynamic-range": Tolerance(min_snr_db=30.0, min_top1=1.0),
+    "int8": Tolerance(min_snr_db=15.0, min_top1=0.75),
+}
+
+
+def describe(tol: Tolerance) -> str:
+    """The rule a tolerance applies, in words: what a reader of a verdict needs to know."""
+    parts = []
+    if tol.atol is not None or tol.rtol is not None:
+        parts.append(f"|out - ref| <= {tol.atol or 0:g} + {tol.rtol or 0:g}·|ref| everywhere")
+    if tol.min_snr_db is not None:
+        parts.append(f"SNR >= {tol.min_snr_db:g} dB")
+    if tol.min_top1 is not None:
+        parts.append(f"top-1 agreement >= {tol.min_top1:g} (classifier outputs)")
+    return " and ".join(parts) or "no bound"
 
 
 @dataclass
 class Judgement:
     passed: bool
-    metrics: dict[str, dict]
+    metrics: dict[str, OutputMetrics]
     reasons: list[str] = field(default_factory=list)
 
 
@@ -34,17 +74,17 @@ def error_histogram(diff: np.ndarray) -> list[int]:
     return [int(c) for c in counts]
 
 
-def output_metrics(ref: np.ndarray, out: np.ndarray, tol: Tolerance, classifier: bool = False) -> dict:
+def output_metrics(ref: np.ndarray, out: np.ndarray, tol: Tolerance, classifier: bool = False) -> OutputMetrics:
     """Every metric of the conformance policy for one output. `ref` is the baseline (TF reference or
     float64 oracle); both are compared in float64."""
-    m: dict = {"shape": list(out.shape), "ref_shape": list(ref.shape), "dtype": str(out.dtype)}
+    m = OutputMetrics(shape=list(out.shape), ref_shape=list(ref.shape), dtype=str(out.dtype))
     if ref.shape != out.shape:
-        m["shape_mismatch"] = True
+        m.shape_mismatch = True
         return m
     if ref.dtype.kind in "SUO" or out.dtype.kind in "SUO":
         # Strings (and bytes) have no distance: every element must equal the baseline's.
         unequal = int(np.count_nonzero(np.asarray(ref, dtype=object) != np.asarray(out, dtype=object)))
-        m.update(mismatched=unequal, frac_out_of_tol=(unequal / ref.size) if ref.size else 0.0)
+        m.mismatched, m.frac_out_of_tol = unequal, (unequal / ref.size) if ref.size else 0.0
         return m
     r = np.asarray(ref, dtype=np.float64)
     o = np.asarray(out, dtype=np.float64)
@@ -63,7 +103,8 @@ def output_metrics(ref: np.ndarray, out: np.ndarray, tol: Tolerance, classifier:
     out_of_tol = int(np.count_nonzero(diff > atol + rtol * mag)) + nan_mismatch + inf_mismatch
     signal, noise = float(np.sum(r_f**2)), float(np.sum((o_f - r_f) ** 2))
     norm = math.sqrt(float(np.sum(r_f**2)) * float(np.sum(o_f**2)))
-    m.update(
+    m = replace(
+        m,
         max_abs=float(diff.max()) if n else 0.0,
         max_rel=float(rel.max()) if n else 0.0,
         mean_abs=float(diff.mean()) if n else 0.0,
@@ -80,37 +121,38 @@ def output_metrics(ref: np.ndarray, out: np.ndarray, tol: Tolerance, classifier:
     )
     if tol.atol is None and tol.rtol is None:
         # Judged by SNR/top-1 only: "the fraction beyond atol=0, rtol=0" would read as a failure that is not one.
-        m.pop("frac_out_of_tol")
+        m.frac_out_of_tol = None
     if classifier and r.ndim >= 1 and r.shape[-1] > 1:
         rows_r = r.reshape(-1, r.shape[-1])
         rows_o = o.reshape(-1, o.shape[-1])
         top_r = rows_r.argmax(axis=1)
         k = min(5, r.shape[-1])
         top_k_o = np.argsort(-rows_o, axis=1)[:, :k]
-        m["top1"] = float(np.mean(rows_o.argmax(axis=1) == top_r))
-        m[f"top{k}"] = float(np.mean([t in row for t, row in zip(top_r, top_k_o)]))
+        m.top1 = float(np.mean(rows_o.argmax(axis=1) == top_r))
+        setattr(m, f"top{k}", float(np.mean([t in row for t, row in zip(top_r, top_k_o)])))
     return m
 
 
-def check(metrics: dict, tol: Tolerance, name: str) -> list[str]:
+def check(metrics: OutputMetrics, tol: Tolerance, name: str) -> list[str]:
     """Why an output fails its tolerance; empty when it passes."""
-    if metrics.get("shape_mismatch"):
-        return [f"{name}: shape {metrics['shape']} differs from the reference's {metrics['ref_shape']}"]
-    if "mismatched" in metrics:
-        return [f"{name}: {metrics['mismatched']} of the string elements differ from the reference's"] if metrics["mismatched"] else []
+    m = metrics
+    if m.shape_mismatch:
+        return [f"{name}: shape {m.shape} differs from the reference's {m.ref_shape}"]
+    if m.mismatched is not None:
+        return [f"{name}: {m.mismatched} of the string elements differ from the reference's"] if m.mismatched else []
     reasons = []
-    if metrics["nan_mismatch"] or metrics["inf_mismatch"]:
-        reasons.append(f"{name}: NaN/Inf at different positions ({metrics['nan_mismatch']} NaN, {metrics['inf_mismatch']} Inf)")
+    if m.nan_mismatch or m.inf_mismatch:
+        reasons.append(f"{name}: NaN/Inf at different positions ({m.nan_mismatch} NaN, {m.inf_mismatch} Inf)")
     if tol.atol is not None or tol.rtol is not None:
-        if metrics["frac_out_of_tol"] > 0:
+        if m.frac_out_of_tol is not None and m.frac_out_of_tol > 0:
             reasons.append(
-                f"{name}: {metrics['frac_out_of_tol']:.1%} of elements beyond atol={tol.atol} rtol={tol.rtol} "
-                f"(max_abs {metrics['max_abs']:.3g}, max_rel {metrics['max_rel']:.3g})"
+                f"{name}: {m.frac_out_of_tol:.1%} of elements beyond atol={tol.atol} rtol={tol.rtol} "
+                f"(max_abs {m.max_abs:.3g}, max_rel {m.max_rel:.3g})"
             )
-    if tol.min_snr_db is not None and metrics["snr_db"] < tol.min_snr_db:
-        reasons.append(f"{name}: SNR {metrics['snr_db']:.1f} dB below {tol.min_snr_db} dB")
-    if tol.min_top1 is not None and "top1" in metrics and metrics["top1"] < tol.min_top1:
-        reasons.append(f"{name}: top-1 agreement {metrics['top1']:.2f} below {tol.min_top1}")
+    if tol.min_snr_db is not None and m.snr_db is not None and m.snr_db < tol.min_snr_db:
+        reasons.append(f"{name}: SNR {m.snr_db:.1f} dB below {tol.min_snr_db} dB")
+    if tol.min_top1 is not None and m.top1 is not None and m.top1 < tol.min_top1:
+        reasons.append(f"{name}: top-1 agreement {m.top1:.2f} below {tol.min_top1}")
     return reasons
 
 
@@ -119,7 +161,8 @@ def judge(reference: dict[str, np.ndarray], outputs: dict[str, np.ndarray], tole
     """Judge every output against the baseline. `dtypes` are the dtypes the signature promises (the
     reference's, not a float64 oracle's): an output of another dtype fails, as does an output the
     baseline does not have."""
-    metrics, reasons = {}, []
+    metrics: dict[str, OutputMetrics] = {}
+    reasons: list[str] = []
     for name, ref in reference.items():
         if name not in outputs:
             reasons.append(f"{name}: missing from the outputs (got {sorted(outputs)})")
@@ -129,8 +172,8 @@ def judge(reference: dict[str, np.ndarray], outputs: dict[str, np.ndarray], tole
         metrics[name] = m
         want = None if dtypes is None else dtypes.get(name)
         if want is not None and np.dtype(outputs[name].dtype) != np.dtype(want):
-            m["dtype_mismatch"] = True
-            m["expected_dtype"] = str(np.dtype(want))
+            m.dtype_mismatch = True
+            m.expected_dtype = str(np.dtype(want))
             reasons.append(f"{name}: dtype {outputs[name].dtype} differs from the signature's {np.dtype(want)}")
         reasons += check(m, tol, name)
     extra = sorted(set(outputs) - set(reference))

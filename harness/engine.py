@@ -21,13 +21,13 @@ import numpy as np
 from harness import comparator
 from harness.artifact import MISSING_PIECE, Artifact, crash_cause, one_line
 from harness.availability import Availability
-from harness.bench import latency_stats
 from harness.cases import QUANTISED, Case, Deviation, load_deviations
 from harness.errors import HarnessError
-from harness.export import Exporter
-from harness.fixtures import Fixture, all_fixtures, describe, format_class
-from harness.records import KEPT_OUTPUT_BYTES, CaseResult, Timing, metrics_of
+from harness.export import Exporter, format_class
+from harness.fixtures import Fixture, all_fixtures
+from harness.records import KEPT_OUTPUT_BYTES, CaseResult, Timing
 from harness.runners import RUNTIMES, RpcError, WorkerCrash, WorkerPool, WorkerTimeout, check_runtime
+from harness.stats import latency_stats
 
 DISK_ERRORS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
 OTHER_INPUT_SETS = 3  # at most this many more input sets to tell an input-independent output
@@ -136,6 +136,13 @@ class Engine:
         for key, value in info.items():
             if "~" in key:
                 out[key] = value
+        # How reports show each runtime (its table entry's code and colour): reports read them from the run.
+        for key, value in out.items():
+            if isinstance(value, dict):
+                try:
+                    out[key] = {**value, **check_runtime(key.partition("~")[0]).legend}
+                except HarnessError:
+                    pass
         return out
 
     def availability(self, runtime: str) -> Availability:
@@ -176,7 +183,7 @@ class Engine:
 
     @staticmethod
     def _blank(case: Case) -> CaseResult:
-        return CaseResult(case.id, case.fixture, case.format, case.runtime, case.device, case.batch, case.threads)
+        return CaseResult.blank(case)
 
     def _run_case(self, case: Case, result: CaseResult) -> CaseResult:
         """The case; when it fails in a way a damaged artifact would explain (load failed, the worker
@@ -240,7 +247,7 @@ class Engine:
             result.evidence = {**result.evidence, "probe_rejected": ref.evidence["probe_rejected"]}
 
         try:
-            outputs, raw = self._execute(case, art, ref.inputs)
+            outputs, timing, peak_rss = self._execute(case, art, ref.inputs)
         except _Staged as staged:
             e, stage = staged.error, staged.stage
             if isinstance(e, RpcError):
@@ -269,8 +276,8 @@ class Engine:
             return self._finish(case, result, status, error=str(e), stderr=tail, stage=stage, culprit=culprit,
                                 evidence={"cause": died_of} if died_of else None, summary=one_line(f"{e}: {died_of}") if died_of else None)
         result.stage = "compare"
-        result.timing = Timing.from_json(raw["timing"], strict=True)
-        result.peak_rss_bytes = raw["peak_rss_bytes"]
+        result.timing = timing
+        result.peak_rss_bytes = peak_rss
         if fixture.flops and result.timing.p50_ms:
             result.flops = fixture.flops(case.batch)
             result.gflops = result.flops / (result.timing.p50_ms * 1e6)
@@ -287,11 +294,11 @@ class Engine:
         reference = ref.outputs
         # The precision the runtime computes in, where its worker says (TF.js WebGL: float16 textures).
         info = self.pool.info.get(self._worker_key(case)) or {}
-        precision = info.get("precision") or (info.get("settings") or {}).get("precision")
+        precision = info.get("precision") or (info.get("settings") or {}).get("precision") or check_runtime(case.runtime).precision
         if check_runtime(case.runtime).emulated:
             # Recorded, and marked: an emulator's timings are never compared with native ones.
             result.emulated = (info.get("settings") or {}).get("emulator") or "emulated"
-        tolerances = {name: fixture.tolerance(case.format, name, precision) for name in reference}
+        tolerances = {name: fixture.tolerance(format_class(case.format, precision), name) for name in reference}
         oracle = fixture.oracle(ref.inputs) if fixture.oracle else None
         if oracle is not None:
             # A float64 value beyond the output dtype's range is, correctly rounded, ±inf.
@@ -309,11 +316,11 @@ class Engine:
         dtypes = {k: v.dtype for k, v in reference.items()}
         judgement = comparator.judge(against, outputs, tolerances, fixture.classifier_outputs, dtypes=dtypes)
         result.baseline = baseline
-        result.metrics = metrics_of(judgement.metrics)
-        result.tolerance = {name: {"class": format_class(case.format, precision), "rule": describe(tol), **{k: v for k, v in asdict(tol).items() if v is not None}}
+        result.metrics = judgement.metrics
+        result.tolerance = {name: {"class": format_class(case.format, precision), "rule": comparator.describe(tol), **{k: v for k, v in asdict(tol).items() if v is not None}}
                                for name, tol in tolerances.items()}
         if oracle is not None and baseline != "oracle":
-            result.oracle_metrics = metrics_of(comparator.judge(oracle, outputs, tolerances, fixture.classifier_outputs).metrics)
+            result.oracle_metrics = comparator.judge(oracle, outputs, tolerances, fixture.classifier_outputs).metrics
         if not judgement.passed:
             culprit = "converter" if case.format.partition("@")[0] in QUANTISED else "runtime"
             error, evidence = "; ".join(judgement.reasons), {}
@@ -329,15 +336,15 @@ class Engine:
                                 evidence={"degenerate": why})
         return self._finish(case, result, "pass")
 
-    def measure(self, case: Case) -> dict:
+    def measure(self, case: Case) -> Timing:
         """One more round of timing for a case that has run (same artifact, same inputs, same worker
-        setting): the timing dict of `_execute`. Raises on a worker failure."""
+        setting). Raises on a worker failure."""
         fixture = self.fixtures[case.fixture]
         ref = self._reference(fixture, case.batch)
         if ref.inputs is None:
             raise HarnessError(f"{case.id} has no reference inputs to measure with")
         try:
-            return self._execute(case, self.artifact(fixture, case.format), ref.inputs)[1]["timing"]
+            return self._execute(case, self.artifact(fixture, case.format), ref.inputs)[1]
         except _Staged as staged:
             raise staged.error from None
 
@@ -393,7 +400,7 @@ class Engine:
         if not avail.ok:
             return Reference(error=f"runtime {ref_runtime} unavailable: {avail.reason} (fix: {avail.fix})", culprit="environment")
         case = Case(fixture.name, ref_format, ref_runtime, "cpu", batch)
-        tolerances = {name: fixture.tolerance(ref_format, name) for name in fixture.outputs}
+        tolerances = {name: fixture.tolerance(format_class(ref_format), name) for name in fixture.outputs}
         ref = Reference()
         # The user's own inputs (check --inputs) are the inputs: never swapped for the second distribution,
         # which would also drop their golden outputs from the judgement.
@@ -477,12 +484,11 @@ class Engine:
                 worker.call("unload", {"handle": self._loaded.pop(old).handle}, timeout=self.options.run_timeout_s)
             except RpcError:
                 pass
-        reply = worker.call(
-            "load",
+        reply = worker.load(
             {"artifact": str(art.dir), "format": art.format, "signature": art.signature, "device": case.device, "threads": self._threads(case)},
             timeout=self.options.load_timeout_s,
         )
-        loaded = _Loaded(reply["handle"], reply["load_ns"] / 1e6, generation)
+        loaded = _Loaded(reply.handle, reply.load_ms, generation)
         self._loaded[key] = loaded
         return loaded
 
@@ -499,7 +505,8 @@ class Engine:
             self._input_files[key] = str(path)
         return self._input_files[key]
 
-    def _execute(self, case: Case, art: Artifact, inputs: dict[str, np.ndarray], iterations: int | None = None):
+    def _execute(self, case: Case, art: Artifact, inputs: dict[str, np.ndarray],
+                 iterations: int | None = None) -> tuple[dict[str, np.ndarray], Timing, int | None]:
         """Quantise inputs as the artifact says, run in the worker, read and dequantise outputs. A
         failed worker call is raised as _Staged (load or run)."""
         out_dir = self.scratch / case.id / "out"
@@ -516,23 +523,22 @@ class Engine:
             if iterations is None and self.options.min_time_s > 0:
                 # Calibrate: a short run (its first call is the cold one), then enough iterations to
                 # measure for at least min_time_s.
-                probe = worker.call("run", {"handle": loaded.handle, "inputs": paths, "output_dir": str(out_dir),
-                                            "warmup": 0, "iterations": 3}, timeout=self.options.run_timeout_s)
-                first_ns = probe["first_ns"]
-                per_call = max(min(probe["samples_ns"]) / 1e9, 1e-7)
+                probe = worker.run({"handle": loaded.handle, "inputs": paths, "output_dir": str(out_dir),
+                                    "warmup": 0, "iterations": 3}, timeout=self.options.run_timeout_s)
+                first_ns = probe.first_ns
+                per_call = max(min(probe.samples_ns, default=0) / 1e9, 1e-7)
                 count = max(count, min(self.options.max_iterations, math.ceil(self.options.min_time_s / per_call)))
                 count = min(count, max(3, int(self.options.max_time_s / per_call)))
                 # Warm up for half the measuring time too (at most 300 calls): ONNX Runtime keeps getting
                 # faster for a few hundred calls, and a fast case's few warm-up calls take microseconds.
                 warmup = max(warmup, min(300, math.ceil(0.5 * self.options.min_time_s / per_call)))
-            reply = worker.call(
-                "run",
+            reply = worker.run(
                 {"handle": loaded.handle, "inputs": paths, "output_dir": str(out_dir), "warmup": warmup, "iterations": count,
                  **({"delay_us": self.options.delay_us} if self._delayed(case) and iterations is None else {})},
                 timeout=self.options.run_timeout_s,
             )
             if first_ns is not None:
-                reply["first_ns"] = first_ns
+                reply = reply.with_first(first_ns)
         except (WorkerCrash, WorkerTimeout) as e:
             self._forget(wkey)
             raise _Staged(stage, e) from e
@@ -541,16 +547,17 @@ class Engine:
         specs = {spec.name: spec for spec in art.outputs}
         outputs = {}
         # Every output the worker returned, declared or not: an extra output is judged (it fails).
-        for name, path in reply["outputs"].items():
+        for name, path in reply.outputs.items():
             value = np.load(path, allow_pickle=False)
             spec = specs.get(name)
             if spec is not None and spec.scale is not None:
                 value = comparator.dequantize(value, spec.scale, spec.zero_point or 0)
             outputs[name] = value
-        timing = {"load_ms": loaded.load_ms, "first_ms": reply["first_ns"] / 1e6, **latency_stats(reply["samples_ns"]),
-                  "samples_ms": [s / 1e6 for s in reply["samples_ns"]], "iterations": len(reply["samples_ns"]),
-                  "warmup": warmup, "threads": self._threads(case)}
-        return outputs, {"timing": timing, "peak_rss_bytes": reply.get("peak_rss_bytes")}
+        # The timing record, made once from the worker's answer: the raw samples and what they give.
+        timing = Timing(load_ms=loaded.load_ms, first_ms=reply.first_ns / 1e6, **latency_stats(reply.samples_ns),
+                        samples_ms=[s / 1e6 for s in reply.samples_ns], iterations=len(reply.samples_ns), warmup=warmup,
+                        threads=self._threads(case))
+        return outputs, timing, reply.peak_rss_bytes
 
     def _delayed(self, case: Case) -> bool:
         return bool(self.options.delay_us) and self.options.delay_case in ("", case.id)

@@ -6,7 +6,8 @@
   distribution-free 95% interval;
 - overhead: per-case wall time beyond the timed iterations, with workers warm and models loaded;
 - gate: A/A pairs of stored bench runs must flag nothing, an injected slowdown on one case must be
-  flagged, and a machine too noisy to tell says so (inconclusive) instead of passing or failing.
+  flagged, and a machine too noisy to tell says so (inconclusive) instead of passing or failing;
+- sandbox: what the bwrap sandbox (harness/sandbox.py) costs against none, worker start and inference.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from typing import TYPE_CHECKING, Any
 from harness.cases import Case
 from harness.engine import Options
 from harness.fixtures import all_fixtures, get_fixture
-from harness.orchestrator import Orchestrator, median_interval
+from harness.orchestrator import Orchestrator
 from harness.records import CaseResult
+from harness.stats import median_interval
 
 if TYPE_CHECKING:
     from harness.report.compare import RunDiff
@@ -105,7 +107,7 @@ def fidelity(rounds: int = 10, iterations: int = 200, warmup: int = 300, threads
                     for side in (("harness", "bare") if r % 2 == 0 else ("bare", "harness")):
                         if side == "harness":
                             orch.engine.restart_workers()
-                            harness_ms.append(statistics.median(orch.engine.measure(case)["samples_ms"]))
+                            harness_ms.append(statistics.median(orch.engine.measure(case).samples_ms or []))
                         else:
                             proc = subprocess.run(bare_cmd, capture_output=True, text=True, env=_quiet_env())
                             if proc.returncode != 0:
@@ -178,7 +180,9 @@ def _timed(result: CaseResult):
 def startup(repeats: int = 5) -> dict:
     """Seconds from starting a worker to its `info` answer, per runtime (median of `repeats`): the
     container start cost is go-tfgo@docker's minus go-tfgo's."""
+    from harness.export import cache_root
     from harness.runners import RUNTIMES, WorkerPool
+    from harness.runners.table import WorkerContext
 
     out = {}
     for name, spec in RUNTIMES.items():
@@ -186,7 +190,7 @@ def startup(repeats: int = 5) -> dict:
             continue
         times = []
         for _ in range(repeats):
-            with WorkerPool() as pool:
+            with WorkerPool(WorkerContext(cache_root(), Path(tempfile.gettempdir()) / "harness-scratch")) as pool:
                 t = time.perf_counter()
                 pool.get(name)
                 times.append(time.perf_counter() - t)
@@ -388,3 +392,60 @@ def _relabel(folder: Path, old: str, new: str) -> None:
         return r
 
     rewrite_results(folder, relabel)
+
+
+# --- what the sandbox costs ---------------------------------------------------------------------------
+# A model whose inference takes milliseconds (the mlp's microseconds would measure the clock).
+SANDBOX_MEASURED = {"tf": ("mnist_cnn", "savedmodel"), "ort": ("mnist_cnn", "onnx13"), "go-tfgo": ("mnist_cnn", "savedmodel"),
+                    "node-tfjs-cpu": ("mnist_cnn", "tfjs_graph"), "node-ort": ("mnist_cnn", "onnx13")}
+
+
+def sandbox_cost(runtimes: list[str], rounds: int, iterations: int, batch: int = 1) -> list[dict]:
+    """Worker start (spawn to the `info` answer) and p50 of one inference, bwrap against none, measured
+    side by side: each round starts a fresh worker of each kind, in ABBA order across rounds, so a
+    drift of the machine hits both alike; per runtime the median of the per-round ratios bwrap/none
+    with a distribution-free 95% interval (needs 6 rounds or more)."""
+    import shutil
+
+    import numpy as np
+
+    from harness.export import Exporter
+    from harness.runners.pool import WorkerPool
+    from harness.runners.table import WorkerContext
+    from harness.stats import latency_stats
+
+    exporter = Exporter()
+    out = []
+    for runtime in runtimes:
+        fixture, fmt = SANDBOX_MEASURED[runtime]
+        fx = get_fixture(fixture)
+        art = exporter.get(fx, fmt)
+        scratch = Path(tempfile.mkdtemp(prefix="harness-sandbox-cost-"))
+        inputs = {}
+        for name, value in fx.make_inputs(batch).items():
+            inputs[name] = str(scratch / f"{name}.npy")
+            np.save(inputs[name], value)
+        samples: dict[str, dict[str, list[float]]] = {k: {"start_ms": [], "p50_ms": []} for k in ("none", "bwrap")}
+        for r in range(rounds):
+            order = ("none", "bwrap") if r % 4 in (0, 3) else ("bwrap", "none")
+            for kind in order:
+                pool = WorkerPool(WorkerContext(exporter.root, scratch), sandbox=kind)
+                try:
+                    t = time.perf_counter()
+                    worker = pool.get(runtime)
+                    samples[kind]["start_ms"].append((time.perf_counter() - t) * 1e3)
+                    loaded = worker.load({"artifact": str(art.dir), "format": fmt, "device": "cpu"}, timeout=300)
+                    reply = worker.run({"handle": loaded.handle, "inputs": inputs, "output_dir": str(scratch / kind),
+                                        "warmup": 20, "iterations": iterations}, timeout=300)
+                    samples[kind]["p50_ms"].append(latency_stats(reply.samples_ns)["p50_ms"])
+                finally:
+                    pool.close()
+        row: dict = {"runtime": runtime, "case": f"{fixture}/{fmt}/b{batch}", "rounds": rounds, "iterations": iterations}
+        for metric in ("start_ms", "p50_ms"):
+            ratios = [b / a for a, b in zip(samples["none"][metric], samples["bwrap"][metric])]
+            interval = median_interval(ratios)
+            row[metric] = {"none": float(np.median(samples["none"][metric])), "bwrap": float(np.median(samples["bwrap"][metric])),
+                           "ratio": float(np.median(ratios)), "ratio_ci95": [interval[0], interval[1]] if interval else None}
+        out.append(row)
+        shutil.rmtree(scratch, ignore_errors=True)
+    return out

@@ -42,7 +42,8 @@ from harness.artifact import Artifact, IOSpec, manifest
 from harness.cases import Case
 from harness.engine import Engine
 from harness.errors import HarnessError
-from harness.fixtures import Fixture, format_class
+from harness.export import format_class
+from harness.fixtures import Fixture
 from harness.runners import RpcError, WorkerCrash, WorkerTimeout
 
 PROTOBUF_LIMIT = 2**31 - 1  # a model over this is stored with external data and read by path
@@ -138,7 +139,7 @@ def _precision(engine: Engine, case: Case) -> str | None:
 
 def _tolerance(engine: Engine, fixture: Fixture, case: Case):
     """The case's own tolerance (the format class of its first output), for every intermediate."""
-    return fixture.tolerance(case.format, fixture.outputs[0], _precision(engine, case))
+    return fixture.tolerance(_class(engine, case), fixture.outputs[0])
 
 
 def _class(engine: Engine, case: Case) -> str:
@@ -173,7 +174,7 @@ def _judge(pairs: list, tol, how: str, cls: str, marked_agree: bool | None, laye
     return {
         "supported": True, "found": True, "unit": "node", "layer_index": node.order, "layer": f"{node.node} ({node.op})",
         "node": node.node, "op": node.op, "tensor": node.tensor, "keras_layer": layer, "previous": previous,
-        "status": "fail", "error": "; ".join(r.removeprefix(f"{node.tensor}: ") for r in j.reasons), "metrics": {k: m for k, m in j.metrics.items()},
+        "status": "fail", "error": "; ".join(r.removeprefix(f"{node.tensor}: ") for r in j.reasons), "metrics": {k: m.to_dict() for k, m in j.metrics.items()},
         "probes": {"compared": compared, "of": len(pairs)}, "against": how, "tolerance": cls,
     }
 
@@ -272,7 +273,7 @@ def isolate(engine: Engine, ref_case: Case, art: Artifact, tensor: str, computed
     reply = _run(engine, ref_case, alone, {s.name: computed[s.stored_name] for s in specs}, keep=False)
     theirs = np.load(reply["outputs"]["out"], allow_pickle=False)
     j = comparator.judge({tensor: theirs}, {tensor: computed[tensor]}, {tensor: tol})
-    worst = j.metrics[tensor].get("max_abs")
+    worst = j.metrics[tensor].max_abs
     if j.passed:
         sentence = (f"{ref_case.runtime} computes this node from the tested runtime's own inputs to it within tolerance: the node is "
                     "sound, the error came in with its inputs (within tolerance until here)")

@@ -13,11 +13,10 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
-import statistics
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ from harness.errors import HarnessError
 from harness.export import Exporter
 from harness.fixtures import Fixture
 from harness.records import CaseResult, Timing, summarize
+from harness.stats import paired, rounds_timing
 from harness.store import RunStore, planned_cases, read_run
 
 
@@ -82,10 +82,6 @@ class Outcome:
         return 0 if self.summary["ok"] else 1
 
 
-def case_record(case: Case) -> dict:
-    return {"id": case.id, **asdict(case)}
-
-
 class Orchestrator:
     """Runs a list of cases into one run folder (or none: `reports=None`, as the pytest plugin may)."""
 
@@ -112,7 +108,7 @@ class Orchestrator:
         self.exporter = Exporter(refresh=refresh)
         self.store: RunStore | None = None
         if reports is not None:
-            planned = None if resume is not None else [case_record(c) for c in self.cases]
+            planned = None if resume is not None else [c.record() for c in self.cases]
             self.store = RunStore(reports, run_options, run_id=run_id, planned=planned, resume=resume)
             try:
                 self.store.set("sources", {**(self.store.meta.sources or {}), **sources})
@@ -177,7 +173,7 @@ class Orchestrator:
                 finally:
                     if blocked is not None:
                         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-        return Outcome(self.results, summarize(self.earlier + self.results, self.allow_inconclusive), state, reason,
+        return Outcome(self.results, summarize(self.earlier + self.results, self.allow_inconclusive, state), state, reason,
                        self.store.dir if self.store else None, len(self.cases), self.peaks, list(self.exporter.repairs), self.pairs)
 
     def _run_rounds(self, progress: Callable[[str, int, int], None] | None) -> None:
@@ -188,7 +184,7 @@ class Orchestrator:
         import random
 
         rounds = self.options.rounds
-        pending: dict[str, tuple[Case, CaseResult, list[dict]]] = {}
+        pending: dict[str, tuple[Case, CaseResult, list[Timing]]] = {}
         total, done = rounds * len(self.cases), 0
         # The two builds of a paired benchmark run back to back, A then B, then B then A (ABBA), so
         # drift and order effects fall on both alike.
@@ -212,7 +208,7 @@ class Orchestrator:
                 if r == 0:
                     result = self.engine.run_case(case)
                     if result.timing.samples_ms:
-                        pending[case.id] = (case, result, [result.timing.to_dict()])
+                        pending[case.id] = (case, result, [result.timing])
                     else:
                         self._store(result)
                 elif case.id in pending:
@@ -221,7 +217,7 @@ class Orchestrator:
                     except Exception as e:  # a later round that fails leaves the verdict alone, and is said
                         pending[case.id][1].evidence.setdefault("round_errors", []).append(f"round {r + 1}: {type(e).__name__}: {e}")
         for _case, result, timings in pending.values():
-            result.timing = Timing.from_json(rounds_timing(timings), strict=True)
+            result.timing = rounds_timing(timings)
             if result.flops and result.timing.p50_ms:
                 result.gflops = result.flops / (result.timing.p50_ms * 1e6)
         self.pairs = pair_statistics([result for _case, result, _t in pending.values()], self.cases)
@@ -335,8 +331,7 @@ class Orchestrator:
                     lost = self.store.lost() if self.results else None
                     if lost and state == "complete":
                         state, reason = "failed", lost
-                    summary = summarize(self.earlier + self.results, self.allow_inconclusive)
-                    summary["ok"] = summary["ok"] and state == "complete"  # a partial run is never a good one
+                    summary = summarize(self.earlier + self.results, self.allow_inconclusive, state)  # a partial run is never a good one
                     self.store.finish(summary, state, reason)
                 except OSError as e:
                     # The disk that stopped the run may not take run.json either: results.jsonl has what ran.
@@ -382,8 +377,7 @@ def resume_plan(folder: Path) -> tuple[list[Case], dict]:
     missing = set(run.missing)
     if not missing:
         raise HarnessError(f"nothing to resume in {folder}: every planned case has a result (state {run.state})")
-    fields = ("fixture", "format", "runtime", "device", "batch", "threads")
-    cases = [Case(**{k: c[k] for k in fields}) for c in planned if c["id"] in missing]
+    cases = [Case.from_record(c) for c in planned if c["id"] in missing]
     return cases, run.meta.options
 
 
@@ -397,48 +391,9 @@ def newest_incomplete(reports: Path) -> Path:
     raise HarnessError(f"no incomplete run under {runs} to resume: give the run to resume (--resume RUN)")
 
 
-def rounds_timing(timings: list[dict]) -> dict:
-    """One timing record from several rounds of the same case: the cold start of the first round, the
-    pooled samples for the percentiles, and per round its median; p50 is the median of the round
-    medians, with a bootstrap 95% interval over rounds and the between-round noise (coefficient of
-    variation of the round medians)."""
-    from harness.bench import latency_stats, round_statistics
-
-    samples = [s for t in timings for s in t["samples_ms"]]
-    out = dict(timings[0])
-    out.update(latency_stats([int(s * 1e6) for s in samples]))
-    out.update(samples_ms=samples, iterations=len(samples), **round_statistics([float(statistics.median(t["samples_ms"])) for t in timings]))
-    return out
-
-
-PAIR_MIN_EFFECT = 0.05  # a difference smaller than 5% is not called, however consistent
-
-
-def median_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float, float] | None:
-    """Distribution-free interval for the median from order statistics (the sign test's): the widest
-    inner pair (x_k, x_{n-k+1}) whose coverage is at least `confidence`, and that coverage. None when
-    n is too small for it (n < 6 at 95%). A bootstrap of the median over five rounds is far too narrow."""
-    from scipy.stats import binom
-
-    x = sorted(values)
-    n = len(x)
-    best = None
-    for k in range(1, n // 2 + 1):
-        coverage = 1 - 2 * float(binom.cdf(k - 1, n, 0.5))
-        if coverage >= confidence:
-            best = (x[k - 1], x[n - k], coverage)
-        else:
-            break
-    return best
-
-
 def pair_statistics(results: list[CaseResult], cases: list[Case]) -> list[dict]:
     """For each case measured as build A and build B in the same rounds: the ratio B/A of each round's
-    medians (the two ran back to back, so machine drift cancels), its median over rounds and a 95%
-    distribution-free interval. B is called slower only when the whole interval lies above 1 and the
-    median ratio is at least 5% above it (and faster symmetrically); with too few rounds, nothing is called."""
-    import numpy as np
-
+    medians, its median and interval, and the verdict (harness.stats.paired)."""
     by_id = {r.id: r for r in results}
     out = []
     for b in (c for c in cases if c.variant == "B"):
@@ -447,23 +402,10 @@ def pair_statistics(results: list[CaseResult], cases: list[Case]) -> list[dict]:
         ra, rb = by_id.get(a.id) if a else None, by_id.get(b.id)
         if not ra or not rb:
             continue
-        ta, tb = ra.timing.rounds_ms or [], rb.timing.rounds_ms or []
-        n = min(len(ta), len(tb))
-        if n == 0:
+        pair = paired(ra.timing.rounds_ms or [], rb.timing.rounds_ms or [])
+        if pair is None:
             continue
-        ratios = [float(x) for x in np.asarray(tb[:n]) / np.asarray(ta[:n])]
-        item: dict = {"a": ra.id, "b": rb.id, "rounds": n, "ratios": ratios, "ratio": float(np.median(ratios)),
-                "a_p50_ms": ra.timing.p50_ms, "b_p50_ms": rb.timing.p50_ms,
-                "a_status": ra.status, "b_status": rb.status, "verdict": "too few rounds (6 or more for a 95% interval)"}
-        interval = median_interval(ratios)
-        if interval is not None:
-            lo, hi, coverage = interval
-            item["ci"], item["coverage"] = [lo, hi], coverage
-            if lo > 1 and item["ratio"] >= 1 + PAIR_MIN_EFFECT:
-                item["verdict"] = "B slower"
-            elif hi < 1 and item["ratio"] <= 1 / (1 + PAIR_MIN_EFFECT):
-                item["verdict"] = "B faster"
-            else:
-                item["verdict"] = "no difference shown"
-        out.append(item)
+        head = {k: pair.pop(k) for k in ("rounds", "ratios", "ratio")}
+        out.append({"a": ra.id, "b": rb.id, **head, "a_p50_ms": ra.timing.p50_ms, "b_p50_ms": rb.timing.p50_ms,
+                    "a_status": ra.status, "b_status": rb.status, **pair})
     return out

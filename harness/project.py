@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.fixtures import Fixture, user_fixture, with_user_options
+from harness.fixtures import Fixture
+from harness.user_model import user_fixture, with_user_options
 
 FILES = ("harness.toml", "pyproject.toml")
 KEYS = ("path", "inputs", "expected", "atol", "rtol", "seed", "custom_objects", "import", "signature", "tag", "runtimes", "formats", "batch")

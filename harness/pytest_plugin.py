@@ -268,7 +268,7 @@ def parse_model(spec: str, base: Path):
 
 def load_model(spec: str, base: Path):
     """The fixture `harness check` would make of one --harness-model."""
-    from harness.fixtures import user_fixture, with_user_options
+    from harness.user_model import user_fixture, with_user_options
     from harness_runners.custom import CustomObjects
 
     path, opts = parse_model(spec, base)
@@ -355,7 +355,7 @@ def harness_model_engine(request: pytest.FixtureRequest, tmp_path_factory: pytes
     from harness.engine import Options
     from harness.errors import HarnessError
     from harness.orchestrator import Orchestrator
-    from harness.sandbox import require
+    from harness.runners.sandboxes import require
 
     config = request.config
     sandbox = config.getoption("--harness-sandbox")

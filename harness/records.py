@@ -11,8 +11,8 @@ where it matters: numbers written as "inf"/"-inf"/"nan" become floats again, and
 keys every reader relies on is refused.
 
 Optional fields (`OMIT`) are left out of the JSON when None, so a result carries only what its case
-produced, as before. Each record also reads like its JSON object (`record["status"]`, `.get`) for
-code not yet moved to attributes; that view is read-only and gives plain values (dicts, lists).
+produced, as before. Records are read by attribute only (mypy checks every one); `to_dict`/`to_json`
+give the JSON object where one is wanted.
 
 The checked-in JSON Schemas (harness/schemas/*.json) describe the same fields; tests/test_records.py
 checks that they agree, field for field."""
@@ -75,7 +75,7 @@ _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 
 
 class _Record:
-    """to_dict/to_json and a read-only mapping view, shared by the records below."""
+    """to_dict/to_json, shared by the records below."""
 
     OMIT: ClassVar[frozenset[str]] = frozenset()  # left out of the JSON when None
 
@@ -111,29 +111,10 @@ class _Record:
             raise TypeError(f"{cls.__name__} has no field {unknown[0]!r}: add it to harness/records.py and harness/schemas")
         return {k: v for k, v in data.items() if k in names}
 
-    # A read-only view as the JSON object, for code that still reads results by key.
-    def __getitem__(self, key: str) -> Any:
-        if key not in self.field_names() or (key in self.OMIT and getattr(self, key) is None):
-            raise KeyError(key)
-        return _plain(getattr(self, key))
-
-    def get(self, key: str, default: Any = None) -> Any:
-        try:
-            return self[key]
-        except KeyError:
-            return default
-
     def number(self, name: str) -> float | None:
         """A field by name when it is a number (absent, or not one: None)."""
         value = getattr(self, name, None)
         return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-    def __contains__(self, key: object) -> bool:
-        try:
-            self[key]  # type: ignore[index]
-        except (KeyError, TypeError):
-            return False
-        return True
 
 
 @dataclass
@@ -222,8 +203,43 @@ def _metrics(data: Any, strict: bool) -> Metrics:
     return {k: OutputMetrics.from_json(v, strict) for k, v in data.items() if isinstance(v, dict)} if isinstance(data, dict) else {}
 
 
-# What every reader of a result relies on: a line without these is not a case result.
-IDENTITY = {"id": str, "fixture": str, "format": str, "runtime": str, "batch": int, "status": str}
+@dataclass(frozen=True)
+class Case:
+    """What a case is: fixture × format × runtime[@variant or build] × device × batch × threads, and for
+    a paired benchmark its side. Defined here once: the case matrix makes these (harness/cases.py), a
+    result carries the same fields (CaseResult.case), run.json plans them (Case.record, Case.from_record),
+    the page's rows begin with them. In a run merged from several machines a case's id also names its
+    machine (with_machine, case_key below)."""
+
+    fixture: str
+    format: str
+    runtime: str
+    device: str = "cpu"
+    batch: int = 1
+    threads: int = 0  # 0: the runtime's default; benchmarks set 1 and all cores
+    variant: str = ""  # paired benchmarks: "A" or "B", each a build of the runtime
+
+    @property
+    def id(self) -> str:
+        base = f"{self.fixture}-{self.format}-{self.runtime}-{self.device}-b{self.batch}"
+        return base + (f"-t{self.threads}" if self.threads else "") + (f"~{self.variant}" if self.variant else "")
+
+    def record(self) -> dict:
+        """The case as run.json plans it."""
+        return {"id": self.id, **{name: getattr(self, name) for name in CASE_FIELDS}}
+
+    @classmethod
+    def from_record(cls, data: dict) -> Case:
+        """A planned case (run.json) or a result's identity; fields an older run left out take their defaults."""
+        return cls(**{name: data[name] for name in CASE_FIELDS if data.get(name) is not None})
+
+
+CASE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Case))
+# What every reader of a result relies on: a line without these is not a case result. A case's fields
+# but those an older run may lack (device, threads, a paired side), and its verdict.
+_TYPES = {"str": str, "int": int}
+IDENTITY: dict[str, type] = {"id": str, **{f.name: _TYPES[str(f.type)] for f in fields(Case) if f.name not in ("device", "threads", "variant")},
+                             "status": str}
 
 
 @dataclass
@@ -293,6 +309,16 @@ class CaseResult(_Record):
             if not isinstance(known.get(key), dict):
                 known[key] = {}
         return cls(**known)
+
+    @classmethod
+    def blank(cls, case: Case) -> CaseResult:
+        """The result of a case before it has run (the engine fills it in)."""
+        return cls(case.id, **{name: getattr(case, name) for name in CASE_FIELDS if name in cls.field_names()})
+
+    @property
+    def case(self) -> Case:
+        """The case this result is of (a paired side is not part of a stored result's fields)."""
+        return Case(**{name: getattr(self, name) for name in CASE_FIELDS if name in self.field_names()})
 
     @property
     def max_abs(self) -> float | None:
@@ -376,17 +402,18 @@ def schema_problem(meta: RunMeta) -> str | None:
     return f"run schema {meta.schema_version!r}, this harness reads schema{'s' if len(READABLE) > 1 else ''} {', '.join(map(str, READABLE))}"
 
 
-def summarize(results: list[CaseResult], allow_inconclusive: bool = False) -> dict:
-    """run.json's summary: cases, counts per verdict, and whether the verdicts are good."""
+def bad_statuses(allow_inconclusive: bool = False) -> tuple[str, ...]:
+    """The verdicts that make a run not ok: `inconclusive` among them unless the run allows it."""
+    return BAD_STATUSES + (() if allow_inconclusive else ("inconclusive",))
+
+
+def summarize(results: list[CaseResult], allow_inconclusive: bool = False, state: str = "complete", missing: int = 0) -> dict:
+    """run.json's summary: cases, counts per verdict, whether inconclusive verdicts were allowed, and
+    whether the run is good. The one rule for "ok" (summary.json reads the same, harness/report/html.py):
+    a complete run with no planned case missing and no bad verdict."""
     counts = {s: 0 for s in STATUSES}
     for r in results:
         status = r.status or "error"
         counts[status] = counts.get(status, 0) + 1
-    bad = BAD_STATUSES + (() if allow_inconclusive else ("inconclusive",))
-    return {"cases": len(results), "counts": {k: v for k, v in counts.items() if v}, "ok": not any(counts[s] for s in bad)}
-
-
-def metrics_of(judged: dict[str, dict]) -> Metrics:
-    """The comparator's metrics per output (harness/comparator.py) as records; a metric without a field
-    in OutputMetrics is a TypeError, so none is dropped on the way to results.jsonl."""
-    return _metrics(judged, strict=True)
+    ok = state == "complete" and not missing and not any(counts[s] for s in bad_statuses(allow_inconclusive))
+    return {"cases": len(results), "counts": {k: v for k, v in counts.items() if v}, "allow_inconclusive": allow_inconclusive, "ok": ok}

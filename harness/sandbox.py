@@ -19,7 +19,9 @@ storage.googleapis.com). So a model the harness did not write runs in a worker t
 - `none`: the worker runs as the harness does (the harness's own fixtures: trusted, fastest).
 
 The limits come from the environment (HARNESS_SANDBOX_MEMORY, HARNESS_SANDBOX_PROCS,
-HARNESS_SANDBOX_FILESIZE, HARNESS_SANDBOX_TMP: sizes like 4G or 512M)."""
+HARNESS_SANDBOX_FILESIZE, HARNESS_SANDBOX_TMP: sizes like 4G or 512M). This module is the mechanism and
+knows no runtime: which sandbox can run here and which runtimes are a container already is
+harness/runners/sandboxes.py's; what the sandbox costs, `harness selftest sandbox` (harness/fidelity.py)."""
 
 from __future__ import annotations
 
@@ -179,52 +181,10 @@ def bwrap_availability() -> Availability:
     return Availability(True, f"{version}; {limit}")
 
 
-def docker_availability() -> Availability:
-    from harness.runners.table import RUNTIMES
-
-    docker = [spec for spec in RUNTIMES.values() if _containerized(spec)]
-    if not docker:
-        return Availability(False, None, "no runtime of the table runs in a container", "")
-    a = docker[0].availability()
-    return Availability(a.ok, a.version, a.reason, a.fix)
-
-
-def availability(kind: str) -> Availability:
-    if kind == "bwrap":
-        return bwrap_availability()
-    if kind == "docker":
-        return docker_availability()
-    return Availability(True, None, "no isolation: only for the harness's own fixtures")
-
-
-def _containerized(spec) -> bool:
-    from harness.runners.table import DockerRuntime
-
-    return isinstance(spec, DockerRuntime)
-
-
-def containerized(runtime: str) -> bool:
-    """Runtimes whose worker is in a container already (go-tfgo@docker): their own sandbox."""
-    from harness.runners.table import RUNTIMES
-
-    root = runtime if runtime in RUNTIMES else runtime.partition("@")[0]
-    return root in RUNTIMES and _containerized(RUNTIMES[root])
-
-
 def check_kind(kind: str) -> str:
     if kind not in KINDS:
         raise HarnessError(f"--sandbox {kind!r} is not known: expected one of {', '.join(KINDS)}")
     return kind
-
-
-def require(kind: str) -> None:
-    """A one-line error when the chosen sandbox cannot run here (never fall back to none silently)."""
-    if kind != "none":
-        Limits.from_env()  # a bad HARNESS_SANDBOX_* value is its own one-line error
-    a = availability(check_kind(kind))
-    if not a.ok:
-        raise HarnessError(f"--sandbox {kind} is not available here: {a.reason} (fix: {a.fix}; or --sandbox none to run the "
-                           "model unsandboxed, only for models you trust)")
 
 
 def _existing(paths) -> list[Path]:
@@ -428,108 +388,3 @@ def blocked(message: str, sandboxed: bool) -> str | None:
         if pattern.search(message) and (sandboxed or not needs_sandbox):
             return what
     return None
-
-
-# --- what the sandbox costs ---------------------------------------------------------------------------
-# A model whose inference takes milliseconds (the mlp's microseconds would measure the clock).
-MEASURED = {"tf": ("mnist_cnn", "savedmodel"), "ort": ("mnist_cnn", "onnx13"), "go-tfgo": ("mnist_cnn", "savedmodel"),
-            "node-tfjs-cpu": ("mnist_cnn", "tfjs_graph"), "node-ort": ("mnist_cnn", "onnx13")}
-
-
-def measure(runtimes: list[str], rounds: int, iterations: int, batch: int = 1) -> list[dict]:
-    """Worker start (spawn to the `info` answer) and p50 of one inference, bwrap against none, measured
-    side by side: each round starts a fresh worker of each kind, in ABBA order across rounds, so a
-    drift of the machine hits both alike; per runtime the median of the per-round ratios bwrap/none
-    with a distribution-free 95% interval (needs 6 rounds or more)."""
-    import tempfile
-
-    import numpy as np
-
-    from harness.bench import latency_stats
-    from harness.export import Exporter
-    from harness.fixtures import get_fixture
-    from harness.orchestrator import median_interval
-    from harness.runners.pool import WorkerPool
-    from harness.runners.table import WorkerContext
-
-    exporter = Exporter()
-    out = []
-    for runtime in runtimes:
-        fixture, fmt = MEASURED[runtime]
-        fx = get_fixture(fixture)
-        art = exporter.get(fx, fmt)
-        scratch = Path(tempfile.mkdtemp(prefix="harness-sandbox-cost-"))
-        inputs = {}
-        for name, value in fx.make_inputs(batch).items():
-            inputs[name] = str(scratch / f"{name}.npy")
-            np.save(inputs[name], value)
-        samples: dict[str, dict[str, list[float]]] = {k: {"start_ms": [], "p50_ms": []} for k in ("none", "bwrap")}
-        for r in range(rounds):
-            order = ("none", "bwrap") if r % 4 in (0, 3) else ("bwrap", "none")
-            for kind in order:
-                import time
-
-                pool = WorkerPool(WorkerContext(exporter.root, scratch), sandbox=kind)
-                try:
-                    t = time.perf_counter()
-                    worker = pool.get(runtime)
-                    samples[kind]["start_ms"].append((time.perf_counter() - t) * 1e3)
-                    h = worker.call("load", {"artifact": str(art.dir), "format": fmt, "device": "cpu"}, timeout=300)
-                    reply = worker.call("run", {"handle": h["handle"], "inputs": inputs, "output_dir": str(scratch / kind),
-                                                "warmup": 20, "iterations": iterations}, timeout=300)
-                    samples[kind]["p50_ms"].append(latency_stats(reply["samples_ns"])["p50_ms"])
-                finally:
-                    pool.close()
-        row: dict = {"runtime": runtime, "case": f"{fixture}/{fmt}/b{batch}", "rounds": rounds, "iterations": iterations}
-        for metric in ("start_ms", "p50_ms"):
-            ratios = [b / a for a, b in zip(samples["none"][metric], samples["bwrap"][metric])]
-            interval = median_interval(ratios)
-            row[metric] = {"none": float(np.median(samples["none"][metric])), "bwrap": float(np.median(samples["bwrap"][metric])),
-                           "ratio": float(np.median(ratios)), "ratio_ci95": [interval[0], interval[1]] if interval else None}
-        out.append(row)
-        import shutil as _shutil
-
-        _shutil.rmtree(scratch, ignore_errors=True)
-    return out
-
-
-def _main(argv: list[str]) -> int:
-    import argparse
-    import json
-
-    p = argparse.ArgumentParser(prog="python -m harness.sandbox", description="What the bwrap sandbox costs, against none.")
-    p.add_argument("command", choices=["measure"])
-    p.add_argument("--runtimes", default=",".join(MEASURED), help="comma-separated, of " + ", ".join(MEASURED))
-    p.add_argument("--rounds", type=int, default=8)
-    p.add_argument("--iterations", type=int, default=300)
-    p.add_argument("--json", action="store_true")
-    args = p.parse_args(argv)
-    runtimes = [r for r in args.runtimes.split(",") if r]
-    unknown = [r for r in runtimes if r not in MEASURED]
-    if unknown:
-        print(f"python -m harness.sandbox: unknown runtime {unknown[0]!r}: expected one of {', '.join(MEASURED)}", file=sys.stderr)
-        return 2
-    require("bwrap")
-    rows = measure(runtimes, args.rounds, args.iterations)
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    print(f"{'runtime':15} {'case':22} {'start none':>10} {'bwrap':>8} {'ratio [95% CI]':>22} {'p50 none':>9} {'bwrap':>8} {'ratio [95% CI]':>22}")
-    for row in rows:
-        cells = []
-        for metric in ("start_ms", "p50_ms"):
-            m = row[metric]
-            ci = f"[{m['ratio_ci95'][0]:.3f}, {m['ratio_ci95'][1]:.3f}]" if m["ratio_ci95"] else "[n<6]"
-            cells.append(f"{m['none']:9.2f}ms {m['bwrap']:6.2f}ms {m['ratio']:6.3f} {ci:>15}")
-        print(f"{row['runtime']:15} {row['case']:22} {cells[0]} {cells[1]}")
-    print(f"{rows[0]['rounds'] if rows else 0} rounds, ABBA order, fresh workers each; start = spawn to the info answer; "
-          f"p50 of {args.iterations} inferences after 20 warm-up")
-    return 0
-
-
-if __name__ == "__main__":
-    try:
-        sys.exit(_main(sys.argv[1:]))
-    except HarnessError as e:
-        print(f"python -m harness.sandbox: {e}", file=sys.stderr)
-        sys.exit(2)

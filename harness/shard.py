@@ -160,7 +160,8 @@ def merge(folders: list[Path], reports: Path, name: str | None = None) -> tuple[
         store.set("machines", machines)
     store.set("shards", [{"run_id": run.run_id, "shard": run.meta.options.get("shard"), "machine": machine_of(run.meta)["label"],
                           "environment": run.meta.environment, "wall_s": run.meta.wall_s} for run in runs])
-    summary = summarize(results, allow_inconclusive=bool(options.get("allow_inconclusive")))
+    # Inconclusive verdicts are allowed in the merge where every part allowed them (run.json's summary says).
+    summary = summarize(results, allow_inconclusive=all(bool(run.meta.summary.get("allow_inconclusive")) for run in runs))
     store.finish(summary, "complete")
     return store.dir, summary
 

@@ -26,6 +26,18 @@ def pow_artifacts(exporter):
     return {fmt: exporter.get(fx, fmt) for fmt in ("savedmodel", "onnx13", "tflite", "tflite_int8")}
 
 
+def worker_pool(**kwargs):
+    """A worker pool whose workers see the export cache (the artifacts the tests load) and a scratch
+    folder of the harness's own under the system's temporary folder."""
+    import tempfile
+
+    from harness.export import cache_root
+    from harness.runners import WorkerPool
+    from harness.runners.table import WorkerContext
+
+    return WorkerPool(WorkerContext(cache_root(), Path(tempfile.gettempdir()) / "harness-scratch"), **kwargs)
+
+
 def run_cli(*args: str, cwd: Path = REPO, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     # A fixed width: what the CLI prints must not depend on the terminal the tests were started from.
     return subprocess.run(HARNESS + list(args), cwd=cwd, capture_output=True, text=True, timeout=timeout,

@@ -8,8 +8,8 @@ import pytest
 from harness.cases import Selection, matrix
 from harness.engine import Engine, Options
 from harness.errors import HarnessError
-from harness.export import Exporter, formats_for
-from harness.fixtures import Fixture, TensorSpec, get_fixture, signature_variant
+from harness.export import Exporter, formats_for, signature_variant
+from harness.fixtures import Fixture, TensorSpec, get_fixture
 
 
 def test_opt_in_formats_are_in_the_matrix_only_where_listed_or_named():
@@ -31,9 +31,9 @@ def test_select_tf_ops_without_a_flex_delegate_are_unsupported_with_the_ops_name
         mlp = engine.run_case(matrix(Selection(fixtures=["mlp"], formats=["tflite_select"], runtimes=["litert"], batches=[1]))[0])
     finally:
         engine.close()
-    assert lstm["status"] == "unsupported" and (lstm["stage"], lstm["culprit"]) == ("validate", "environment")
-    assert "FlexTensorListReserve" in lstm["reason"] and "no Flex delegate" in lstm["reason"]
-    assert mlp["status"] == "pass", mlp.get("error")
+    assert lstm.status == "unsupported" and (lstm.stage, lstm.culprit) == ("validate", "environment")
+    assert "FlexTensorListReserve" in lstm.reason and "no Flex delegate" in lstm.reason
+    assert mlp.status == "pass", mlp.error
 
 
 def test_printed_converter_output_goes_to_the_artifact_log_not_the_terminal(tmp_path, capfd):
@@ -84,10 +84,10 @@ def test_tf1_graph_signatures_and_tag_sets(tmp_path):
     finally:
         engine.close()
     # Strings (serialized tf.Example) and a tag set reach TensorFlow from Python, Go and Node alike.
-    ran = [r for r in results if r["status"] != "skip"]
-    assert {(r["fixture"], r["runtime"]) for r in ran} >= {("tf1_flat.classify", "tf"), ("tf1_flat.serve+extra.hidden", "tf")}
-    assert all(r["status"] == "pass" for r in ran), [(r["id"], r.get("error")) for r in ran if r["status"] != "pass"]
-    assert {r["baseline"] for r in ran if r["runtime"] == "tf"} == {"oracle"}
+    ran = [r for r in results if r.status != "skip"]
+    assert {(r.fixture, r.runtime) for r in ran} >= {("tf1_flat.classify", "tf"), ("tf1_flat.serve+extra.hidden", "tf")}
+    assert all(r.status == "pass" for r in ran), [(r.id, r.error) for r in ran if r.status != "pass"]
+    assert {r.baseline for r in ran if r.runtime == "tf"} == {"oracle"}
 
 
 def test_an_asset_travels_where_the_format_can_hold_it_and_is_unsupported_elsewhere(tmp_path):
@@ -100,12 +100,12 @@ def test_an_asset_travels_where_the_format_can_hold_it_and_is_unsupported_elsewh
     assert (saved.model_path / "assets" / "vocab.tsv").is_file()
     engine = Engine(exporter, tmp_path, Options(iterations=1, warmup=0), fixtures)
     try:
-        results = {r["format"]: r for r in (engine.run_case(c) for c in matrix(
+        results = {r.format: r for r in (engine.run_case(c) for c in matrix(
             Selection(formats=["savedmodel", "tflite", "onnx13"], runtimes=["tf", "litert", "ort"], batches=[2]), fixtures))}
     finally:
         engine.close()
-    assert (results["savedmodel"]["status"], results["savedmodel"]["baseline"]) == ("pass", "oracle")
+    assert (results["savedmodel"].status, results["savedmodel"].baseline) == ("pass", "oracle")
     for fmt in ("tflite", "onnx13"):
         r = results[fmt]
-        assert (r["status"], r["stage"], r["culprit"]) == ("unsupported", "export", "converter"), r.get("error")
-        assert "cannot hold the SavedModel's assets (vocab.tsv)" in r["reason"]
+        assert (r.status, r.stage, r.culprit) == ("unsupported", "export", "converter"), r.error
+        assert "cannot hold the SavedModel's assets (vocab.tsv)" in r.reason

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from conftest import REPO, run_cli
-from harness.bench import Gate, ReplayTimer, latency_stats
+from harness.bench import Gate, ReplayTimer
 from harness.errors import HarnessError
 from harness.report.compare import diff_runs
+from harness.stats import latency_stats
 from harness.store import RunStore, read_run
 
 

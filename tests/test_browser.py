@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, worker_pool
 from harness.cases import Case, Selection, matrix
 from harness.engine import Engine, Options
-from harness.fixtures import format_class, get_fixture
-from harness.runners import RUNTIMES, WorkerPool
+from harness.export import format_class
+from harness.fixtures import get_fixture
+from harness.runners import RUNTIMES
 from harness.runners.table import BrowserRuntime
 
 CHROMIUM = os.environ.get("HARNESS_CHROMIUM") or "/usr/bin/chromium"
@@ -48,8 +49,8 @@ def test_the_tolerance_class_follows_the_precision_the_runtime_computes_in():
     assert format_class("tfjs_graph", "float16") == "float16"
     assert format_class("tflite_int8", "float16") == "int8"  # a quantised class stays what it is
     fx = get_fixture("mlp")
-    assert fx.tolerance("tfjs_graph", "output_0", "float16").atol == 2e-3
-    assert fx.tolerance("tfjs_graph", "output_0").atol == 1e-5
+    assert fx.tolerance(format_class("tfjs_graph", "float16"), "output_0").atol == 2e-3
+    assert fx.tolerance(format_class("tfjs_graph"), "output_0").atol == 1e-5
 
 
 def test_the_quick_matrix_keeps_a_subset_of_browser_cases_and_every_other_case(monkeypatch):
@@ -78,9 +79,9 @@ def test_without_chromium_browser_cases_skip_with_the_reason_and_the_fix(exporte
         result = engine.run_case(Case("pow", "tfjs_graph", "browser-tfjs-cpu"))
     finally:
         engine.close()
-    assert (result["status"], result["stage"], result["culprit"]) == ("skip", "load", "environment")
-    assert f"Chromium is not installed at {tmp_path / 'no-chromium'}" in result["reason"]
-    assert "make browser" in result["reason"]
+    assert (result.status, result.stage, result.culprit) == ("skip", "load", "environment")
+    assert f"Chromium is not installed at {tmp_path / 'no-chromium'}" in result.reason
+    assert "make browser" in result.reason
 
 
 def _chromium_children(pid: int) -> list[int]:
@@ -125,8 +126,8 @@ def test_a_browser_case_that_times_out_is_killed_with_its_chromium(chromium, exp
         browsers = _chromium_children(worker.proc.pid)
         assert browsers, "the worker started Chromium"
         result = engine.run_case(Case("mnist_cnn", "tfjs_graph", "browser-tfjs-cpu"))
-        assert (result["status"], result["stage"], result["culprit"]) == ("timeout", "run", "runtime"), result["error"]
-        assert "did not answer run within 1.5 s; killed" in result["error"]
+        assert (result.status, result.stage, result.culprit) == ("timeout", "run", "runtime"), result.error
+        assert "did not answer run within 1.5 s; killed" in result.error
         deadline = time.monotonic() + 10
         while _alive(browsers) and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -168,10 +169,10 @@ def test_without_a_webgpu_adapter_webgpu_cases_are_unsupported_with_the_reason(c
     finally:
         engine.close()
     for r in results[:2]:
-        assert (r["status"], r["stage"], r["culprit"]) == ("unsupported", "load", "runtime"), r["error"]
-        assert "navigator.gpu.requestAdapter() returned null: the browser has no WebGPU adapter" in r["error"]
-    assert results[2]["status"] == "unsupported" and "no WebGL context" in results[2]["error"]
-    assert cpu["status"] == "pass"  # the rest of the browser still works
+        assert (r.status, r.stage, r.culprit) == ("unsupported", "load", "runtime"), r.error
+        assert "navigator.gpu.requestAdapter() returned null: the browser has no WebGPU adapter" in r.error
+    assert results[2].status == "unsupported" and "no WebGL context" in results[2].error
+    assert cpu.status == "pass"  # the rest of the browser still works
 
 
 def test_doctor_reports_chromium_webgl_webgpu_and_each_browser_backend(chromium):
@@ -197,7 +198,7 @@ def test_doctor_reports_chromium_webgl_webgpu_and_each_browser_backend(chromium)
 
 
 def test_a_browser_worker_started_by_the_pool_reports_the_page_clock(chromium):
-    with WorkerPool() as pool:
+    with worker_pool() as pool:
         pool.get("browser-ort-wasm")
         info = pool.info["browser-ort-wasm"]
     assert info["browser"]["cross_origin_isolated"] is True  # COOP/COEP: the threaded wasm build

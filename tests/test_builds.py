@@ -302,7 +302,7 @@ def test_a_converter_build_exports_into_its_own_cache_entry(tmp_path):
 def test_check_runs_a_build_in_the_sandbox(tmp_path, pow_artifacts):
     """harness check sandboxes its workers (bwrap) by default: a build's interpreter and the worker code
     it maps are inside what the sandbox shows."""
-    from harness.sandbox import availability
+    from harness.runners.sandboxes import availability
 
     if not availability("bwrap").ok:
         pytest.skip("bubblewrap is not available here (harness doctor says why)")

@@ -45,26 +45,26 @@ def engine(exporter, tmp_path):
 
 def test_int8_case_is_quantised_and_dequantised(engine):
     result = engine.run_case(Case("pow", "tflite_int8", "litert", batch=16))
-    m = result["metrics"]["pow_x_y"]
-    assert result["status"] == "pass", result["error"]
-    assert 15 < m["snr_db"] < 100, "int8 error is real but bounded"
-    assert result["tolerance"]["pow_x_y"] == {"class": "int8", "rule": "SNR >= 15 dB and top-1 agreement >= 0.75 (classifier outputs)",
+    m = result.metrics["pow_x_y"]
+    assert result.status == "pass", result.error
+    assert 15 < m.snr_db < 100, "int8 error is real but bounded"
+    assert result.tolerance["pow_x_y"] == {"class": "int8", "rule": "SNR >= 15 dB and top-1 agreement >= 0.75 (classifier outputs)",
                                               "min_snr_db": 15.0, "min_top1": 0.75}
-    assert result["oracle_metrics"]["pow_x_y"]["max_abs"] > 0
+    assert result.oracle_metrics["pow_x_y"].max_abs > 0
 
 
 def test_reference_case_is_judged_against_the_oracle(engine):
     result = engine.run_case(Case("matmul", "savedmodel", "tf", batch=2))
-    assert result["status"] == "pass" and result["baseline"] == "oracle"
-    assert 0 < result["metrics"]["product"]["max_abs"] < 1e-5
+    assert result.status == "pass" and result.baseline == "oracle"
+    assert 0 < result.metrics["product"].max_abs < 1e-5
 
 
 def test_known_deviation_is_a_strict_xfail(engine):
     engine.deviations = [Deviation("pow", "tflite_int8", "*", ("fail",), "int8 range", batch="*")]
     ok = engine.run_case(Case("pow", "tflite_int8", "litert", batch=16))
-    assert ok["status"] == "xpass" and "int8 range" in ok["reason"]
+    assert ok.status == "xpass" and "int8 range" in ok.reason
     engine.deviations = [Deviation("pow", "onnx13", "ort", ("pass",), "pretend")]
-    assert engine.run_case(Case("pow", "onnx13", "ort"))["status"] == "xfail"
+    assert engine.run_case(Case("pow", "onnx13", "ort")).status == "xfail"
 
 
 def test_deviation_with_match_only_covers_that_error():
@@ -91,26 +91,26 @@ def test_every_known_deviation_matches_cases_and_a_bad_entry_is_named(tmp_path):
 
 
 def test_a_worker_that_died_between_cases_is_replaced(engine):
-    assert engine.run_case(Case("pow", "onnx13", "ort"))["status"] == "pass"
+    assert engine.run_case(Case("pow", "onnx13", "ort")).status == "pass"
     pid = engine.pool.info["ort"]["pid"]
     os.kill(pid, signal.SIGKILL)
     engine.pool.existing("ort").proc.wait(timeout=30)  # dead before the next case starts (kill is asynchronous)
     again = engine.run_case(Case("pow", "onnx13", "ort", batch=16))
-    assert again["status"] == "pass" and engine.pool.info["ort"]["pid"] != pid
+    assert again.status == "pass" and engine.pool.info["ort"]["pid"] != pid
 
 
 def test_a_crash_during_a_case_is_recorded_and_the_next_case_runs(engine):
-    assert engine.run_case(Case("pow", "onnx13", "ort"))["status"] == "pass"
+    assert engine.run_case(Case("pow", "onnx13", "ort")).status == "pass"
     pid = engine.pool.info["ort"]["pid"]
     engine.options.iterations = 10**7  # minutes of work: the kill lands inside this run
     killer = threading.Thread(target=_kill_once_busy, args=(pid,))  # a native crash, as the harness sees it
     killer.start()
     crashed = engine.run_case(Case("pow", "onnx13", "ort", batch=16))
     killer.join()
-    assert crashed["status"] == "crash" and "SIGKILL" in crashed["error"]
+    assert crashed.status == "crash" and "SIGKILL" in crashed.error
     engine.options.iterations = 3
     again = engine.run_case(Case("pow", "onnx13", "ort", batch=16))
-    assert again["status"] == "pass" and engine.pool.info["ort"]["pid"] != pid
+    assert again.status == "pass" and engine.pool.info["ort"]["pid"] != pid
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -128,14 +128,14 @@ def _kill_once_busy(pid: int, timeout: float = 60.0) -> None:
 
 
 def test_a_hung_worker_times_out_and_is_replaced(engine):
-    assert engine.run_case(Case("pow", "onnx13", "ort"))["status"] == "pass"
+    assert engine.run_case(Case("pow", "onnx13", "ort")).status == "pass"
     pid = engine.pool.info["ort"]["pid"]
     os.kill(pid, signal.SIGSTOP)  # alive but not answering
     engine.options.run_timeout_s = 2
     hung = engine.run_case(Case("pow", "onnx13", "ort", batch=16))
-    assert hung["status"] == "timeout" and "did not answer run within 2 s" in hung["error"]
+    assert hung.status == "timeout" and "did not answer run within 2 s" in hung.error
     engine.options.run_timeout_s = 60
-    assert engine.run_case(Case("pow", "onnx13", "ort"))["status"] == "pass"
+    assert engine.run_case(Case("pow", "onnx13", "ort")).status == "pass"
 
 
 def test_a_reference_that_hangs_is_retried_once_on_a_fresh_worker(engine):
@@ -144,16 +144,16 @@ def test_a_reference_that_hangs_is_retried_once_on_a_fresh_worker(engine):
     os.kill(pid, signal.SIGSTOP)  # the reference's worker stops answering
     engine.options.load_timeout_s = 5
     result = engine.run_case(Case("pow", "onnx13", "ort"))
-    assert result["status"] == "pass", result
+    assert result.status == "pass", result
     assert engine.pool.info["tf"]["pid"] != pid
 
 
 def test_a_reference_that_fails_twice_is_an_error_at_stage_reference_with_its_kind(engine):
     engine.options.load_timeout_s = 0.001  # every start of the reference times out
     result = engine.run_case(Case("matmul", "onnx13", "ort"))
-    assert result["status"] == "error" and result["stage"] == "reference" and result["culprit"] == "runtime"
-    assert result["evidence"]["kind"] == "timeout" and result["evidence"]["attempts"] == 2
-    assert result["summary"].startswith("reference (savedmodel on tf) failed: timeout: worker tf did not answer load")
+    assert result.status == "error" and result.stage == "reference" and result.culprit == "runtime"
+    assert result.evidence["kind"] == "timeout" and result.evidence["attempts"] == 2
+    assert result.summary.startswith("reference (savedmodel on tf) failed: timeout: worker tf did not answer load")
 
 
 def _module_fixture(name: str, body, generate, generate_alt=None) -> Fixture:
@@ -190,9 +190,9 @@ def test_a_reference_without_signal_makes_the_case_inconclusive(exporter, tmp_pa
         result = eng.run_case(Case(name, "onnx13", "ort", batch=4))
     finally:
         eng.close()
-    assert result["status"] == "inconclusive", result
-    assert result["stage"] == "reference" and result["culprit"] == "model" and why in result["reason"]
-    assert result["metrics"]["y"]["max_abs"] < 1e-5, "the runtime agreed: only the reference's lack of signal stops a pass"
+    assert result.status == "inconclusive", result
+    assert result.stage == "reference" and result.culprit == "model" and why in result.reason
+    assert result.metrics["y"].max_abs < 1e-5, "the runtime agreed: only the reference's lack of signal stops a pass"
 
 
 def test_an_input_independent_batch_of_one_is_caught_across_input_sets(exporter, tmp_path):
@@ -202,7 +202,7 @@ def test_an_input_independent_batch_of_one_is_caught_across_input_sets(exporter,
         result = eng.run_case(Case("const1", "onnx13", "ort", batch=1))
     finally:
         eng.close()
-    assert result["status"] == "inconclusive" and "identical for 4 different input sets" in result["reason"]
+    assert result.status == "inconclusive" and "identical for 4 different input sets" in result.reason
 
 
 def test_the_second_input_distribution_is_tried_before_giving_up(exporter, tmp_path):
@@ -214,7 +214,7 @@ def test_the_second_input_distribution_is_tried_before_giving_up(exporter, tmp_p
         result = eng.run_case(Case("needs_alt", "onnx13", "ort", batch=4))
     finally:
         eng.close()
-    assert result["status"] == "pass" and result["inputs_variant"] == 1, result
+    assert result.status == "pass" and result.inputs_variant == 1, result
 
 
 def test_every_built_in_fixture_reference_has_signal(engine):
@@ -226,7 +226,7 @@ def test_every_built_in_fixture_reference_has_signal(engine):
             continue  # a saved fuzz finding pins minimal inputs, and its reference may be the bug it keeps; the zoo: tests/test_zoo.py
         for batch in fx.batches:
             result = engine.run_case(Case(name, "savedmodel", "tf", batch=batch))
-            assert result["status"] == "pass", (name, batch, result["status"], result.get("reason") or result.get("error"))
+            assert result.status == "pass", (name, batch, result.status, result.reason or result.error)
 
 
 def test_a_crash_names_its_cause_in_the_summary_and_the_evidence(engine, tmp_path, monkeypatch):

@@ -9,8 +9,8 @@ from conftest import run_cli
 from harness.cases import Selection, matrix
 from harness.engine import Engine, Options
 from harness.errors import HarnessError
-from harness.export import Exporter
-from harness.fixtures import load_tensors, parse_tolerances, user_fixture, with_user_options
+from harness.export import Exporter, format_class
+from harness.user_model import load_tensors, parse_tolerances, user_fixture, with_user_options
 
 W = np.array([[1.0, -2.0], [0.5, 0.25], [-1.0, 3.0]], np.float32)
 B = np.array([0.1, -0.2], np.float32)
@@ -56,16 +56,16 @@ def test_golden_outputs_are_the_baseline_of_every_case_and_a_wrong_one_fails(aff
             results[name] = [engine.run_case(c) for c in matrix(Selection(formats=["savedmodel", "onnx13"], runtimes=["tf", "ort"]), {f.name: f})]
         finally:
             engine.close()
-    assert [(r["format"], r["status"], r["baseline"]) for r in results["good"]] == [("savedmodel", "pass", "golden"), ("onnx13", "pass", "golden")]
-    assert [(r["status"], r["stage"]) for r in results["bad"]] == [("fail", "compare"), ("fail", "compare")]
-    assert "output_0" in results["bad"][0]["error"]
+    assert [(r.format, r.status, r.baseline) for r in results["good"]] == [("savedmodel", "pass", "golden"), ("onnx13", "pass", "golden")]
+    assert [(r.status, r.stage) for r in results["bad"]] == [("fail", "compare"), ("fail", "compare")]
+    assert "output_0" in results["bad"][0].error
 
 
 def test_tolerances_per_output_and_overall(affine):
     fx = user_fixture(affine)
     out = with_user_options(fx, atol=("1e-3", "output_0=0.5"), rtol=("0",))
-    assert out.tolerance("onnx13", "output_0").atol == 0.5 and out.tolerance("onnx13", "output_0").rtol == 0
-    assert out.tolerance("tflite_int8", "output_0").min_snr_db == 15.0, "quantised formats keep their SNR rule"
+    assert out.tolerance(format_class("onnx13"), "output_0").atol == 0.5 and out.tolerance(format_class("onnx13"), "output_0").rtol == 0
+    assert out.tolerance(format_class("tflite_int8"), "output_0").min_snr_db == 15.0, "quantised formats keep their SNR rule"
     assert parse_tolerances(("2e-4",), "--atol", ("a",)) == (2e-4, {})
     with pytest.raises(HarnessError, match="unknown output 'nope': expected one of output_0"):
         with_user_options(fx, atol=("nope=1",))
@@ -132,7 +132,7 @@ def test_goldens_and_tolerances_by_the_models_own_output_names(named):
     assert fx.outputs == ("output_0",) and fx.output_aliases == {"logits": "output_0"}
     out = with_user_options(fx, named / "in.npz", named / "golden.npz", atol=("logits=1e-3",), rtol=("output_0=0",))
     assert set(out.golden) == {"output_0"}, "the golden output is filed under the signature's name"
-    assert out.tolerance("onnx13", "output_0").atol == 1e-3 and out.tolerance("onnx13", "output_0").rtol == 0
+    assert out.tolerance(format_class("onnx13"), "output_0").atol == 1e-3 and out.tolerance(format_class("onnx13"), "output_0").rtol == 0
     with pytest.raises(HarnessError, match=r"--atol nope=1: unknown output 'nope': expected one of output_0 \(logits\)"):
         with_user_options(fx, atol=("nope=1",))
 
@@ -190,7 +190,7 @@ def test_probe_inputs_stay_inside_what_an_integer_input_accepts(token_model, tmp
             results = [engine.run_case(c) for c in matrix(Selection(formats=["savedmodel", "onnx13"], runtimes=["tf", "ort"], batches=None), {f.name: f})]
         finally:
             engine.close()
-        assert {r["status"] for r in results} == {"pass"}, [(r["id"], r["error"]) for r in results]
+        assert {r.status for r in results} == {"pass"}, [(r.id, r.error) for r in results]
 
 
 def test_a_probe_the_model_rejects_is_no_verdict_against_a_runtime(token_model, tmp_path):
@@ -205,5 +205,5 @@ def test_a_probe_the_model_rejects_is_no_verdict_against_a_runtime(token_model, 
         results = [engine.run_case(c) for c in matrix(Selection(formats=["savedmodel", "onnx13"], runtimes=["tf", "ort"]), {wild.name: wild})]
     finally:
         engine.close()
-    assert {r["status"] for r in results} == {"pass"}, [(r["id"], r["error"]) for r in results]
-    assert all("99" in r["evidence"]["probe_rejected"] for r in results)
+    assert {r.status for r in results} == {"pass"}, [(r.id, r.error) for r in results]
+    assert all("99" in r.evidence["probe_rejected"] for r in results)

@@ -173,7 +173,7 @@ def test_an_onnx_embedding_bounds_its_ids_and_a_selection_without_cases_says_wha
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from harness.fixtures import user_fixture
+    from harness.user_model import user_fixture
 
     table = numpy_helper.from_array(np.arange(15, dtype=np.float32).reshape(5, 3), "table")
     graph = helper.make_graph([helper.make_node("Gather", ["table", "ids"], ["y"])], "g",

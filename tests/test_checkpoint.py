@@ -16,9 +16,10 @@ from harness import comparator
 from harness.artifact import Artifact, manifest
 from harness.cases import Selection, matrix
 from harness.engine import Engine, Options
-from harness.export import Exporter, formats_for
+from harness.export import FORMATS, Exporter, format_class, formats_for
 from harness.export.validate import ConverterFault, validate
 from harness.fixtures import get_fixture
+from harness.records import CaseResult
 from harness.runners.table import RUNTIMES
 
 
@@ -51,12 +52,12 @@ def rerecord(art: Artifact) -> None:
     (art.folder_path / "artifact.json").write_text(art.to_json())
 
 
-def run(art_root: Path, tmp_path: Path, names: list[str], batches=(2,)) -> dict[str, dict]:
+def run(art_root: Path, tmp_path: Path, names: list[str], batches=(2,)) -> dict[str, CaseResult]:
     fixtures = {n: get_fixture(n) for n in names}
     engine = Engine(Exporter(art_root), tmp_path / "scratch", Options(iterations=1, warmup=0), fixtures, deviations=[])
     try:
         cases = matrix(Selection(formats=["checkpoint"], runtimes=["tf"], batches=list(batches)), fixtures)
-        return {r["fixture"]: r for r in (engine.run_case(c) for c in cases)}
+        return {r.fixture: r for r in (engine.run_case(c) for c in cases)}
     finally:
         engine.close()
 
@@ -94,14 +95,14 @@ def test_checkpoint_is_an_opt_in_float32_format_of_tf():
         assert "checkpoint" in formats_for(get_fixture(name)), name
     assert "checkpoint" not in formats_for(get_fixture("unet_small"))
     assert "checkpoint" in formats_for(get_fixture("unet_small"), ["checkpoint"])
-    assert get_fixture("mlp").tolerance("checkpoint", "output_0") == get_fixture("mlp").tolerance("savedmodel", "output_0")
+    assert get_fixture("mlp").tolerance(format_class("checkpoint"), "output_0") == get_fixture("mlp").tolerance(format_class("savedmodel"), "output_0")
 
 
 def test_tf2_and_tf1_checkpoints_restored_into_code_pass(cache, tmp_path):
     results = run(cache, tmp_path, ["mlp", "tf1_flat", "pow"])
     for name in ("mlp", "tf1_flat"):
         r = results[name]
-        assert (r["status"], r["baseline"]) == ("pass", "reference"), r.get("error")
+        assert (r.status, r.baseline) == ("pass", "reference"), r.error
     exporter = Exporter(cache)
     keras_ck, tf1_ck = exporter.get(get_fixture("mlp"), "checkpoint"), exporter.get(get_fixture("tf1_flat"), "checkpoint")
     assert {p.name for p in keras_ck.model_path.iterdir()} == {"checkpoint.json", "ckpt.index", "ckpt.data-00000-of-00001"}
@@ -111,7 +112,7 @@ def test_tf2_and_tf1_checkpoints_restored_into_code_pass(cache, tmp_path):
     assert meta["variables"] == {"w1": [4, 8], "b1": [8], "w2": [8, 3], "b2": [3]}
     assert json.loads((keras_ck.model_path / "checkpoint.json").read_text())["style"] == "tf2"
     # A fixture whose weights are constants has nothing to checkpoint: unsupported, with the reason.
-    assert results["pow"]["status"] == "unsupported" and "pow has no variables" in results["pow"]["reason"]
+    assert results["pow"].status == "unsupported" and "pow has no variables" in results["pow"].reason
 
 
 def test_restoring_matters(tf, cache, tmp_path):
@@ -124,7 +125,7 @@ def test_restoring_matters(tf, cache, tmp_path):
         inputs = fx.make_inputs(4)
         saved = tf.saved_model.load(str(exporter.get(fx, "savedmodel").model_path), tags=["serve"])
         reference = {k: v.numpy() for k, v in saved.signatures["serving_default"](**{k: tf.constant(v) for k, v in inputs.items()}).items()}
-        tolerances = {k: fx.tolerance("checkpoint", k) for k in reference}
+        tolerances = {k: fx.tolerance(format_class("checkpoint"), k) for k in reference}
         restored = restore(tf, art, inputs)
         assert comparator.judge(reference, restored, tolerances).passed
         unrestored = restore(tf, art, inputs, restore=False)
@@ -137,19 +138,19 @@ def test_a_checkpoint_of_other_weights_fails_the_verdict(tf, cache, tmp_path):
     art = fresh(cache, tmp_path, "mlp")
     write_keras_checkpoint(tf, art, hidden=10, seed=7)
     r = run(tmp_path / "cache", tmp_path, ["mlp"])["mlp"]
-    assert (r["status"], r["stage"], r["culprit"]) == ("fail", "compare", "runtime"), r.get("error")
+    assert (r.status, r.stage, r.culprit) == ("fail", "compare", "runtime"), r.error
 
 
 def test_a_checkpoint_that_does_not_fit_the_code_is_the_models_fault(tf, cache, tmp_path):
     art = fresh(cache, tmp_path, "mlp")
     write_keras_checkpoint(tf, art, hidden=11)
     r = run(tmp_path / "cache", tmp_path, ["mlp"])["mlp"]
-    assert (r["status"], r["stage"], r["culprit"]) == ("error", "load", "model"), r.get("error")
-    assert "checkpoint does not match the model's code (harness_fixtures.mlp" in r["error"]
+    assert (r.status, r.stage, r.culprit) == ("error", "load", "model"), r.error
+    assert "checkpoint does not match the model's code (harness_fixtures.mlp" in r.error
     assert "variable dense/kernel (model/_operations/1/_kernel) has shape [32, 11] in the checkpoint, [32, 10] in the code; " \
            "variable dense/bias (model/_operations/1/bias) has shape [11] in the checkpoint, [10] in the code; " \
-           "variable dense_1/kernel (model/_operations/2/_kernel) has shape [11, 1] in the checkpoint, [10, 1] in the code" in r["error"]
-    assert "repaired" not in r["artifact"], "the files are as recorded: nothing to repair"
+           "variable dense_1/kernel (model/_operations/2/_kernel) has shape [11, 1] in the checkpoint, [10, 1] in the code" in r.error
+    assert "repaired" not in r.artifact, "the files are as recorded: nothing to repair"
 
 
 def test_missing_and_unexpected_variables_are_named(tf, cache, tmp_path):
@@ -205,7 +206,7 @@ def test_a_tf1_checkpoint_that_does_not_fit_the_graph_names_every_variable(tf, c
     assert str(e.value).endswith("variable b2 [3] is in the code, not in the checkpoint; variable w3 [3, 3] is in the checkpoint, not in the code; "
                                  "variable w1 has shape [4, 9] in the checkpoint, [4, 8] in the code")
     r = run(tmp_path / "cache", tmp_path, ["tf1_flat"])["tf1_flat"]
-    assert (r["status"], r["stage"], r["culprit"]) == ("error", "load", "model")
+    assert (r.status, r.stage, r.culprit) == ("error", "load", "model")
 
 
 def test_a_corrupt_checkpoint_is_a_clear_load_failure_and_validation_catches_a_cut_index(tf, cache, tmp_path):
@@ -220,11 +221,11 @@ def test_a_corrupt_checkpoint_is_a_clear_load_failure_and_validation_catches_a_c
         with pytest.raises(ProtocolError, match=r"checkpoint \S+ckpt cannot be read: DataLossError: ") as e:
             restore(tf, art, get_fixture(name).make_inputs(1))
         assert e.value.kind == "load_failed", name
-        validate("checkpoint", art.folder_path, art)  # values are TensorFlow's to check (checksums)
+        validate(FORMATS["checkpoint"], art.folder_path, art)  # values are TensorFlow's to check (checksums)
         index = art.model_path / "ckpt.index"
         index.write_bytes(index.read_bytes()[:-20])
         with pytest.raises(ConverterFault, match=r"ckpt\.index is not a complete checkpoint index"):
-            validate("checkpoint", art.folder_path, art)
+            validate(FORMATS["checkpoint"], art.folder_path, art)
 
 
 def test_a_damaged_cached_checkpoint_is_exported_again(cache, tmp_path):
@@ -239,8 +240,8 @@ def test_a_damaged_cached_checkpoint_is_exported_again(cache, tmp_path):
     data.write_bytes(bytes(raw))
     os.utime(data, ns=(st.st_atime_ns, st.st_mtime_ns))
     r = run(tmp_path / "cache", tmp_path, ["mlp"])["mlp"]
-    assert r["status"] == "pass", r.get("error")
-    assert any(p.startswith("checkpoint: checkpoint/ckpt.data-00000-of-00001 has changed since export") for p in r["artifact"]["repaired"])
+    assert r.status == "pass", r.error
+    assert any(p.startswith("checkpoint: checkpoint/ckpt.data-00000-of-00001 has changed since export") for p in r.artifact["repaired"])
     # A file cut short is caught by the fast check before any worker sees it.
     data.write_bytes(data.read_bytes()[:10])
     exporter = Exporter(tmp_path / "cache")
@@ -261,5 +262,5 @@ def test_under_the_bwrap_sandbox_a_checkpoint_is_unsupported_with_the_reason(cac
         [r] = [engine.run_case(c) for c in matrix(Selection(formats=["checkpoint"], runtimes=["tf"], batches=[1]), fixtures)]
     finally:
         engine.close()
-    assert (r["status"], r["stage"]) == ("unsupported", "load"), r.get("error")
-    assert "restored into the harness's fixture code, which this worker cannot import (No module named 'harness_fixtures'" in r["error"]
+    assert (r.status, r.stage) == ("unsupported", "load"), r.error
+    assert "restored into the harness's fixture code, which this worker cannot import (No module named 'harness_fixtures'" in r.error

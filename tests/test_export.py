@@ -113,9 +113,9 @@ def test_damaged_model_file_is_re_exported_before_a_worker_gets_it(tmp_path):
         cut = engine.run_case(Case("mlp", "onnx13", "ort"))
     finally:
         engine.close()
-    assert flipped["status"] == "pass" and cut["status"] == "pass"
-    assert flipped["artifact"]["repaired"] == ["tflite: model.tflite has changed since export (sha256 differs)"]
-    assert "model.onnx has 100 bytes" in cut["artifact"]["repaired"][0]
+    assert flipped.status == "pass" and cut.status == "pass"
+    assert flipped.artifact["repaired"] == ["tflite: model.tflite has changed since export (sha256 differs)"]
+    assert "model.onnx has 100 bytes" in cut.artifact["repaired"][0]
     assert {r["format"] for r in ex.repairs} == {"tflite", "onnx13"}
     assert damage(Artifact.load(tfl.dir), full=True) == [] and damage(Artifact.load(onnx.dir), full=True) == []
 
@@ -196,8 +196,8 @@ def test_damage_the_fast_check_misses_is_found_when_the_case_fails(tmp_path):
         result = engine.run_case(Case("pow", "tflite", "litert"))
     finally:
         engine.close()
-    assert result["status"] == "pass", result
-    assert result["artifact"]["repaired"] == ["tflite: model.tflite has changed since export (sha256 differs)"]
+    assert result.status == "pass", result
+    assert result.artifact["repaired"] == ["tflite: model.tflite has changed since export (sha256 differs)"]
 
 
 def test_an_exception_in_our_own_exporter_is_the_harness_fault_with_its_traceback(tmp_path):

@@ -1,4 +1,4 @@
-"""harness/fuzz.py and harness/fuzz_models.py: strategies that honour the signature, a disagreement
+"""harness/fuzz/ (strategies, models, findings, search): strategies that honour the signature, a disagreement
 found and shrunk against real runtimes (an injected wrong oracle, a deliberately wrong tolerance), the
 regression case written and loaded back, and the @given entry point on warm workers."""
 
@@ -13,7 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from harness.fixtures import Tolerance, all_fixtures, get_fixture
-from harness.fuzz import BATCHES, Budget, Example, Fuzzer, domain, input_strategy, regression_fixtures
+from harness.fuzz.findings import regression_fixtures
+from harness.fuzz.search import Budget, Fuzzer
+from harness.fuzz.strategies import BATCHES, Example, domain, input_strategy
 
 FUZZABLE = [n for n, f in all_fixtures().items() if not f.bench_only and not f.group and all(s.dtype != "bytes" for s in f.inputs)
             and not f.signature_generators]
@@ -108,12 +110,12 @@ def test_injected_disagreement_is_found_shrunk_and_saved(fuzzer):
     from harness.cases import Case
 
     fuzzer.engine.fixtures[reg.name] = reg
-    assert fuzzer.engine.run_case(Case(reg.name, "savedmodel", "tf", "cpu", 1))["status"] == "fail"
+    assert fuzzer.engine.run_case(Case(reg.name, "savedmodel", "tf", "cpu", 1)).status == "fail"
     # With the real oracle the same case agrees: the regression is the oracle's, not TF's. (0**y is an
     # all-zero output, which the engine calls inconclusive: a minimal case often has too little signal.)
     good = regression_fixtures(fuzzer.save_dir, base={"pow": get_fixture("pow")})[reg.name]
     fuzzer.engine.fixtures[good.name] = good
-    assert fuzzer.engine.run_case(Case(good.name, "savedmodel", "tf", "cpu", 1))["status"] in ("pass", "inconclusive")
+    assert fuzzer.engine.run_case(Case(good.name, "savedmodel", "tf", "cpu", 1)).status in ("pass", "inconclusive")
 
 
 def test_wrong_tolerance_is_found_in_a_real_runtime(fuzzer):
@@ -133,7 +135,7 @@ def test_wrong_tolerance_is_found_in_a_real_runtime(fuzzer):
 
 @pytest.fixture(scope="module")
 def pow_pairs(fuzzer):
-    from harness.fuzz import Stats
+    from harness.fuzz.findings import Stats
 
     return fuzzer.pairs(get_fixture("pow"), Stats())
 
@@ -145,14 +147,14 @@ def test_runtimes_agree_on_pow(fuzzer, pow_pairs, example: Example):
     and hypothesis shrinks it. Derandomized (the same examples every run): CI must not turn red by chance;
     `harness fuzz` is the open-ended search (which finds TF's pow(1e-45, -0.5) 41% off, for one)."""
     results = fuzzer.run_example(get_fixture("pow"), example, pow_pairs)
-    bad = [f"{r['id']}: {r['status']}: {r.get('summary')}" for r in results if r["status"] not in ("pass", "inconclusive")]
+    bad = [f"{r.id}: {r.status}: {r.summary}" for r in results if r.status not in ("pass", "inconclusive")]
     assert not bad, bad
 
 
 def test_generated_model_runs_everywhere(fuzzer):
     """A generated model with the whole vocabulary's shape logic, through TF, LiteRT and ORT, judged
     against TF and TF's float64 model."""
-    from harness.fuzz_models import model_fixture, value_search
+    from harness.fuzz.models import model_fixture, value_search
 
     spec = {"input": [5, 5, 2], "seed": 3, "nodes": [
         {"op": "conv", "in": [0], "filters": 3, "kernel": 3, "stride": 2, "padding": "same", "shape": [3, 3, 3]},
@@ -167,13 +169,13 @@ def test_generated_model_runs_everywhere(fuzzer):
     values = found.values
     assert values.shape == (2, 5, 5, 2)
     results = fuzzer.run_example(fx, Example(2, {"x": values}, "test"), [("savedmodel", "tf"), ("tflite", "litert"), ("onnx13", "ort")])
-    assert {r["id"]: r["status"] for r in results} == {r["id"]: "pass" for r in results}, [r.get("summary") for r in results]
-    ref = next(r for r in results if r["runtime"] == "tf")
-    assert ref["baseline"] == "oracle"
+    assert {r.id: r.status for r in results} == {r.id: "pass" for r in results}, [r.summary for r in results]
+    ref = next(r for r in results if r.runtime == "tf")
+    assert ref.baseline == "oracle"
 
 
 def test_value_search_keeps_the_float64_model_finite():
-    from harness.fuzz_models import intermediates, value_search
+    from harness.fuzz.models import intermediates, value_search
 
     spec = {"input": [3], "seed": 0, "nodes": [{"op": "act", "in": [0], "fn": "exponential", "shape": [3]},
                                                {"op": "act", "in": [1], "fn": "exponential", "shape": [3]}]}
@@ -188,7 +190,7 @@ def test_value_search_shifts_where_scaling_down_fails():
     """A Rescaling offset of 50 before two exponentials: exp(exp(x + 50)) overflows for every x near zero,
     so no scale of the drawn inputs is valid; the search shifts them to a region where the float64 model
     is finite (x + 50 < ln 69), within its budget."""
-    from harness.fuzz_models import SEARCH_BUDGET, SEARCH_SCALES, intermediates, valid, value_search
+    from harness.fuzz.models import SEARCH_BUDGET, SEARCH_SCALES, intermediates, valid, value_search
 
     spec = {"input": [3], "seed": 0, "nodes": [
         {"op": "rescale", "in": [0], "scale": 1.0, "offset": 50.0, "shape": [3]},
@@ -211,8 +213,9 @@ def test_model_level_keeps_one_finding_per_pair_and_cause(tmp_path):
     from hypothesis import strategies as st
 
     from harness.cases import REFERENCE
-    from harness.fuzz import Causes, Stats
-    from harness.fuzz_models import finding_label, first_diverging_node, model_disagrees, model_fixture, op_labels
+    from harness.fuzz.findings import Causes, Stats
+    from harness.fuzz.models import finding_label, model_fixture, op_labels
+    from harness.fuzz.search import first_diverging_node, model_disagrees
 
     def softsign(n):
         return {"input": [n], "seed": n, "nodes": [{"op": "dense", "in": [0], "units": 2, "shape": [2]},
@@ -269,16 +272,17 @@ def test_a_wrong_reference_is_the_finding_not_the_pairs_that_agree_with_the_orac
     the node-by-node search against the float64 model. (If a TF release fixes the rewrite, this test
     fails: the regression it stands for is gone, and another reference outlier must take its place.)"""
     from harness.cases import REFERENCE
-    from harness.fuzz_models import first_diverging_node, model_disagrees, model_fixture
+    from harness.fuzz.models import model_fixture
+    from harness.fuzz.search import first_diverging_node, model_disagrees
 
     spec = {"input": [1], "seed": 0, "nodes": [{"op": "add", "in": [0, 0], "shape": [1]}, {"op": "max", "in": [1, 0], "shape": [1]}]}
     fx = model_fixture(spec)
     example = Example(1, {"x": np.array([[0.125]], np.float32)}, "x = 0.125")
     results = fuzzer.run_example(fx, example, [("keras", "tf"), ("onnx13", "ort"), REFERENCE])
-    status = {(r["format"], r["runtime"]): r["status"] for r in results}
-    assert status == {("keras", "tf"): "fail", ("onnx13", "ort"): "fail", REFERENCE: "fail"}, [r.get("summary") for r in results]
+    status = {(r.format, r.runtime): r.status for r in results}
+    assert status == {("keras", "tf"): "fail", ("onnx13", "ort"): "fail", REFERENCE: "fail"}, [r.summary for r in results]
     bad = Fuzzer.bad(fx, results, model_disagrees)
-    assert [(r["format"], r["runtime"]) for r in bad] == [REFERENCE]
+    assert [(r.format, r.runtime) for r in bad] == [REFERENCE]
     layer = first_diverging_node(fuzzer, fx, example, REFERENCE)
     assert layer["layer"] == "n2_max (max)" and layer["previous"] == "n1_add (add)", layer
     assert layer["probes"] == {"n1_add (add)": "pass", "n2_max (max)": "fail"}

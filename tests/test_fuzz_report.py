@@ -31,8 +31,10 @@ def fuzzed(tmp_path_factory):
     from hypothesis import strategies as st
 
     from harness.cases import REFERENCE
-    from harness.fuzz import Budget, Causes, Example, Fuzzer, Report, Stats
-    from harness.fuzz_models import finding_label, first_diverging_node, model_disagrees, model_fixture, op_labels
+    from harness.fuzz.findings import Causes, Report, Stats
+    from harness.fuzz.models import finding_label, model_fixture, op_labels
+    from harness.fuzz.search import Budget, Fuzzer, first_diverging_node, model_disagrees
+    from harness.fuzz.strategies import Example
 
     root = tmp_path_factory.mktemp("fuzzreport")
     reports = root / "reports"
@@ -189,7 +191,7 @@ def test_a_finding_without_its_folder_or_pair(tmp_path):
 def test_the_section_reads_stored_files_only():
     """The report's layer: reading the fuzz results imports neither the engine nor the fuzzer."""
     code = ("import sys, harness.report.fuzz_section as s; s.load; "
-            "bad = [m for m in ('harness.cases', 'harness.engine', 'harness.fuzz', 'harness.fuzz_models', 'tensorflow', 'hypothesis') if m in sys.modules]; "
+            "bad = [m for m in ('harness.cases', 'harness.engine', 'harness.fuzz', 'harness.fuzz.search', 'tensorflow', 'hypothesis') if m in sys.modules]; "
             "assert not bad, bad")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

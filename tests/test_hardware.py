@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import check_run_schema, run_cli
+from conftest import check_run_schema, run_cli, worker_pool
 from harness.cases import Case
 from harness.engine import Engine
 from harness.machine import identify, short_model
@@ -138,10 +138,10 @@ def test_openvino_refuses_a_precision_the_cpu_does_not_compute_in(exporter, tmp_
     precision back and refuses, so an f32 result is never passed off as bf16. Where the CPU has it, the
     case runs and is judged by the bfloat16 tolerance class."""
     from harness.fixtures import get_fixture
-    from harness.runners import RpcError, WorkerPool
+    from harness.runners import RpcError
 
     art = exporter.get(get_fixture("mnist_cnn"), "onnx13")
-    pool = WorkerPool()
+    pool = worker_pool()
     try:
         worker = pool.get("openvino@bf16")
         assert worker.call("info")["settings"]["precision"] == "bfloat16"

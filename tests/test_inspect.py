@@ -13,7 +13,8 @@ from rich.console import Console
 
 from conftest import SCALE_LAYER
 from harness.errors import HarnessError
-from harness.inspect_model import inspect, render
+from harness.inspect.render import render
+from harness.inspect.runs import inspect
 from harness.runners.table import RUNTIMES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -337,7 +338,7 @@ def test_no_tensorflow_import_for_files_that_do_not_need_it(art):
     paths = [str(art(f, fmt).model_path) for f, fmt in ALL if fmt not in ("savedmodel", "frozen_graph")]
     code = (
         "import json, sys\n"
-        "from harness.inspect_model import inspect\n"
+        "from harness.inspect.runs import inspect\n"
         "formats = [inspect(p)['format'] for p in sys.argv[1:]]\n"
         "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras', 'tf2onnx', 'tensorflowjs'})\n"
         "print(json.dumps([formats, heavy]))\n"

@@ -13,6 +13,7 @@ import pytest
 from conftest import run_cli
 from harness import project
 from harness.errors import HarnessError
+from harness.export import format_class
 
 
 def _relu(path, batch="N") -> None:
@@ -58,7 +59,7 @@ def test_the_file_is_read_with_paths_from_its_folder_and_bad_entries_are_one_lin
     assert (first.path, first.inputs, first.atol, first.runtimes) == (folder / "relu.onnx", folder / "in.npz", ("y=0.0001",), ["ort"])
     assert (second.runtimes, second.batches) == (["ort", "node-ort"], [3])
     fx = first.fixture()
-    assert fx.golden is not None and fx.tolerance("onnx13", "y").atol == 1e-4
+    assert fx.golden is not None and fx.tolerance(format_class("onnx13"), "y").atol == 1e-4
     (folder / "harness.toml").write_text('[[model]]\npath = "relu.onnx"\nruntime = ["ort"]\n')
     with pytest.raises(HarnessError, match=r"harness.toml, model 1: unknown key\(s\) runtime: expected some of path, inputs"):
         project.read(folder / "harness.toml")

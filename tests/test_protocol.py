@@ -5,17 +5,19 @@ itself (framing, every error by code and field) is tests/protocol_kit, run again
 import os
 import resource
 import signal
+import sys
 import threading
 
 import numpy as np
 import pytest
 
-from harness.runners import RpcError, WorkerCrash, WorkerPool, WorkerTimeout
+from conftest import worker_pool
+from harness.runners import RpcError, WorkerCrash, WorkerTimeout
 
 
 @pytest.fixture(scope="module")
 def ort_worker():
-    with WorkerPool() as pool:
+    with worker_pool() as pool:
         yield pool.get("ort")
 
 
@@ -56,7 +58,7 @@ def test_ort_names_a_model_file_it_cannot_parse(ort_worker, pow_artifacts, tmp_p
 
 
 def test_tf_worker_rejects_missing_signature(pow_artifacts, tmp_path):
-    with WorkerPool() as pool:
+    with worker_pool() as pool:
         tf = pool.get("tf")
         with pytest.raises(RpcError, match="has no signature 'nope': expected one of \\['serving_default'\\]") as e:
             tf.call("load", {"artifact": str(pow_artifacts["savedmodel"].dir), "format": "savedmodel", "signature": "nope"})
@@ -77,7 +79,7 @@ def test_a_worker_aborted_mid_run_is_a_crash_with_its_signal_and_stderr(pow_arti
     what the worker wrote to stderr as it died (Python's fault handler writes the stack there)."""
     monkeypatch.setenv("PYTHONFAULTHANDLER", "1")
     x = np.array([2.0, 3.0], dtype=np.float32)
-    with WorkerPool() as pool:
+    with worker_pool() as pool:
         worker = pool.get("ort")
         handle = worker.call("load", {"artifact": str(pow_artifacts["onnx13"].dir), "format": "onnx13"})["handle"]
         params = {"handle": handle, "inputs": _inputs(tmp_path, x=x, y=x), "output_dir": str(tmp_path / "out"),
@@ -96,7 +98,7 @@ def test_a_worker_aborted_mid_run_is_a_crash_with_its_signal_and_stderr(pow_arti
 
 
 def test_a_worker_that_exits_is_a_crash_with_its_exit_code():
-    with WorkerPool() as pool:
+    with worker_pool() as pool:
         worker = pool.get("ort")
         assert worker.call("shutdown") == {}
         worker.proc.wait(timeout=30)
@@ -105,7 +107,7 @@ def test_a_worker_that_exits_is_a_crash_with_its_exit_code():
 
 
 def test_client_kills_a_worker_that_does_not_answer():
-    with WorkerPool() as pool:
+    with worker_pool() as pool:
         worker = pool.get("ort")
         pid = worker.proc.pid
         os.kill(pid, signal.SIGSTOP)  # alive but not answering
@@ -114,3 +116,35 @@ def test_client_kills_a_worker_that_does_not_answer():
         assert not worker.alive and worker.proc.returncode == -signal.SIGKILL
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)  # gone, not merely stopped
+
+
+# A worker of a few lines that answers load well and run with samples that are not numbers.
+TYPED_WORKER = r"""
+import json, sys
+for line in sys.stdin:
+    req = json.loads(line)
+    result = {"info": {"runtime": "typed", "formats": ["onnx13"]},
+              "load": {"handle": "h1", "load_ns": 2500000, "inputs": [{"name": "x", "dtype": "float32", "shape": [None, 3]}],
+                       "outputs": [{"name": "y", "dtype": "float32", "shape": None}]},
+              "run": {"outputs": {"y": "/nowhere/y.npy"}, "first_ns": 7, "samples_ns": ["fast"], "peak_rss_bytes": None}}
+    print(json.dumps({"jsonrpc": "2.0", "id": req["id"], "result": result.get(req["method"], {})}), flush=True)
+"""
+
+
+def test_answers_are_typed_messages_at_the_client_and_a_wrong_field_is_the_workers_fault():
+    """load and run answers are parsed once, at the client, into typed messages (harness/runners/messages.py);
+    an answer the message cannot be read from kills the worker as a protocol violation (blamed on its
+    runtime), not a KeyError or TypeError deep in the harness."""
+    from harness.runners.client import ProtocolViolation, WorkerClient
+    from harness.runners.messages import LoadReply, TensorInfo
+
+    worker = WorkerClient("typed", [sys.executable, "-c", TYPED_WORKER])
+    try:
+        loaded = worker.load({"artifact": "/nowhere", "format": "onnx13"})
+        assert loaded == LoadReply("h1", 2500000, (TensorInfo("x", "float32", (None, 3)),), (TensorInfo("y", "float32", None),))
+        assert loaded.load_ms == 2.5
+        with pytest.raises(ProtocolViolation, match=r"answering run: field 'samples_ns' is \[\"fast\"\] \(expected a list of numbers\)"):
+            worker.run({"handle": loaded.handle, "inputs": {}, "output_dir": "/nowhere"})
+        assert not worker.alive
+    finally:
+        worker.kill()

@@ -1,6 +1,6 @@
 """The worker conformance kit: the language-neutral protocol cases of tests/protocol_kit/cases.json, run
-against a worker of every language. A new worker is listed in WORKERS (a runtime of the matrix) or
-KIT_ONLY (a worker the kit starts itself) with the format it loads and gets the whole protocol test; the
+against a worker of every language. A new worker is marked `protocol_kit` in the runtime table (a runtime
+of the matrix: WORKERS) or listed in KIT_ONLY (a worker the kit starts itself) with the format it loads and gets the whole protocol test; the
 per-language suites (js/test, go/...) keep only what is their own. Every answer is validated against
 harness/schemas/protocol.schema.json, and errors are checked on their structure (kind, code, fields);
 the sentence a person reads is formed by the harness (harness/runners/errors.py) and checked too."""
@@ -16,21 +16,18 @@ import jsonschema
 import numpy as np
 import pytest
 
+from conftest import worker_pool
 from harness.export import Exporter
 from harness.fixtures import get_fixture
-from harness.runners import RpcError, WorkerClient, WorkerPool
+from harness.runners import RpcError, WorkerClient
 from harness.runners.errors import SENTENCES, ErrorData
 from harness.runners.table import REPO, RUNTIMES
 
 KIT = json.loads((Path(__file__).parent / "protocol_kit" / "cases.json").read_text())["cases"]
 SCHEMA = json.loads((REPO / "harness" / "schemas" / "protocol.schema.json").read_text())
-# One worker of each language and binding, with the format of the pow fixture it loads.
-WORKERS = {
-    "tf": "savedmodel", "litert": "tflite", "ort": "onnx13",
-    "node-tfjs-cpu": "tfjs_graph", "node-ort": "onnx13",
-    "go-tfgo": "savedmodel", "go-ort": "onnx13", "openvino": "onnx13",
-    "browser-ort-wasm": "onnx13",
-}
+# One worker of each language and binding (the runtime table's entries marked protocol_kit: one per worker
+# program at least, tests/test_registries.py), with the format of the pow fixture it loads: its first.
+WORKERS = {name: spec.formats[0] for name, spec in RUNTIMES.items() if spec.protocol_kit}
 
 
 @dataclass(frozen=True)
@@ -115,7 +112,7 @@ def _call(worker: WorkerClient, method: str, params) -> dict:
 def workers(tmp_path_factory):
     """Started on first use, one per runtime, each with the pow model loaded (the `$handle`)."""
     started: dict[str, tuple] = {}
-    pool = WorkerPool()
+    pool = worker_pool()
     exporter = Exporter()
     own: list[WorkerClient] = []
 
@@ -278,19 +275,19 @@ def test_the_harness_sends_what_the_schema_defines(tmp_path, monkeypatch):
     from harness.engine import Engine, Options
 
     sent: list[dict] = []
-    call = WorkerClient.call
+    exchange = WorkerClient._exchange  # every request passes here: call() and the typed load() and run()
 
-    def checked(self, method, params=None, timeout=60.0):
+    def checked(self, method, params, timeout):
         sent.append({"jsonrpc": "2.0", "id": len(sent), "method": method, "params": params or {}})
-        return call(self, method, params, timeout)
+        return exchange(self, method, params, timeout)
 
-    monkeypatch.setattr(WorkerClient, "call", checked)
+    monkeypatch.setattr(WorkerClient, "_exchange", checked)
     engine = Engine(Exporter(), tmp_path, Options(iterations=2, warmup=1), {"pow": get_fixture("pow")})
     try:
         result = engine.run_case(Case("pow", "onnx13", "ort"))
     finally:
         engine.close()
-    assert result["status"] == "pass", result.get("error")
+    assert result.status == "pass", result.error
     assert {"info", "load", "run", "shutdown"} <= {r["method"] for r in sent}
     for request in sent:
         errors = list(REQUEST.iter_errors(request))

@@ -148,14 +148,17 @@ def test_quantised_boxes_show_the_snr_their_rule_judged(reported, browser):
 ONNX_RUNTIMES = ("ort", "node-ort", "go-ort", "node-ort-web", "browser-ort-wasm")
 
 
-def test_every_runtime_has_a_colour_of_its_own():
-    from harness.report.plots import RUNTIME_COLOURS, runtime_colour
+def test_a_page_takes_each_runtimes_colour_and_code_from_the_run(reported):
+    """The page reads how to show each runtime from the run (run.json `runtimes`, which the runtime table
+    fills), not from a list of its own; a runtime the run says nothing of gets a colour by its name."""
+    from harness.report.plots import colours_of, runtime_colour
     from harness.runners.table import RUNTIMES
 
-    assert set(RUNTIMES) <= set(RUNTIME_COLOURS), "a new runtime needs its colour in harness/report/plots.py"
-    colours = [runtime_colour(rt) for rt in RUNTIMES]
-    assert len(set(colours)) == len(colours) and runtime_colour("ort~1.20") == runtime_colour("ort")
-    assert runtime_colour("some-new-runtime") == runtime_colour("some-new-runtime")
+    meta = json.loads((reported[1] / "run.json").read_text())
+    colours = colours_of(meta["runtimes"])
+    assert {rt: colours.get(rt) for rt in RUNTIMES} == {rt: spec.colour for rt, spec in RUNTIMES.items()}
+    assert runtime_colour("ort~1.20", colours) == runtime_colour("ort", colours) == RUNTIMES["ort"].colour
+    assert runtime_colour("some-new-runtime") == runtime_colour("some-new-runtime", colours)
 
 
 def _replicate(run: Path, dest: Path, copies: int) -> list[dict]:
@@ -367,9 +370,27 @@ def _finished_run(tmp_path, results=None):
     return store.dir
 
 
+@pytest.mark.parametrize("allow, state", [(True, "complete"), (False, "complete"), (True, "interrupted")])
+def test_summary_json_and_run_json_agree_on_ok(tmp_path, allow, state):
+    """One rule for "ok": the page's summary.json says what run.json's summary says, --allow-inconclusive
+    and the run's state included (summary.json once ignored the one and run.json the other)."""
+    from harness.records import CaseResult, summarize
+    from harness.report.html import write_report
+
+    results = [CaseResult.from_json(_result("a", "pass")), CaseResult.from_json(_result("b", "inconclusive"))]
+    store = RunStore(tmp_path / "reports", {}, planned=[{"id": r.id} for r in results])
+    for r in results:
+        store.add(r)
+    store.finish(summarize(results, allow, state), state)
+    paths = write_report(store.dir, tmp_path / "reports")
+    page, meta = json.loads(paths["json"].read_text()), json.loads((store.dir / "run.json").read_text())
+    assert page["ok"] == meta["summary"]["ok"] == (allow and state == "complete")
+    assert [f["id"] for f in page["failing"]] == ([] if allow else ["b"])
+
+
 def test_read_run_of_a_sound_run_has_no_problems(tmp_path):
     run = read_run(_finished_run(tmp_path))
-    assert run.problems == [] and [r["id"] for r in run.results] == ["a"] and run.meta.schema_version == SCHEMA
+    assert run.problems == [] and [r.id for r in run.results] == ["a"] and run.meta.schema_version == SCHEMA
 
 
 def _append(path, text):
@@ -392,7 +413,7 @@ def test_read_run_of_a_damaged_folder(tmp_path, damage, problem, ids, meta_known
     damage(folder)
     run = read_run(folder)
     assert len(run.problems) == 1 and problem in run.problems[0], run.problems
-    assert [r["id"] for r in run.results] == ids
+    assert [r.id for r in run.results] == ids
     assert (run.meta.schema_version == SCHEMA) is meta_known is run.has_meta and run.run_id == folder.name
 
 

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from conftest import check_run_schema, run_cli
-from harness.bench import Gate, round_statistics
+from harness.bench import Gate
 from harness.records import CaseResult, Timing
 from harness.report.compare import MIN_ROUNDS, diff_runs, print_diff
+from harness.stats import round_statistics
 from harness.store import RunStore, read_run
 
 
@@ -93,7 +94,7 @@ def test_bench_measures_interleaved_rounds_in_fresh_workers(tmp_path):
 
 
 def test_median_interval_is_distribution_free_and_needs_six_rounds():
-    from harness.orchestrator import median_interval
+    from harness.stats import median_interval
 
     assert median_interval([1.0, 2.0, 3.0, 4.0, 5.0]) is None, "five rounds cannot give a 95% interval"
     lo, hi, coverage = median_interval([float(x) for x in range(1, 11)])

@@ -5,9 +5,10 @@ import os
 
 import pytest
 
+from conftest import worker_pool
 from harness.cases import Case
 from harness.engine import Engine
-from harness.runners import RUNTIMES, WorkerPool
+from harness.runners import RUNTIMES
 
 
 def test_the_runtime_table_names_only_registered_formats_and_every_format_has_a_runtime():
@@ -31,7 +32,7 @@ def test_worker_formats_match_the_runtime_table(name):
         if os.environ.get("CI") == "true" and spec.required_in_ci:
             pytest.fail(f"runtime {name} is required in CI but unavailable: {avail.reason}")
         pytest.skip(f"runtime {name} unavailable: {avail.reason} (fix: {avail.fix})")
-    with WorkerPool() as pool:
+    with worker_pool() as pool:
         pool.get(name)
         info = pool.info[name]
     assert sorted(info["formats"]) == sorted(spec.formats), f"{name}: worker takes {info['formats']}, table says {spec.formats}"
@@ -52,8 +53,8 @@ def test_a_format_the_table_promises_but_the_worker_refuses_is_an_error_of_the_h
         result = engine.run_case(Case("pow", "tflite", "ort"))
     finally:
         engine.close()
-    assert (result["status"], result["stage"], result["culprit"]) == ("error", "load", "harness")
-    assert "the runtime table lists format tflite for ort, but its worker takes only ['onnx13', 'onnx18']" in result["error"]
+    assert (result.status, result.stage, result.culprit) == ("error", "load", "harness")
+    assert "the runtime table lists format tflite for ort, but its worker takes only ['onnx13', 'onnx18']" in result.error
 
 
 # --- RUNTIME@NAME: variants of a runtime on this machine ------------------------------------------------

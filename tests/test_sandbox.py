@@ -133,7 +133,7 @@ def test_escapes_get_an_error_verdict_and_the_run_goes_on(built, host, listener,
     from harness.cases import Case
     from harness.engine import Engine, Options
     from harness.export import Exporter
-    from harness.fixtures import user_fixture
+    from harness.user_model import user_fixture
 
     port, hits = listener
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
@@ -159,10 +159,10 @@ def test_escapes_get_an_error_verdict_and_the_run_goes_on(built, host, listener,
                 "memory": ("OOM when allocating", "memory beyond the sandbox's limit")}
     for name, (words, what) in expected.items():
         r = results[name]
-        assert (r["status"], r["stage"], r["culprit"]) == ("error", "run", "model"), (name, r)
-        assert words in r["error"], (name, r["error"])
-        assert r["evidence"]["blocked"].startswith(what), (name, r["evidence"])
-    assert results["ok"]["status"] == "pass", results["ok"]
+        assert (r.status, r.stage, r.culprit) == ("error", "run", "model"), (name, r)
+        assert words in r.error, (name, r.error)
+        assert r.evidence["blocked"].startswith(what), (name, r.evidence)
+    assert results["ok"].status == "pass", results["ok"]
     assert starts == {"tf": 1}, f"the worker was restarted: {starts}"
     assert hits == [], f"the model reached the host's port {port}: {hits}"
     assert sorted(p.name for p in host.iterdir()) == ["secret.txt"]
@@ -229,7 +229,7 @@ def test_escapes_blocked_in_go_and_node_workers(built, host, listener, tmp_path,
 def _artifacts(m: dict[str, Path], tmp_path: Path, monkeypatch) -> dict[str, Path]:
     """The models as `harness check` hands them to workers: exported (copied) into a cache of the test's own."""
     from harness.export import Exporter
-    from harness.fixtures import user_fixture
+    from harness.user_model import user_fixture
 
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
     ex = Exporter()

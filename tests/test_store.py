@@ -27,9 +27,9 @@ def test_run_folder_results_and_latest(tmp_path):
     store.set_runtimes({"ort": {"versions": {"onnxruntime": "x"}}})
     store.finish({"cases": 2})
     run = read_run(tmp_path / "latest")
-    assert run.meta["finished"] and run.meta["summary"] == {"cases": 2} and run.meta["runtimes"]["ort"]
+    assert run.meta.finished and run.meta.summary == {"cases": 2} and run.meta.runtimes["ort"]
     assert run.state == "complete" and run.missing == [] and run.problems == []
-    assert [r["id"] for r in run.results] == ["a", "b"]
+    assert [r.id for r in run.results] == ["a", "b"]
 
     second = RunStore(tmp_path, {})
     second.finish({})
@@ -57,14 +57,14 @@ def test_half_written_run_keeps_complete_lines_and_resume_cuts_the_half_line(tmp
         f.write('{"id": "b", "sta')  # the run died mid-line
     store.release()  # ... and the kernel let go of its lock
     run = read_run(store.dir)
-    assert run.meta["finished"] is None and [r["id"] for r in run.results] == ["a"]
+    assert run.meta.finished is None and [r.id for r in run.results] == ["a"]
     assert run.unreadable == 1 and run.missing == ["b"] and run.state == "running"
     assert any("did not finish" in p for p in run.problems)
     again = RunStore(tmp_path, {}, resume=store.dir)
     again.add({**_case("b"), "status": "pass"})
     again.finish({})
     run = read_run(store.dir)
-    assert [r["id"] for r in run.results] == ["a", "b"] and run.unreadable == 0 and run.state == "complete"
+    assert [r.id for r in run.results] == ["a", "b"] and run.unreadable == 0 and run.state == "complete"
     assert (tmp_path / "latest").resolve() == store.dir.resolve()
 
 
@@ -90,7 +90,7 @@ def test_run_json_final_state_fits_in_place_on_a_full_disk(small_disk):
     (small_disk / "filler").write_bytes(b"\0" * free)  # not one block left
     store.finish({"cases": 1}, state="failed", reason="No space left on device")
     run = read_run(store.dir)
-    assert run.state == "failed" and run.meta["reason"] == "No space left on device" and run.missing == ["b"]
+    assert run.state == "failed" and run.meta.reason == "No space left on device" and run.missing == ["b"]
 
 
 def test_a_line_that_is_not_a_case_result_is_unreadable(tmp_path):
@@ -102,7 +102,7 @@ def test_a_line_that_is_not_a_case_result_is_unreadable(tmp_path):
         f.write('{"id": "x", "status": "pass"}\n')
     store.finish({})
     run = read_run(store.dir)
-    assert [r["id"] for r in run.results] == ["a"] and run.unreadable == 1
+    assert [r.id for r in run.results] == ["a"] and run.unreadable == 1
 
 
 def test_rewrite_results_changes_every_result_through_the_record(tmp_path):

@@ -48,10 +48,10 @@ def test_n_dimensional_and_scalar_string_inputs_reach_every_savedmodel_runtime(t
     assert inputs["numbers"].dtype.kind == "S" and inputs["numbers"].shape == (4, 2, 3)
     engine = Engine(Exporter(tmp_path / "cache"), tmp_path / "scratch", Options(iterations=1, warmup=0), fixtures, deviations=[])
     try:
-        results = {r["runtime"]: r for r in (engine.run_case(c) for c in matrix(
+        results = {r.runtime: r for r in (engine.run_case(c) for c in matrix(
             Selection(formats=["savedmodel"], runtimes=["tf", "go-tfgo", "node-tfjs-node"], batches=[4]), fixtures))}
     finally:
         engine.close()
-    assert (results["tf"]["status"], results["tf"]["baseline"]) == ("pass", "oracle"), results["tf"].get("error")
-    ran = {name: r for name, r in results.items() if r["status"] != "skip"}
-    assert all(r["status"] == "pass" for r in ran.values()), {n: (r["status"], r.get("error")) for n, r in ran.items()}
+    assert (results["tf"].status, results["tf"].baseline) == ("pass", "oracle"), results["tf"].error
+    ran = {name: r for name, r in results.items() if r.status != "skip"}
+    assert all(r.status == "pass" for r in ran.values()), {n: (r.status, r.error) for n, r in ran.items()}

@@ -7,7 +7,7 @@ from rich.console import Console
 
 from conftest import run_cli
 from harness.records import CaseResult
-from harness.report.terminal import CODES, print_causes, print_latency, print_matrix
+from harness.report.terminal import print_causes, print_latency, print_matrix
 from harness.runners.table import RUNTIMES
 
 
@@ -30,15 +30,16 @@ def test_the_matrix_of_every_runtime_reads_at_100_columns():
     results = _results()
     assert {r.runtime for r in results} == set(RUNTIMES), "every runtime of the table is in the matrix"
     console = Console(width=100, record=True)
-    print_matrix(results, console)
-    print_latency(results, console)
+    codes = {rt: spec.code for rt, spec in RUNTIMES.items()}  # the table entries' codes, as a run records them
+    print_matrix(results, console, codes=codes)
+    print_latency(results, console, codes=codes)
     print_causes(results, console)
     text = console.export_text()
     lines = text.splitlines()
     assert max(len(line) for line in lines) <= 100
     # More runtimes than 100 columns hold: the matrix comes in consecutive groups, each header whole.
     headers = [line for line in lines if line.lstrip().startswith("fixture")]
-    assert all(any(CODES[rt] in h for h in headers) for rt in RUNTIMES) and not any("…" in h for h in headers)
+    assert all(any(codes[rt] in h for h in headers) for rt in RUNTIMES) and not any("…" in h for h in headers)
     assert "✓3e-8" in text and "FAIL" in text and "ERR" in text and "0.7µ" in text
     # Two load errors with the same cause (paths aside) are one line.
     assert text.count("error at load, runtime: 2 cases") == 1
@@ -81,8 +82,11 @@ def test_the_bench_table_reads_at_100_columns_with_interval_noise_and_no_integer
     for fmt, rt, gflops in (("tflite_int8", "litert", 9.1), ("tflite", "litert", 1.9), ("onnx18", "node-ort-web", 2.2),
                             ("tfjs_graph", "browser-tfjs-webgpu", 0.1)):
         for threads in (1, 2):
+            # The tolerance class each case was judged in, as the engine records it: what tells an integer format.
+            judged = {"class": "int8", "rule": "SNR >= 15 dB"} if fmt == "tflite_int8" else {"class": "float32", "rule": "|out - ref| <= …"}
             rows.append({"id": f"mnist_cnn-{fmt}-{rt}-cpu-b32-t{threads}", "fixture": "mnist_cnn", "format": fmt, "runtime": rt,
                          "batch": 32, "threads": threads, "status": "pass", "gflops": gflops, "peak_rss_bytes": 2**27,
+                         "tolerance": {"output_0": judged},
                          "timing": {"p50_ms": 0.00996, "p90_ms": 0.0121, "first_ms": 3.2, "load_ms": 41.0, "threads": threads,
                                     "p50_ci_ms": [0.0097, 0.0104], "round_cv": 0.031, "rounds": 5}})
     results = [CaseResult.from_json(r, strict=True) for r in rows]
@@ -113,7 +117,7 @@ def test_a_fuzz_regression_fixture_has_a_short_name_in_the_80_column_matrix():
             for fmt, rt in (("savedmodel", "tf"), ("savedmodel", "go-tfgo"), ("savedmodel", "node-tfjs-node"), ("onnx13", "ort"),
                             ("onnx13", "node-ort"), ("onnx13", "go-ort"), ("tflite", "litert"), ("tfjs_graph", "node-tfjs-cpu"))]
     console = Console(width=80, record=True, file=io.StringIO())
-    print_matrix([CaseResult.from_json(r, strict=True) for r in rows], console)
+    print_matrix([CaseResult.from_json(r, strict=True) for r in rows], console, codes={rt: s.code for rt, s in RUNTIMES.items()})
     text = console.export_text()
     assert "(1/2)" not in text, "one table at 80 columns"
     assert "fuzz-1beb18bf87 " in text and f"fuzz-1beb18bf87 = {long}" in " ".join(text.split())

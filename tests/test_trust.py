@@ -44,12 +44,12 @@ def test_an_interrupted_run_says_so_and_resumes(finished_run, tmp_path, sig, cod
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == code, stdout + stderr
     run = read_run(new)
-    assert run.state == "interrupted" and run.meta["reason"] == sig.name
+    assert run.state == "interrupted" and run.meta.reason == sig.name
     assert run.unreadable == 0, "the line being written was finished"
     assert 2 <= len(run.results) < len(run.planned) and run.missing
     assert f"run interrupted ({sig.name})" in stderr and f"harness run --resume {new.name}" in stderr
     assert (reports / "latest").resolve() == before, "latest moves only to complete runs"
-    pids = [info["pid"] for info in run.meta["runtimes"].values() if isinstance(info, dict) and "pid" in info]
+    pids = [info["pid"] for info in run.meta.runtimes.values() if isinstance(info, dict) and "pid" in info]
     assert pids and not any(alive(pid) for pid in pids), "no worker outlives the run"
 
     report = run_cli("report", str(new), "--reports", str(reports))
@@ -68,7 +68,7 @@ def test_an_interrupted_run_says_so_and_resumes(finished_run, tmp_path, sig, cod
     run = read_run(new)
     assert run.state == "complete" and run.missing == [] and len(run.results) == len(run.planned)
     assert (reports / "latest").resolve() == new.resolve()
-    assert run.meta["summary"]["cases"] == len(run.planned), "the summary counts every case of the run, resumed or not"
+    assert run.meta.summary["cases"] == len(run.planned), "the summary counts every case of the run, resumed or not"
     assert check_run_schema(new) == len(run.planned)
 
 
@@ -112,14 +112,14 @@ def test_a_converter_that_emits_an_invalid_onnx_model_is_blamed_once_with_the_op
                    "--no-bisect", "--reports", str(tmp_path / "r"))
     assert proc.returncode == 1
     run = read_run(next((tmp_path / "r" / "runs").iterdir()))
-    onnx = [r for r in run.results if r["format"].startswith("onnx")]
-    available = [r for r in onnx if r["status"] != "skip"]
+    onnx = [r for r in run.results if r.format.startswith("onnx")]
+    available = [r for r in onnx if r.status != "skip"]
     assert available, "at least the Python ONNX Runtime ran"
     for r in available:
-        assert (r["status"], r["stage"], r["culprit"]) == ("error", "validate", "converter"), r
-        assert r["evidence"]["op"] == "PartitionedCall"
-        assert "converter emitted PartitionedCall, not an ONNX op" in r["summary"]
-        assert "No Op registered for PartitionedCall" in r["error"], "the whole upstream message is kept"
+        assert (r.status, r.stage, r.culprit) == ("error", "validate", "converter"), r
+        assert r.evidence["op"] == "PartitionedCall"
+        assert "converter emitted PartitionedCall, not an ONNX op" in r.summary
+        assert "No Op registered for PartitionedCall" in r.error, "the whole upstream message is kept"
     # One line for the cause, not one per runtime.
     assert f"error at validate, converter: {len(available)} case" in proc.stdout
     assert proc.stdout.count("converter emitted PartitionedCall") == 1
@@ -139,6 +139,11 @@ def test_a_model_whose_output_ignores_its_input_is_inconclusive_never_pass(tmp_p
     check_run_schema(next((tmp_path / "r1" / "runs").iterdir()))
     allowed = run_cli(*args, "--allow-inconclusive", "--reports", str(tmp_path / "r2"))
     assert allowed.returncode == 0, allowed.stdout
+    # One rule for "ok": the page's summary.json and run.json's summary agree, each way.
+    for reports, ok in (("r1", False), ("r2", True)):
+        folder = next((tmp_path / reports / "runs").iterdir())
+        page, meta = json.loads((folder / "summary.json").read_text()), json.loads((folder / "run.json").read_text())
+        assert page["ok"] is meta["summary"]["ok"] is ok, (reports, page["ok"], meta["summary"])
 
 
 def test_framework_logs_never_reach_the_terminal_unless_verbose(pow_artifacts, tmp_path):

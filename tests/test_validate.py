@@ -4,6 +4,7 @@ real converter output (a Keras LSTM through tf2onnx and the TFLite converter) or
 were cut short, lost a shard, or had one thing changed with the format's own tooling."""
 
 import copy
+import dataclasses
 import json
 import re
 import shutil
@@ -14,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from harness.artifact import Artifact
-from harness.errors import HarnessError
 from harness.export import FORMATS
 from harness.export.validate import ConverterFault, validate
 from harness.fixtures import get_fixture
@@ -48,7 +48,7 @@ def record(fmt: str, path: str) -> Artifact:
 
 def fault(fmt: str, folder: Path, art: Artifact) -> ConverterFault:
     with pytest.raises(ConverterFault) as info:
-        validate(fmt, folder, art)
+        validate(FORMATS[fmt], folder, art)
     e = info.value
     assert "\n" not in e.summary and str(e) == e.summary, "the summary is one line, and is the exception's text"
     return e
@@ -79,10 +79,13 @@ TRUNCATED = {
 }
 
 
-def test_every_format_has_a_check_and_an_unknown_one_is_refused(tmp_path):
-    assert set(TRUNCATED) == set(FORMATS)
-    with pytest.raises(HarnessError, match="unknown format 'onnx99'"):
-        validate("onnx99", tmp_path, record("onnx99", "model.onnx"))
+def test_every_format_has_a_check_and_one_without_is_the_harnesss_fault(tmp_path):
+    """The check is the format registry's (FormatSpec.check): a format added without one is refused at
+    export as the harness's own fault, never taken as valid."""
+    assert set(TRUNCATED) == set(FORMATS) and all(spec.check is not None for spec in FORMATS.values())
+    with pytest.raises(ConverterFault, match="format onnx13 has no check in the format registry") as info:
+        validate(dataclasses.replace(FORMATS["onnx13"], check=None), tmp_path, record("onnx13", "model.onnx"))
+    assert info.value.culprit == "harness"
 
 
 @pytest.mark.parametrize("fmt", ["tflite_int8", "tfjs_layers", "savedmodel"])
@@ -103,7 +106,7 @@ def test_an_export_written_outside_the_registrys_layout_is_the_harnesss_fault(fm
 @pytest.mark.parametrize("fmt", sorted(FORMATS))
 def test_good_artifact_passes_and_the_same_artifact_cut_short_does_not(fmt, mnist, tmp_path):
     art = mnist(fmt)
-    validate(fmt, art.dir, art)
+    validate(FORMATS[fmt], art.dir, art)
     folder = copy_of(art, tmp_path)
     file, expected = TRUNCATED[fmt]
     truncate(folder / file)
@@ -124,11 +127,12 @@ def test_validation_never_imports_tensorflow(mnist, lstm):
         "import json, sys\n"
         "from pathlib import Path\n"
         "from harness.artifact import Artifact\n"
+        "from harness.export import FORMATS\n"
         "from harness.export.validate import ConverterFault, validate\n"
         "seen = []\n"
         "for fmt, folder, path in json.loads(sys.argv[1]):\n"
         "    try:\n"
-        "        validate(fmt, Path(folder), Artifact(fixture='t', format=fmt, key='t', status='ok', path=path))\n"
+        "        validate(FORMATS[fmt], Path(folder), Artifact(fixture='t', format=fmt, key='t', status='ok', path=path))\n"
         "        seen.append('ok')\n"
         "    except ConverterFault as e:\n"
         "        seen.append(e.op)\n"
@@ -286,7 +290,7 @@ def test_tfjs_quantised_weights_are_sized_by_their_stored_dtype(qdtype, tfjs_con
     art = record("tfjs_graph", "tfjs/model.json")
     weights = json.loads((out / "model.json").read_text())["weightsManifest"][0]["weights"]
     assert any(w.get("quantization", {}).get("dtype") == qdtype for w in weights)
-    validate("tfjs_graph", tmp_path, art)  # sized as float32 it would not add up
+    validate(FORMATS["tfjs_graph"], tmp_path, art)  # sized as float32 it would not add up
     shard = out / "group1-shard1of1.bin"
     truncate(shard, keep=0.99)
     assert fault("tfjs_graph", tmp_path, art).summary.startswith("TF.js weights group 0 holds ")
@@ -312,6 +316,6 @@ def test_tfjs_string_weights_skip_the_size_check_but_not_the_shard_check(tfjs_co
     meta = json.loads((tmp_path / "tfjs" / "model.json").read_text())
     assert "string" in {w["dtype"] for w in meta["weightsManifest"][0]["weights"]}
     art = record("tfjs_graph", "tfjs/model.json")
-    validate("tfjs_graph", tmp_path, art)
+    validate(FORMATS["tfjs_graph"], tmp_path, art)
     (tmp_path / "tfjs" / meta["weightsManifest"][0]["paths"][0]).unlink()
     assert fault("tfjs_graph", tmp_path, art).summary.endswith("listed in model.json is missing")

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from harness.cases import Selection, matrix
+from harness.export import format_class
 from harness.fixtures import all_fixtures, get_fixture
 from harness.records import CaseResult
 from tests.conftest import run_cli
@@ -59,7 +60,7 @@ def test_zoo_model_carries_signal_and_agrees_with_itself_in_float64(name):
 
     fx = get_fixture(name)
     model = fx.build()
-    tol = fx.tolerance("savedmodel", "output_0")
+    tol = fx.tolerance(format_class("savedmodel"), "output_0")
     inputs = fx.make_inputs(8)
     outputs = _call(model, inputs)
     others = _call(model, fx.make_inputs(8, seed=1))

@@ -34,7 +34,8 @@ from harness import builds as project_builds
 from harness.artifact import Artifact, damage, manifest
 from harness.builds import Build
 from harness.errors import HarnessError, unknown
-from harness.fixtures import Fixture
+from harness.export import validate
+from harness.fixtures import Fixture, TensorSpec, generator_for
 
 
 @dataclass(frozen=True)
@@ -53,12 +54,15 @@ class FormatSpec:
     # Whether the format carries a SavedModel's assets (a vocabulary file behind a lookup table);
     # a derived format that cannot is `unsupported` for a model that has them, with the reason.
     holds_assets: bool = False
-    # Which tolerances judge it (harness.fixtures.DEFAULT_TOLERANCES, read by fixtures.format_class):
+    # Which tolerances judge it (harness.comparator.DEFAULT_TOLERANCES, read by format_class below):
     # float32, float16, dynamic-range or int8 (design: conformance policy).
     tolerance_class: str = "float32"
     # `FORMAT@BUILD` (`onnx13@1.16`): made by a build of the format's converter (harness/builds.py), in
     # that build's environment. Out of repr: the cache key of the registry's own formats stays as it was.
     build: Build | None = field(default=None, repr=False, compare=False)
+    # What a valid artifact of the format is (harness/export/validate.py), checked at export: the model at
+    # its layout in the artifact folder. Out of repr too: how an artifact is checked is not what it is.
+    check: Callable[[Path, str], None] | None = field(default=None, repr=False, compare=False)
 
     @property
     def base(self) -> str:
@@ -68,25 +72,35 @@ class FormatSpec:
 FORMATS: dict[str, FormatSpec] = {
     f.name: f
     for f in [
-        FormatSpec("savedmodel", "savedmodel", "saved_model", holds_assets=True),
-        FormatSpec("keras", "keras", "model.keras", keras_only=True),
-        FormatSpec("h5", "keras", "model.h5", keras_only=True),
-        FormatSpec("frozen_graph", "frozen", "model.pb"),
-        FormatSpec("tflite", "tflite", "model.tflite"),
-        FormatSpec("tflite_fp16", "tflite", "model.tflite", tolerance_class="float16"),
-        FormatSpec("tflite_dynamic", "tflite", "model.tflite", tolerance_class="dynamic-range"),
-        FormatSpec("tflite_int8", "tflite", "model.tflite", tolerance_class="int8"),
-        FormatSpec("tflite_select", "tflite", "model.tflite", opt_in=True),
-        FormatSpec("onnx13", "onnx", "model.onnx", options=(("opset", 13),)),
-        FormatSpec("onnx18", "onnx", "model.onnx", options=(("opset", 18),)),
-        FormatSpec("tfjs_graph", "tfjs", "tfjs/model.json"),
-        FormatSpec("tfjs_layers", "tfjs", "tfjs_layers/model.json", keras_only=True),
+        FormatSpec("savedmodel", "savedmodel", "saved_model", holds_assets=True, check=validate.check_savedmodel),
+        FormatSpec("keras", "keras", "model.keras", keras_only=True, check=validate.check_keras),
+        FormatSpec("h5", "keras", "model.h5", keras_only=True, check=validate.check_h5),
+        FormatSpec("frozen_graph", "frozen", "model.pb", check=validate.check_frozen),
+        FormatSpec("tflite", "tflite", "model.tflite", check=validate.check_tflite),
+        FormatSpec("tflite_fp16", "tflite", "model.tflite", tolerance_class="float16", check=validate.check_tflite),
+        FormatSpec("tflite_dynamic", "tflite", "model.tflite", tolerance_class="dynamic-range", check=validate.check_tflite),
+        FormatSpec("tflite_int8", "tflite", "model.tflite", tolerance_class="int8", check=validate.check_tflite),
+        FormatSpec("tflite_select", "tflite", "model.tflite", opt_in=True, check=validate.check_tflite),
+        FormatSpec("onnx13", "onnx", "model.onnx", options=(("opset", 13),), check=validate.check_onnx),
+        FormatSpec("onnx18", "onnx", "model.onnx", options=(("opset", 18),), check=validate.check_onnx),
+        FormatSpec("tfjs_graph", "tfjs", "tfjs/model.json", check=validate.check_tfjs),
+        FormatSpec("tfjs_layers", "tfjs", "tfjs_layers/model.json", keras_only=True, check=validate.check_tfjs),
         # The fixture's variables as a TF2 tf.train.Checkpoint or a TF1 Saver checkpoint, restored by
         # the tf worker into the fixture's code (harness/export/checkpoint.py); run by TF, so judged at
         # the SavedModel's precision (float32).
-        FormatSpec("checkpoint", "checkpoint", "checkpoint", opt_in=True),
+        FormatSpec("checkpoint", "checkpoint", "checkpoint", opt_in=True, check=validate.check_checkpoint),
     ]
 }
+
+
+def format_class(fmt: str, precision: str | None = None) -> str:
+    """The tolerance class of a format, run by a runtime that computes in `precision` (its worker's
+    `info.precision`, when it says): a float32 format computed in float16 (TF.js WebGL without float32
+    render targets, openvino@f16) is judged as float16, one computed in bfloat16 (openvino@bf16) as bfloat16."""
+    spec = FORMATS.get(fmt.partition("@")[0])  # `onnx13@1.16`: onnx13 made by a converter build
+    cls = spec.tolerance_class if spec is not None else "float32"
+    return precision if precision in ("float16", "bfloat16") and cls == "float32" else cls
+
 
 # Distributions whose versions decide what a conversion produces; they go into the cache key.
 CONVERTER_DISTS = ("tensorflow-cpu", "keras", "tf2onnx", "onnx", "tensorflowjs", "numpy", "protobuf")
@@ -399,10 +413,8 @@ def convert(fixture: Fixture, spec: FormatSpec, tmp: Path, source: Artifact | No
         finally:
             if said.lines:
                 art.extra["converter_log"] = said.lines
-        from harness.export.validate import validate
-
         if fixture.kind != "given":  # a given model was validated as the user's (harness/export/given.py)
-            validate(spec.base, tmp, art)
+            validate.validate(spec, tmp, art)
     except Exception as e:  # a converter's failure is a result, recorded with its whole message
         if _disk_full(e):
             code = errno.EROFS if "Read-only" in str(e) else errno.ENOSPC
@@ -579,10 +591,37 @@ def _record_failure(art: Artifact, e: BaseException, fixture: Fixture) -> None:
         art.extra.update(stage="export", culprit="converter")
 
 
+def signature_variant(fx: Fixture, saved_model: Path, signature: str, tag: str) -> Fixture:
+    """The fixture `fx` run through another signature (and tag set) of its SavedModel `saved_model`:
+    inputs and outputs read from that signature, inputs from the fixture's generator for it or from its
+    signature, the fixture's oracle for it if it has one. Named `<fixture>.<signature>` (with the tag
+    set, `+`-joined, when it is not the fixture's)."""
+    from harness.export.common import read_signature, tag_set  # TensorFlow's protos: imported when asked
+
+    ins, outs = read_signature(saved_model, signature, tag)
+    for s in ins:
+        if s.shape is None:
+            raise HarnessError(f"input {s.name!r} of signature {signature!r} has unknown rank: expected a known rank")
+    inputs = tuple(TensorSpec(s.name, s.dtype, tuple(s.shape or ())) for s in ins)
+    same_tag = set(tag_set(tag)) == set(tag_set(fx.tag))
+    name = f"{fx.name}.{signature}" if same_tag else f"{fx.name}.{'+'.join(tag_set(tag))}.{signature}"
+    digest = hashlib.sha256(f"{fx.digest()}\0{signature}\0{tag}".encode()).hexdigest()
+    generate = fx.signature_generators.get(signature)
+    if generate is None and any(s.dtype == "bytes" for s in inputs):
+        raise HarnessError(f"signature {signature!r} of {fx.name} takes strings: expected a generator for it in the fixture's signature_generators")
+    return replace(
+        fx, name=name, description=f"{fx.name} through signature {signature!r} (tags {tag})", kind="graph", inputs=inputs,
+        outputs=tuple(s.name for s in outs), build=lambda: saved_model, generate=generate or generator_for(inputs),
+        generate_alt=None if generate else generator_for(inputs, alt=True), oracle=fx.signature_oracles.get(signature),
+        classifier_outputs=tuple(o for o in fx.classifier_outputs if o in {s.name for s in outs}), signature=signature, tag=tag,
+        source_digest=digest, extra_formats=(), signature_generators={}, signature_oracles={},
+    )
+
+
 def signature_fixtures(names: list[str] | None, signature: str | None, tag: str | None) -> dict[str, Fixture]:
     """The named fixtures run through another signature and/or tag set of their SavedModel (`harness run
     --signature/--tag`): each fixture's SavedModel is exported (or found in the cache) to read it."""
-    from harness.fixtures import get_fixture, signature_variant
+    from harness.fixtures import get_fixture
 
     if not names:
         raise HarnessError("--signature and --tag apply to named fixtures: expected --fixtures (e.g. -f tf1_flat --signature classify)")

@@ -1,6 +1,6 @@
 """A user's own `.onnx`, `.tflite` or TF.js model (`harness check model.onnx`): no conversion. The file —
 for TF.js, model.json and the weight shards its manifest lists — is copied into the cache as it is,
-its tensors are read from the copy (harness inspect's readers) and it is validated as an export would
+its tensors are read from the copy (harness inspect's readers, harness/inspect/) and it is validated as an export would
 be; a file that fails validation is the model's fault, not a converter's."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from harness.fixtures import Fixture
 
 def export(fixture: Fixture, spec, out: Path, source: Artifact | None, art: Artifact) -> None:
     from harness.export.validate import ConverterFault, validate
-    from harness.inspect_model import inspect
+    from harness.inspect import read
 
     given = Path(fixture.build())
     model = out / spec.layout  # where the format's exporter would have written it
@@ -28,7 +28,7 @@ def export(fixture: Fixture, spec, out: Path, source: Artifact | None, art: Arti
             shutil.copyfile(given.parent / shard, target)
     art.path = spec.layout
     try:
-        validate(spec.name, out, art)
+        validate(spec, out, art)
     except ConverterFault as e:
         # A given ONNX model keeps its own opset (onnx13 and onnx18 name what every ONNX runtime takes);
         # anything else wrong is the model's: nothing converted it.
@@ -36,7 +36,7 @@ def export(fixture: Fixture, spec, out: Path, source: Artifact | None, art: Arti
             e.culprit = "model"
             e.summary = e.summary.replace("converter emitted", "the model holds").replace("converter wrote", "the file holds")
             raise
-    info = inspect(out / art.path)
+    info = read(out / art.path)
     keys = [s.get("key") for s in info["signatures"]]
     sig = info["signatures"][keys.index(fixture.signature) if fixture.signature in keys else 0]
     layers = spec.name == "tfjs_layers"  # a layers model takes and gives tensors in order

@@ -1,9 +1,9 @@
 """Validation of what converters emit, before any runtime sees it.
 
 A converter that writes an invalid artifact must be blamed once, at stage `validate`, with the op it got
-wrong — not once per runtime as `load_failed`. `validate(fmt, folder, art)` checks the artifact with
-the format's own reference tooling and raises `ConverterFault` with a one-line summary, the whole
-upstream message as `detail`, and the offending op where there is one:
+wrong — not once per runtime as `load_failed`. `validate(spec, folder, art)` checks the artifact with
+the format's own reference tooling (the check its FormatSpec names) and raises `ConverterFault` with a
+one-line summary, the whole upstream message as `detail`, and the offending op where there is one:
 
 - ONNX: `onnx.checker.check_model` (path form, so models with external data and over 2 GB work) and a
   walk over every node, subgraph bodies (`If`/`Loop`/`Scan`) and model-local functions included:
@@ -29,12 +29,15 @@ import json
 import mmap
 import re
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import TYPE_CHECKING
 
 from harness.artifact import Artifact
-from harness.errors import unknown
+
+if TYPE_CHECKING:
+    from harness.export import FormatSpec
 
 
 class ConverterFault(Exception):
@@ -63,24 +66,22 @@ class ConverterFault(Exception):
         self.culprit = culprit
 
 
-def validate(fmt: str, folder: Path, art: Artifact) -> None:
+def validate(spec: FormatSpec, folder: Path, art: Artifact) -> None:
     """Raise ConverterFault if the artifact in `folder` (art.path relative to it) is not a valid artifact
-    of format `fmt`. Never imports TensorFlow."""
-    if fmt not in _CHECKS:
-        raise unknown("format", fmt, list(_CHECKS))
+    of the format `spec` (the registry's entry: its layout and its check). Never imports TensorFlow."""
+    fmt = spec.base
+    if spec.check is None:
+        raise ConverterFault(f"format {fmt} has no check in the format registry (harness/export/__init__.py FORMATS)", culprit="harness")
     folder = Path(folder)
     if not art.path:
         raise ConverterFault(f"the {fmt} export recorded no model path", culprit="harness")
     path = folder / art.path
     if not _inside(path, folder):
         raise ConverterFault(f"the {fmt} export's model path {art.path} leaves its artifact folder", culprit="harness")
-    from harness.export import FORMATS
-
-    layout = FORMATS[fmt].layout if fmt in FORMATS else art.path
-    if art.path != layout:
-        raise ConverterFault(f"the {fmt} export recorded model path {art.path}, expected {layout} (the format registry's layout)",
+    if art.path != spec.layout:
+        raise ConverterFault(f"the {fmt} export recorded model path {art.path}, expected {spec.layout} (the format registry's layout)",
                              culprit="harness")
-    _CHECKS[fmt](path, fmt)
+    spec.check(path, fmt)
 
 
 # --- helpers ---------------------------------------------------------------------------------------
@@ -292,7 +293,7 @@ def onnx_summary(issues: list[_NodeIssue]) -> str:
     return "; ".join(parts)
 
 
-def _check_onnx(path: Path, fmt: str) -> None:
+def check_onnx(path: Path, fmt: str) -> None:
     import onnx
     import onnx.checker
 
@@ -458,7 +459,7 @@ def check_tfjs(path: Path, fmt: str) -> None:
 _TABLE_MAGIC = (0xDB4775248B80FB57).to_bytes(8, "little")
 
 
-def _check_checkpoint(path: Path, fmt: str) -> None:
+def check_checkpoint(path: Path, fmt: str) -> None:
     """A checkpoint folder: checkpoint.json names the code and the prefix; the .index is a whole table
     (its footer ends in the table magic), every data shard it is split into exists, and a TF1 Saver's
     .meta graph is a complete protobuf. Values are checked by TensorFlow (checksums) when restored."""
@@ -494,19 +495,3 @@ def _check_checkpoint(path: Path, fmt: str) -> None:
         _protobuf_wellformed(graph, "MetaGraphDef protobuf")
 
 
-_CHECKS: dict[str, Callable[[Path, str], None]] = {
-    "savedmodel": check_savedmodel,
-    "keras": check_keras,
-    "h5": check_h5,
-    "frozen_graph": check_frozen,
-    "tflite": check_tflite,
-    "tflite_fp16": check_tflite,
-    "tflite_dynamic": check_tflite,
-    "tflite_int8": check_tflite,
-    "tflite_select": check_tflite,
-    "onnx13": _check_onnx,
-    "onnx18": _check_onnx,
-    "tfjs_graph": check_tfjs,
-    "tfjs_layers": check_tfjs,
-    "checkpoint": _check_checkpoint,
-}

@@ -13,14 +13,15 @@ from pathlib import Path
 
 import jinja2
 
+from harness import records
 from harness.errors import HarnessError
-from harness.records import BAD_STATUSES, STATUSES, CaseResult, Timing, sanitize
+from harness.records import STATUSES, CaseResult, Timing, bad_statuses, sanitize, summarize
 from harness.report.agreement import agreement, drift_rows, machines_of
 from harness.report.fuzz_section import FuzzSection
 from harness.report.plots import STATUS_COLOURS
 from harness.report.status import markdown as status_markdown
 from harness.report.status import status_table
-from harness.report.terminal import CODES, SHORT, cause_groups, min_snr, snr_judged
+from harness.report.terminal import SHORT, cause_groups, codes_of, min_snr, snr_judged
 from harness.store import RunData, read_outputs, read_run
 
 METRIC_KEYS = ("max_abs", "max_rel", "mean_abs", "rmse", "max_ulp", "cosine", "snr_db", "frac_out_of_tol",
@@ -74,9 +75,13 @@ def render(template: str, **context) -> str:
 
 
 def summary(run: RunData) -> dict:
+    """summary.json: the run's verdicts and whether it is ok, by the rule run.json's summary was made
+    with (records.summarize, with the run's own --allow-inconclusive), so the two never disagree."""
     counts: dict[str, int] = {}
     for r in run.results:
         counts[str(r.status)] = counts.get(str(r.status), 0) + 1
+    allow = bool(run.meta.summary.get("allow_inconclusive"))
+    bad = bad_statuses(allow)
     return {
         "run_id": run.run_id,
         "started": run.meta.started,
@@ -87,10 +92,11 @@ def summary(run: RunData) -> dict:
         "missing": run.missing,
         "cases": len(run.results),
         "counts": counts,
-        "ok": run.state == "complete" and not run.missing and not any(counts.get(s) for s in BAD_STATUSES + ("inconclusive",)),
+        "ok": summarize(run.results, allow, run.state, len(run.missing))["ok"],
+        "allow_inconclusive": allow,
         "problems": run.problems,
         "failing": [{"id": r.id, "status": r.status, "stage": r.stage, "culprit": r.culprit, "summary": r.summary,
-                     "error": r.error} for r in run.results if r.status in BAD_STATUSES + ("inconclusive",)],
+                     "error": r.error} for r in run.results if r.status in bad],
         "results": [
             {"id": r.id, "status": r.status, "p50_ms": _p(r, "p50_ms"), "first_ms": _p(r, "first_ms"),
              "max_abs": max_error(r), "peak_rss_bytes": r.peak_rss_bytes}
@@ -101,7 +107,7 @@ def summary(run: RunData) -> dict:
 
 # The numbers a case's row carries in the page (charts, matrix, the table of cases), by position: the
 # page reads them by these names (data.fields), so the JSON stays small without being opaque.
-CASE_FIELDS = ("id", "fixture", "format", "runtime", "device", "batch", "threads", "status", "snr_judged", "judged", "max_abs", "min_snr",
+CASE_FIELDS = ("id", *(f for f in records.CASE_FIELDS if f != "variant"), "status", "snr_judged", "judged", "max_abs", "min_snr",
                "load_ms", "first_ms", "p10_ms", "p50_ms", "p90_ms", "p99_ms", "peak_rss_bytes", "gflops", "flops")
 TIMING_KEYS = ("load_ms", "first_ms", "min_ms", "p10_ms", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "stdev_ms", "iqr_ms", "throughput_per_s",
                "round_cv", "iterations", "warmup", "rounds")
@@ -205,6 +211,9 @@ def page_data(run: RunData, history: list[RunData]) -> dict:
     from harness.runners.table import in_table_order
 
     results = run.results
+    # How each runtime is shown, as the run recorded it from the runtime table (a run of an older
+    # harness has none: names, and colours picked by name).
+    codes, colours = codes_of(run.meta.runtimes), plots.colours_of(run.meta.runtimes)
     runtimes = in_table_order(r.runtime for r in results)  # columns by language, as the table lists them
     names: dict[str, dict[str, int]] = {"fixture": {}, "format": {}, "runtime": {rt: i for i, rt in enumerate(runtimes)}, "device": {},
                                         "status": {s: i for i, s in enumerate(STATUSES)}}
@@ -235,8 +244,8 @@ def page_data(run: RunData, history: list[RunData]) -> dict:
     data: dict = {
         "run": run.run_id, "fields": CASE_FIELDS, "metric_keys": METRIC_KEYS, "timing_keys": TIMING_KEYS, "oracle_keys": ORACLE_KEYS,
         "statuses": list(STATUSES), "fixtures": list(names["fixture"]), "formats": list(names["format"]), "runtimes": runtimes,
-        "devices": list(names["device"]), "codes": {rt: CODES.get(rt, rt) for rt in runtimes}, "short": SHORT,
-        "colours": {rt: plots.runtime_colour(rt) for rt in runtimes}, "status_colours": plots.STATUS_COLOURS,
+        "devices": list(names["device"]), "codes": {rt: codes.get(rt, rt) for rt in runtimes}, "short": SHORT,
+        "colours": {rt: plots.runtime_colour(rt, colours) for rt in runtimes}, "status_colours": plots.STATUS_COLOURS,
         "hist_labels": ["<1e-10"] + [f"1e{k}" for k in ERROR_HIST_DECADES[1:]] + ["≥100"],
         "peaks": {str(k): _r(v) for k, v in (run.meta.machine_peak_gflops or {}).items()},
         "cases": rows, "details": details, "strings": strings.items, "history": None,
@@ -250,7 +259,7 @@ def page_data(run: RunData, history: list[RunData]) -> dict:
                 xs = sorted(v for r in h.results if r.runtime == rt for v in [_p(r, "p50_ms")] if v)
                 values.append(_r(xs[len(xs) // 2]) if xs else None)
             p50[rt] = values
-            data["colours"].setdefault(rt, plots.runtime_colour(rt))
+            data["colours"].setdefault(rt, plots.runtime_colour(rt, colours))
         data["history"] = {"runs": [h.run_id for h in history], "counts": {s: v for s, v in counts.items() if any(v)}, "p50": p50}
     return data
 
@@ -327,12 +336,13 @@ def write_report(folder: Path, reports: Path = Path("reports"), out: Path | None
     ctx["machines"] = machines_of(run.results)
     ctx["agreement"] = drift_rows(agreement(run.results, lambda r: read_outputs(run.folder, r.id), len(ctx["machines"]) > 1))
     # The model-status page (harness/report/status.py): a section of the page, and status.md.
-    ctx.update(status=status_table(run.results), codes=CODES, short=SHORT, status_colours=STATUS_COLOURS)
+    codes = codes_of(run.meta.runtimes)
+    ctx.update(status=status_table(run.results), codes=codes, short=SHORT, status_colours=STATUS_COLOURS)
     paths = {"html": out / "index.html", "markdown": out / "report.md", "json": out / "summary.json", "status": out / "status.md"}
     write_files({paths["html"]: _env.get_template("index.html.j2").render(**ctx),
                  paths["markdown"]: _env.get_template("report.md.j2").render(**ctx),
                  paths["json"]: json.dumps(sanitize({**ctx["summary"], "agreement": ctx["agreement"]}), indent=2),
-                 paths["status"]: status_markdown(ctx["status"], f"Model status of run {run.run_id}")})
+                 paths["status"]: status_markdown(ctx["status"], f"Model status of run {run.run_id}", codes)})
     return paths
 
 

@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from harness.records import CaseResult
-from harness.report.terminal import CODES, ORDER, SHORT
+from harness.report.terminal import ORDER, SHORT
 
 PASSING = ("pass",)
 NOT_JUDGED = ("skip", "unsupported")  # the runtime or the format is not here: no verdict on the model
@@ -108,8 +108,10 @@ def _md(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def markdown(table: StatusTable, title: str = "Model status") -> str:
-    """The page as Markdown: the per-runtime summary, the grid, then every cause with its whole message."""
+def markdown(table: StatusTable, title: str = "Model status", codes: dict[str, str] | None = None) -> str:
+    """The page as Markdown: the per-runtime summary, the grid, then every cause with its whole message;
+    `codes` names the runtime columns (terminal.codes_of a run's runtimes)."""
+    codes = codes or {}
     lines = [f"## {title}", ""]
     if not table.models:
         return "\n".join([*lines, "No cases.", ""])
@@ -124,7 +126,7 @@ def markdown(table: StatusTable, title: str = "Model status") -> str:
         lines += ["", "| culprit | cells not passing |", "|---|---|"]
         for culprit, tally in culprits.items():
             lines.append(f"| {culprit} | " + ", ".join(f"{n} {s}" for s, n in tally.most_common()) + " |")
-    lines += ["", "| model | format | " + " | ".join(CODES.get(rt, rt) for rt in table.runtimes) + " |",
+    lines += ["", "| model | format | " + " | ".join(codes.get(rt, rt) for rt in table.runtimes) + " |",
               "|---|---|" + "---|" * len(table.runtimes)]
     for m in table.models:
         for f in table.formats[m]:
@@ -133,7 +135,7 @@ def markdown(table: StatusTable, title: str = "Model status") -> str:
                 status, number = table.cells.get((m, f, rt), ("", None))
                 row.append("" if not status else (SHORT.get(status, status) + (f" [{number + 1}]" if number is not None else "")))
             lines.append(f"| {m} | {f} | " + " | ".join(row) + " |")
-    lines += ["", "Runtimes: " + ", ".join(f"{CODES.get(rt, rt)} = {rt}" for rt in table.runtimes) + "."]
+    lines += ["", "Runtimes: " + ", ".join(f"{codes.get(rt, rt)} = {rt}" for rt in table.runtimes) + "."]
     if table.causes:
         lines += ["", "### Deviations", ""]
         for i, c in enumerate(table.causes):

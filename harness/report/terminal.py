@@ -24,11 +24,10 @@ def _max_error(result: CaseResult) -> float | None:
 # Short verdicts, so that eleven runtime columns read at 100 columns; the causes are listed below the table.
 SHORT = {"pass": "✓", "fail": "FAIL", "error": "ERR", "crash": "CRASH", "timeout": "T/O", "xpass": "XPASS", "inconclusive": "INC",
          "xfail": "xf", "unsupported": "n/a", "skip": "skip"}
-# Runtime column codes, grouped by language; the legend under the table spells them out.
-CODES = {"tf": "tf", "litert": "lrt", "ort": "ort", "node-tfjs-cpu": "n.cpu", "node-tfjs-wasm": "n.wsm", "node-tfjs-node": "n.tfn",
-         "node-ort": "n.ort", "node-ort-web": "n.web", "go-tfgo": "go.tf", "go-ort": "go.or", "go-tfgo@docker": "go.dk",
-         "browser-tfjs-cpu": "b.cpu", "browser-tfjs-wasm": "b.wsm", "browser-tfjs-webgl": "b.gl", "browser-tfjs-webgpu": "b.gpu",
-         "browser-ort-wasm": "b.ort", "browser-ort-webgpu": "b.ogp", "openvino": "ov"}
+def codes_of(runtimes: dict) -> dict[str, str]:
+    """Each runtime's column code as a run records it (run.json `runtimes`, from the runtime's table
+    entry); the legend under the table spells them out. A runtime without one is shown by its name."""
+    return {rt: info["code"] for rt, info in runtimes.items() if isinstance(info, dict) and isinstance(info.get("code"), str) and info["code"]}
 
 
 def _worst(results: list[CaseResult]) -> CaseResult:
@@ -103,7 +102,7 @@ def display_name(fixture: str) -> str:
     return fixture
 
 
-def _grid(results: list[CaseResult], title: str, render, console: Console) -> None:
+def _grid(results: list[CaseResult], title: str, render, console: Console, codes: dict[str, str]) -> None:
     from rich import box
 
     from harness.runners.table import in_table_order
@@ -119,7 +118,7 @@ def _grid(results: list[CaseResult], title: str, render, console: Console) -> No
         table.add_column("fixture", no_wrap=True)
         table.add_column("format", no_wrap=True)
         for rt in group:
-            table.add_column(CODES.get(rt, rt), no_wrap=True)
+            table.add_column(codes.get(rt, rt), no_wrap=True)
         for (fixture, fmt), by_rt in cells.items():
             if any(rt in by_rt for rt in group):
                 table.add_row(display_name(fixture), fmt, *[by_rt.get(rt, "") for rt in group])
@@ -139,11 +138,13 @@ def _grid(results: list[CaseResult], title: str, render, console: Console) -> No
 
 
 def print_matrix(results: list[CaseResult], console: Console | None = None,
-                 title: str = "verdicts") -> None:
+                 title: str = "verdicts", codes: dict[str, str] | None = None) -> None:
+    """The verdict matrix; `codes` names the runtime columns (codes_of a run's runtimes)."""
     console = console or Console()
-    _grid(results, title, cell, console)
+    codes = codes or {}
+    _grid(results, title, cell, console, codes)
     runtimes = list(dict.fromkeys(r.runtime for r in results))
-    legend = [f"{CODES[rt]}={rt}" for rt in CODES if rt in runtimes and CODES[rt] != rt]
+    legend = [f"{codes[rt]}={rt}" for rt in codes if rt in runtimes and codes[rt] != rt]
     if legend:
         console.print("runtimes: " + ", ".join(legend), highlight=False, soft_wrap=False)
     shortened = [f"{display_name(f)} = {f}" for f in dict.fromkeys(r.fixture for r in results) if display_name(f) != f]
@@ -153,10 +154,10 @@ def print_matrix(results: list[CaseResult], console: Console | None = None,
                   "format is judged by SNR; ERR error, T/O timeout, INC inconclusive, xf xfail, n/a unsupported", highlight=False)
 
 
-def print_latency(results: list[CaseResult], console: Console | None = None) -> None:
+def print_latency(results: list[CaseResult], console: Console | None = None, codes: dict[str, str] | None = None) -> None:
     """p50 per case (ms, worker-measured, smallest timed batch; µ: microseconds), laid out like the verdicts."""
     if any(r.timing.stat("p50_ms") is not None for r in results):
-        _grid(results, "p50 ms", p50_cell, console or Console())
+        _grid(results, "p50 ms", p50_cell, console or Console(), codes or {})
 
 
 _PATH = re.compile(r"(?<![\w.`])/(?:[\w.@+-]+/)+[\w.@+-]*")
@@ -205,12 +206,12 @@ def bench_id(result: CaseResult) -> str:
     return result.id.replace(f"-{result.device}-b", "-b", 1) if result.device == "cpu" else result.id
 
 
-def _float_peak_applies(fmt: str) -> bool:
+def _float_peak_applies(result: CaseResult) -> bool:
     """% of the float32 GEMM peak means something for formats computed in floating point only: int8 and
-    dynamic-range formats compute in integers, and no int8 peak is measured."""
-    from harness.fixtures import format_class
-
-    return format_class(fmt) in ("float32", "float16")
+    dynamic-range formats compute in integers, and no int8 peak is measured. The tolerance class the
+    case was judged in, as its record says, tells which."""
+    classes = {t.get("class") for t in (result.tolerance or {}).values()}
+    return not classes & {"int8", "dynamic-range"}
 
 
 def print_bench(results: list[CaseResult], peaks: dict, console: Console | None = None) -> None:
@@ -233,7 +234,7 @@ def print_bench(results: list[CaseResult], peaks: dict, console: Console | None 
         peak = peaks.get(str(t.threads or 0)) or peaks.get(str(max((int(k) for k in peaks), default=0)))
         gf = r.gflops
         ci = t.p50_ci_ms
-        applies = _float_peak_applies(r.format)
+        applies = _float_peak_applies(r)
         integer_formats |= bool(gf) and not applies
         table.add_row(
             bench_id(r), _ms(t.p50_ms), f"{_ms(ci[0])}–{_ms(ci[1])}" if ci and len(ci) == 2 else "–",

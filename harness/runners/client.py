@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from harness.runners.errors import ErrorData
+from harness.runners.messages import PARSERS, InfoReply, LoadReply, Malformed, Reply, RunReply
 
 
 class WorkerError(Exception):
@@ -39,10 +40,6 @@ class ProtocolViolation(WorkerCrash):
     worker is at fault, and it is killed like a crashed one, so the next case gets a fresh worker."""
 
 
-# What each answer must hold (the protocol's JSON Schemas, tests/protocol_kit, in full): checked here so
-# a worker that breaks the protocol is blamed on its runtime, not taken for a bug of the harness.
-REQUIRED: dict[str, dict[str, type | tuple[type, ...]]] = {"info": {"formats": list}, "load": {"handle": str, "load_ns": (int, float)},
-            "run": {"outputs": dict, "first_ns": (int, float), "samples_ns": list}}
 LOG_LIMIT_BYTES = 32 << 20  # of one worker's stderr kept in its log file; a model that floods it does not fill the disk
 
 
@@ -167,7 +164,26 @@ class WorkerClient:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
+    def load(self, params: dict, timeout: float = 60.0) -> LoadReply:
+        """`load`, its answer typed (a worker that answers without the fields is killed: ProtocolViolation)."""
+        message = self._exchange("load", params, timeout)[1]
+        assert isinstance(message, LoadReply)
+        return message
+
+    def run(self, params: dict, timeout: float = 60.0) -> RunReply:
+        """`run`, its answer typed."""
+        message = self._exchange("run", params, timeout)[1]
+        assert isinstance(message, RunReply)
+        return message
+
     def call(self, method: str, params: dict | None = None, timeout: float = 60.0):
+        """One request and its answer as the worker sent it (the protocol kit checks it against the
+        schema), checked as load() and run() check theirs."""
+        return self._exchange(method, params, timeout)[0]
+
+    def _exchange(self, method: str, params: dict | None, timeout: float) -> tuple[object, Reply | None]:
+        """The answer, and its typed message where the harness reads one (harness/runners/messages.py): an
+        answer that message cannot be read from kills the worker (ProtocolViolation)."""
         self._next_id += 1
         req_id = self._next_id
         if method == "load" and self.before_load is not None and params and isinstance(params.get("artifact"), str):
@@ -200,13 +216,15 @@ class WorkerClient:
                 error = response["error"] if isinstance(response["error"], dict) else {"message": str(response["error"])}
                 raise RpcError.from_answer(error, self.runtime)
             result = response.get("result")
-            wrong = _malformed(method, result)
-            if wrong:
+            parse = PARSERS.get(method)
+            try:
+                typed = parse(result) if parse is not None else None
+            except Malformed as wrong:
                 self.kill()
-                raise ProtocolViolation(f"worker {self.name} broke the protocol answering {method}: {wrong}; killed", self.stderr_tail())
-            if method == "info" and isinstance(result, dict) and isinstance(result.get("runtime"), str):
-                self.runtime = result["runtime"]
-            return result
+                raise ProtocolViolation(f"worker {self.name} broke the protocol answering {method}: {wrong}; killed", self.stderr_tail()) from None
+            if isinstance(typed, InfoReply) and typed.runtime is not None:
+                self.runtime = typed.runtime
+            return result, typed
 
     def _crashed(self, when: str) -> WorkerCrash:
         try:
@@ -247,21 +265,3 @@ class WorkerClient:
             except (WorkerError, RpcError, subprocess.TimeoutExpired):
                 pass
         self.kill()
-
-
-def _malformed(method: str, result) -> str | None:
-    """What is missing or of the wrong type in a worker's answer to `method`, or None."""
-    need = REQUIRED.get(method)
-    if need is None:
-        return None
-    if not isinstance(result, dict):
-        return f"expected an object with {sorted(need)}, got {json.dumps(result)[:100]}"
-    for key, kind in need.items():
-        if not isinstance(result.get(key), kind) or isinstance(result.get(key), bool):
-            return f"field {key!r} is {json.dumps(result.get(key))[:60] if key in result else 'missing'} (expected {_kind(kind)})"
-    return None
-
-
-def _kind(kind) -> str:
-    names = {list: "a list", dict: "an object", str: "a string"}
-    return names.get(kind, "a number")

@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 from harness.runners.client import WorkerClient
+from harness.runners.sandboxes import containerized
 from harness.runners.table import REPO, WorkerContext, check_runtime
-from harness.sandbox import Sandbox, Wrapped, containerized, grant_container_read
+from harness.sandbox import Sandbox, Wrapped, grant_container_read
 
 START_TIMEOUT_S = 120.0
 
 
 class WorkerPool:
-    def __init__(self, context: WorkerContext | None = None, logs: Path | None = None, sandbox: Sandbox | str = "none"):
-        from harness.export import cache_root
-
-        # Without a run's scratch folder, a folder of our own (a container mounts it; /tmp itself is
-        # the container's tmpfs).
-        self.context = context or WorkerContext(cache_root(), Path(tempfile.gettempdir()) / "harness-scratch")
+    def __init__(self, context: WorkerContext, logs: Path | None = None, sandbox: Sandbox | str = "none"):
+        # The folders its workers see: the artifacts they load (the export cache, a test's folder) and
+        # the scratch folder they write; the caller knows where they are (WorkerContext.scratch_of).
+        self.context = context
         self.logs = logs  # a folder: each worker's stderr goes to <key>.log there
         # Every worker this pool starts runs in this sandbox (harness/sandbox.py); a runtime that is in
         # a container already (go-tfgo@docker) is its own sandbox.

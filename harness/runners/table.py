@@ -8,6 +8,7 @@ from __future__ import annotations
 import glob
 import importlib.util
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -72,6 +73,17 @@ class Variant:
     # command: given the worker folders, the command line. Added for variants that run elsewhere than
     # this interpreter; the environment still applies.
     command: Callable[[WorkerContext], list[str]] | None = None
+    precision: str | None = None  # what the variant computes in, where not the base runtime's (openvino@bf16)
+
+
+def shade(colour: str, name: str) -> str:
+    """A variant's or build's colour: its base runtime's, lighter or darker by an amount its name picks,
+    so it keeps its family's hue and stays apart from the base on a chart, run after run."""
+    if not re.fullmatch(r"#[0-9a-fA-F]{6}", colour):
+        return colour
+    step = 0.12 + sum((i + 1) * ord(c) for i, c in enumerate(name)) % 9 * 0.06  # 0.12 .. 0.60
+    toward = 255 if sum(int(colour[i:i + 2], 16) for i in (1, 3, 5)) < 384 else 0  # a dark colour gets lighter
+    return "#" + "".join(f"{round(c + (toward - c) * step):02x}" for c in (int(colour[i:i + 2], 16) for i in (1, 3, 5)))
 
 
 @dataclass(frozen=True)
@@ -92,6 +104,21 @@ class RuntimeSpec:
     build: Build | None = None  # `RUNTIME@BUILD`: another version, in its own environment (harness/builds.py)
     # The kind of build this runtime takes (harness/builds.py KINDS), or None when it cannot take one.
     build_kind: str | None = None
+    # How reports show it, recorded with each run (run.json `runtimes`), so a report reads them from the
+    # store: the terminal's column code (five characters at most: eleven columns fit 100 columns) and the
+    # colour of its series on every chart. A variant or build derives both from its base entry.
+    code: str = ""
+    colour: str = ""
+    container: bool = False  # its worker runs in a container, a sandbox of its own (harness/sandbox.py)
+    precision: str = "float32"  # what it computes in unless its worker says otherwise (info.precision)
+    # The protocol kit (tests/test_protocol_kit.py) runs this entry's worker: one entry for each worker
+    # program (RuntimeSpec.program) at least, so every language and binding is checked on the protocol.
+    protocol_kit: bool = False
+
+    @property
+    def program(self) -> str:
+        """The worker program this entry starts (entries of one program share the protocol's code)."""
+        return self.name
 
     @property
     def root(self) -> str:
@@ -108,11 +135,20 @@ class RuntimeSpec:
 
     def qualified(self, variant: Variant) -> RuntimeSpec:
         """This runtime running `variant`: same worker, formats and tolerances; its own name and environment."""
-        return replace(self, name=f"{self.name}@{variant.name}", base=self.name, variant=variant, required_in_ci=False)
+        return replace(self, name=f"{self.name}@{variant.name}", base=self.name, variant=variant, required_in_ci=False,
+                       code=f"{self.code}@{variant.name}", colour=shade(self.colour, variant.name),
+                       precision=variant.precision or self.precision, protocol_kit=False)
 
     def built(self, build: Build) -> RuntimeSpec:
         """This runtime as another build: the same worker code started in the build's environment."""
-        return replace(self, name=build.name, base=self.name, build=build, required_in_ci=False)
+        label = build.name.partition("@")[2]
+        return replace(self, name=build.name, base=self.name, build=build, required_in_ci=False,
+                       code=f"{self.code}@{label}", colour=shade(self.colour, label), protocol_kit=False)
+
+    @property
+    def legend(self) -> dict[str, str]:
+        """What a report shows of the runtime, recorded in run.json's `runtimes` beside its versions."""
+        return {"code": self.code, "colour": self.colour}
 
     def prepare(self) -> Availability | None:
         """Make what the runtime needs before its first worker starts: a build's environment, rebuilt
@@ -156,6 +192,10 @@ class PythonRuntime(RuntimeSpec):
     python_module: str = ""  # worker module, `python -m <module>`
     import_name: str = ""  # the framework module the worker imports
     dist: str = ""  # the distribution that provides it
+
+    @property
+    def program(self) -> str:
+        return self.python_module
 
     def launch(self, ctx: WorkerContext) -> Launch:
         if self.variant is not None and self.variant.command is not None:
@@ -201,6 +241,10 @@ def _missing(paths: list[str]) -> str | None:
 class NodeRuntime(RuntimeSpec):
     requires: tuple[str, ...] = ()  # files relative to js/node_modules
     package: str = ""  # the npm package whose version is reported
+
+    @property
+    def program(self) -> str:
+        return "js/src/worker.js"
 
     def launch(self, ctx: WorkerContext) -> Launch:
         if self.build is not None:
@@ -251,6 +295,10 @@ class GoRuntime(RuntimeSpec):
     binary: str = "harness-worker"
     libraries: tuple[str, ...] = ()
     module: str = "github.com/galeone/tfgo"  # the Go binding whose version is reported
+
+    @property
+    def program(self) -> str:
+        return self.binary
 
     def launch(self, ctx: WorkerContext) -> Launch:
         if self.build is not None and self.build.kind == "go-tfgo":
@@ -342,6 +390,7 @@ class DockerRuntime(GoRuntime):
     and HARNESS_SANDBOX_PROCS, when set, are its limits too."""
 
     inner: str = "go-tfgo"
+    container: bool = True
 
     def launch(self, ctx: WorkerContext) -> Launch:
         from harness.sandbox import Limits, Sandbox
@@ -467,7 +516,7 @@ RUNTIMES: dict[str, RuntimeSpec] = {
     r.name: r
     for r in [
         PythonRuntime("tf", "python", ("savedmodel", "keras", "h5", "frozen_graph", "checkpoint"),
-                      "Python TensorFlow: SavedModel signatures, Keras .keras/.h5, frozen graphs, checkpoints restored into the fixture's code",
+                      "Python TensorFlow: SavedModel signatures, Keras .keras/.h5, frozen graphs, checkpoints restored into the fixture's code", code="tf", colour="#1f77b4", protocol_kit=True,
                       python_module="harness_runners.tf", import_name="tensorflow", dist="tensorflow-cpu", build_kind="python",
                       variants=(Variant("onednn-off", "oneDNN kernels off (TF_ENABLE_ONEDNN_OPTS=0): TensorFlow's own Eigen kernels",
                                         env={"TF_ENABLE_ONEDNN_OPTS": "0"}),
@@ -479,14 +528,14 @@ RUNTIMES: dict[str, RuntimeSpec] = {
                                 Variant("gpu", "TensorFlow on an NVIDIA GPU (a tensorflow[and-cuda] build)", missing=_tf_gpu_missing,
                                         fix="an NVIDIA GPU and a tensorflow[and-cuda] build (harness build add)", beyond_setup=True))),
         PythonRuntime("litert", "python", ("tflite", "tflite_fp16", "tflite_dynamic", "tflite_int8", "tflite_select"),
-                      "LiteRT (ai_edge_litert) signature runner",
+                      "LiteRT (ai_edge_litert) signature runner", code="lrt", colour="#ff7f0e", protocol_kit=True,
                       python_module="harness_runners.litert", import_name="ai_edge_litert", dist="ai-edge-litert", build_kind="python",
                       variants=(Variant("reference", "the builtin kernels without the default XNNPACK delegate (op resolver "
                                         "BUILTIN_WITHOUT_DEFAULT_DELEGATES)", env={"HARNESS_LITERT_OP_RESOLVER": "builtin-without-default-delegates"}),
                                 Variant("builtin-ref", "TFLite's reference kernels (op resolver BUILTIN_REF): what inference_diff compares a delegate to",
                                         env={"HARNESS_LITERT_OP_RESOLVER": "builtin-ref"}),
                                 _arm64_variant("litert"))),
-        PythonRuntime("ort", "python", ("onnx13", "onnx18"), "ONNX Runtime, CPU execution provider",
+        PythonRuntime("ort", "python", ("onnx13", "onnx18"), "ONNX Runtime, CPU execution provider", code="ort", colour="#2ca02c", protocol_kit=True,
                       python_module="harness_runners.ort", import_name="onnxruntime", dist="onnxruntime", build_kind="python",
                       variants=(Variant("noopt", "every graph optimisation off (ORT_DISABLE_ALL): the kernels run the graph as exported",
                                         env={"HARNESS_ORT_GRAPH_OPTIMIZATION": "disabled"}),
@@ -503,30 +552,30 @@ RUNTIMES: dict[str, RuntimeSpec] = {
                                         fix="an NVIDIA GPU, TensorRT and an onnxruntime-gpu build (harness build add)"),
                                 _arm64_variant("ort"))),
         PythonRuntime("openvino", "python", ("onnx13", "onnx18", "tflite", "tflite_fp16", "savedmodel"),
-                      "OpenVINO CPU plugin, reading ONNX, TFLite and SavedModel files itself",
+                      "OpenVINO CPU plugin, reading ONNX, TFLite and SavedModel files itself", code="ov", colour="#800000", protocol_kit=True,
                       python_module="harness_runners.openvino", import_name="openvino", dist="openvino", build_kind="python",
                       variants=(Variant("bf16", "INFERENCE_PRECISION_HINT bf16: computed in bfloat16, judged as bfloat16",
-                                        env={"HARNESS_OPENVINO_PRECISION": "bf16"}, missing=_cpu_lacks("bf16"), beyond_setup=True,
+                                        env={"HARNESS_OPENVINO_PRECISION": "bf16"}, missing=_cpu_lacks("bf16"), beyond_setup=True, precision="bfloat16",
                                         fix="a CPU with AVX-512 (avx512bw, avx512vl, avx512dq) or AMX"),
                                 Variant("f16", "INFERENCE_PRECISION_HINT f16: computed in float16, judged as float16",
-                                        env={"HARNESS_OPENVINO_PRECISION": "f16"}, missing=_cpu_lacks("f16"), beyond_setup=True,
+                                        env={"HARNESS_OPENVINO_PRECISION": "f16"}, missing=_cpu_lacks("f16"), beyond_setup=True, precision="float16",
                                         fix="a CPU with AVX512-FP16 or AMX-FP16 (Sapphire Rapids or newer)"))),
-        NodeRuntime("node-tfjs-cpu", "node", ("tfjs_graph", "tfjs_layers"), "TF.js (@tensorflow/tfjs) cpu backend",
+        NodeRuntime("node-tfjs-cpu", "node", ("tfjs_graph", "tfjs_layers"), "TF.js (@tensorflow/tfjs) cpu backend", code="n.cpu", colour="#d62728", protocol_kit=True,
                     requires=("@tensorflow/tfjs/package.json",), package="@tensorflow/tfjs", build_kind="node"),
-        NodeRuntime("node-tfjs-wasm", "node", ("tfjs_graph", "tfjs_layers"), "TF.js wasm backend",
+        NodeRuntime("node-tfjs-wasm", "node", ("tfjs_graph", "tfjs_layers"), "TF.js wasm backend", code="n.wsm", colour="#9467bd",
                     requires=("@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-simd.wasm",), package="@tensorflow/tfjs-backend-wasm", build_kind="node"),
-        NodeRuntime("node-tfjs-node", "node", ("tfjs_graph", "tfjs_layers", "savedmodel"), "TF.js tfjs-node (native TensorFlow of the wheel)",
+        NodeRuntime("node-tfjs-node", "node", ("tfjs_graph", "tfjs_layers", "savedmodel"), "TF.js tfjs-node (native TensorFlow of the wheel)", code="n.tfn", colour="#8c564b",
                     requires=("@tensorflow/tfjs-node/lib/napi-v*/tfjs_binding.node", "@tensorflow/tfjs-node/deps/lib/libtensorflow_cc.so.2",
                               "@tensorflow/tfjs-node/deps/lib/libtensorflow_framework.so.2"), package="@tensorflow/tfjs-node"),
-        NodeRuntime("node-ort", "node", ("onnx13", "onnx18"), "onnxruntime-node",
+        NodeRuntime("node-ort", "node", ("onnx13", "onnx18"), "onnxruntime-node", code="n.ort", colour="#e377c2", protocol_kit=True,
                     requires=("onnxruntime-node/bin/napi-v*/linux/x64/onnxruntime_binding.node",), package="onnxruntime-node", build_kind="node"),
-        NodeRuntime("node-ort-web", "node", ("onnx13", "onnx18"), "onnxruntime-web (wasm) in Node",
+        NodeRuntime("node-ort-web", "node", ("onnx13", "onnx18"), "onnxruntime-web (wasm) in Node", code="n.web", colour="#7f7f7f",
                     requires=("onnxruntime-web/dist/ort.node.min.mjs", "onnxruntime-web/dist/ort-wasm-simd-threaded.wasm"), package="onnxruntime-web", build_kind="node"),
-        GoRuntime("go-tfgo", "go", ("savedmodel",), "Go tfgo on the TensorFlow C library of the wheel",
+        GoRuntime("go-tfgo", "go", ("savedmodel",), "Go tfgo on the TensorFlow C library of the wheel", code="go.tf", colour="#bcbd22", protocol_kit=True,
                   binary="harness-worker", libraries=tuple(TF_LIBS), build_kind="go-tfgo"),
-        GoRuntime("go-ort", "go", ("onnx13", "onnx18"), "Go onnxruntime_go on the wheel's libonnxruntime",
+        GoRuntime("go-ort", "go", ("onnx13", "onnx18"), "Go onnxruntime_go on the wheel's libonnxruntime", code="go.or", colour="#17becf", protocol_kit=True,
                   binary="harness-worker-ort", libraries=tuple(ORT_LIB), module="github.com/yalue/onnxruntime_go", build_kind="go-ort"),
-        DockerRuntime("go-tfgo@docker", "go", ("savedmodel",), "the go-tfgo worker in a Docker container",
+        DockerRuntime("go-tfgo@docker", "go", ("savedmodel",), "the go-tfgo worker in a Docker container", code="go.dk", colour="#393b79",
                       binary="harness-worker", inner="go-tfgo"),
     ]
 }
@@ -596,6 +645,10 @@ class BrowserRuntime(NodeRuntime):
     # (harness.cases.matrix); everything in a full run (harness run, nightly, a named runtime).
     quick_formats: tuple[str, ...] = ()
 
+    @property
+    def program(self) -> str:
+        return "js/browser/worker.js"
+
     def launch(self, ctx: WorkerContext) -> Launch:
         return Launch([shutil.which("node") or "node", str(REPO / "js" / "browser" / "worker.js"), "--runtime", self.name])
 
@@ -625,21 +678,21 @@ _BROWSER_NEEDS = ("playwright-core/package.json", "serve-static/package.json")
 _QUICK_TFJS = ("tfjs_graph", "tfjs_layers")
 _QUICK_ORT = ("onnx18",)  # the runtime is the same for both opsets; the Node and Python ones cover onnx13
 for _r in [
-    BrowserRuntime("browser-tfjs-cpu", "browser", ("tfjs_graph", "tfjs_layers"), "TF.js cpu backend in headless Chromium",
+    BrowserRuntime("browser-tfjs-cpu", "browser", ("tfjs_graph", "tfjs_layers"), "TF.js cpu backend in headless Chromium", code="b.cpu", colour="#469990",
                    requires=(*_BROWSER_NEEDS, "@tensorflow/tfjs/dist/tf.js"), package="@tensorflow/tfjs", quick_formats=_QUICK_TFJS),
-    BrowserRuntime("browser-tfjs-wasm", "browser", ("tfjs_graph", "tfjs_layers"), "TF.js wasm backend (SIMD, threads) in headless Chromium",
+    BrowserRuntime("browser-tfjs-wasm", "browser", ("tfjs_graph", "tfjs_layers"), "TF.js wasm backend (SIMD, threads) in headless Chromium", code="b.wsm", colour="#e7ba52",
                    requires=(*_BROWSER_NEEDS, "@tensorflow/tfjs/dist/tf.js", "@tensorflow/tfjs-backend-wasm/dist/tf-backend-wasm.js",
                              "@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-threaded-simd.wasm"), package="@tensorflow/tfjs-backend-wasm",
                    quick_formats=_QUICK_TFJS),
-    BrowserRuntime("browser-tfjs-webgl", "browser", ("tfjs_graph", "tfjs_layers"), "TF.js webgl backend (WebGL2 on SwiftShader) in headless Chromium",
+    BrowserRuntime("browser-tfjs-webgl", "browser", ("tfjs_graph", "tfjs_layers"), "TF.js webgl backend (WebGL2 on SwiftShader) in headless Chromium", code="b.gl", colour="#4363d8",
                    requires=(*_BROWSER_NEEDS, "@tensorflow/tfjs/dist/tf.js"), package="@tensorflow/tfjs", quick_formats=_QUICK_TFJS, variants=_BROWSER_GPU),
-    BrowserRuntime("browser-tfjs-webgpu", "browser", ("tfjs_graph", "tfjs_layers"), "TF.js webgpu backend in headless Chromium (needs an adapter)",
+    BrowserRuntime("browser-tfjs-webgpu", "browser", ("tfjs_graph", "tfjs_layers"), "TF.js webgpu backend in headless Chromium (needs an adapter)", code="b.gpu", colour="#f032e6",
                    requires=(*_BROWSER_NEEDS, "@tensorflow/tfjs/dist/tf.js", "@tensorflow/tfjs-backend-webgpu/dist/tf-backend-webgpu.js"),
                    package="@tensorflow/tfjs-backend-webgpu", quick_formats=_QUICK_TFJS, variants=_BROWSER_GPU),
-    BrowserRuntime("browser-ort-wasm", "browser", ("onnx13", "onnx18"), "onnxruntime-web, wasm execution provider, in headless Chromium",
+    BrowserRuntime("browser-ort-wasm", "browser", ("onnx13", "onnx18"), "onnxruntime-web, wasm execution provider, in headless Chromium", code="b.ort", colour="#911eb4", protocol_kit=True,
                    requires=(*_BROWSER_NEEDS, "onnxruntime-web/dist/ort.js", "onnxruntime-web/dist/ort-wasm-simd-threaded.jsep.wasm"),
                    package="onnxruntime-web", quick_formats=_QUICK_ORT),
-    BrowserRuntime("browser-ort-webgpu", "browser", ("onnx13", "onnx18"), "onnxruntime-web, webgpu execution provider, in headless Chromium (needs an adapter)",
+    BrowserRuntime("browser-ort-webgpu", "browser", ("onnx13", "onnx18"), "onnxruntime-web, webgpu execution provider, in headless Chromium (needs an adapter)", code="b.ogp", colour="#000075",
                    requires=(*_BROWSER_NEEDS, "onnxruntime-web/dist/ort.js", "onnxruntime-web/dist/ort-wasm-simd-threaded.jsep.wasm"),
                    package="onnxruntime-web", quick_formats=_QUICK_ORT, variants=_BROWSER_GPU),
 ]:

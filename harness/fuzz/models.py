@@ -15,10 +15,11 @@ region does not contain small inputs: an offset in a Rescaling, an exponential) 
 of float64 evaluations; an example that cannot be made so is rejected, so every comparison is between
 finite numbers.
 
-At this level one finding is kept per (format, runtime) pair and cause (harness.fuzz.Causes): a model
+At this level one finding is kept per (format, runtime) pair and cause (harness.fuzz.findings.Causes): a model
 hitting a converter error or runtime problem already found is not a new finding, and the pair is still
 searched for other causes. A numeric finding's first diverging node is found against the float64
-model node by node (`first_diverging_node`), so a wrong TF reference is located too.
+model node by node (harness.fuzz.search.first_diverging_node), so a wrong TF reference is located too.
+The search of this level (`fuzz_models`) is harness.fuzz.search's.
 """
 
 from __future__ import annotations
@@ -354,100 +355,3 @@ def node_fixture(spec: dict, index: int) -> Fixture:
                  oracle=oracle, source_digest=digest)
     fx._fuzz_spec = spec  # type: ignore[attr-defined]
     return fx
-
-
-def first_diverging_node(fuzzer, fx: Fixture, example, target: tuple[str, str]) -> dict:
-    """Where a generated model first diverges in the target pair: a binary search over the nodes the output
-    depends on, each cut model run in the pair on the example's inputs and judged as the whole model was
-    (the reference against the float64 oracle of that node, the others against the reference). The same
-    answer as harness/layer_search.py's for a pair other than the reference, and an answer for it too."""
-    from harness.fuzz import disagrees
-
-    spec = fx._fuzz_spec  # type: ignore[attr-defined]
-    path = ancestors(spec)
-    probes: dict[int, Any] = {}
-
-    def probe(i: int):
-        if i not in probes:
-            probes[i] = fuzzer.run_example(node_fixture(spec, path[i]), example, [target])[0]
-        return probes[i]
-
-    lo, hi = 0, len(path) - 1
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if disagrees(probe(mid)):
-            hi = mid
-        else:
-            lo = mid + 1
-    found = probe(lo)
-    names = {i: f"n{i}_{spec['nodes'][i - 1]['op']} ({op_label(spec['nodes'][i - 1])})" for i in path}
-    return {"supported": True, "layer_index": path[lo] - 1, "layer": names[path[lo]],
-            "previous": names[path[lo - 1]] if lo > 0 else "(model inputs)", "status": found["status"], "error": found.get("error"),
-            "metrics": found.get("metrics"), "probes": {names[path[i]]: r["status"] for i, r in sorted(probes.items())},
-            "judged": "against the float64 model's node" if target == REFERENCE_PAIR else "against the TF reference of the cut model"}
-
-
-REFERENCE_PAIR = ("savedmodel", "tf")  # harness.cases.REFERENCE, without importing the case matrix (and TF) at import time
-
-
-def model_disagrees(result) -> bool:
-    from harness.fuzz import disagrees
-
-    # At this level a converter or runtime that cannot export, validate or load a valid model is a finding too.
-    return disagrees(result) or (result["status"] == "error" and result.get("stage") in ("export", "validate", "load")
-                                 and result.get("culprit") != "environment")
-
-
-def fuzz_models(fuzzer, budget, max_nodes: int = 6) -> list:
-    """Generated models through every float format and selected runtime, until the budget is spent."""
-    from harness.cases import QUANTISED, REFERENCE, Selection, matrix
-    from harness.fuzz import Causes, Example, Stats
-    from harness.runners import check_runtime
-
-    assert REFERENCE == REFERENCE_PAIR, "fuzz_models.REFERENCE_PAIR must name the engine's reference"
-
-    stats: Stats = fuzzer.stats.setdefault("models", Stats())
-    probe = model_fixture({"input": [4], "nodes": [{"op": "dense", "in": [0], "units": 2, "shape": [2]}], "seed": 0})
-    runtimes = [check_runtime(r).name for r in fuzzer.runtimes]
-    pairs = []
-    for c in matrix(Selection(fixtures=[probe.name], formats=fuzzer.formats, runtimes=runtimes, batches=[1]), {probe.name: probe}):
-        if (fuzzer.formats or c.format not in QUANTISED) and check_runtime(c.runtime).availability().ok:
-            pairs.append((c.format, c.runtime))
-    if REFERENCE not in pairs:
-        pairs.append(REFERENCE)
-    stats.pairs = [f"{f}~{r}" for f, r in pairs]
-    prepared: dict[str, tuple[Fixture, Example] | None] = {}
-
-    def prepare(value) -> tuple[Fixture, Example] | None:
-        key = json.dumps(value, sort_keys=True, default=str)
-        if key not in prepared:
-            spec, batch, seed, dist, scale = value
-            fx = model_fixture(spec)
-            rng = np.random.default_rng(seed)
-            shape = (batch, *spec["input"])
-            x = rng.standard_normal(shape) if dist == "normal" else rng.uniform(0.0, 1.0, shape)
-            found = value_search(spec, x * scale)
-            if found is None:
-                prepared[key] = None
-            else:
-                shift = f" {found.offset:+g}" if found.offset else ""
-                how = f"{describe(spec)}; inputs {dist} seed {seed} x{scale * found.scale:g}{shift}"
-                prepared[key] = (fx, Example(batch, {"x": found.values}, how))
-        return prepared[key]
-
-    def fx_for(value):
-        got = prepare(value)
-        if got is None:
-            from hypothesis import reject
-
-            stats.rejected += 1
-            reject()
-        return got
-
-    fuzzer.divergence = lambda fx, example, target: first_diverging_node(fuzzer, fx, example, target)
-    return fuzzer.search(f"models:{sorted(pairs)}", fx_for, model_strategy(max_nodes), pairs, budget, stats, "model",
-                         lambda _f: True, None, is_bad=model_disagrees, causes=Causes(op_labels, finding_label))
-
-
-__all__ = ["ACTIVATIONS", "IMAGE_OPS", "VECTOR_OPS", "Found", "ancestors", "build", "describe", "first_diverging_node", "fuzz_models",
-           "model_fixture", "model_strategy", "node_fixture", "op_label", "spec_strategy", "value_search"]
