@@ -1077,10 +1077,10 @@ def selftest_startup(repeats: int) -> None:
 
 
 @selftest.command("sandbox")
-@click.option("--runtimes", "-r", default="tf,ort,go-tfgo,node-tfjs-cpu,node-ort", show_default=True,
-              help="Comma-separated runtimes to measure (each on mnist_cnn in a format it runs).")
+@_select("runtimes", "tf,ort,go-tfgo,node-tfjs-cpu,node-ort; each on mnist_cnn in a format it runs", joined=True,
+         fallback="tf,ort,go-tfgo,node-tfjs-cpu,node-ort")
 @click.option("--rounds", default=8, show_default=True, type=click.IntRange(min=1), help="Rounds, ABBA order (6 or more for a 95% interval).")
-@click.option("--iterations", default=300, show_default=True, type=click.IntRange(min=1), help="Timed inferences per worker, after 20 warm-up.")
+@click.option("--iterations", "-n", default=300, show_default=True, type=click.IntRange(min=1), help="Timed inferences per worker, after 20 warm-up.")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def selftest_sandbox(runtimes: str, rounds: int, iterations: int, as_json: bool) -> None:
     """What the bwrap sandbox costs against none: worker start and p50 of one inference, fresh workers each
