@@ -427,8 +427,10 @@ def _codes(runtimes) -> dict[str, str]:
 
 def _execute(cases, fixtures, options, reports: Path, run_options: dict, *, bench: bool = False, bisect: bool = False,
              refresh: bool = False, allow_inconclusive: bool = False, resume: Path | None = None,
-             output: str = "table", quiet: bool = False, jobs: int = 1) -> int:
-    """Run the cases through the orchestrator, print the verdicts. Returns the exit code."""
+             output: str = "table", quiet: bool = False, jobs: int = 1, run_id: str | None = None,
+             keep: dict[str, bytes] | None = None) -> int:
+    """Run the cases through the orchestrator, print the verdicts. Returns the exit code. `keep`: files
+    the new run holds in its folder (run_id's), written before anything runs."""
     from rich.progress import Progress
 
     from harness.orchestrator import Orchestrator
@@ -438,7 +440,7 @@ def _execute(cases, fixtures, options, reports: Path, run_options: dict, *, benc
     if not cases:
         raise HarnessError("the selection names no case: check --fixtures, --formats and --runtimes against `harness doctor`")
     orch = Orchestrator(cases, fixtures, options, reports, run_options, resume=resume, refresh=refresh, bench=bench,
-                        bisect=bisect, allow_inconclusive=allow_inconclusive, jobs=jobs)
+                        bisect=bisect, allow_inconclusive=allow_inconclusive, jobs=jobs, run_id=run_id, keep=keep)
     if resume is not None:  # said once the run is known to be resumable (not running, same models)
         err.print(f"resuming {resume.name}: {len(cases)} cases without a result", highlight=False)
     with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
@@ -663,9 +665,15 @@ def _resume(which: str, reports: Path, refresh: bool, allow_inconclusive: bool) 
 
         fixtures = {fx.name: fx for fx in project.unique_names([m.fixture() for m in project.read(Path(opts["project"]))])}
     elif command == "check":
-        from harness.user_model import with_user_options
+        from dataclasses import replace
 
-        fx = user_fixture(Path(opts["path"]), opts.get("signature", "serving_default"), opts.get("tag", "serve"))
+        from harness.user_model import upgrade_onnx, with_user_options
+
+        # An upgraded ONNX file (check --upgrade-opset): converted again, so a changed file is refused by its digest;
+        # the copy the run keeps is what is checked.
+        up = opts.get("upgrade")
+        upgrade = replace(upgrade_onnx(Path(opts["path"]), up["to_opset"]), kept=folder / up["file"]) if up else None
+        fx = user_fixture(Path(opts["path"]), opts.get("signature", "serving_default"), opts.get("tag", "serve"), upgrade=upgrade)
         fx = with_user_options(fx, Path(opts["inputs"]) if opts.get("inputs") else None, Path(opts["expected"]) if opts.get("expected") else None,
                                tuple(opts.get("atol") or ()), tuple(opts.get("rtol") or ()), opts.get("seed") or 0)
         fixtures = {fx.name: fx}
@@ -808,10 +816,13 @@ def bench(fixtures, formats, runtimes, batch, threads_, warmup, iterations, min_
 @click.option("--import", "import_modules", multiple=True, metavar="MODULE",
               help="A module to import before loading a Keras model (it registers or defines the custom layers); from the working "
                    "folder or the venv. Repeatable.")
+@click.option("--upgrade-opset", "upgrade_opset", type=int, metavar="N",
+              help="An ONNX file of an opset ONNX Runtime does not load (below 7): check a copy converted to opset N by "
+                   "onnx.version_converter, kept in the run's folder (your file is not touched); run.json records the upgrade.")
 @_run_options
 @_sandbox_option("bwrap")
 def check(path, signature, tag, formats, runtimes, batch, bisect, inputs_path, expected_path, atol, rtol, seed, custom_files, import_modules,
-          warmup, iterations, threads, timeout, reports, keep_tensors, refresh, allow_inconclusive, output, quiet, machine, sandbox) -> None:
+          upgrade_opset, warmup, iterations, threads, timeout, reports, keep_tensors, refresh, allow_inconclusive, output, quiet, machine, sandbox) -> None:
     """Check your own model: a SavedModel folder or Keras .keras/.h5 file (inputs generated from its
     signature, exported to every format, run in every runtime, judged against TensorFlow), or an .onnx,
     .tflite or TF.js model.json (run as it is in every runtime of its format, judged against ort, litert
@@ -824,6 +835,8 @@ def check(path, signature, tag, formats, runtimes, batch, bisect, inputs_path, e
 
     sel = Selection(formats=_split(formats), runtimes=_split(runtimes), batches=_batches(batch))
     sel.validate()
+    if path is None and upgrade_opset is not None:
+        raise HarnessError("--upgrade-opset applies to one ONNX file: expected PATH (an .onnx file)")
     if path is None:
         sys.exit(_check_project(sel, bisect, warmup, iterations, threads, timeout, reports, keep_tensors, refresh, allow_inconclusive,
                                 output, quiet, sandbox))
@@ -831,7 +844,16 @@ def check(path, signature, tag, formats, runtimes, batch, bisect, inputs_path, e
         if not f.is_file():
             raise HarnessError(f"--custom-objects {f}: no such file (expected a Python file defining the custom layers)")
     custom = CustomObjects(tuple(f.resolve() for f in custom_files), tuple(import_modules))
-    fx = user_fixture(path, signature, tag, custom or None)
+    upgrade, run_id = None, None
+    if upgrade_opset is not None:  # converted here, kept in the run's own folder (named now), checked from there
+        from dataclasses import replace
+
+        from harness.store import new_run_id
+        from harness.user_model import upgrade_onnx
+
+        upgrade, run_id = upgrade_onnx(path, upgrade_opset), new_run_id()
+        upgrade = replace(upgrade, kept=(reports / "runs" / run_id / upgrade.file).absolute())
+    fx = user_fixture(path, signature, tag, custom or None, upgrade)
     if inputs_path is not None and sel.batches:
         raise HarnessError("--batch does not apply with --inputs: the batch is your inputs' first dimension")
     fx = with_user_options(fx, inputs_path, expected_path, atol, rtol, seed)
@@ -847,9 +869,12 @@ def check(path, signature, tag, formats, runtimes, batch, bisect, inputs_path, e
                    "custom_objects": [str(f) for f in custom.files], "import": list(custom.modules),
                    "formats": sel.formats, "runtimes": sel.runtimes, "batches": sel.batches, "warmup": warmup,
                    "iterations": iterations, "threads": threads, "timeout": timeout, "keep_tensors": keep_tensors, "bisect": bisect,
-                   "sandbox": sandbox, "machine": machine}
+                   "sandbox": sandbox, "machine": machine, "upgrade": upgrade.record() if upgrade else None}
+    if upgrade is not None:
+        err.print(f"upgraded {path} from ONNX opset {upgrade.from_opset} to {upgrade.to_opset} (onnx.version_converter): "
+                  f"checking the copy {upgrade.kept}", highlight=False, soft_wrap=True)
     sys.exit(_execute(cases, fixtures, options, reports, run_options, bisect=bisect, refresh=refresh, allow_inconclusive=allow_inconclusive,
-                      output=output, quiet=quiet))
+                      output=output, quiet=quiet, run_id=run_id, keep={upgrade.file: upgrade.model} if upgrade else None))
 
 
 def _no_case(fx, sel) -> str:

@@ -88,7 +88,7 @@ class Orchestrator:
     def __init__(self, cases: list[Case], fixtures: dict[str, Fixture], options: Options, reports: Path | None,
                  run_options: dict, *, resume: Path | None = None, refresh: bool = False, bench: bool = False,
                  bisect: bool = False, allow_inconclusive: bool = False, deviations: list[Deviation] | None = None,
-                 scratch: Path | None = None, run_id: str | None = None, jobs: int = 1):
+                 scratch: Path | None = None, run_id: str | None = None, jobs: int = 1, keep: dict[str, bytes] | None = None):
         # Each case once (a selection that names a batch or runtime twice): a case is run and stored once.
         self.cases, self.fixtures, self.options = list({c.id: c for c in cases}.values()), fixtures, options
         # `run -j N` (harness/parallel.py): N exports and N shares of the cases at once; benchmarks never.
@@ -109,7 +109,7 @@ class Orchestrator:
         self.store: RunStore | None = None
         if reports is not None:
             planned = None if resume is not None else [c.record() for c in self.cases]
-            self.store = RunStore(reports, run_options, run_id=run_id, planned=planned, resume=resume)
+            self.store = RunStore(reports, run_options, run_id=run_id, planned=planned, resume=resume, keep=keep)
             try:
                 self.store.set("sources", {**(self.store.meta.sources or {}), **sources})
             except BaseException:

@@ -74,7 +74,9 @@ class RunStore:
     is refused; and a result whose id is in results.jsonl already is never appended again."""
 
     def __init__(self, reports: Path, options: dict, run_id: str | None = None, planned: list[dict] | None = None,
-                 resume: Path | None = None):
+                 resume: Path | None = None, keep: dict[str, bytes] | None = None):
+        """`keep`: files a new run holds beside its records, by path inside its folder, written before
+        anything runs (the model `check --upgrade-opset` converted: the run checks that copy)."""
         self.reports = reports
         self._lock: FileLock | None = None
         try:
@@ -96,6 +98,10 @@ class RunStore:
                 self.dir = reports / "runs" / self.run_id
                 self.dir.mkdir(parents=True, exist_ok=False)
                 self._lock = _hold(self.dir)
+                for rel, data in (keep or {}).items():
+                    target = self.dir / rel
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(data)
                 machine = identify(options.get("machine"))
                 self.meta = RunMeta(SCHEMA, self.run_id, "running", started=datetime.now(UTC).isoformat(),
                                     environment=environment(machine), options=options, planned=planned or [], machine=machine)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +21,7 @@ from harness.export.common import import_tf, read_signature
 from harness.export.given import shards
 from harness.fixtures import Fixture, TensorSpec, generator_for, output_keys
 from harness.inspect import read
+from harness.inspect.onnx import onnx_format
 from harness.oracle64 import Float64Oracle, Float64Unavailable, float64_clone
 from harness.runners.table import RUNTIMES
 
@@ -35,6 +36,65 @@ def _digest_path(path: Path) -> str:
         h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode())
         h.update(f.read_bytes())
     return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class OpsetUpgrade:
+    """A user's ONNX file converted to a newer opset by onnx.version_converter (`check --upgrade-opset N`),
+    for an opset ONNX Runtime does not load (below 7). The user's file is never touched: the run keeps
+    the converted model in its own folder (`file`, inside it; `kept`, once the run's folder is known) and
+    checks that; run.json's options record it (`record`)."""
+
+    source: Path
+    from_opset: int
+    to_opset: int
+    model: bytes  # the converted ModelProto, serialised
+    kept: Path | None = None
+
+    @property
+    def file(self) -> str:
+        return f"model/{self.source.stem}-opset{self.to_opset}.onnx"
+
+    def record(self) -> dict:
+        import onnx
+
+        return {"source": str(self.source.resolve()), "from_opset": self.from_opset, "to_opset": self.to_opset, "file": self.file,
+                "by": f"onnx.version_converter (onnx {onnx.__version__})"}
+
+
+# onnx.version_converter's failures begin with the C++ assertion's place ("/project/onnx/version_converter/
+# helper.cc:68: assertNotParams: Assertion `dim.is_int` failed: N Dimension is a param instead of an int.").
+_CONVERTER_PLACE = re.compile(r"^\S*\.(?:cc|cpp|h):\d+:\s*(?:\w+:\s*)?")
+
+
+def upgrade_onnx(path: Path, opset: int) -> OpsetUpgrade:
+    """`path` converted to `opset` by onnx.version_converter, in memory. A file that is not an ONNX model,
+    an opset outside 7 (ONNX Runtime's oldest) to the newest onnx knows or not above the file's, and a
+    conversion the converter refuses are each one line (HarnessError), the last with the converter's reason."""
+    import onnx
+    import onnx.defs
+    import onnx.version_converter
+
+    path = Path(path)
+    if not path.exists():
+        raise HarnessError(f"model not found: {path} does not exist (expected {EXPECTED_SOURCES})")
+    if not path.is_file() or path.suffix.lower() != ".onnx":
+        raise HarnessError(f"--upgrade-opset applies to an .onnx file: {path} is not one")
+    newest = onnx.defs.onnx_opset_version()
+    if not 7 <= opset <= newest:
+        raise HarnessError(f"--upgrade-opset {opset}: expected an opset from 7 (ONNX Runtime's oldest) to {newest} (onnx {onnx.__version__}'s newest)")
+    current = (read(path).get("opsets") or {}).get("ai.onnx")  # a file that is no ONNX model: inspect's one line
+    if not current:
+        raise HarnessError(f"cannot upgrade {path}: it imports no default-domain (ai.onnx) opset (expected an opset_import of domain '')")
+    if current >= opset:
+        raise HarnessError(f"--upgrade-opset {opset}: {path} has ONNX opset {current} already (expected an opset above the file's; "
+                           "from opset 7 on, check runs the file as it is)")
+    try:
+        converted = onnx.version_converter.convert_version(onnx.load(str(path)), opset)
+    except Exception as e:
+        reason = _CONVERTER_PLACE.sub("", " ".join(str(e).split())) or type(e).__name__
+        raise HarnessError(f"cannot upgrade {path} from ONNX opset {current} to {opset}: onnx.version_converter says: {reason}") from None
+    return OpsetUpgrade(path, int(current), opset, converted.SerializeToString())
 
 
 def _embedding_bounds(model: Any) -> dict[str, tuple[int, int]]:
@@ -80,18 +140,20 @@ def _onnx_gather_bounds(path: Path) -> dict[str, tuple[int, int]]:
 EXPECTED_SOURCES = "a SavedModel folder, a .keras/.h5 file, an .onnx or .tflite file or a TF.js model.json"
 
 
-def user_fixture(path: Path, signature: str = "serving_default", tag: str = "serve", custom_objects: CustomObjects | None = None) -> Fixture:
+def user_fixture(path: Path, signature: str = "serving_default", tag: str = "serve", custom_objects: CustomObjects | None = None,
+                 upgrade: OpsetUpgrade | None = None) -> Fixture:
     """A fixture for a model author's own model (`harness check`): a SavedModel folder or Keras
     `.keras`/`.h5` file (exported to every format, judged against TF on the SavedModel), or an `.onnx`,
     `.tflite` or TF.js `model.json` (run as it is by every runtime of its format, see `given_fixture`),
-    with inputs generated from its signature. `custom_objects`: the code of a Keras model's custom layers."""
+    with inputs generated from its signature. `custom_objects`: the code of a Keras model's custom layers;
+    `upgrade`: an ONNX file's converted copy, checked instead of the file (`check --upgrade-opset`)."""
     path = Path(path)
     if not path.exists():
         raise HarnessError(f"model not found: {path} does not exist (expected {EXPECTED_SOURCES})")
     if path.suffix.lower() in (".onnx", ".tflite", ".json") or (path.is_dir() and (path / "model.json").is_file()):
         if custom_objects:
             raise HarnessError(f"--custom-objects and --import apply to a Keras .keras/.h5 model: {path} is not one")
-        return given_fixture(path, signature)
+        return given_fixture(path, signature, upgrade)
     name = "check-" + "".join(c if c.isalnum() or c in "-_" else "_" for c in path.resolve().name.split(".")[0])
     digest = _digest_path(path)
     if path.is_dir():
@@ -195,18 +257,24 @@ def _keras_load_error(path: Path, e: BaseException, had_custom: bool) -> str:
 _GIVEN_REFERENCE = {"onnx": "ort", "tflite": "litert"}
 
 
-def given_fixture(path: Path, signature: str = "serving_default") -> Fixture:
+def given_fixture(path: Path, signature: str = "serving_default", upgrade: OpsetUpgrade | None = None) -> Fixture:
     """A user's `.onnx`, `.tflite` or TF.js `model.json` (or its folder): the file is the artifact of its
     format (copied into the cache as it is, validated, never converted), run by every runtime that
     loads that format; inputs are generated from the model's own signature (read by harness inspect);
     the reference is ort (ONNX), litert (TFLite) or the first TF.js runtime, unless golden outputs are
-    given. Quantised TFLite tensors are fed and judged as the real values they stand for."""
+    given. Quantised TFLite tensors are fed and judged as the real values they stand for. With `upgrade`
+    (an ONNX file converted to a newer opset) the converted copy it keeps is the artifact: its format is
+    that of the new opset, its graph's inputs and outputs the file's (the converter keeps them)."""
     if path.is_dir():
         path = path / "model.json"
     info = read(path)
     kind = info["kind"]
     if kind not in ("onnx", "tflite", "tfjs"):
         raise HarnessError(f"cannot check {path}: a {kind} file (expected {EXPECTED_SOURCES})")
+    if upgrade is not None:
+        if upgrade.kept is None:
+            raise ValueError("an OpsetUpgrade is checked from where its run keeps it: set kept")
+        info["format"] = onnx_format(upgrade.to_opset)
     if kind == "onnx" and info.get("format") not in ("onnx13", "onnx18"):
         # Below opset 7 (ONNX Runtime's oldest), or no default-domain opset: inspect said what it is.
         raise HarnessError(f"cannot check {path}: {info.get('runs_as_note') or info.get('format')}")
@@ -243,6 +311,8 @@ def given_fixture(path: Path, signature: str = "serving_default") -> Fixture:
     name = "check-" + "".join(c if c.isalnum() or c in "-_" else "_" for c in stem)
     if kind == "tfjs":  # model.json and the shards it lists, not whatever else shares its folder
         files = [_digest_path(path), *(_digest_path(path.parent / shard) + shard for shard in shards(path))]
+    elif upgrade is not None:  # what is checked: the converted model
+        files = [hashlib.sha256(Path(upgrade.file).name.encode() + upgrade.model).hexdigest()]
     else:
         files = [_digest_path(path)]
     digest = hashlib.sha256("\0".join(["given", fmt, *files]).encode()).hexdigest()
@@ -253,9 +323,13 @@ def given_fixture(path: Path, signature: str = "serving_default") -> Fixture:
     bounds = _onnx_gather_bounds(path) if kind == "onnx" else {}
     opset = (info.get("opsets") or {}).get("ai.onnx")
     what = f"{fmt} model (opset {opset})" if kind == "onnx" and opset not in (13, 18) else f"{fmt} model"
+    artifact = path
+    if upgrade is not None and upgrade.kept is not None:
+        what = f"{fmt} model (opset {upgrade.from_opset}, upgraded to {upgrade.to_opset} by onnx.version_converter)"
+        artifact = upgrade.kept
     return Fixture(
         name=name, description=f"user {what} {path}", kind="given", inputs=specs,
-        outputs=outputs, output_aliases=aliases, int_bounds=bounds, build=lambda: path, generate=generator_for(specs, bounds=bounds),
+        outputs=outputs, output_aliases=aliases, int_bounds=bounds, build=lambda: artifact, generate=generator_for(specs, bounds=bounds),
         generate_alt=generator_for(specs, alt=True, bounds=bounds), batchable=batchable, batches=batches,
         signature=str(sig.get("key") or "serving_default"), source_digest=digest, formats=(fmt,), reference=(fmt, runtime),
     )

@@ -266,6 +266,13 @@ def test_a_long_upstream_message_keeps_the_sentence_that_says_what_is_wrong():
     assert "Load model from model.onnx failed" in short and "/root" not in short and "model.cc" not in short
     long = "the converter said: " + "word " * 80 + "and then. Conversion failed: unsupported op Erfc in node gelu/erfc " + "x" * 60
     assert "unsupported op Erfc" in one_line(long, 160) and len(one_line(long, 160)) <= 160
+    # A record with only its whole error (no summary) reads the same in the terminal, the page and report.md.
+    from harness.records import CaseResult
+    from harness.report.terminal import cause
+
+    bare = CaseResult.blank(Case("check-ir14", "onnx13", "ort"))
+    bare.status, bare.error = "error", error
+    assert cause(bare) == short
 
 
 def test_a_deviation_of_one_kernel_back_end_holds_only_where_the_reference_ran_on_it(exporter, tmp_path, monkeypatch):

@@ -168,6 +168,55 @@ def test_onnx_below_opset_7_is_one_line_with_the_upgrade_and_inspect_agrees_with
     assert {r["format"] for r in ran} == {seen["format"]} == {"onnx13"} and not seen["problems"]
 
 
+def _doubled_relu(path, opset: int, batch=2, ir: int = 3) -> None:
+    """y = relu(x + x): Add changed between opsets 6 and 7 (its broadcast attribute), so a conversion does work."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [batch, 4]) for n in ("x", "y")]
+    nodes = [helper.make_node("Add", ["x", "x"], ["twice"]), helper.make_node("Relu", ["twice"], ["y"])]
+    model = helper.make_model(helper.make_graph(nodes, "g", io[:1], io[1:]), opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = ir
+    onnx.save(model, str(path))
+
+
+def test_onnx_below_opset_7_is_checked_as_a_copy_upgraded_by_upgrade_opset_and_the_run_records_it(tmp_path):
+    """`check old.onnx --upgrade-opset 13` converts the file with onnx.version_converter into the run's
+    folder, leaves the user's file as it was, checks the copy (onnx13, on ort, passing: its output depends
+    on its input, or the verdict would be inconclusive) and records the upgrade in run.json. The refusal
+    without the option and inspect's problem name the option alike; a conversion the converter refuses is
+    one line with its reason, exit 2, and no run."""
+    import onnx
+
+    _doubled_relu(tmp_path / "old.onnx", 6)
+    before = (tmp_path / "old.onnx").read_bytes()
+    refused = run_cli("check", "old.onnx", "-r", "ort", "--reports", "r", cwd=tmp_path)
+    [line] = refused.stderr.strip().splitlines()
+    assert refused.returncode == 2 and "harness check old.onnx --upgrade-opset 13 checks a copy converted by onnx.version_converter" in line
+    seen = json.loads(run_cli("inspect", "old.onnx", "--json", cwd=tmp_path).stdout)
+    assert [p["message"] for p in seen["problems"]] == [f"harness check does not take it as it is: {line.split(': ', 3)[3]}"]
+
+    proc = run_cli("check", "old.onnx", "-r", "ort", "--upgrade-opset", "13", "-o", "json", "--sandbox", "none", "--reports", "r", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [result] = _results(proc)
+    assert (result["format"], result["batch"], result["status"]) == ("onnx13", 2, "pass")
+    assert (tmp_path / "old.onnx").read_bytes() == before, "the user's file is left as it was"
+    run = (tmp_path / "r" / "latest").resolve()
+    upgrade = json.loads((run / "run.json").read_text())["options"]["upgrade"]
+    assert (upgrade["from_opset"], upgrade["to_opset"], upgrade["file"]) == (6, 13, "model/old-opset13.onnx")
+    assert upgrade["source"] == str(tmp_path / "old.onnx") and upgrade["by"].startswith("onnx.version_converter")
+    assert f"from ONNX opset 6 to 13 (onnx.version_converter): checking the copy {run / upgrade['file']}" in proc.stderr
+    for model in (run / upgrade["file"], f"{result['artifact']['dir']}/model.onnx"):  # kept by the run; checked
+        assert {o.domain: o.version for o in onnx.load(str(model)).opset_import}[""] == 13
+
+    _doubled_relu(tmp_path / "dynamic.onnx", 6, batch="N")  # the converter's Add adapter needs every dimension known
+    bad = run_cli("check", "dynamic.onnx", "-r", "ort", "--upgrade-opset", "13", "--reports", "r2", cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.strip() == (
+        "harness: error: cannot upgrade dynamic.onnx from ONNX opset 6 to 13: onnx.version_converter says: "
+        "Assertion `dim.is_int` failed: N Dimension is a param instead of an int.")
+    assert not (tmp_path / "r2").exists(), "no run for a model that could not be converted"
+
+
 def test_an_onnx_embedding_bounds_its_ids_and_a_selection_without_cases_says_what_the_model_runs_as(tmp_path):
     """ids into a Gather of a 5-row table are drawn from 0..4; `-b 4` on a batch-2 model says what it runs as."""
     import onnx

@@ -381,7 +381,8 @@ def test_an_onnx_file_below_opset_7_says_how_to_upgrade_it_and_a_producer_has_no
     old = inspect(tmp_path / "op6.onnx")
     assert old["format"] == "onnx opset 6" and old["runs_on"]["runtimes"] == []
     [problem] = [p["message"] for p in old["problems"]]
-    assert problem.startswith("harness check does not take it: ONNX opset 6 is older than ONNX Runtime's oldest (7)")
+    assert problem.startswith("harness check does not take it as it is: ONNX opset 6 is older than ONNX Runtime's oldest (7)")
+    assert "harness check op6.onnx --upgrade-opset 13" in problem
     assert "onnx.version_converter" in problem and "convert_version(onnx.load('op6.onnx'), 13)" in problem
     nine = inspect(tmp_path / "op9.onnx")
     assert nine["format"] == "onnx13" and nine["producer"] == "tf2onnx 1.17.0" and not nine["problems"]

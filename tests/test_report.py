@@ -449,6 +449,35 @@ def test_report_of_a_missing_run_is_one_line(tmp_path):
     assert proc.returncode == 2 and proc.stderr.strip().startswith("harness: error: run not found: nope")
 
 
+def test_report_md_says_what_did_not_pass_and_why_one_row_per_cause(tmp_path):
+    """report.md, as a pull-request comment, lists the causes the page lists, from the same groups: one
+    row per cause (verdict, cases, stage, culprit, where, the message shortened to the sentence that says
+    what is wrong). A real check of an ONNX file of IR version 14, which ONNX Runtime refuses in a long
+    message holding paths and a C++ source location: its two cases are one cause."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from harness.report.terminal import cause_groups
+
+    io_ = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 4]) for n in ("x", "y")]
+    model = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", io_[:1], io_[1:]),
+                              opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 14
+    onnx.save(model, str(tmp_path / "ir14.onnx"))
+    proc = run_cli("check", "ir14.onnx", "-r", "ort", "--no-bisect", "--sandbox", "none", "--reports", "r", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    run = read_run((tmp_path / "r" / "latest").resolve())
+    assert [r.status for r in run.results] == ["error", "error"]
+    md = (run.folder / "report.md").read_text()
+    section = md.split("### What did not pass, and why\n\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert section[0] == "| verdict | cases | stage | culprit | where | cause |"
+    [row] = section[2:]
+    [group] = cause_groups(run.results)  # what the page's table shows
+    assert row == f"| error | 2 | reference | runtime | check-ir14: onnx13 on ort | {group['cause']} |"
+    assert row.endswith("Unsupported model IR version: 14, max supported IR version: 13 |") and "/onnxruntime_src" not in row
+    assert md.index("What did not pass, and why") < md.index("<details><summary>Failing cases (2)")
+
+
 def test_compare_two_runs(two_runs, tmp_path):
     reports, runs = two_runs
     out = tmp_path / "cmp"

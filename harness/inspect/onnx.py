@@ -48,7 +48,8 @@ def _onnx_nodes(nodes) -> Iterator:
 def onnx_format(opset: int | None) -> str | None:
     """The harness format an ONNX file of this default-domain opset is checked as: onnx18 from opset 18
     on, onnx13 from 7 (ONNX Runtime's oldest) to 17 — both are every ONNX runtime's, and a file is run
-    as it is, never converted; None below 7 (ONNX Runtime does not take it) or without an opset."""
+    as it is; None below 7 (ONNX Runtime does not take it: `check --upgrade-opset` checks a converted
+    copy, filed under the new opset's format) or without an opset."""
     if not opset or opset < 7:
         return None
     return "onnx18" if opset >= 18 else "onnx13"
@@ -73,7 +74,8 @@ def read_onnx(path: Path, info: dict, signature: str | None, tag: str | None) ->
     info["format"] = onnx_format(version)
     if info["format"] is None:
         info["format"] = f"onnx opset {version}" if version else "onnx (no default-domain opset)"
-        info["runs_as_note"] = (f"ONNX opset {version} is older than ONNX Runtime's oldest (7): upgrade the file with "
+        info["runs_as_note"] = (f"ONNX opset {version} is older than ONNX Runtime's oldest (7): harness check {path.name} --upgrade-opset 13 "
+                                f"checks a copy converted by onnx.version_converter, or upgrade the file with "
                                 f"python -c \"import onnx, onnx.version_converter as v; onnx.save(v.convert_version(onnx.load('{path.name}'), 13), "
                                 f"'{path.stem}-opset13.onnx')\" and check that one") if version else \
             "the ONNX model imports no default-domain (ai.onnx) opset: expected an opset_import of domain '' (7 or newer)"
@@ -114,4 +116,4 @@ def read_onnx(path: Path, info: dict, signature: str | None, tag: str | None) ->
     elif not info["checker"]["ok"]:
         problem(info, f"onnx.checker rejects it: {info['checker']['message'][:200]}", onnx_runtimes)
     if info["format"] not in ("onnx13", "onnx18"):
-        problem(info, f"harness check does not take it: {info['runs_as_note']}", onnx_runtimes)
+        problem(info, f"harness check does not take it as it is: {info['runs_as_note']}", onnx_runtimes)

@@ -57,8 +57,14 @@ def _bytes(value) -> str:  # noqa: D103
     return f"{value / 2**20:.0f} MiB"
 
 
+def _cell(value) -> str:
+    """A text as one Markdown table cell: on one line, its pipes escaped (a message may hold either)."""
+    return " ".join(str(value or "").split()).replace("|", "\\|")
+
+
 _env.filters["num"] = _num
 _env.filters["mib"] = _bytes
+_env.filters["cell"] = _cell
 
 
 def max_error(result: CaseResult) -> float | None:

@@ -7,6 +7,7 @@ import re
 from rich.console import Console
 from rich.table import Table
 
+from harness.artifact import one_line
 from harness.records import CaseResult
 
 STYLE = {
@@ -164,11 +165,13 @@ _PATH = re.compile(r"(?<![\w.`])/(?:[\w.@+-]+/)+[\w.@+-]*")
 
 
 def cause(result: CaseResult) -> str:
-    """What a non-pass result says, without what differs from case to case (paths, case ids)."""
+    """What a non-pass result says, without what differs from case to case (paths, case ids): one line,
+    shortened as the engine shortens a summary (keeping the sentence that says what is wrong), so a record
+    with only its whole error reads the same in the terminal, the page and report.md."""
     status = result.status
     text = (result.reason if status in ("xfail", "xpass", "skip", "inconclusive") else None) or result.summary \
         or result.error or result.reason or ""
-    text = text.splitlines()[0] if text else ""
+    text = one_line(text)
     return _PATH.sub("…", text.replace(result.id, "<case>"))
 
 
