@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -122,6 +123,22 @@ def main(verbose: bool) -> None:
     """Cross-language conformance and benchmark harness for TensorFlow models."""
     if not verbose and not os.environ.get("HARNESS_VERBOSE"):
         _quiet()
+    _say_warnings()
+
+
+class _Say(logging.Handler):
+    """What the harness's own modules log at WARNING (a wait on another process's export lock): one
+    line on the real stderr, through the console, so a progress bar on a terminal stays whole."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        err.print(f"harness: {record.getMessage()}", highlight=False, soft_wrap=True)
+
+
+def _say_warnings() -> None:
+    logger = logging.getLogger("harness")
+    if not any(isinstance(h, _Say) for h in logger.handlers):
+        logger.addHandler(_Say(logging.WARNING))
+    logger.propagate = False  # not also into TensorFlow's (absl's) handler on the root logger, i.e. the log
 
 
 @main.command()

@@ -24,6 +24,7 @@ from harness.availability import Availability
 from harness.cases import QUANTISED, Case, Deviation, load_deviations
 from harness.errors import HarnessError
 from harness.export import Exporter, format_class
+from harness.export.locks import LockTimeout
 from harness.fixtures import Fixture, all_fixtures
 from harness.records import KEPT_OUTPUT_BYTES, CaseResult, Timing
 from harness.runners import RUNTIMES, RpcError, WorkerCrash, WorkerPool, WorkerTimeout, check_runtime
@@ -218,7 +219,10 @@ class Engine:
             return self._finish(case, result, "skip", reason=f"runtime {case.runtime} unavailable: {avail.reason} (fix: {avail.fix})",
                                 stage="load", culprit="environment")
         result.stage = "export"
-        art = self.artifact(fixture, case.format)
+        try:
+            art = self.artifact(fixture, case.format)
+        except LockTimeout as stuck:  # another process holds the entry's lock and does not let go (stopped, hung)
+            return self._finish(case, result, "error", error=str(stuck), stage="export", culprit="environment")
         result.artifact = {"key": art.key, "dir": str(art.dir), "export_s": art.export_s}
         repaired = [r for r in self.exporter.repairs if r["fixture"] == fixture.name and r["format"] in (case.format, fixture.reference[0])]
         if repaired:

@@ -645,3 +645,50 @@ def test_a_worker_killed_from_outside_is_a_crash_and_the_run_goes_on(tmp_path):
     assert proc.returncode == 1, out + err
     (result,) = results_of((reports / "latest").resolve())
     assert result["status"] == "crash" and result["culprit"] == "runtime" and "SIGKILL" in result["error"], result
+
+
+# --- 21. a stuck holder of an export cache entry's lock: a word, a bounded wait, a verdict naming it ----------
+
+HOLD_LOCK = """
+import sys, time
+from filelock import FileLock
+FileLock(sys.argv[1]).acquire()
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_stuck_export_lock_is_said_given_up_on_and_named_and_a_dead_holder_never_blocks(tmp_path):
+    cache = tmp_path / "cache"
+    env = {"HARNESS_CACHE": str(cache), "HARNESS_EXPORT_LOCK_TIMEOUT": "6"}
+    # A harness stopped (SIGSTOP, Ctrl-Z) in the middle of exporting pow's SavedModel: it holds the entry's lock.
+    first = subprocess.Popen(HARNESS + ["export", "-f", "pow", "-F", "savedmodel", "--json"], cwd=REPO, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
+    try:
+        assert _wait_for(lambda: list(cache.glob(".tmp-pow-savedmodel-*")), every=0.02), "the export never started"
+        os.kill(first.pid, signal.SIGSTOP)
+        start = time.monotonic()
+        proc = run_cli("run", "-f", "pow", "-F", "onnx13", "-r", "ort", "-b", "1", "-n", "1", "--reports", str(tmp_path / "r"),
+                       env=env, timeout=120)  # it used to wait without a word for as long as the holder lived
+        took = time.monotonic() - start
+        waits = [line for line in proc.stderr.splitlines() if "waiting for the export cache entry" in line]
+        assert len(waits) == 1, proc.stderr  # one line, not one a poll
+        assert "pow-savedmodel-" in waits[0] and f"pid {first.pid}" in waits[0] and "stopped" in waits[0] and " since " in waits[0], waits
+        assert proc.returncode == 1 and took < 120, (took, proc.stdout + proc.stderr)
+        (result,) = results_of((tmp_path / "r" / "latest").resolve())
+        assert (result["status"], result["stage"], result["culprit"]) == ("error", "export", "environment"), result
+        assert "gave up after" in result["error"] and f"pid {first.pid}" in result["error"], result["error"]
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    out, err = first.communicate(timeout=300)  # what the stopped export was writing is finished, and kept
+    assert first.returncode == 0 and json.loads(out.strip().splitlines()[-1])["status"] == "ok", out + err
+    assert run_cli("verify", "-f", "pow", "-F", "savedmodel", env=env).returncode == 0
+
+    # A holder that died (SIGKILL) never blocks: the kernel let go of its lock with it.
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(next(cache.glob("pow-onnx13-*.lock")))], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    holder.kill()
+    holder.wait()
+    again = run_cli("export", "-f", "pow", "-F", "onnx13", "--json", env=env)
+    assert again.returncode == 0 and json.loads(again.stdout.strip().splitlines()[-1])["status"] == "ok", again.stdout + again.stderr
+    assert "waiting for" not in again.stderr, again.stderr

@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
@@ -35,6 +35,7 @@ from harness.artifact import Artifact, damage, manifest
 from harness.builds import Build
 from harness.errors import HarnessError, unknown
 from harness.export import validate
+from harness.export.locks import LockTimeout, entry_lock
 from harness.fixtures import Fixture, TensorSpec, generator_for
 
 
@@ -177,6 +178,9 @@ class Exporter:
         self.repairs: list[dict] = []  # artifacts found damaged and exported again in this process
         self._family_hash: dict[str, str] = {}
         self._fresh: set[Path] = set()  # folders exported or found by this process (refresh exports each once)
+        # Entries whose lock this process gave up waiting for (a stuck holder): later cases that need them
+        # try the lock once and fail at once with the same words, instead of waiting the whole time again.
+        self._stuck: dict[Path, str] = {}
 
     def key(self, fixture: Fixture, fmt: str) -> str:
         spec = check_format(fmt)
@@ -257,7 +261,7 @@ class Exporter:
             return None
         why = "; ".join(problems)
         folder = self.folder(fixture, fmt)
-        with FileLock(str(folder) + ".lock"):
+        with self._lock(folder):
             shutil.rmtree(folder, ignore_errors=True)
         self._fresh.discard(folder)
         self.repairs.append({"artifact": folder.name, "fixture": fixture.name, "format": fmt, "problem": why})
@@ -274,7 +278,7 @@ class Exporter:
             self._fresh.add(art.folder_path)
             return art
         folder = self.folder(fixture, fmt)
-        with FileLock(str(folder) + ".lock"):
+        with self._lock(folder):
             art = self.cached(fixture, fmt)  # another process may have written it meanwhile
             ok, why = self._usable(fixture, fmt, art)
             if ok:
@@ -291,6 +295,20 @@ class Exporter:
             fresh = self._export(fixture, spec, folder, source)
             self._fresh.add(folder)
             return fresh
+
+    @contextlib.contextmanager
+    def _lock(self, folder: Path) -> Iterator[None]:
+        """The entry's lock (harness/export/locks.py): a bounded wait, said when long; an entry given up
+        on before in this process is tried once more without waiting."""
+        held = contextlib.ExitStack()
+        try:
+            held.enter_context(entry_lock(folder, 0 if folder in self._stuck else None))
+        except LockTimeout as e:  # only the wait for this entry's lock, not what is done holding it
+            self._stuck.setdefault(folder, str(e))
+            raise LockTimeout(self._stuck[folder]) from None
+        with held:
+            self._stuck.pop(folder, None)
+            yield
 
     def _export(self, fixture: Fixture, spec: FormatSpec, folder: Path, source: Artifact | None) -> Artifact:
         art = Artifact(
