@@ -692,3 +692,75 @@ def test_a_stuck_export_lock_is_said_given_up_on_and_named_and_a_dead_holder_nev
     again = run_cli("export", "-f", "pow", "-F", "onnx13", "--json", env=env)
     assert again.returncode == 0 and json.loads(again.stdout.strip().splitlines()[-1])["status"] == "ok", again.stdout + again.stderr
     assert "waiting for" not in again.stderr, again.stderr
+
+
+# --- 22. a second user on one cache: reads what the first wrote; cannot write: one line, nothing touched ------
+
+def _another_user(home: Path) -> list[str]:
+    """A command prefix that runs as a uid of no account (not root), able to read every file (the
+    interpreter lives under /root) but to write only what the permissions let it: another user."""
+    import pwd
+
+    if os.getuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv to run as a second user")
+    uid = next(u for u in range(54321, 60000) if not _has_account(pwd, u))
+    os.chown(home, uid, uid)
+    return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=+dac_read_search",
+            "--ambient-caps=+dac_read_search"]
+
+
+def _has_account(pwd, uid: int) -> bool:
+    try:
+        pwd.getpwuid(uid)
+        return True
+    except KeyError:
+        return False
+
+
+def _tree(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(root)): (p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(root.rglob("*"))}
+
+
+@pytest.fixture
+def shared_folder():
+    """A folder every user may pass through (pytest's tmp_path is root's alone, 0700)."""
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="harness-shared-"))
+    os.chmod(folder, 0o755)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_second_user_reads_the_cache_another_wrote_and_is_told_in_one_line_where_it_cannot_write(shared_folder):
+    import stat
+
+    tmp_path = shared_folder
+    cache = tmp_path / "cache"
+    assert run_cli("export", "-f", "pow", "-F", "savedmodel,onnx13", env={"HARNESS_CACHE": str(cache)}).returncode == 0
+    for entry in cache.glob("pow-*"):
+        if entry.is_dir():  # readable by the users the writer's umask (022) lets read it, as every file in it is
+            assert stat.S_IMODE(entry.stat().st_mode) & 0o055 == 0o055, (entry.name, oct(entry.stat().st_mode))
+    before = _tree(cache)
+    home = tmp_path / "home"
+    home.mkdir()
+    user = _another_user(home)
+    env = {**os.environ, "HOME": str(home), "HARNESS_CACHE": str(cache), "COLUMNS": "250"}
+
+    def as_user(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(user + HARNESS + list(args), cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+
+    read = as_user("run", "-f", "pow", "-F", "onnx13", "-r", "ort", "-b", "1", "-n", "1", "--reports", str(home / "r"))
+    assert read.returncode == 0, read.stdout + read.stderr  # the reference (tf, sandboxed) reads the SavedModel the first user wrote
+    assert [r["status"] for r in results_of((home / "r" / "latest").resolve())] == ["pass"]
+    for args in (["run", "-f", "pow", "-F", "onnx18", "-r", "ort", "-b", "1", "-n", "1", "--reports", str(home / "r")],
+                 ["export", "-f", "pow", "-F", "onnx18"]):
+        proc = as_user(*args)  # an entry the cache lacks: this user must write, and may not
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1, proc.stdout + proc.stderr
+        assert f"cannot write to the export cache: {cache} (owned by uid 0, mode 755)" in lines[0] and "Permission denied" in lines[0], lines
+        assert "internal error" not in lines[0] and "Traceback" not in proc.stderr
+    assert _tree(cache) == before, "the first user's entries are as they were, and nothing was added"
+    assert run_cli("verify", "-f", "pow", env={"HARNESS_CACHE": str(cache)}).returncode == 0

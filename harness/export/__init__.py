@@ -345,6 +345,9 @@ class Exporter:
                 raise HarnessError(f"cannot write to the export cache {self.root}: {e.strerror or e} (expected a writable folder with free space)") from None
             raise
         try:
+            # mkdtemp made the folder for its writer alone (0700): an entry is for every user the umask lets
+            # read it (a cache shared by a group, a CI cache restored by another uid, a sandboxed worker).
+            os.chmod(tmp, 0o777 & ~_umask())
             _install(tmp, folder)
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -382,6 +385,19 @@ def clean_stale(root: Path, min_age_s: float = STALE_TMP_S) -> list[str]:
             continue  # being written after all, or not ours to remove (another user's)
         removed.append(tmp.name)
     return removed
+
+
+def _umask() -> int:
+    """This process's umask, read without changing it (Linux says it in /proc; elsewhere set and put back)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 _AT_FDCWD, _RENAME_EXCHANGE = -100, 2
