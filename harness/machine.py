@@ -71,6 +71,11 @@ def _py_cpuinfo() -> dict[str, str]:
     return {"model name": str(info.get("brand_raw") or ""), "flags": " ".join(info.get("flags") or [])}
 
 
+def cpu_fields() -> dict[str, str]:
+    """The first processor's fields (flags, model name, Arm's implementer and part): /proc/cpuinfo, else py-cpuinfo."""
+    return _cpuinfo() or _py_cpuinfo()
+
+
 def _memory_bytes() -> int | None:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -131,7 +136,7 @@ def identify(label: str | None = None) -> dict:
     """This machine: label (given, else HARNESS_MACHINE, else `<arch>-<short CPU model>`), arch, cpu,
     ISA features, cores, memory, accelerators."""
     arch = platform.machine()
-    info = _cpuinfo() or _py_cpuinfo()
+    info = cpu_fields()
     flags = set((info.get("flags") or info.get("Features") or "").split())
     if arch in ("aarch64", "arm64"):
         cpu = info.get("model name") or ARM_PARTS.get((info.get("CPU implementer", ""), info.get("CPU part", "")), "")

@@ -764,3 +764,38 @@ def test_a_second_user_reads_the_cache_another_wrote_and_is_told_in_one_line_whe
         assert "internal error" not in lines[0] and "Traceback" not in proc.stderr
     assert _tree(cache) == before, "the first user's entries are as they were, and nothing was added"
     assert run_cli("verify", "-f", "pow", env={"HARNESS_CACHE": str(cache)}).returncode == 0
+
+
+# --- 23. the export cache key holds the exporting TensorFlow's oneDNN setting ---------------------------------
+
+FUZZ_MODEL = "fuzz-fuzzmodel-8ee1e4795ab9-savedmodel-tf-1beb18bf87"  # max(x + x, x): TF's graph rewrites differ with oneDNN
+
+
+def test_an_artifact_exported_with_onednn_on_is_not_reused_with_it_off(tmp_path):
+    from harness.artifact import Artifact
+
+    env = {"HARNESS_CACHE": str(tmp_path / "cache")}
+    made = {}
+    for onednn in ("1", "0", "1"):
+        proc = run_cli("export", "-f", FUZZ_MODEL, "-F", "tfjs_graph", "--json", env={**env, "TF_ENABLE_ONEDNN_OPTS": onednn})
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        got = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert got["status"] == "ok", got
+        made.setdefault(onednn, got)
+        assert made[onednn] == got, "the same setting finds its own entry again"
+    assert made["1"]["key"] != made["0"]["key"], made
+    for onednn, got in made.items():  # each records what its export really ran with; the first is still there, whole
+        art = Artifact.load(Path(got["dir"]))
+        assert art.extra["tf_settings"]["onednn"] is (onednn == "1"), art.extra["tf_settings"]
+    assert run_cli("verify", "-f", FUZZ_MODEL, "-F", "tfjs_graph,savedmodel", env={**env, "TF_ENABLE_ONEDNN_OPTS": "1"}).returncode == 0
+
+
+@pytest.mark.parametrize("value", [None, "0", "True", "yes"])
+def test_the_key_foresees_tensorflows_onednn_setting_as_tensorflow_decides_it(value):
+    """The key is computed before TensorFlow starts (a lookup should not cost an import): what it
+    foresees must be what TF then says, or an entry would be filed under the other setting."""
+    code = ("from harness.export import tf_settings; before = tf_settings()\n"
+            "import tensorflow; after = tf_settings(); print(before == after, before, after)")
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"} | ({"TF_ENABLE_ONEDNN_OPTS": value} if value else {})
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
+    assert proc.stdout.startswith("True "), proc.stdout + proc.stderr[-2000:]

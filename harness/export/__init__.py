@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import functools
 import hashlib
 import importlib
 import io
@@ -31,6 +32,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from harness import builds as project_builds
+from harness import machine
 from harness.artifact import Artifact, damage, manifest
 from harness.builds import Build
 from harness.errors import HarnessError, unknown
@@ -147,6 +149,47 @@ def converter_versions() -> dict[str, str]:
     return out
 
 
+# The CPU features for which TensorFlow turns its oneDNN path on by default on Linux, as TF 2.21 decides
+# it (tensorflow/core/util/util.cc, DefaultOneDnnPolicy), and Arm's Neoverse V1 (implementer, part).
+ONEDNN_DEFAULT_X86 = ("avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
+ONEDNN_DEFAULT_ARM = (("0x41", "0xd40"),)
+
+
+def tf_settings() -> dict[str, object]:
+    """What of the exporting TensorFlow's configuration changes what a conversion writes, so it is part
+    of the cache key: whether TF's oneDNN path is on (its graph rewrites differ: a tfjs_graph of the same
+    SavedModel has other nodes with it on) and, with it on, the instruction set oneDNN is capped at."""
+    onednn = _onednn_on()
+    return {"onednn": onednn, **({"onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL")} if onednn else {})}
+
+
+def _onednn_on() -> bool:
+    """Whether TensorFlow runs (or, imported now, would run) its oneDNN path. TF decides once, when it
+    starts: where it is imported, it is asked; otherwise its rule is applied, without the seconds an
+    import costs: TF_ENABLE_ONEDNN_OPTS when it is 0/1/true/false (any case), else the CPU's features."""
+    if "tensorflow" in sys.modules:
+        try:
+            from tensorflow.python.util import _pywrap_util_port
+
+            return bool(_pywrap_util_port.IsMklEnabled())
+        except (ImportError, AttributeError):
+            pass
+    value = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "").lower()
+    if value in ("0", "false", "1", "true"):
+        return value in ("1", "true")
+    return _onednn_default()
+
+
+@functools.cache
+def _onednn_default() -> bool:
+    if not sys.platform.startswith("linux"):
+        return False
+    info = machine.cpu_fields()
+    flags = set((info.get("flags") or "").split())
+    arm = (info.get("CPU implementer", ""), info.get("CPU part", ""))
+    return bool(flags & set(ONEDNN_DEFAULT_X86)) or arm in ONEDNN_DEFAULT_ARM
+
+
 def cache_root() -> Path:
     """The export cache: HARNESS_CACHE, else a per-user cache folder shared by every project (Linux:
     $XDG_CACHE_HOME/harness/exports, ~/.cache/harness/exports). Artifacts are content-addressed (the
@@ -194,6 +237,7 @@ class Exporter:
             repr(spec),  # the registry's entry: converter options and layout
             self._family_source_hash("given" if fixture.kind == "given" else spec.family),
             json.dumps(self.versions_for(spec), sort_keys=True),
+            json.dumps(tf_settings(), sort_keys=True),  # the same converters write other graphs with oneDNN on
         ):
             h.update(part.encode())
             h.update(b"\0")
@@ -234,6 +278,11 @@ class Exporter:
             return False, None
         if self.refresh and art.dir not in self._fresh:
             return False, REFRESHED
+        recorded = art.extra.get("tf_settings")
+        if recorded is not None and recorded != tf_settings():
+            # The key holds TF's settings as foreseen before TF starts; what the export really ran with is
+            # recorded: an entry whose export ran otherwise is never handed out (made again, not a repair).
+            return False, OTHER_SETTINGS
         if art.status == "ok":
             problems = damage(art)
             return (False, "; ".join(problems)) if problems else (True, None)
@@ -285,7 +334,7 @@ class Exporter:
                 assert art is not None
                 self._fresh.add(folder)
                 return art
-            if why and why != REFRESHED and art is not None and art.status == "ok":
+            if why and why not in (REFRESHED, OTHER_SETTINGS) and art is not None and art.status == "ok":
                 self.repairs.append({"artifact": folder.name, "fixture": fixture.name, "format": fmt, "problem": why})
             # A damaged, stale or refreshed entry stays where it is until its replacement is complete:
             # a reader (another run) sees the old artifact or the new one, never a hole (_install).
@@ -355,6 +404,7 @@ class Exporter:
 
 
 REFRESHED = "--refresh/--force: exported again"  # why an intact entry was exported again: not a repair
+OTHER_SETTINGS = "exported by a TensorFlow with other settings (oneDNN) than the key foresaw: exported again"
 TMP_PREFIX = ".tmp-"  # an export being written: .tmp-<entry>-<random>
 STALE_TMP_S = 600.0  # a temporary folder this old whose entry's lock is free was left by a killed export
 _ENTRY = re.compile(r"(?P<entry>.+-[0-9a-f]{20})-[a-z0-9_]+")
@@ -447,6 +497,7 @@ def convert(fixture: Fixture, spec: FormatSpec, tmp: Path, source: Artifact | No
         finally:
             if said.lines:
                 art.extra["converter_log"] = said.lines
+        art.extra["tf_settings"] = tf_settings()  # TensorFlow has started by now: its own word
         if fixture.kind != "given":  # a given model was validated as the user's (harness/export/given.py)
             validate.validate(spec, tmp, art)
     except Exception as e:  # a converter's failure is a result, recorded with its whole message
