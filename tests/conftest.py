@@ -9,6 +9,15 @@ REPO = Path(__file__).resolve().parents[1]
 HARNESS = [sys.executable, "-m", "harness.cli"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _children_are_not_xdist_workers():
+    """Under `pytest -n 2` (make test) each worker process carries PYTEST_XDIST_WORKER; a pytest that a test
+    starts would inherit it, and pytest-benchmark then takes itself for an xdist worker and refuses
+    --benchmark-only. The pytest runs the tests start are single processes of their own."""
+    for key in [k for k in os.environ if k.startswith("PYTEST_XDIST_")]:
+        del os.environ[key]
+
+
 @pytest.fixture(scope="session")
 def exporter():
     """Artifacts from the shared content-addressed cache: the key covers fixture source, exporter
