@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,17 @@ def size_of(path: Path) -> int:
 def corrupt(kind: str, path: Path, why: str, expected: str) -> HarnessError:
     why = " ".join(str(why).split())
     return HarnessError(f"corrupt {kind}: {path} {why} (expected {expected})")
+
+
+def checked(check: Callable[[Path, str], None], path: Path, fmt: str, kind: str, how: str, expected: str) -> None:
+    """The format's own artifact check (harness/export/validate.py) on a user's file; its fault becomes
+    the one `corrupt` line that says what the file is not (`how`: "is not a complete GraphDef")."""
+    from harness.export.validate import ConverterFault
+
+    try:
+        check(path, fmt)
+    except ConverterFault as e:
+        raise corrupt(kind, path, f"{how}: {e.summary}", expected) from None
 
 
 def first_line(e: BaseException) -> str:

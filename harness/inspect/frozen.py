@@ -6,19 +6,16 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from harness.inspect.common import corrupt, counted, first_line, problem, tensor
+from harness.inspect.common import checked, corrupt, counted, first_line, problem, tensor
 from harness.inspect.savedmodel import tf_dtype, tf_shape
 
 
 def read_frozen(path: Path, info: dict, signature: str | None, tag: str | None) -> None:
     from harness.export.common import import_tf
-    from harness.export.validate import ConverterFault, check_frozen
+    from harness.export.validate import check_frozen
 
     expected = "a serialised TensorFlow GraphDef"
-    try:
-        check_frozen(path, "frozen_graph")
-    except ConverterFault as e:
-        raise corrupt("frozen graph", path, f"is not a complete GraphDef: {e.summary}", expected) from None
+    checked(check_frozen, path, "frozen_graph", "frozen graph", "is not a complete GraphDef", expected)
     tf = import_tf()
     from tensorflow.core.framework import graph_pb2
 

@@ -5,18 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness.inspect.common import corrupt, first_line
+from harness.inspect.common import checked, corrupt, first_line
 from harness.inspect.keras import keras_model
 
 
 def read_h5(path: Path, info: dict, signature: str | None, tag: str | None) -> None:
-    from harness.export.validate import ConverterFault, check_h5
+    from harness.export.validate import check_h5
 
     expected = "a Keras .h5 model with a model_config attribute"
-    try:
-        check_h5(path, "h5")
-    except ConverterFault as e:
-        raise corrupt(".h5 file", path, f"is not a Keras model: {e.summary}", expected) from None
+    checked(check_h5, path, "h5", ".h5 file", "is not a Keras model", expected)
     import h5py
 
     try:

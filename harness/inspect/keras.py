@@ -12,17 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.inspect.common import corrupt, counted, first_line, problem, tensor
+from harness.inspect.common import checked, corrupt, counted, first_line, problem, tensor
 
 
 def read_keras(path: Path, info: dict, signature: str | None, tag: str | None) -> None:
-    from harness.export.validate import ConverterFault, check_keras
+    from harness.export.validate import check_keras
 
     expected = "a Keras 3 .keras zip with a config.json"
-    try:
-        check_keras(path, "keras")
-    except ConverterFault as e:
-        raise corrupt(".keras file", path, f"is not readable: {e.summary}", expected) from None
+    checked(check_keras, path, "keras", ".keras file", "is not readable", expected)
     try:
         with zipfile.ZipFile(path) as z:
             config = json.loads(z.read("config.json"))

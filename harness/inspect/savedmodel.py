@@ -6,7 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.inspect.common import corrupt, counted, first_line, problem, tensor
+from harness.inspect.common import checked, corrupt, counted, first_line, problem, tensor
 
 
 def tf_dtype(tf, enum: int) -> str:
@@ -30,13 +30,10 @@ def tf_shape(shape_proto) -> list | None:
 
 def read_savedmodel(pb: Path, info: dict, signature: str | None, tag: str | None) -> None:
     from harness.export.common import import_tf
-    from harness.export.validate import ConverterFault, check_savedmodel
+    from harness.export.validate import check_savedmodel
 
     folder = pb.parent
-    try:
-        check_savedmodel(folder, "savedmodel")
-    except ConverterFault as e:
-        raise corrupt("SavedModel", folder, f"is not a complete SavedModel: {e.summary}", "a SavedModel folder with a whole saved_model.pb") from None
+    checked(check_savedmodel, folder, "savedmodel", "SavedModel", "is not a complete SavedModel", "a SavedModel folder with a whole saved_model.pb")
     info["path"] = str(folder)
     tf = import_tf()
     from tensorflow.core.protobuf import saved_model_pb2
